@@ -1,0 +1,41 @@
+# dawnrun: `make demo` and `make test` do everything from a fresh clone (setup included).
+SHELL := /bin/bash
+ROOT := $(CURDIR)
+export PKG_CONFIG_PATH := $(if $(LIBTENSORFLOW_PC),$(LIBTENSORFLOW_PC),$(ROOT)/.deps/pkgconfig)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+# Open MPI refuses root and more ranks than cores unless told; CI and this box run as root.
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+export OMPI_MCA_rmaps_base_oversubscribe := 1
+export DAWNRUN_PYTHON := $(ROOT)/.deps/venv/bin/python
+CARGO := cargo
+BIN := $(ROOT)/target/release
+DEMO := $(ROOT)/runs/demo-data
+
+.PHONY: setup build test demo bench lint fmt clean
+
+setup:
+	@bash tools/setup.sh
+
+build: setup
+	$(CARGO) build --release --workspace --all-targets
+
+test: build
+	$(CARGO) test --release --workspace -- --test-threads=1
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	@bash tools/check-layering.sh
+
+demo: build
+	@bash tools/demo.sh
+
+bench: build
+	@bash bench/run.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
