@@ -1,0 +1,1 @@
+//! dawnrun-dist: gradients -> all-reduce. The only user of MPI; sees `&mut [f32]`, never a tensor.
