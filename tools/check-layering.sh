@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Checks the dependency rules of STYLE.md: the data-preparation tools never link TensorFlow or MPI,
+# and only the model/checkpoint/eval modules name `tensorflow`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fail=0
+for pkg in build-records make-synthetic dawnrun-records dawnrun-data dawnrun-schedule; do
+  if cargo tree -q -e normal -p "$pkg" | grep -Eq '^.*\b(tensorflow|mpi) v'; then
+    echo "layering: $pkg depends on tensorflow or mpi" >&2; fail=1
+  fi
+done
+if grep -rn 'tensorflow::' src/train src/bin 2>/dev/null; then
+  echo "layering: tensorflow:: named outside model/, checkpoint/, eval/" >&2; fail=1
+fi
+if grep -rn '\bmpi::' src crates/data crates/schedule tools 2>/dev/null; then
+  echo "layering: mpi:: named outside crates/dist" >&2; fail=1
+fi
+exit $fail
