@@ -1,3 +1,21 @@
 //! dawnrun-data: records -> pipeline -> batches. No TensorFlow, no MPI: rank and world size arrive
 //! as plain numbers.
+//!
+//! The modules in flow order:
+//! - `shards`   which files and records this rank reads in an epoch, shuffle buffer   (pure)
+//! - `crop`     random-resized crop box, evaluation centre crop                        (pure)
+//! - `decode`   JPEG bytes -> RGB -> crop + bilinear resize + flip into a batch slot
+//! - `batch`    `Batch { images [N, H, W, 3] u8, labels [N] i32 }`
+//! - `pipeline` reader thread -> decode workers -> batcher; bounded queues; clean shutdown
+//! - `seed`     every random draw's seed as a pure function of (seed, epoch, rank, ...)   (pure)
 #![deny(unsafe_code)]
+
+pub mod batch;
+pub mod crop;
+pub mod decode;
+pub mod seed;
+pub mod shards;
+
+pub use batch::Batch;
+pub use crop::{center_crop, sample_crop, CropBox, CropSpec};
+pub use decode::{DecodeError, Placement, Preprocessor};
