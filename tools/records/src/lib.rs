@@ -2,19 +2,30 @@
 //!
 //! Framing (length + masked CRC-32C, data + masked CRC-32C) is separate from the typed
 //! tf.Example layer, the writer and the index, as in TensorFlow's own record_reader/writer.
+//! Modules in data-flow order:
 //!
-//! PLANNED API (contract for the other crates; the owner of this crate fills it in):
-//! - `crc::{mask, unmask, masked_crc32c}`                                             (pure)
-//! - `framing::{RecordReader, RecordWriter}`: `RecordReader::open(path)`,
-//!   `next_record(&mut self) -> Result<Option<Record>, Error>` where `Record { offset: u64, data: Vec<u8> }`,
-//!   `RecordReader::seek(offset)`; `read_record_at(path, offset)`; `RecordWriter::create(path)`,
-//!   `write(&[u8])`, `finish()` (flush + fsync). Errors name the file, the byte offset and the check.
-//! - `example::{Example, Features, Feature, BytesList, FloatList, Int64List}` (prost derive) with
-//!   typed helpers (`Example::builder()...`, `get_int64(key)`, `get_bytes(key)`, `get_str(key)`, ...).
-//! - `imagenet::ImageRecord` {encoded, height, width, label (1-based), synset, text, filename,
-//!   bboxes} <-> tf.Example with the exact keys of build_imagenet_data.py (`KEY_*` consts).
-//! - `index::RecordIndex` (offsets and lengths of every record in a file, DALI tfrecord2idx text
-//!   format "offset length\n"), `build(path)`, `save`, `load`.
-//! - `shards::{shard_name, parse_shard_name, list_shards}`: "train-00000-of-01024".
-//! - `event::{Event, Summary, EventWriter}`: TensorBoard event files (scalars), framed as records.
+//! - [`crc`]: masked CRC-32C, the checksum of every frame (pure).
+//! - [`framing`]: `RecordReader` / `RecordWriter` / `scan`: bytes <-> records, damage reported
+//!   with file, byte offset and the failed check.
+//! - [`example`]: tf.Example protos (prost derive) with a builder and typed getters.
+//! - [`imagenet`]: `ImageRecord` <-> tf.Example with the keys of `build_imagenet_data.py`, and
+//!   the zero-copy `decode_for_training` for the input pipeline.
+//! - [`index`]: `RecordIndex`, per-file record offsets in DALI's tfrecord2idx text format.
+//! - [`shards`]: `train-00000-of-01024` names and finding a complete shard set.
+//! - [`event`]: TensorBoard event files (scalars), framed as records.
 #![deny(unsafe_code)]
+
+pub mod crc;
+pub mod event;
+pub mod example;
+pub mod framing;
+pub mod imagenet;
+pub mod index;
+pub mod shards;
+#[cfg(test)]
+mod testutil;
+
+pub use example::Example;
+pub use framing::{read_record_at, Record, RecordReader, RecordWriter};
+pub use imagenet::{BBox, ImageRecord};
+pub use index::RecordIndex;
