@@ -1,1 +1,34 @@
-//! dawnrun-dist: gradients -> all-reduce. The only user of MPI; sees `&mut [f32]`, never a tensor.
+//! dawnrun-dist: gradients -> all-reduce. The only user of MPI; it sees `&mut [f32]`, never a tensor.
+//!
+//! Flow, per training step (Horovod's split into *negotiate*, *pack* and *move*, each in its own
+//! module, with one [`Timeline`] handle timing every phase):
+//!
+//! 1. [`stall`]     — negotiate: every rank tells rank 0 it reached step `s`; rank 0 warns about
+//!    late ranks (Horovod's stall check).
+//! 2. [`fusion`]    — pack: which consecutive gradient tensors share one buffer (threshold).
+//! 3. [`ring`]      — move: ring all-reduce over MPI point-to-point, bitwise identical on every
+//!    rank; [`wire`] optionally halves the bytes on the wire (fp16).
+//! 4. [`allreduce`] — glue: plan + sum (ring or `MPI_Allreduce`) + divide by N.
+//!
+//! [`world`] owns MPI itself (initialisation, ranks, broadcast, config check, abort on error).
+//!
+//! Global state: exactly two process-wide things exist, both inherent to MPI and both documented
+//! where they are made: MPI's own initialisation ([`World::init`], once per process) and the panic
+//! hook ([`World::install_abort_on_panic`]). Everything else is passed down as arguments.
+#![deny(unsafe_code)]
+
+pub mod allreduce;
+pub mod fusion;
+pub mod ring;
+pub mod stall;
+pub mod timeline;
+pub mod wire;
+pub mod world;
+
+pub use allreduce::{AllreduceError, Allreducer, Method};
+pub use fusion::{FusionError, FusionPlan};
+pub use ring::{chunk_bounds, Ring, RingError};
+pub use stall::{StallBook, StallCheck};
+pub use timeline::{Phase, Timeline, TimelineError};
+pub use wire::Compression;
+pub use world::{fingerprint, fingerprint_f32, World, WorldError};

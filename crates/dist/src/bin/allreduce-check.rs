@@ -1,1 +1,293 @@
-fn main() {}
+//! allreduce-check: runs our ring all-reduce and MPI_Allreduce on deterministic per-rank data,
+//! checks both against the exact mean (computed in f64 on every rank), checks that the ring
+//! result is bitwise identical on every rank, and prints one line per method on rank 0.
+//!
+//! `mpirun -np 4 allreduce-check --floats 1000000 --method both --json`
+//! Used by the test suite and `make bench`. Exit codes: 0 ok, 1 a check failed, 2 an error
+//! (under mpirun: `rank R: error: ...` and MPI_Abort, so the whole job ends).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use dawnrun_dist::{
+    chunk_bounds, fingerprint_f32, Allreducer, Compression, Method, Phase, StallCheck, Timeline,
+    World,
+};
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+#[command(about = "Check and time the ring all-reduce against MPI_Allreduce (run under mpirun)")]
+struct Args {
+    /// Gradient length in f32 elements.
+    #[arg(long, default_value_t = 1_000_000)]
+    floats: usize,
+    /// Timed repetitions per method (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// `ring`, `mpi` or `both`.
+    #[arg(long, default_value = "both", value_parser = ["ring", "mpi", "both"])]
+    method: String,
+    /// Wire compression for the ring: `none` or `fp16` (MPI_Allreduce always sums f32).
+    #[arg(long, default_value = "none")]
+    compression: Compression,
+    /// Fusion buffer threshold in MiB.
+    #[arg(long, default_value_t = 64.0)]
+    threshold_mb: f64,
+    /// The gradient is split into this many tensors (fused per the threshold).
+    #[arg(long, default_value_t = 16)]
+    tensors: usize,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Write a Chrome-trace timeline per rank to DIR/timeline-rank<R>.json.
+    #[arg(long, value_name = "DIR")]
+    timeline: Option<std::path::PathBuf>,
+    /// Rank 0 warns about ranks that are this late to an all-reduce.
+    #[arg(long, default_value_t = 60.0)]
+    stall_warning_s: f64,
+    /// Test hook: this rank returns an error in the middle of the run.
+    #[arg(long, value_name = "R")]
+    fail_rank: Option<usize>,
+    /// Test hook: this rank panics in the middle of the run.
+    #[arg(long, value_name = "R")]
+    panic_rank: Option<usize>,
+    /// Test hook: this rank sleeps `--sleep-s` before its second iteration (trips the stall check).
+    #[arg(long, value_name = "R")]
+    sleep_rank: Option<usize>,
+    #[arg(long, default_value_t = 0.0)]
+    sleep_s: f64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let world = match World::init() {
+        Ok(world) => world,
+        Err(e) => {
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            return ExitCode::from(2);
+        }
+    };
+    world.install_abort_on_panic();
+    match run(&world, &args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => world.fail(&e),
+    }
+}
+
+/// Per-method outcome on this rank.
+struct Outcome {
+    method: Method,
+    result: Vec<f32>,
+    seconds: Vec<f64>,
+}
+
+/// Returns whether every check passed (the same verdict on every rank).
+fn run(world: &World, args: &Args) -> Result<bool> {
+    let rank = world.rank();
+    world
+        .check_same("allreduce-check arguments", format!("{args:?}").as_bytes())
+        .context("refusing to start")?;
+    if args.iters == 0 || args.tensors == 0 {
+        bail!("--iters and --tensors must be at least 1");
+    }
+    let methods: Vec<Method> = match args.method.as_str() {
+        "ring" => vec![Method::Ring],
+        "mpi" => vec![Method::Mpi],
+        _ => vec![Method::Mpi, Method::Ring],
+    };
+    let tensor_lens: Vec<usize> = chunk_bounds(args.floats, args.tensors)
+        .iter()
+        .map(|c| c.len())
+        .collect();
+    let threshold_bytes = (args.threshold_mb * 1024.0 * 1024.0) as usize;
+    let timeline = match &args.timeline {
+        Some(dir) => Some(Timeline::create(
+            &dir.join(format!("timeline-rank{rank}.json")),
+            rank,
+        )?),
+        None => None,
+    };
+    let mut stall = StallCheck::new(world, Duration::from_secs_f64(args.stall_warning_s));
+
+    let input: Vec<f32> = (0..args.floats).map(|i| value(rank, i)).collect();
+    let mut outcomes = Vec::new();
+    let mut step = 0u64;
+    for &method in &methods {
+        let compression = if method == Method::Ring {
+            args.compression
+        } else {
+            Compression::None
+        };
+        let mut reducer = Allreducer::new(method, compression, threshold_bytes, &tensor_lens)?;
+        let mut work = input.clone();
+        let mut seconds = Vec::with_capacity(args.iters);
+        for iter in 0..args.iters {
+            work.copy_from_slice(&input);
+            if args.fail_rank == Some(rank) && method == methods[0] && iter == args.iters / 2 {
+                bail!(
+                    "injected failure on rank {rank} at {method:?} iteration {iter} (--fail-rank)"
+                );
+            }
+            if args.panic_rank == Some(rank) && method == methods[0] && iter == args.iters / 2 {
+                panic!(
+                    "injected panic on rank {rank} at {method:?} iteration {iter} (--panic-rank)"
+                );
+            }
+            if args.sleep_rank == Some(rank) && iter == 1 {
+                std::thread::sleep(Duration::from_secs_f64(args.sleep_s));
+            }
+            {
+                let _span = timeline
+                    .as_ref()
+                    .map(|t| t.span(Phase::Negotiate, "stall check"));
+                stall.ready(world, step);
+            }
+            world.barrier();
+            let start = Instant::now();
+            reducer
+                .average(world, &mut work, timeline.as_ref())
+                .with_context(|| format!("{method:?} all-reduce, iteration {iter}"))?;
+            seconds.push(start.elapsed().as_secs_f64());
+            step += 1;
+        }
+        outcomes.push(Outcome {
+            method,
+            result: work,
+            seconds,
+        });
+    }
+    if let Some(t) = timeline {
+        t.finish()?;
+    }
+    report(world, args, &outcomes)
+}
+
+/// Deterministic data of `rank` at index `i`, in [-1, 1): splitmix64 of (rank, i).
+fn value(rank: usize, i: usize) -> f32 {
+    let mut z = ((rank as u64) << 40 ^ i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+}
+
+/// Bound on |computed mean - exact mean| for n ranks of values in [-1, 1): n-1 roundings of
+/// partial sums of magnitude <= n, divided by n (plus slack); fp16 rounds each hop to 11 bits.
+fn tolerance(n: usize, compression: Compression) -> f64 {
+    let unit = match compression {
+        Compression::None => 2f64.powi(-23),
+        Compression::Fp16 => 2f64.powi(-10),
+    };
+    (n as f64 + 1.0) * unit
+}
+
+fn max_abs_diff(a: &[f32], b: impl Iterator<Item = f64>) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, y)| (f64::from(x) - y).abs())
+        .fold(0.0, f64::max)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// Compares results, gathers per-rank facts to rank 0, prints, and agrees on a verdict.
+fn report(world: &World, args: &Args, outcomes: &[Outcome]) -> Result<bool> {
+    let n = world.size();
+    let exact = |i: usize| (0..n).map(|r| f64::from(value(r, i))).sum::<f64>() / n as f64;
+    let mpi_result = outcomes
+        .iter()
+        .find(|o| o.method == Method::Mpi)
+        .map(|o| &o.result);
+    let mut ok = true;
+    let mut lines = Vec::new();
+    for o in outcomes {
+        let compression = if o.method == Method::Ring {
+            args.compression
+        } else {
+            Compression::None
+        };
+        let local_diff = max_abs_diff(&o.result, (0..args.floats).map(exact));
+        let local_vs_mpi = match (o.method, mpi_result) {
+            (Method::Ring, Some(m)) => max_abs_diff(&o.result, m.iter().map(|&v| f64::from(v))),
+            _ => 0.0,
+        };
+        let mut facts = fingerprint_f32(&o.result).to_le_bytes().to_vec();
+        facts.extend(local_diff.to_le_bytes());
+        facts.extend(local_vs_mpi.to_le_bytes());
+        let Some(all) = world.gather_bytes(&facts)? else {
+            continue;
+        };
+        let field = |bytes: &[u8], k: usize| -> [u8; 8] {
+            bytes[8 * k..8 * k + 8]
+                .try_into()
+                .expect("24 bytes per rank")
+        };
+        let hashes: Vec<u64> = all
+            .iter()
+            .map(|b| u64::from_le_bytes(field(b, 0)))
+            .collect();
+        let diff = all
+            .iter()
+            .map(|b| f64::from_le_bytes(field(b, 1)))
+            .fold(0.0, f64::max);
+        let vs_mpi = all
+            .iter()
+            .map(|b| f64::from_le_bytes(field(b, 2)))
+            .fold(0.0, f64::max);
+        let identical = hashes.iter().all(|&h| h == hashes[0]);
+        let tol = tolerance(n, compression);
+        let secs = median(&o.seconds);
+        let bytes = (args.floats * 4) as f64;
+        let bus_gbps = if secs > 0.0 {
+            2.0 * (n as f64 - 1.0) / n as f64 * bytes / secs / 1e9
+        } else {
+            0.0
+        };
+        let method_ok = diff <= tol
+            && (o.method != Method::Ring || identical)
+            && (mpi_result.is_none()
+                || o.method != Method::Ring
+                || vs_mpi <= tol + tolerance(n, Compression::None));
+        ok &= method_ok;
+        let method = match o.method {
+            Method::Ring => "ring",
+            Method::Mpi => "mpi",
+        };
+        let compression_name = match compression {
+            Compression::None => "none",
+            Compression::Fp16 => "fp16",
+        };
+        lines.push(if args.json {
+            json!({
+                "method": method, "compression": compression_name, "np": n, "floats": args.floats,
+                "iters": args.iters, "seconds_median": secs, "bus_gbps": bus_gbps,
+                "max_abs_diff": diff, "tolerance": tol,
+                "max_abs_diff_vs_mpi": if o.method == Method::Ring && mpi_result.is_some() { Some(vs_mpi) } else { None },
+                "identical_across_ranks": identical, "ok": method_ok,
+            })
+            .to_string()
+        } else {
+            format!(
+                "{method:<4} {compression_name:<4} np {n} floats {} median {secs:.6} s bus {bus_gbps:.3} GB/s \
+                 max|diff| {diff:.3e} (tol {tol:.1e}) identical {identical} {}",
+                args.floats,
+                if method_ok { "ok" } else { "FAILED" }
+            )
+        });
+    }
+    // Ring first in the output, whatever order they ran in.
+    lines.reverse();
+    for line in &lines {
+        println!("{line}");
+    }
+    let mut verdict = vec![u8::from(ok)];
+    world.broadcast_bytes(&mut verdict, 0)?;
+    Ok(verdict == [1])
+}

@@ -1,0 +1,188 @@
+//! Gradient averaging for one training step: the fusion plan, a sum over ranks (our ring or
+//! `MPI_Allreduce` for comparison), then divide by N. What the trainer calls.
+//!
+//! The trainer holds all gradients as ONE flat `f32` vector in a fixed order, so each fusion
+//! group is a contiguous range of it and the ring sums it in place: "memcpy in/out" of Horovod's
+//! fusion buffer has nothing to do here. `MPI_Allreduce` needs a separate send buffer (rsmpi 0.8
+//! offers no `MPI_IN_PLACE`), so the Mpi method copies each group first, timed as fusion copy.
+//!
+//! Timeline phases per group: `fusion copy` (Mpi only), `allreduce` (sum), `allreduce` (scale).
+
+use std::str::FromStr;
+
+use mpi::collective::{CommunicatorCollectives, SystemOperation};
+
+use crate::fusion::FusionPlan;
+use crate::ring::{Ring, RingError};
+use crate::timeline::{timed, Phase, Timeline};
+use crate::wire::Compression;
+use crate::world::World;
+
+/// Errors of gradient averaging. Any error after communication started leaves other ranks
+/// waiting: the binary aborts the world ([`World::fail`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AllreduceError {
+    #[error("fp16 compression needs the ring method: MPI_Allreduce cannot sum f16 on the wire")]
+    Fp16NeedsRing,
+    #[error("rank {rank}: gradient vector has {given} elements, the tensor lengths add up to {expected}")]
+    Length {
+        rank: usize,
+        given: usize,
+        expected: usize,
+    },
+    #[error("rank {rank}: fusion group {group} of {groups}: {source}")]
+    Ring {
+        rank: usize,
+        group: usize,
+        groups: usize,
+        source: RingError,
+    },
+    #[error("unknown all-reduce method {given:?}: expected `ring` or `mpi`")]
+    UnknownMethod { given: String },
+}
+
+/// Which sum to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Method {
+    /// Our ring ([`crate::ring`]): bitwise identical results on every rank by construction.
+    #[default]
+    Ring,
+    /// Open MPI's `MPI_Allreduce` (sum), for comparison.
+    Mpi,
+}
+
+impl FromStr for Method {
+    type Err = AllreduceError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ring" => Ok(Method::Ring),
+            "mpi" => Ok(Method::Mpi),
+            _ => Err(AllreduceError::UnknownMethod {
+                given: s.to_string(),
+            }),
+        }
+    }
+}
+
+/// Averages gradients over ranks; holds the plan and reusable buffers.
+#[derive(Debug)]
+pub struct Allreducer {
+    method: Method,
+    compression: Compression,
+    plan: FusionPlan,
+    ring: Ring,
+    mpi_send: Vec<f32>,
+}
+
+impl Allreducer {
+    /// `tensor_lens`: element count of every gradient tensor in the trainer's flat order;
+    /// `threshold_bytes`: fusion buffer limit in bytes of `f32` (default 64 MiB in the schedule).
+    pub fn new(
+        method: Method,
+        compression: Compression,
+        threshold_bytes: usize,
+        tensor_lens: &[usize],
+    ) -> Result<Allreducer, AllreduceError> {
+        if method == Method::Mpi && compression == Compression::Fp16 {
+            return Err(AllreduceError::Fp16NeedsRing);
+        }
+        Ok(Allreducer {
+            method,
+            compression,
+            plan: FusionPlan::new(tensor_lens, threshold_bytes),
+            ring: Ring::new(),
+            mpi_send: Vec::new(),
+        })
+    }
+
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    pub fn plan(&self) -> &FusionPlan {
+        &self.plan
+    }
+
+    /// Replaces `grads` with the mean over all ranks, group by group in plan order. With
+    /// [`Method::Ring`] the result is bitwise identical on every rank. One process: no-op.
+    pub fn average(
+        &mut self,
+        world: &World,
+        grads: &mut [f32],
+        timeline: Option<&Timeline>,
+    ) -> Result<(), AllreduceError> {
+        let expected = self.plan.total_elems();
+        if grads.len() != expected {
+            return Err(AllreduceError::Length {
+                rank: world.rank(),
+                given: grads.len(),
+                expected,
+            });
+        }
+        let n = world.size();
+        if n <= 1 {
+            return Ok(());
+        }
+        let groups = self.plan.groups().len();
+        for (group, g) in self.plan.groups().iter().enumerate() {
+            let data = &mut grads[g.elems.clone()];
+            match self.method {
+                Method::Ring => timed(timeline, Phase::Allreduce, "ring sum", || {
+                    self.ring.sum(world, data, self.compression)
+                })
+                .map_err(|source| AllreduceError::Ring {
+                    rank: world.rank(),
+                    group,
+                    groups,
+                    source,
+                })?,
+                Method::Mpi => {
+                    let send = &mut self.mpi_send;
+                    timed(timeline, Phase::FusionCopy, "memcpy in", || {
+                        send.clear();
+                        send.extend_from_slice(data);
+                    });
+                    timed(timeline, Phase::Allreduce, "MPI_Allreduce", || {
+                        world
+                            .comm()
+                            .all_reduce_into(&send[..], data, SystemOperation::sum())
+                    });
+                }
+            }
+            let divisor = n as f32;
+            timed(timeline, Phase::Allreduce, "divide by N", || {
+                data.iter_mut().for_each(|v| *v /= divisor)
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mpi_with_fp16_is_refused_at_construction() {
+        let err = Allreducer::new(Method::Mpi, Compression::Fp16, 64, &[4]).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("fp16 compression needs the ring method"));
+        assert!(Allreducer::new(Method::Ring, Compression::Fp16, 64, &[4]).is_ok());
+    }
+
+    #[test]
+    fn method_parses() {
+        assert_eq!("ring".parse::<Method>().unwrap(), Method::Ring);
+        assert_eq!("mpi".parse::<Method>().unwrap(), Method::Mpi);
+        assert!("nccl"
+            .parse::<Method>()
+            .unwrap_err()
+            .to_string()
+            .contains("\"nccl\""));
+    }
+}

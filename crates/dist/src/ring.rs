@@ -1,0 +1,281 @@
+//! Ring all-reduce (sum) over MPI point-to-point: how gradient bytes move between ranks.
+//!
+//! The protocol, for N ranks, rank r, buffer split into N chunks by [`chunk_bounds`]
+//! (all arithmetic mod N; `next` = r+1, `prev` = r-1):
+//!
+//! 1. Reduce-scatter, steps k = 0 .. N-2: send chunk (r-k) to `next` while receiving chunk
+//!    (r-k-1) from `prev` (one `MPI_Sendrecv`, so no ordering of sends and receives can
+//!    deadlock); add the received values into our own copy of that chunk, in `f32`.
+//!    After step k, chunk c on rank c+k+1 holds x_c + x_{c+1} + ... + x_{c+k+1}, added in exactly
+//!    that order: the order is fixed by the ring, not by timing.
+//! 2. After N-1 steps rank r owns chunk (r+1): the complete sum, computed by that one rank only.
+//!    With fp16 on the wire the owner rounds its chunk to f16 too, so it holds what the others
+//!    will decode.
+//! 3. All-gather, steps k = 0 .. N-2: send chunk (r+1-k) to `next` while receiving chunk (r-k)
+//!    from `prev`, and overwrite our copy with it.
+//! 4. Every chunk was computed once and copied everywhere, so every rank ends with BITWISE
+//!    identical buffers. Each rank sent 2(N-1)/N of the buffer (the "bus" bytes).
+//!
+//! N = 1 is a no-op. Chunks of a buffer shorter than N are empty and cost one empty message.
+//! Every rank must call with the same length (the fusion plan guarantees it); a message of the
+//! wrong size is an error naming the peer and the step.
+
+use std::ops::Range;
+
+use mpi::point_to_point::send_receive_into_with_tags;
+use mpi::topology::Communicator;
+use mpi::traits::*;
+
+use crate::wire::{Compression, F16Wire, F32Wire, WireFormat};
+use crate::world::World;
+
+/// MPI tag of ring messages; distinct from the stall check's so the two never match each other.
+pub(crate) const RING_TAG: i32 = 0x5249;
+
+/// Errors of one ring all-reduce. Any of them leaves the other ranks mid-protocol: the binary
+/// must abort the world ([`World::fail`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    #[error("rank {rank}: ring chunk of {len} elements exceeds MPI's count limit {max} (buffer {total}, {size} ranks)")]
+    ChunkTooLarge {
+        rank: usize,
+        len: usize,
+        max: usize,
+        total: usize,
+        size: usize,
+    },
+    #[error("rank {rank}: ring {phase} step {step}: received {got} elements from rank {peer}, expected {expected} (do all ranks reduce buffers of the same length?)")]
+    ShortMessage {
+        rank: usize,
+        peer: usize,
+        phase: &'static str,
+        step: usize,
+        got: usize,
+        expected: usize,
+    },
+}
+
+/// Splits `len` elements into `n` contiguous chunks, in order.
+///
+/// Invariants (tested): exactly `n` ranges (none for `n = 0`), they tile `0..len` without gaps or
+/// overlap, and sizes differ by at most one (the first `len % n` chunks are one longer).
+/// For `len < n` the last `n - len` chunks are empty.
+pub fn chunk_bounds(len: usize, n: usize) -> Vec<Range<usize>> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let base = len / n;
+    let extra = len % n;
+    let mut start = 0;
+    (0..n)
+        .map(|i| {
+            let size = base + usize::from(i < extra);
+            let range = start..start + size;
+            start += size;
+            range
+        })
+        .collect()
+}
+
+/// Scratch buffers reused across calls, so a training step allocates nothing.
+#[derive(Debug, Default)]
+pub struct Ring {
+    recv_f32: Vec<f32>,
+    send_f16: Vec<u16>,
+    recv_f16: Vec<u16>,
+    decoded: Vec<f32>,
+}
+
+impl Ring {
+    pub fn new() -> Ring {
+        Ring::default()
+    }
+
+    /// Sums `data` element-wise over all ranks, in place, by the protocol in the module docs.
+    /// Afterwards `data` is bitwise identical on every rank.
+    pub fn sum(
+        &mut self,
+        world: &World,
+        data: &mut [f32],
+        compression: Compression,
+    ) -> Result<(), RingError> {
+        match compression {
+            Compression::None => ring_sum::<F32Wire>(
+                world,
+                data,
+                &mut self.recv_f32,
+                &mut Vec::new(),
+                &mut self.decoded,
+            ),
+            Compression::Fp16 => ring_sum::<F16Wire>(
+                world,
+                data,
+                &mut self.recv_f16,
+                &mut self.send_f16,
+                &mut self.decoded,
+            ),
+        }
+    }
+}
+
+/// One-shot form of [`Ring::sum`] without compression (allocates its scratch).
+pub fn ring_allreduce_sum(world: &World, data: &mut [f32]) -> Result<(), RingError> {
+    Ring::new().sum(world, data, Compression::None)
+}
+
+fn ring_sum<W: WireFormat>(
+    world: &World,
+    data: &mut [f32],
+    recv: &mut Vec<W::Elem>,
+    send_buf: &mut Vec<W::Elem>,
+    tmp: &mut Vec<f32>,
+) -> Result<(), RingError> {
+    let n = world.size();
+    let r = world.rank();
+    if n <= 1 {
+        return Ok(());
+    }
+    let chunks = chunk_bounds(data.len(), n);
+    let max_chunk = chunks[0].len(); // the first chunk is the longest
+    let max_count = i32::MAX as usize;
+    if max_chunk > max_count {
+        return Err(RingError::ChunkTooLarge {
+            rank: r,
+            len: max_chunk,
+            max: max_count,
+            total: data.len(),
+            size: n,
+        });
+    }
+    recv.resize(max_chunk, W::Elem::default());
+
+    let comm = world.comm();
+    let next = comm.process_at_rank(((r + 1) % n) as i32);
+    let prev_rank = (r + n - 1) % n;
+    let prev = comm.process_at_rank(prev_rank as i32);
+    let exchange = |phase: &'static str, step: usize, out: &[W::Elem], into: &mut [W::Elem]| {
+        let status = send_receive_into_with_tags(out, &next, RING_TAG, into, &prev, RING_TAG);
+        let got =
+            usize::try_from(status.count(W::Elem::equivalent_datatype())).unwrap_or(usize::MAX);
+        if got == into.len() {
+            Ok(())
+        } else {
+            Err(RingError::ShortMessage {
+                rank: r,
+                peer: prev_rank,
+                phase,
+                step,
+                got,
+                expected: into.len(),
+            })
+        }
+    };
+
+    // Step 1: reduce-scatter.
+    for step in 0..n - 1 {
+        let send_c = &chunks[(r + n - step) % n];
+        let recv_c = chunks[(r + 2 * n - step - 1) % n].clone();
+        let out = W::outgoing(&data[send_c.clone()], send_buf);
+        let into = &mut recv[..recv_c.len()];
+        exchange("reduce-scatter", step, out, into)?;
+        W::accumulate(into, &mut data[recv_c], tmp);
+    }
+    // Step 2: the owned chunk becomes exactly what travels.
+    W::quantize(&mut data[chunks[(r + 1) % n].clone()], send_buf);
+    // Step 3: all-gather.
+    for step in 0..n - 1 {
+        let send_c = &chunks[(r + 1 + n - step) % n];
+        let recv_c = chunks[(r + n - step) % n].clone();
+        let out = W::outgoing(&data[send_c.clone()], send_buf);
+        let into = &mut recv[..recv_c.len()];
+        exchange("all-gather", step, out, into)?;
+        W::overwrite(into, &mut data[recv_c]);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_tile_the_buffer_for_any_length_and_world_size() {
+        let lens = (0..=70).chain([97, 1000, 1_000_003, 25_600_000]);
+        for len in lens {
+            for n in 1..=17 {
+                let chunks = chunk_bounds(len, n);
+                assert_eq!(chunks.len(), n, "len {len} n {n}");
+                let mut at = 0;
+                for c in &chunks {
+                    assert_eq!(c.start, at, "contiguous, disjoint: len {len} n {n}");
+                    at = c.end;
+                }
+                assert_eq!(at, len, "covers: len {len} n {n}");
+                let min = chunks.iter().map(|c| c.len()).min().unwrap();
+                let max = chunks.iter().map(|c| c.len()).max().unwrap();
+                assert!(max - min <= 1, "balanced: len {len} n {n}");
+                assert_eq!(chunks[0].len(), max, "first chunk is the longest");
+                if len < n {
+                    assert_eq!(chunks.iter().filter(|c| c.is_empty()).count(), n - len);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_of_nothing() {
+        assert!(chunk_bounds(5, 0).is_empty());
+        assert_eq!(chunk_bounds(0, 3), vec![0..0, 0..0, 0..0]);
+        assert_eq!(chunk_bounds(3, 1), vec![0..3]);
+    }
+
+    #[test]
+    fn ring_schedule_reduces_each_chunk_once_and_delivers_it_everywhere() {
+        // Simulate the index arithmetic of ring_sum (without MPI) for many N: after
+        // reduce-scatter, rank r must hold the sum of all N contributions to chunk r+1, and each
+        // all-gather step must receive exactly the chunk its predecessor sent.
+        for n in 2..=12usize {
+            // contrib[r][c] = set of ranks whose values rank r holds summed in chunk c.
+            let mut contrib: Vec<Vec<u64>> = (0..n)
+                .map(|r| (0..n).map(|_| 1u64 << r).collect())
+                .collect();
+            for step in 0..n - 1 {
+                let sent: Vec<(usize, u64)> = (0..n)
+                    .map(|r| ((r + n - step) % n, contrib[r][(r + n - step) % n]))
+                    .collect();
+                for r in 0..n {
+                    let prev = (r + n - 1) % n;
+                    let recv_c = (r + 2 * n - step - 1) % n;
+                    assert_eq!(sent[prev].0, recv_c, "n {n} step {step} rank {r}");
+                    assert_eq!(contrib[r][recv_c] & sent[prev].1, 0, "no value added twice");
+                    contrib[r][recv_c] |= sent[prev].1;
+                }
+            }
+            let all = (1u64 << n) - 1;
+            for (r, held) in contrib.iter().enumerate() {
+                assert_eq!(
+                    held[(r + 1) % n],
+                    all,
+                    "n {n}: rank {r} owns chunk {}",
+                    (r + 1) % n
+                );
+            }
+            for step in 0..n - 1 {
+                for r in 0..n {
+                    let prev = (r + n - 1) % n;
+                    let sent_by_prev = (prev + 1 + n - step) % n;
+                    assert_eq!(
+                        sent_by_prev,
+                        (r + n - step) % n,
+                        "all-gather n {n} step {step}"
+                    );
+                    contrib[r][sent_by_prev] = contrib[prev][sent_by_prev];
+                }
+            }
+            assert!(
+                contrib.iter().all(|held| held.iter().all(|&c| c == all)),
+                "n {n}"
+            );
+        }
+    }
+}

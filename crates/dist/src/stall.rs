@@ -1,0 +1,228 @@
+//! Stall check (Horovod's): before each all-reduce every rank tells rank 0 "I reached step s";
+//! rank 0 waits for all of them and, while some are missing for longer than the warning time,
+//! says which ones:
+//!
+//! `rank 0: stall: ranks [2, 3] have not reached step 118 for 61 s`
+//!
+//! Without it a lagging rank (slow disk, dead data worker, swap) shows only as everybody's
+//! all-reduce taking forever. It warns and keeps waiting; it never aborts (a slow rank may
+//! recover; a dead one ends the job through MPI_Abort anyway).
+//!
+//! Cost: one 8-byte `MPI_Bsend` per rank per step (buffered send: it returns at once, whatever
+//! rank 0 is doing) and on rank 0 a poll loop that ends as soon as the last report arrives. The
+//! all-reduce cannot finish before the last rank arrives anyway, so the critical path grows by
+//! one small message. Reports use their own MPI tag, so they never match ring messages.
+//!
+//! [`StallBook`] is the pure bookkeeping (unit-tested); [`StallCheck`] does the messaging.
+
+use std::time::{Duration, Instant};
+
+use mpi::point_to_point::{Destination, Source};
+use mpi::topology::Communicator;
+
+use crate::world::World;
+
+/// MPI tag of readiness reports.
+const STALL_TAG: i32 = 0x5354;
+
+/// Poll loop: spin (yielding) this long before sleeping between probes.
+const SPIN: Duration = Duration::from_micros(200);
+const SLEEP: Duration = Duration::from_micros(500);
+
+/// Rank 0's record of the last step each rank reported. Pure.
+#[derive(Debug, Clone)]
+pub struct StallBook {
+    /// `reached[r]` = highest step rank r reported, `None` before its first report.
+    reached: Vec<Option<u64>>,
+}
+
+impl StallBook {
+    /// A book for `size` ranks, nobody reported yet.
+    pub fn new(size: usize) -> StallBook {
+        StallBook {
+            reached: vec![None; size],
+        }
+    }
+
+    /// Rank `rank` reached `step`. Out-of-range ranks are ignored; steps never go backwards.
+    pub fn record(&mut self, rank: usize, step: u64) {
+        if let Some(slot) = self.reached.get_mut(rank) {
+            *slot = Some(slot.map_or(step, |s| s.max(step)));
+        }
+    }
+
+    /// Ranks other than rank 0 that have not yet reported `step` (rank 0 is the one asking).
+    pub fn late(&self, step: u64) -> Vec<usize> {
+        (1..self.reached.len())
+            .filter(|&r| self.reached[r].is_none_or(|s| s < step))
+            .collect()
+    }
+
+    /// The warning line for `late` ranks at `step` after `waited`.
+    pub fn warning(late: &[usize], step: u64, waited: Duration) -> String {
+        format!(
+            "rank 0: stall: ranks {late:?} have not reached step {step} for {} s",
+            waited.as_secs()
+        )
+    }
+}
+
+/// When rank 0 prints warnings while waiting: first after `warn_after`, then again every
+/// `warn_after` while still waiting. Pure: the caller brings the clock.
+#[derive(Debug, Clone)]
+pub struct WarnClock {
+    warn_after: Duration,
+    next_warning: Duration,
+}
+
+impl WarnClock {
+    pub fn new(warn_after: Duration) -> WarnClock {
+        WarnClock {
+            warn_after,
+            next_warning: warn_after,
+        }
+    }
+
+    /// True if a warning is due after `waited`; then the next one is `warn_after` later.
+    pub fn due(&mut self, waited: Duration) -> bool {
+        if waited < self.next_warning {
+            return false;
+        }
+        while self.next_warning <= waited {
+            self.next_warning += self.warn_after.max(Duration::from_millis(1));
+        }
+        true
+    }
+}
+
+/// The stall check's messaging; one per run, made in `bin/`, called once per step.
+#[derive(Debug)]
+pub struct StallCheck {
+    warn_after: Duration,
+    book: StallBook,
+}
+
+impl StallCheck {
+    /// `warn_after`: how long rank 0 waits for a late rank before the first warning
+    /// (Horovod's default is 60 s).
+    pub fn new(world: &World, warn_after: Duration) -> StallCheck {
+        StallCheck {
+            warn_after,
+            book: StallBook::new(world.size()),
+        }
+    }
+
+    /// Call on every rank just before step `step`'s all-reduce. Ranks > 0 send their report and
+    /// return at once; rank 0 returns when every rank has reported `step`, printing a warning to
+    /// stderr each `warn_after` until then. One process: returns at once.
+    pub fn ready(&mut self, world: &World, step: u64) {
+        let comm = world.comm();
+        if world.size() <= 1 {
+            return;
+        }
+        if world.rank() != 0 {
+            comm.process_at_rank(0)
+                .buffered_send_with_tag(&step, STALL_TAG);
+            return;
+        }
+        let start = Instant::now();
+        let mut clock = WarnClock::new(self.warn_after);
+        loop {
+            while let Some((message, status)) = comm
+                .any_process()
+                .immediate_matched_probe_with_tag(STALL_TAG)
+            {
+                let (reported, _) = message.matched_receive::<u64>();
+                self.book.record(status.source_rank() as usize, reported);
+            }
+            let late = self.book.late(step);
+            if late.is_empty() {
+                return;
+            }
+            let waited = start.elapsed();
+            if clock.due(waited) {
+                eprintln!("{}", StallBook::warning(&late, step, waited));
+            }
+            if waited < SPIN {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(SLEEP);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_lists_ranks_below_the_step_in_order() {
+        for size in 1..10usize {
+            for step in 0..5u64 {
+                let mut book = StallBook::new(size);
+                assert_eq!(
+                    book.late(step),
+                    (1..size).collect::<Vec<_>>(),
+                    "nobody reported yet"
+                );
+                for r in 0..size {
+                    // Even ranks reach the step, odd ranks are one behind (step 0: never reported).
+                    if r % 2 == 0 {
+                        book.record(r, step);
+                    } else if step > 0 {
+                        book.record(r, step - 1);
+                    }
+                }
+                let expected: Vec<usize> = (1..size).filter(|r| r % 2 == 1).collect();
+                assert_eq!(book.late(step), expected, "size {size} step {step}");
+                for r in 0..size {
+                    book.record(r, step + 3);
+                }
+                assert!(book.late(step).is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn steps_never_go_backwards_and_bad_ranks_are_ignored() {
+        let mut book = StallBook::new(3);
+        book.record(1, 10);
+        book.record(1, 4);
+        book.record(2, 10);
+        book.record(99, 10);
+        assert!(book.late(10).is_empty());
+        assert_eq!(book.late(11), vec![1, 2]);
+    }
+
+    #[test]
+    fn warning_reads_like_horovods() {
+        let line = StallBook::warning(&[2, 3], 118, Duration::from_millis(61_400));
+        assert_eq!(
+            line,
+            "rank 0: stall: ranks [2, 3] have not reached step 118 for 61 s"
+        );
+    }
+
+    #[test]
+    fn warnings_come_once_per_interval() {
+        for secs in 1..20u64 {
+            let every = Duration::from_secs(secs);
+            let mut clock = WarnClock::new(every);
+            let mut count = 0;
+            let mut t = Duration::ZERO;
+            while t < every * 5 + every / 2 {
+                if clock.due(t) {
+                    count += 1;
+                }
+                t += Duration::from_millis(100);
+            }
+            assert_eq!(count, 5, "warn every {secs} s over 5.5 intervals");
+        }
+        // A long gap in polling gives one warning, not a burst.
+        let mut clock = WarnClock::new(Duration::from_secs(1));
+        assert!(clock.due(Duration::from_secs(10)));
+        assert!(!clock.due(Duration::from_millis(10_500)));
+        assert!(clock.due(Duration::from_secs(11)));
+    }
+}
