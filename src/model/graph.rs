@@ -1,0 +1,628 @@
+//! The two graphs and their sessions: [`TrainGraph`] (forward, loss, gradients, momentum apply,
+//! state transfer, checkpoint ops) and [`EvalGraph`] (inference-mode forward and counts). Every
+//! placeholder, fetch handle and target is made once in `build`; a step only fills a
+//! `SessionRunArgs` (STYLE.md §3.8).
+//!
+//! The step protocol the trainer follows:
+//! 1. [`TrainGraph::gradients`]: forward + backward of `total_loss * loss_scale`, fetch the
+//!    gradients as one flat f32 vector divided by `loss_scale` again, and update batch-norm moving
+//!    statistics in the same run.
+//! 2. (elsewhere) all-reduce the flat vector; check it is finite (dynamic loss scaling).
+//! 3. [`TrainGraph::apply`]: feed the flat vector and the learning rate; momentum update.
+use super::layers::Net;
+use super::optim;
+use super::tf::{self, Var};
+use super::{loss, resnet, BuildContext, Error, ModelConfig};
+use crate::checkpoint::{self, CheckpointMeta, Saver};
+use std::path::{Path, PathBuf};
+use tensorflow::{
+    ops, DataType, Operation, Output, Scope, Session, SessionOptions, SessionRunArgs, Shape,
+    Status, Tensor, TensorType,
+};
+
+/// One trainable variable in the flat layout: gradients and `apply` feeds hold `len` floats of it
+/// after those of the variables before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VarInfo {
+    /// Graph node name and checkpoint key, e.g. `resnet/stage1/block0/conv1/kernel`.
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub len: usize,
+}
+
+/// What one training step returns to the host.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    /// d total_loss / d w, flat in [`TrainGraph::trainable`] order, UNSCALED (loss scale divided
+    /// out), averaged over this rank's batch. May hold inf/NaN when the scaled backward pass
+    /// overflowed: the caller checks.
+    pub grads: Vec<f32>,
+    /// Mean cross-entropy over the batch (with label smoothing).
+    pub loss: f32,
+    /// `loss + weight_decay * l2`.
+    pub total_loss: f32,
+    /// Fraction of the batch whose label is the arg-max / among the top 5 logits.
+    pub top1: f32,
+    pub top5: f32,
+}
+
+/// Evaluation counts of one batch; sums over batches give the accuracy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalOutput {
+    pub correct_top1: usize,
+    pub correct_top5: usize,
+    /// Sum over the batch of the (unsmoothed) cross-entropy.
+    pub loss_sum: f64,
+    pub n: usize,
+}
+
+/// One batch on the host, as the pipeline makes it. Images are RGB, row-major NHWC.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRef<'a> {
+    /// [n, height, width, 3] u8.
+    pub images: &'a [u8],
+    /// [n] i32, 0-based class ids.
+    pub labels: &'a [i32],
+    pub n: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// Placeholders shared by both graphs: the batch.
+struct BatchInputs {
+    images: Operation, // [N, H, W, 3] u8
+    labels: Operation, // [N] i32
+}
+
+impl BatchInputs {
+    fn build(scope: &mut Scope) -> Result<BatchInputs, Status> {
+        let images = ops::Placeholder::new()
+            .dtype(DataType::UInt8)
+            .shape(Shape::from(Some(vec![None, None, None, Some(3)])))
+            .build(&mut scope.with_op_name("images"))?;
+        let labels = ops::Placeholder::new()
+            .dtype(DataType::Int32)
+            .shape(Shape::from(Some(vec![None])))
+            .build(&mut scope.with_op_name("labels"))?;
+        Ok(BatchInputs { images, labels })
+    }
+}
+
+/// The batch as tensors, checked: sizes agree and every label is in 0..num_classes (TF's OneHot
+/// would silently turn a bad label into an all-zero target).
+fn batch_tensors(batch: &BatchRef, num_classes: u32) -> Result<(Tensor<u8>, Tensor<i32>), Error> {
+    let BatchRef {
+        images,
+        labels,
+        n,
+        height: h,
+        width: w,
+    } = *batch;
+    let want = n * h * w * 3;
+    if images.len() != want || n == 0 {
+        return Err(Error::Input {
+            what: "images",
+            detail: format!(
+                "{} bytes for a [{n}, {h}, {w}, 3] batch (need {want}, n > 0)",
+                images.len()
+            ),
+        });
+    }
+    if labels.len() != n {
+        return Err(Error::Input {
+            what: "labels",
+            detail: format!("{} labels for a batch of {n}", labels.len()),
+        });
+    }
+    if let Some((i, l)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l < 0 || l as u32 >= num_classes)
+    {
+        return Err(Error::Input {
+            what: "labels",
+            detail: format!("label {l} at index {i} is outside 0..{num_classes}"),
+        });
+    }
+    let dims = [n as u64, h as u64, w as u64, 3];
+    let img = Tensor::new(&dims)
+        .with_values(images)
+        .map_err(|e| Error::Run {
+            what: "copying images",
+            source: e,
+        })?;
+    let lab = Tensor::new(&[n as u64])
+        .with_values(labels)
+        .map_err(|e| Error::Run {
+            what: "copying labels",
+            source: e,
+        })?;
+    Ok((img, lab))
+}
+
+fn scalar_placeholder(scope: &mut Scope, name: &str) -> Result<Operation, Status> {
+    ops::Placeholder::new()
+        .dtype(DataType::Float)
+        .shape(Shape::from(Some(vec![])))
+        .build(&mut scope.with_op_name(name))
+}
+
+fn flat_placeholder(scope: &mut Scope, name: &str, len: usize) -> Result<Operation, Status> {
+    ops::Placeholder::new()
+        .dtype(DataType::Float)
+        .shape(Shape::from(Some(vec![Some(len as i64)])))
+        .build(&mut scope.with_op_name(name))
+}
+
+fn new_session(scope: &Scope) -> Result<Session, Error> {
+    Session::new(&SessionOptions::new(), &scope.graph()).building("session")
+}
+
+fn fetch_scalar<T: TensorType + Copy>(
+    args: &mut SessionRunArgs,
+    token: tensorflow::FetchToken,
+    what: &'static str,
+) -> Result<T, Error> {
+    let t = args
+        .fetch::<T>(token)
+        .map_err(|source| Error::Run { what, source })?;
+    Ok(t[0])
+}
+
+fn request(args: &mut SessionRunArgs, out: &Output) -> tensorflow::FetchToken {
+    args.request_fetch(&out.operation, out.index)
+}
+
+/// The scope model ops are built in: the root, pinned to `cfg.device` if given.
+fn device_scope(root: &Scope, cfg: &ModelConfig) -> Scope {
+    // An empty device string is "no constraint" (Scope is not Clone; this makes a copy).
+    root.with_device(cfg.device.as_deref().unwrap_or(""))
+}
+
+/// Training graph and its session. Build once per process; every method only runs it.
+pub struct TrainGraph {
+    cfg: ModelConfig,
+    _scope: Scope,
+    session: Session,
+    inputs: BatchInputs,
+    loss_scale: Operation,
+    learning_rate: Operation,
+    flat_grads_in: Operation,
+    state_in: Operation,
+    grads: Output, // [P] f32, unscaled
+    loss: Output,
+    total_loss: Output,
+    top1: Output,
+    top5: Output,
+    bn_update: Operation,
+    apply: Operation,
+    fused_apply: Operation,
+    init: Operation,
+    state: Output, // [S] f32
+    state_assign: Operation,
+    trainable: Vec<VarInfo>,
+    state_len: usize,
+    saver: Saver,
+}
+
+impl TrainGraph {
+    /// Builds the whole training graph and a session over it. Variables are uninitialised until
+    /// [`TrainGraph::init`], [`TrainGraph::state_from_host`] or [`TrainGraph::restore`].
+    pub fn build(cfg: &ModelConfig) -> Result<TrainGraph, Error> {
+        cfg.validate()?;
+        let root = Scope::new_root_scope();
+        let mut scope = device_scope(&root, cfg);
+        let inputs = BatchInputs::build(&mut scope).building("input placeholders")?;
+        let loss_scale = scalar_placeholder(&mut scope, "loss_scale").building("loss_scale")?;
+        let learning_rate =
+            scalar_placeholder(&mut scope, "learning_rate").building("learning_rate")?;
+
+        // Forward pass and objective.
+        let mut net = Net::new(cfg, true);
+        let logits = resnet::forward(&mut net, &mut scope, inputs.images.clone().into())
+            .building("resnet")?;
+        let labels: Output = inputs.labels.clone().into();
+        let (loss, total_loss, top1, top5) =
+            objective(&mut scope, &net, logits, labels).building("loss")?;
+
+        // Gradients of the scaled loss w.r.t. each variable's read, then unscaled, flat.
+        let vars: Vec<&Var> = net.trainable.iter().map(|(v, _)| v).collect();
+        let reads: Vec<Output> = vars.iter().map(|v| v.read.clone()).collect();
+        let names: Vec<String> = vars.iter().map(|v| v.name.clone()).collect();
+        let (grads, unscaled) = {
+            let s = &mut scope;
+            let scaled =
+                ops::mul(total_loss.clone(), loss_scale.clone(), s).building("scaled loss")?;
+            let per_var = tf::gradients(s, &scaled.into(), &reads, &names).building("gradients")?;
+            let mut g = s.new_sub_scope("unscale");
+            let inv = ops::reciprocal(loss_scale.clone(), &mut g).building("unscale")?;
+            let unscaled = per_var
+                .into_iter()
+                .map(|d| Ok(ops::mul(d, inv.clone(), &mut g)?.into()))
+                .collect::<Result<Vec<Output>, Status>>()
+                .building("unscale")?;
+            (
+                optim::flat_concat(&mut g, &unscaled).building("flat gradients")?,
+                unscaled,
+            )
+        };
+        let bn_update =
+            tf::group(&mut scope, "bn_update", &net.bn_updates).building("bn_update")?;
+
+        // Momentum: from the fed flat gradients (multi-rank) or straight from the graph (fused).
+        let slots = optim::slots(&mut scope, &vars).building("momentum slots")?;
+        let total: usize = vars.iter().map(|v| v.len()).sum();
+        let mut a = scope.new_sub_scope("apply");
+        let flat_grads_in = flat_placeholder(&mut a, "flat_gradients", total).building("apply")?;
+        let fed =
+            optim::split_flat(&mut a, flat_grads_in.clone().into(), &vars).building("apply")?;
+        let lr: Output = learning_rate.clone().into();
+        let (m, nest) = (cfg.momentum, cfg.nesterov);
+        let apply = optim::apply_momentum(&mut a, &vars, &slots, &fed, lr.clone(), m, nest)
+            .building("apply")?;
+        // The fused update must wait for every gradient: with ref variables an update racing a
+        // backward op that still reads the old weights would mix two versions.
+        let mut f = scope
+            .new_sub_scope("fused_apply")
+            .with_control_dependencies(&[grads.operation.clone(), bn_update.clone()]);
+        let fused_apply = optim::apply_momentum(&mut f, &vars, &slots, &unscaled, lr, m, nest)
+            .building("fused_apply")?;
+
+        // All state, in one fixed order: trainables, BN moving statistics, momentum slots.
+        let state_vars: Vec<&Var> = vars
+            .iter()
+            .copied()
+            .chain(net.moving.iter())
+            .chain(slots.iter())
+            .collect();
+        let (state, state_in, state_assign, init) =
+            state_ops(&mut scope.new_sub_scope("state"), &state_vars).building("state transfer")?;
+        let saver = Saver::build(&mut root.new_sub_scope("checkpoint"), &state_vars)
+            .building("checkpoint ops")?;
+
+        let trainable = vars
+            .iter()
+            .map(|v| VarInfo {
+                name: v.name.clone(),
+                shape: v.shape.clone(),
+                len: v.len(),
+            })
+            .collect();
+        let state_len = state_vars.iter().map(|v| v.len()).sum();
+        let session = new_session(&scope)?;
+        Ok(TrainGraph {
+            cfg: cfg.clone(),
+            _scope: scope,
+            session,
+            inputs,
+            loss_scale,
+            learning_rate,
+            flat_grads_in,
+            state_in,
+            grads,
+            loss,
+            total_loss,
+            top1,
+            top5,
+            bn_update,
+            apply,
+            fused_apply,
+            init,
+            state,
+            state_assign,
+            trainable,
+            state_len,
+            saver,
+        })
+    }
+
+    /// Runs every initialiser. Deterministic: each random initialiser is seeded from `cfg.seed`
+    /// and its position in the graph, so equal configs give equal weights.
+    pub fn init(&mut self) -> Result<(), Error> {
+        let mut args = SessionRunArgs::new();
+        args.add_target(&self.init);
+        self.run(&mut args, "init")
+    }
+
+    /// The trainable variables in flat-gradient order (fixed by the config).
+    pub fn trainable(&self) -> &[VarInfo] {
+        &self.trainable
+    }
+
+    /// P, the number of trainable floats (length of the flat gradient).
+    pub fn num_params(&self) -> usize {
+        self.trainable.iter().map(|v| v.len).sum()
+    }
+
+    /// S, the number of state floats (length of [`TrainGraph::state_to_host`]).
+    pub fn state_len(&self) -> usize {
+        self.state_len
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Forward + backward on one batch;
+    /// returns unscaled flat gradients and the batch metrics, and updates the batch-norm moving
+    /// statistics in the same run. Weights are not changed.
+    pub fn gradients(&mut self, batch: &BatchRef, loss_scale: f32) -> Result<StepOutput, Error> {
+        self.step(batch, loss_scale, None)
+    }
+
+    /// Momentum update from a flat gradient (`grads.len() == num_params()`), `lr` this step's
+    /// learning rate.
+    pub fn apply(&mut self, grads: &[f32], lr: f32) -> Result<(), Error> {
+        let flat = self.flat_tensor(grads, self.num_params(), "gradients")?;
+        let lr = Tensor::from(lr);
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.flat_grads_in, 0, &flat);
+        args.add_feed(&self.learning_rate, 0, &lr);
+        args.add_target(&self.apply);
+        self.run(&mut args, "apply")
+    }
+
+    /// `gradients` then `apply` in one session run, for a single process with a static loss
+    /// scale (no host round trip, no finiteness check). The returned gradients are those applied.
+    pub fn train_step(
+        &mut self,
+        batch: &BatchRef,
+        lr: f32,
+        loss_scale: f32,
+    ) -> Result<StepOutput, Error> {
+        self.step(batch, loss_scale, Some(lr))
+    }
+
+    fn step(
+        &mut self,
+        batch: &BatchRef,
+        loss_scale: f32,
+        fused_lr: Option<f32>,
+    ) -> Result<StepOutput, Error> {
+        let (img, lab) = batch_tensors(batch, self.cfg.num_classes)?;
+        let scale = Tensor::from(loss_scale);
+        let lr = Tensor::from(fused_lr.unwrap_or(0.0));
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.inputs.images, 0, &img);
+        args.add_feed(&self.inputs.labels, 0, &lab);
+        args.add_feed(&self.loss_scale, 0, &scale);
+        let tokens = [
+            &self.grads,
+            &self.loss,
+            &self.total_loss,
+            &self.top1,
+            &self.top5,
+        ]
+        .map(|o| request(&mut args, o));
+        args.add_target(&self.bn_update);
+        if fused_lr.is_some() {
+            args.add_feed(&self.learning_rate, 0, &lr);
+            args.add_target(&self.fused_apply);
+        }
+        self.run(&mut args, "gradients")?;
+        let [g, l, t, t1, t5] = tokens;
+        let grads = args
+            .fetch::<f32>(g)
+            .map_err(|source| Error::Run {
+                what: "fetching gradients",
+                source,
+            })?
+            .to_vec();
+        Ok(StepOutput {
+            grads,
+            loss: fetch_scalar(&mut args, l, "fetching loss")?,
+            total_loss: fetch_scalar(&mut args, t, "fetching total_loss")?,
+            top1: fetch_scalar(&mut args, t1, "fetching top1")?,
+            top5: fetch_scalar(&mut args, t5, "fetching top5")?,
+        })
+    }
+
+    /// All state (trainables, BN moving statistics, momentum slots, in that order) as one flat
+    /// vector: what rank 0 broadcasts so every rank starts identical.
+    pub fn state_to_host(&mut self) -> Result<Vec<f32>, Error> {
+        let mut args = SessionRunArgs::new();
+        let token = request(&mut args, &self.state);
+        self.run(&mut args, "state_to_host")?;
+        let t = args.fetch::<f32>(token).map_err(|source| Error::Run {
+            what: "fetching state",
+            source,
+        })?;
+        Ok(t.to_vec())
+    }
+
+    /// Overwrites all state from a vector made by [`TrainGraph::state_to_host`] of the same config.
+    pub fn state_from_host(&mut self, state: &[f32]) -> Result<(), Error> {
+        let flat = self.flat_tensor(state, self.state_len, "state")?;
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.state_in, 0, &flat);
+        args.add_target(&self.state_assign);
+        self.run(&mut args, "state_from_host")
+    }
+
+    /// Saves all state and `meta` at `<dir>/ckpt-<meta.step>` atomically; returns the prefix.
+    pub fn save(
+        &mut self,
+        dir: &Path,
+        meta: &CheckpointMeta,
+    ) -> Result<PathBuf, checkpoint::Error> {
+        self.saver.save(&self.session, dir, meta)
+    }
+
+    /// Restores all state from the checkpoint at `prefix`; returns its progress scalars.
+    pub fn restore(&mut self, prefix: &Path) -> Result<CheckpointMeta, checkpoint::Error> {
+        self.saver.restore(&self.session, prefix)
+    }
+
+    fn flat_tensor(
+        &self,
+        values: &[f32],
+        want: usize,
+        what: &'static str,
+    ) -> Result<Tensor<f32>, Error> {
+        if values.len() != want {
+            return Err(Error::Input {
+                what,
+                detail: format!("{} floats, the graph has {want}", values.len()),
+            });
+        }
+        Tensor::new(&[want as u64])
+            .with_values(values)
+            .map_err(|source| Error::Run { what, source })
+    }
+
+    fn run(&self, args: &mut SessionRunArgs, what: &'static str) -> Result<(), Error> {
+        self.session
+            .run(args)
+            .map_err(|source| Error::Run { what, source })
+    }
+}
+
+/// (loss, total_loss, top1, top5) scalars from the logits. `logits`: [N, K] f32.
+fn objective(
+    scope: &mut Scope,
+    net: &Net,
+    logits: Output,
+    labels: Output,
+) -> Result<(Output, Output, Output, Output), Status> {
+    let cfg = &net.cfg;
+    let mut s = scope.new_sub_scope("loss");
+    let xent = loss::cross_entropy(
+        &mut s,
+        logits.clone(),
+        labels.clone(),
+        cfg.num_classes,
+        cfg.label_smoothing,
+    )?;
+    let mean = loss::mean(&mut s, xent)?;
+    let l2 = loss::l2_penalty(&mut s, &net.trainable, cfg.decay_bn, cfg.decay_bias)?;
+    let wd = tf::const_f32(&mut s, &[cfg.weight_decay])?;
+    let decay = ops::mul(wd, l2, &mut s)?;
+    let total: Output = ops::add_v2(mean.clone(), decay, &mut s.with_op_name("total_loss"))?.into();
+    let mut m = scope.new_sub_scope("metrics");
+    let hit1 = loss::in_top_k(&mut m, logits.clone(), labels.clone(), 1)?;
+    let hit5 = loss::in_top_k(&mut m, logits, labels, 5)?;
+    let top1 = loss::mean(&mut m, hit1)?;
+    let top5 = loss::mean(&mut m, hit5)?;
+    Ok((mean, total, top1, top5))
+}
+
+/// (flat state read [S], flat state feed, assign-all op, init-all op) over `vars` in order.
+fn state_ops(
+    scope: &mut Scope,
+    vars: &[&Var],
+) -> Result<(Output, Operation, Operation, Operation), Status> {
+    let reads: Vec<Output> = vars.iter().map(|v| v.read.clone()).collect();
+    let flat = optim::flat_concat(scope, &reads)?;
+    let len = vars.iter().map(|v| v.len()).sum();
+    let feed = flat_placeholder(scope, "flat", len)?;
+    let parts = optim::split_flat(scope, feed.clone().into(), vars)?;
+    let mut assigns = Vec::with_capacity(vars.len());
+    for (v, p) in vars.iter().zip(parts) {
+        assigns.push(ops::assign(v.output(), p, scope)?);
+    }
+    let assign = tf::group(scope, "assign", &assigns)?;
+    let inits: Vec<Operation> = vars.iter().map(|v| v.init.clone()).collect();
+    let init = tf::group(scope, "init", &inits)?;
+    Ok((flat, feed, assign, init))
+}
+
+/// Inference graph: same node names as [`TrainGraph`], batch norm on moving statistics, no
+/// optimizer. Deterministic for a given checkpoint and batch.
+pub struct EvalGraph {
+    cfg: ModelConfig,
+    _scope: Scope,
+    session: Session,
+    inputs: BatchInputs,
+    correct1: Output,
+    correct5: Output,
+    loss_sum: Output,
+    init: Operation,
+    saver: Saver,
+}
+
+impl EvalGraph {
+    pub fn build(cfg: &ModelConfig) -> Result<EvalGraph, Error> {
+        cfg.validate()?;
+        let root = Scope::new_root_scope();
+        let mut scope = device_scope(&root, cfg);
+        let inputs = BatchInputs::build(&mut scope).building("input placeholders")?;
+        let mut net = Net::new(cfg, false);
+        let logits = resnet::forward(&mut net, &mut scope, inputs.images.clone().into())
+            .building("resnet")?;
+        let labels: Output = inputs.labels.clone().into();
+        let (correct1, correct5, loss_sum) = {
+            let mut m = scope.new_sub_scope("eval");
+            let s = &mut m;
+            let mut build = || -> Result<_, Status> {
+                let xent =
+                    loss::cross_entropy(s, logits.clone(), labels.clone(), cfg.num_classes, 0.0)?;
+                let loss_sum = loss::sum(s, xent)?;
+                let hit1 = loss::in_top_k(s, logits.clone(), labels.clone(), 1)?;
+                let hit5 = loss::in_top_k(s, logits.clone(), labels.clone(), 5)?;
+                Ok((loss::sum(s, hit1)?, loss::sum(s, hit5)?, loss_sum))
+            };
+            build().building("eval metrics")?
+        };
+        let vars: Vec<&Var> = net
+            .trainable
+            .iter()
+            .map(|(v, _)| v)
+            .chain(net.moving.iter())
+            .collect();
+        let inits: Vec<Operation> = vars.iter().map(|v| v.init.clone()).collect();
+        let init = tf::group(&mut scope, "init", &inits).building("init")?;
+        let saver = Saver::build(&mut root.new_sub_scope("checkpoint"), &vars)
+            .building("checkpoint ops")?;
+        let session = new_session(&scope)?;
+        Ok(EvalGraph {
+            cfg: cfg.clone(),
+            _scope: scope,
+            session,
+            inputs,
+            correct1,
+            correct5,
+            loss_sum,
+            init,
+            saver,
+        })
+    }
+
+    /// Random initial weights (as [`TrainGraph::init`] with the same seed); for tests and smoke
+    /// runs. Normally [`EvalGraph::restore`] is used instead.
+    pub fn init(&mut self) -> Result<(), Error> {
+        let mut args = SessionRunArgs::new();
+        args.add_target(&self.init);
+        self.session.run(&mut args).map_err(|source| Error::Run {
+            what: "init",
+            source,
+        })
+    }
+
+    /// Loads trainables and moving statistics from a training checkpoint (slots are ignored).
+    pub fn restore(&mut self, prefix: &Path) -> Result<CheckpointMeta, checkpoint::Error> {
+        self.saver.restore(&self.session, prefix)
+    }
+
+    /// Counts on one batch.
+    pub fn evaluate(&mut self, batch: &BatchRef) -> Result<EvalOutput, Error> {
+        let (img, lab) = batch_tensors(batch, self.cfg.num_classes)?;
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.inputs.images, 0, &img);
+        args.add_feed(&self.inputs.labels, 0, &lab);
+        let [c1, c5, ls] =
+            [&self.correct1, &self.correct5, &self.loss_sum].map(|o| request(&mut args, o));
+        self.session.run(&mut args).map_err(|source| Error::Run {
+            what: "evaluate",
+            source,
+        })?;
+        let c1: f32 = fetch_scalar(&mut args, c1, "fetching top1 count")?;
+        let c5: f32 = fetch_scalar(&mut args, c5, "fetching top5 count")?;
+        let ls: f32 = fetch_scalar(&mut args, ls, "fetching loss sum")?;
+        Ok(EvalOutput {
+            correct_top1: c1.round() as usize,
+            correct_top5: c5.round() as usize,
+            loss_sum: f64::from(ls),
+            n: batch.n,
+        })
+    }
+}

@@ -1,0 +1,96 @@
+//! Flat host buffers <-> per-variable tensors, and the momentum update.
+//!
+//! Why not the crate's `Optimizer` trait: our gradients leave the graph (they are all-reduced
+//! over MPI on the host) and come back as one flat `[P]` f32 feed, so the update is
+//! "split the feed, apply momentum per variable", built once here. The crate ships plain gradient
+//! descent and Adadelta only; TF's own `ApplyMomentum` kernel (with `use_nesterov`) does the
+//! math:  accum = momentum * accum + g;  var -= lr * accum  (Nesterov:
+//! var -= lr * (g + momentum * accum)). Weight decay is already in `g` (it is part of the loss).
+use super::tf::{self, Var};
+use tensorflow::{ops, DataType, Operation, Output, Scope, Status};
+
+/// Concatenates tensors, each flattened, into one [sum of sizes] vector (the host layout).
+pub(crate) fn flat_concat(scope: &mut Scope, parts: &[Output]) -> Result<Output, Status> {
+    let minus_one = tf::const_i32(scope, &[-1])?;
+    let flat = parts
+        .iter()
+        .map(|p| Ok(ops::reshape(p.clone(), minus_one.clone(), scope)?.into()))
+        .collect::<Result<Vec<Output>, Status>>()?;
+    let axis = ops::constant(0i32, scope)?;
+    Ok(ops::ConcatV2::new()
+        .build_instance(flat, axis.into(), scope)?
+        .output())
+}
+
+/// Splits a flat [sum of sizes] vector into tensors shaped like `vars` (inverse of
+/// [`flat_concat`] of their reads).
+pub(crate) fn split_flat(
+    scope: &mut Scope,
+    flat: Output,
+    vars: &[&Var],
+) -> Result<Vec<Output>, Status> {
+    let sizes: Vec<i64> = vars.iter().map(|v| v.len() as i64).collect();
+    let sizes = tf::const_i64(scope, &sizes)?;
+    let dim = ops::constant(0i32, scope)?;
+    let parts = ops::SplitV::new()
+        .num_split(vars.len() as i64)
+        .build_instance(flat, sizes, dim.into(), scope)?
+        .output()?;
+    parts
+        .into_iter()
+        .zip(vars)
+        .map(|(p, v)| {
+            let shape = tf::const_i64(scope, &v.shape)?;
+            Ok(ops::reshape(p, shape, scope)?.into())
+        })
+        .collect()
+}
+
+/// One zero-initialised momentum slot per trainable variable, named `<var name>/Momentum` (as
+/// Python's momentum optimizer names its slots). `root` must be an unnamed (root-level) scope:
+/// the slot's name is given in full, which also keeps it from being uniquified to `_1`.
+pub(crate) fn slots(root: &mut Scope, trainable: &[&Var]) -> Result<Vec<Var>, Status> {
+    trainable
+        .iter()
+        .map(|v| {
+            let shape = v.shape.clone();
+            tf::variable(
+                root,
+                &format!("{}/Momentum", v.name),
+                &shape,
+                DataType::Float,
+                |sc| {
+                    let dims = tf::const_i64(sc, &shape)?;
+                    let zero = tf::const_f32(sc, &[0.0])?;
+                    Ok(ops::fill(dims, zero, sc)?.into())
+                },
+            )
+        })
+        .collect()
+}
+
+/// `ApplyMomentum` for each (variable, slot, gradient); returns one op grouping them.
+pub(crate) fn apply_momentum(
+    scope: &mut Scope,
+    vars: &[&Var],
+    slots: &[Var],
+    grads: &[Output],
+    lr: Output,
+    momentum: f32,
+    nesterov: bool,
+) -> Result<Operation, Status> {
+    let momentum = tf::const_f32(scope, &[momentum])?;
+    let mut updates = Vec::with_capacity(vars.len());
+    for ((var, slot), grad) in vars.iter().zip(slots).zip(grads) {
+        let op = ops::ApplyMomentum::new().use_nesterov(nesterov).build(
+            var.output(),
+            slot.output(),
+            lr.clone(),
+            grad.clone(),
+            momentum.clone(),
+            scope,
+        )?;
+        updates.push(op);
+    }
+    tf::group(scope, "apply", &updates)
+}
