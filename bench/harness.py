@@ -1,0 +1,474 @@
+"""`make bench`: run every side-by-side comparison and write the one results table.
+
+Flow (each step appends samples to <results>/samples.jsonl as it goes, so a crash keeps what ran):
+  1. data: the default synthetic set and a larger generated set (make-synthetic; the pillow
+     stand-in bench/py/make_folder.py if that binary is missing, said in the header);
+  2. records: build-records vs build_records_tf.py vs reading the input files (page cache warm);
+  3. input pipeline at 128 px (160 records) and 224 px (320 records): pipeline-bench vs tf.data,
+     train mode and bare decode;
+  4. training step: trainer bench vs the Keras step, with the pipeline and on a pre-made batch;
+  5. all-reduce: ring vs MPI_Allreduce at np 2, 4, 8 for 1M and 25.6M floats;
+  6. scaling: trainer bench images/s at np 2 vs np 1.
+Both sides of a comparison run alternately (ours first in even repetitions, the reference first in
+odd ones) and table.py takes medians. A missing command of ours becomes "n/a (missing: cmd)" in
+its row; a failing one becomes "error: ..." with the stderr tail in <results>/bench.log. Nothing
+here stops the whole run except a broken reference side, which is a bug of this folder.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import table  # noqa: E402
+
+MB = 1e6
+FLOATS = [("1M", 1_000_000), ("25.6M", 25_600_000)]
+
+
+class Missing(Exception):
+    """Our command does not exist yet, or is a stub that printed no JSON."""
+
+
+class Failed(Exception):
+    """The command ran and failed; the message holds the exit code and the stderr tail."""
+
+
+def is_missing_output(out, err):
+    """True when a failed command of ours says it does not know the subcommand or a flag."""
+    text = (out + err).lower()
+    clap_words = ("unrecognized subcommand", "unexpected argument", "unrecognized option",
+                  "not implemented", "unknown option")
+    return any(w in text for w in clap_words)
+
+
+def json_lines(text):
+    found = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                found.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return found
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.root = args.root
+        self.bin = os.path.join(self.root, "target", "release")
+        self.py = sys.executable
+        self.quick = args.quick
+        self.reps = 1 if args.quick else args.reps
+        self.work = args.work or tempfile.mkdtemp(prefix="dawnrun-bench-")
+        self.results = args.results
+        os.makedirs(self.results, exist_ok=True)
+        self.samples_path = os.path.join(self.results, "samples.jsonl")
+        open(self.samples_path, "w").close()
+        self.log = open(os.path.join(self.results, "bench.log"), "w")
+        self.notes = []
+        self.rows = {}
+        self.params = {}
+        self.missing = set()
+
+    # ---- running commands -------------------------------------------------------------------
+    def say(self, msg):
+        line = "[bench %s] %s" % (time.strftime("%H:%M:%S"), msg)
+        print(line, file=sys.stderr, flush=True)
+        self.log.write(line + "\n")
+        self.log.flush()
+
+    def run(self, cmd, timeout=None):
+        """Run cmd; returns (stdout, wall seconds). Raises Missing or Failed."""
+        exe = cmd[0] if cmd[0] != "mpirun" else next(c for c in cmd[1:] if c.startswith("/"))
+        if exe.startswith(self.bin) and not os.path.exists(exe):
+            raise Missing(os.path.relpath(exe, self.root))
+        self.log.write("$ %s\n" % " ".join(cmd))
+        self.log.flush()
+        start = time.perf_counter()
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout or self.args.timeout)
+        except subprocess.TimeoutExpired:
+            raise Failed("timed out after %ss" % (timeout or self.args.timeout))
+        seconds = time.perf_counter() - start
+        self.log.write(p.stdout[-4000:] + p.stderr[-4000:] + "(exit %d, %.2f s)\n" % (p.returncode, seconds))
+        self.log.flush()
+        if p.returncode != 0:
+            if exe.startswith(self.bin) and is_missing_output(p.stdout, p.stderr):
+                raise Missing(self.contract(cmd))
+            tail = (p.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+            raise Failed("exit %d: %s" % (p.returncode, tail))
+        return p.stdout, seconds
+
+    def contract(self, cmd):
+        """Short name of one of our commands for 'n/a (missing: ...)': binary + subcommand."""
+        words = [os.path.relpath(c, self.root) if c.startswith(self.bin) else c for c in cmd]
+        if words[0] == "mpirun":
+            words = words[next(i for i, w in enumerate(words) if w.startswith("target/")):]
+        keep = [words[0]] + [w for w in words[1:2] if not w.startswith("-")]
+        return " ".join(keep)
+
+    def run_json(self, cmd, ours, timeout=None):
+        """The JSON lines cmd printed on stdout; a command of ours that prints none is a stub."""
+        out, _ = self.run(cmd, timeout)
+        objs = json_lines(out)
+        if not objs:
+            if ours:
+                raise Missing(self.contract(cmd))
+            raise Failed("no JSON line in output of %s" % os.path.basename(cmd[1]))
+        return objs
+
+    def exe(self, name):
+        return os.path.join(self.bin, name)
+
+    def script(self, name):
+        return os.path.join(HERE, "py", name)
+
+    def define(self, row, what, unit, kind):
+        """Register a row's label once; samples then name only the row id."""
+        self.rows[row] = (what, unit, kind)
+        return row
+
+    def sample(self, row, side, value=None, missing=None, error=None, extra=None):
+        what, unit, kind = self.rows[row]
+        s = {"row": row, "what": what, "unit": unit, "kind": kind, "side": side}
+        if value is not None:
+            s["value"] = value
+        elif missing:
+            s["missing"] = missing
+            self.missing.add(missing)
+        else:
+            s["error"] = error or "no value"
+        if extra:
+            s["extra"] = extra
+        with open(self.samples_path, "a") as f:
+            f.write(json.dumps(s) + "\n")
+
+    def measure(self, targets, fn):
+        """Run fn() -> {(row, side): value or (value, extra)}; on Missing/Failed mark every target."""
+        try:
+            values = fn()
+        except (Missing, Failed) as e:
+            key = "missing" if isinstance(e, Missing) else "error"
+            self.say("%s: %s (rows %s)" % (key, e, sorted({r for r, _ in targets})))
+            for row, side in targets:
+                self.sample(row, side, **{key: str(e)})
+            return
+        for (row, side), v in values.items():
+            value, extra = v if isinstance(v, tuple) else (v, None)
+            self.sample(row, side, value=value, extra=extra)
+
+    def alternate(self, runs):
+        """runs: [(targets, fn)] measured reps times, the order reversed in odd repetitions."""
+        for rep in range(self.reps):
+            for targets, fn in (runs if rep % 2 == 0 else list(reversed(runs))):
+                self.measure(targets, fn)
+
+    # ---- 1. data ----------------------------------------------------------------------------
+    def make_data(self, name, extra_args):
+        out = os.path.join(self.work, name)
+        cmd = [self.exe("make-synthetic"), "--out", out] + extra_args
+        try:
+            _, seconds = self.run(cmd)
+            if not os.path.isdir(os.path.join(out, "160", "train")):
+                raise Missing("target/release/make-synthetic")
+            made_by = "make-synthetic"
+        except (Missing, Failed) as e:
+            self.say("make-synthetic unusable (%s): using bench/py/make_folder.py" % e)
+            if isinstance(e, Missing):
+                self.missing.add(str(e))
+            shutil.rmtree(out, ignore_errors=True)
+            _, seconds = self.run([self.py, self.script("make_folder.py"), "--out", out] + extra_args)
+            made_by = "bench/py/make_folder.py (make-synthetic missing)"
+        info = {}
+        for size in sorted(os.listdir(out)):
+            tree = os.path.join(out, size)
+            if not (size.isdigit() and os.path.isdir(tree)):
+                continue
+            count = nbytes = 0
+            for dirpath, _, names in os.walk(tree):
+                for n in names:
+                    count += 1
+                    nbytes += os.path.getsize(os.path.join(dirpath, n))
+            info[size] = (count, nbytes)
+        desc = ", ".join("%s px tree %d files %.1f MB" % (s, c, b / MB) for s, (c, b) in info.items())
+        self.notes.append("- data `%s`: `%s` (%s) by %s in %.1f s" % (
+            name, " ".join(extra_args) or "(defaults)", desc, made_by, seconds))
+        self.say("data %s: %s" % (name, desc))
+        return out, info
+
+    # ---- 2. records -------------------------------------------------------------------------
+    def records_rows(self, label, tree, train_shards, val_shards, n_files):
+        tf_row = self.define("records/%s/tf" % label,
+                             "records: build-records vs build_records_tf.py, %s (%d images)" % (label, n_files),
+                             "images/s", "rate")
+        io_row = self.define("records/%s/io" % label,
+                             "records: build-records vs reading the input files (I/O limit), %s" % label,
+                             "MB/s of input", "rate")
+        in_bytes = sum(os.path.getsize(os.path.join(d, n)) for d, _, ns in os.walk(tree) for n in ns)
+        out_dir = os.path.join(self.work, "rec-bench")
+        shards = ["--train-shards", str(train_shards), "--validation-shards", str(val_shards)]
+
+        def ours():
+            shutil.rmtree(out_dir, ignore_errors=True)
+            _, seconds = self.run([self.exe("build-records"), "--input", tree, "--output", out_dir] + shards)
+            if not (os.path.isdir(out_dir) and any(n.startswith("train-") for n in os.listdir(out_dir))):
+                raise Missing("target/release/build-records")
+            return {(tf_row, "ours"): n_files / seconds, (io_row, "ours"): in_bytes / MB / seconds}
+
+        def reference():
+            shutil.rmtree(out_dir, ignore_errors=True)
+            r = self.run_json([self.py, self.script("build_records_tf.py"), "--input", tree, "--output", out_dir,
+                               "--threads", "2"] + shards, ours=False)[-1]
+            return {(tf_row, "reference"): r["images"] / r["seconds"]}
+
+        def limit():
+            r = self.run_json([self.py, self.script("read_files.py"), "--input", tree, "--threads", "2"],
+                              ours=False)[-1]
+            return {(io_row, "reference"): r["bytes"] / MB / r["seconds"]}
+
+        self.run([self.py, self.script("read_files.py"), "--input", tree])  # warm the page cache
+        self.alternate([([(tf_row, "ours"), (io_row, "ours")], ours),
+                        ([(tf_row, "reference")], reference),
+                        ([(io_row, "reference")], limit)])
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+    def prepare_records(self, tree, name):
+        """Records of one tree for the later rows: ours if build-records works, else the reference's."""
+        out_dir = os.path.join(self.work, name)
+        shards = ["--train-shards", "8", "--validation-shards", "2"]
+        try:
+            self.run([self.exe("build-records"), "--input", tree, "--output", out_dir] + shards)
+            if os.path.isdir(out_dir) and any(n.startswith("train-") for n in os.listdir(out_dir)):
+                return out_dir, "build-records"
+        except (Missing, Failed) as e:
+            self.say("build-records unusable for %s (%s): using build_records_tf.py" % (name, e))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        self.run([self.py, self.script("build_records_tf.py"), "--input", tree, "--output", out_dir] + shards)
+        return out_dir, "build_records_tf.py"
+
+    # ---- 3. input pipeline ------------------------------------------------------------------
+    def pipeline_rows(self, records, px):
+        unit = "images/s (2 threads)"
+        train_row = self.define("pipe/%d/train" % px,
+                                "pipeline %d px: decode+crop+resize+flip, pipeline-bench vs tf.data" % px, unit, "rate")
+        decode_row = self.define("pipe/%d/decode" % px,
+                                 "bare JPEG decode of the %d px rows' records: ours vs tf.data" % px, unit, "rate")
+        limit_row = self.define("pipe/%d/limit" % px,
+                                "pipeline %d px (ours column) vs our own bare decode (reference column)" % px,
+                                unit, "rate")
+        common = ["--records", records, "--prefix", "train", "--px", str(px), "--batch", "64", "--threads", "2",
+                  "--seconds", str(self.args.pipeline_seconds)]
+
+        def ours(mode):
+            def go():
+                v = self.run_json([self.exe("pipeline-bench")] + common + ["--mode", mode, "--json"],
+                                  ours=True)[-1]["images_per_s"]
+                # Our train rate is also the limit row's ours side; our decode rate its reference side.
+                if mode == "train":
+                    return {(train_row, "ours"): v, (limit_row, "ours"): v}
+                return {(decode_row, "ours"): v, (limit_row, "reference"): v}
+            targets = ([(train_row, "ours"), (limit_row, "ours")] if mode == "train"
+                       else [(decode_row, "ours"), (limit_row, "reference")])
+            return targets, go
+
+        def reference(mode):
+            row = train_row if mode == "train" else decode_row
+
+            def go():
+                v = self.run_json([self.py, self.script("pipeline_tf.py")] + common + ["--mode", mode],
+                                  ours=False)[-1]["images_per_s"]
+                return {(row, "reference"): v}
+            return [(row, "reference")], go
+
+        for mode in ("train", "decode"):
+            self.alternate([ours(mode), reference(mode)])
+
+    # ---- 4. training step -------------------------------------------------------------------
+    def trainer_cmd(self, records, precision, np_ranks=None):
+        a = self.args
+        cmd = [self.exe("trainer"), "bench", "--depth", str(a.depth), "--classes", str(a.classes),
+               "--px", "128", "--batch", "32", "--steps", str(a.steps), "--warmup", str(a.warmup),
+               "--precision", precision, "--records", records, "--json"]
+        if np_ranks:
+            cmd = ["mpirun", "-np", str(np_ranks), "--oversubscribe"] + cmd
+        return cmd
+
+    def train_rows(self, records, precision):
+        a = self.args
+        net = "ResNet-%d %s, %d classes, 128 px, batch 32" % (a.depth, precision, a.classes)
+        step_row = self.define("train/%s/step" % precision,
+                               "train step %s: trainer (fed by its pipeline) vs Keras tf.function" % net,
+                               "s/step", "time")
+        premade_row = self.define("train/%s/premade" % precision,
+                                  "train step %s, pre-made batch: our graph vs Keras" % net, "s/step", "time")
+        over_row = self.define("train/%s/overhead" % precision,
+                               "trainer step %s (ours column) vs our graph on a pre-made batch" % precision,
+                               "s/step", "overhead")
+        ours_targets = [(step_row, "ours"), (premade_row, "ours"), (over_row, "ours"), (over_row, "reference")]
+
+        def ours():
+            r = self.run_json(self.trainer_cmd(records, precision), ours=True)[-1]
+            self.check_params(precision, "ours", r.get("params"))
+            return {(step_row, "ours"): r["step_s_median"], (premade_row, "ours"): r["premade_step_s_median"],
+                    (over_row, "ours"): r["step_s_median"], (over_row, "reference"): r["premade_step_s_median"]}
+
+        def reference():
+            r = self.run_json([self.py, self.script("train_step_tf.py"), "--depth", str(a.depth), "--classes",
+                               str(a.classes), "--px", "128", "--batch", "32", "--steps", str(a.steps), "--warmup",
+                               str(a.warmup), "--precision", precision], ours=False)[-1]
+            self.check_params(precision, "reference", r.get("params"))
+            return {(step_row, "reference"): r["step_s_median"], (premade_row, "reference"): r["step_s_median"]}
+
+        self.alternate([(ours_targets, ours), ([(step_row, "reference"), (premade_row, "reference")], reference)])
+
+    def check_params(self, precision, side, params):
+        seen = self.params.setdefault(precision, {})
+        seen[side] = params
+        if len(seen) == 2 and len(set(seen.values())) != 1:
+            note = "- WARNING: trainable parameters differ at %s (%s): not the same net" % (precision, seen)
+            if note not in self.notes:
+                self.say(note)
+                self.notes.append(note)
+
+    # ---- 5. all-reduce ----------------------------------------------------------------------
+    def allreduce_rows(self):
+        for np_ranks in ([2] if self.quick else [2, 4, 8]):
+            for label, floats in FLOATS:
+                row = self.define("allreduce/%d/%s" % (np_ranks, label),
+                                  "all-reduce np %d, %s floats: ring vs MPI_Allreduce" % (np_ranks, label),
+                                  "GB/s bus", "rate")
+                iters = 20 if floats < 10_000_000 else (3 if self.quick else 5)
+                cmd = ["mpirun", "-np", str(np_ranks), "--oversubscribe", self.exe("allreduce-check"),
+                       "--floats", str(floats), "--iters", str(iters), "--method", "both", "--json"]
+                # Both methods run inside one job, one after the other: that is the alternation.
+                for _ in range(self.reps):
+                    self.measure([(row, "ours"), (row, "reference")], self.allreduce_once(row, cmd))
+
+    def allreduce_once(self, row, cmd):
+        def go():
+            by_method = {o.get("method"): o for o in self.run_json(cmd, ours=True)}
+            if not {"ring", "mpi"} <= by_method.keys():
+                raise Failed("methods in output: %s" % sorted(str(k) for k in by_method))
+            values = {}
+            for side, method in (("ours", "ring"), ("reference", "mpi")):
+                o = by_method[method]
+                if o.get("identical_across_ranks") is False:
+                    note = "- WARNING: %s results NOT identical across ranks (%s)" % (method, row)
+                    if note not in self.notes:
+                        self.notes.append(note)
+                extra = {k: o.get(k) for k in ("seconds_median", "max_abs_diff", "identical_across_ranks")}
+                values[(row, side)] = (o["bus_gbps"], extra)
+            return values
+        return go
+
+    # ---- 6. scaling -------------------------------------------------------------------------
+    def scaling_rows(self, records):
+        row = self.define("scale/np2", "trainer images/s at np 2 (ours column) vs np 1 (reference column), "
+                          "fp32, batch 32 per rank; 2 cores in all", "images/s (global)", "rate")
+
+        def at(np_ranks, side):
+            def go():
+                return {(row, side): self.run_json(self.trainer_cmd(records, "fp32", np_ranks),
+                                                   ours=True)[-1]["images_per_s"]}
+            return [(row, side)], go
+
+        self.alternate([at(2, "ours"), at(1, "reference")])
+
+    # ---- header and table -------------------------------------------------------------------
+    def write_table(self, started):
+        cpu = "unknown CPU"
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        commit = subprocess.run(["git", "-C", self.root, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip()
+        mode = "QUICK (1 repetition)" if self.quick else "full (%d repetitions, medians)" % self.reps
+        lines = [
+            "# dawnrun bench, %s" % started.strftime("%Y-%m-%d %H:%M"),
+            "",
+            "- machine: %d cores, %s, %s; commit %s" % (os.cpu_count(), cpu, platform.platform(), commit),
+            "- mode: %s; wall time %.1f min; command: `%s`" % (
+                mode, (time.time() - started.timestamp()) / 60, "QUICK=1 make bench" if self.quick else "make bench"),
+            "- ratio > 1 means ours is better: rates ours/reference, times reference/ours; overhead in %.",
+        ] + self.notes
+        if self.missing:
+            lines.append("- missing commands of ours: %s" % ", ".join(sorted(self.missing)))
+        header_path = os.path.join(self.results, "header.md")
+        with open(header_path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        md = os.path.join(self.results, "latest.md")
+        js = os.path.join(self.results, "latest.json")
+        table.main([self.samples_path, "--md", md, "--json", js, "--header", header_path])
+        self.say("table written to %s and %s" % (md, js))
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", default=os.path.dirname(HERE))
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--work", help="scratch folder (default: a new temp dir, removed at the end)")
+    ap.add_argument("--results", default=os.path.join(HERE, "results"))
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--only", default="records,pipeline,train,allreduce,scaling",
+                    help="comma-separated sections to run")
+    args = ap.parse_args(argv)
+    args.pipeline_seconds = 3 if args.quick else 8
+    args.depth, args.classes = 18, 10
+    args.steps, args.warmup = (5, 2) if args.quick else (20, 3)
+    args.precisions = ["fp32"] if args.quick else ["fp32", "bf16"]
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = datetime.datetime.now()
+    bench = Bench(args)
+    only = set(args.only.split(","))
+    keep_work = bool(args.work)
+    try:
+        synth, synth_info = bench.make_data("synth", [])
+        if "records" in only:
+            n160 = synth_info["160"][0]
+            bench.records_rows("synthetic 160 px", os.path.join(synth, "160"), 8, 2, n160)
+            if not args.quick:
+                large, large_info = bench.make_data(
+                    "large", ["--classes", "20", "--train-per-class", "1000", "--val-per-class", "50",
+                              "--sizes", "160"])
+                bench.records_rows("larger 160 px", os.path.join(large, "160"), 32, 4, large_info["160"][0])
+                shutil.rmtree(large, ignore_errors=True)
+        if only & {"pipeline", "train", "scaling"}:
+            rec160, by160 = bench.prepare_records(os.path.join(synth, "160"), "rec160")
+            bench.notes.append("- records for the pipeline and trainer rows written by %s" % by160)
+        if "pipeline" in only:
+            bench.pipeline_rows(rec160, 128)
+            rec320, _ = bench.prepare_records(os.path.join(synth, "320"), "rec320")
+            bench.pipeline_rows(rec320, 224)
+        if "train" in only:
+            for precision in args.precisions:
+                bench.train_rows(rec160, precision)
+        if "allreduce" in only:
+            bench.allreduce_rows()
+        if "scaling" in only:
+            bench.scaling_rows(rec160)
+    finally:
+        bench.write_table(started)
+        if not keep_work:
+            shutil.rmtree(bench.work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

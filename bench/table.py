@@ -1,0 +1,138 @@
+"""Turn the harness's samples into the one results table (markdown and JSON).
+
+Input: a JSON-lines file, one sample per line, written as the runs happen:
+  {"row": id, "what": text, "unit": text, "kind": "rate"|"time"|"overhead",
+   "side": "ours"|"reference", "value": number}
+  or the same with "missing": "<command>" or "error": "<message>" instead of "value".
+Rows keep the order of their first sample. Each side's cell is the median of its values.
+The ratio is always "how many times better ours is", so > 1 means ours wins:
+  rate (images/s, GB/s): ours / reference;   time (s/step): reference / ours;
+  overhead: (ours - reference) / reference, shown as a percentage (ours = with the real input,
+  reference = the same graph on a pre-made batch), where smaller is better.
+"""
+import argparse
+import json
+import statistics
+import sys
+
+KINDS = ("rate", "time", "overhead")
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def collect(samples):
+    """Group samples into rows, in first-seen order."""
+    rows = {}
+    for s in samples:
+        if s.get("kind") not in KINDS or s.get("side") not in ("ours", "reference"):
+            raise ValueError("bad sample (kind/side): %r" % (s,))
+        row = rows.setdefault(s["row"], {
+            "row": s["row"], "what": s["what"], "unit": s["unit"], "kind": s["kind"],
+            "ours": {"values": [], "missing": None, "errors": []},
+            "reference": {"values": [], "missing": None, "errors": []},
+        })
+        side = row[s["side"]]
+        if "value" in s and s["value"] is not None:
+            side["values"].append(float(s["value"]))
+        elif s.get("missing"):
+            side["missing"] = s["missing"]
+        else:
+            side["errors"].append(s.get("error", "no value"))
+    return list(rows.values())
+
+
+def ratio(kind, ours, reference):
+    """Better-is-bigger ratio (see module doc); None when a side is absent or zero."""
+    if ours is None or reference is None:
+        return None
+    if kind == "rate":
+        return ours / reference if reference > 0 else None
+    if kind == "time":
+        return reference / ours if ours > 0 else None
+    return (ours - reference) / reference if reference > 0 else None
+
+
+def fmt_number(x):
+    if x is None:
+        return "—"
+    a = abs(x)
+    if a >= 100:
+        return "%.0f" % x
+    if a >= 10:
+        return "%.1f" % x
+    if a >= 1:
+        return "%.2f" % x
+    return "%.3g" % x
+
+
+def fmt_ratio(kind, r):
+    if r is None:
+        return "—"
+    if kind == "overhead":
+        return "%+.1f%%" % (100.0 * r)
+    return "%.2fx" % r
+
+
+def side_cell(side, median):
+    if median is not None:
+        cell = fmt_number(median)
+        if side["errors"]:
+            cell += " (%d failed)" % len(side["errors"])
+        return cell
+    if side["missing"]:
+        return "n/a (missing: %s)" % side["missing"]
+    if side["errors"]:
+        return "error: %s" % side["errors"][-1][:60].replace("|", "/").replace("\n", " ")
+    return "—"
+
+
+def summarise(rows):
+    out = []
+    for row in rows:
+        medians = {k: (statistics.median(row[k]["values"]) if row[k]["values"] else None)
+                   for k in ("ours", "reference")}
+        r = ratio(row["kind"], medians["ours"], medians["reference"])
+        out.append({
+            "row": row["row"], "what": row["what"], "unit": row["unit"], "kind": row["kind"],
+            "ours": medians["ours"], "reference": medians["reference"], "ratio": r,
+            "ours_samples": row["ours"]["values"], "reference_samples": row["reference"]["values"],
+            "ours_missing": row["ours"]["missing"], "reference_missing": row["reference"]["missing"],
+            "ours_errors": row["ours"]["errors"], "reference_errors": row["reference"]["errors"],
+            "cells": [row["what"], side_cell(row["ours"], medians["ours"]),
+                      side_cell(row["reference"], medians["reference"]),
+                      fmt_ratio(row["kind"], r), row["unit"]],
+        })
+    return out
+
+
+def markdown(summary):
+    lines = ["| what | ours | reference | ratio | unit |", "|---|---:|---:|---:|---|"]
+    for s in summary:
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in s["cells"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("samples")
+    ap.add_argument("--md", help="write the markdown table (with --header text above it) here")
+    ap.add_argument("--json", help="write rows with medians and raw samples here")
+    ap.add_argument("--header", default="", help="file whose text goes above the table")
+    args = ap.parse_args(argv)
+    summary = summarise(collect(load(args.samples)))
+    table = markdown(summary)
+    header = open(args.header).read() if args.header else ""
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(header + ("\n" if header else "") + table)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"header": header, "rows": summary}, f, indent=1)
+    sys.stdout.write(table)
+
+
+if __name__ == "__main__":
+    main()
