@@ -44,26 +44,13 @@ fn check_run(s: &Schedule) -> Check {
             format!("ResNet depth must be one of {DEPTHS:?}, got {}", run.depth),
         ));
     }
-    in_range(s, "run.momentum", run.momentum, 0.0, 1.0, "[0, 1)", |v| {
-        v < 1.0
-    })?;
-    in_range(
-        s,
-        "run.weight_decay",
-        run.weight_decay,
-        0.0,
-        f64::INFINITY,
-        ">= 0",
-        |_| true,
-    )?;
+    in_range(s, "run.momentum", run.momentum, Range::FractionBelowOne)?;
+    in_range(s, "run.weight_decay", run.weight_decay, Range::NonNegative)?;
     in_range(
         s,
         "run.label_smoothing",
         run.label_smoothing,
-        0.0,
-        1.0,
-        "[0, 1)",
-        |v| v < 1.0,
+        Range::FractionBelowOne,
     )?;
     if let LossScale::Static(scale) = run.loss_scale {
         if !(scale.is_finite() && scale > 0.0) {
@@ -86,10 +73,7 @@ fn check_eval(s: &Schedule) -> Check {
         s,
         "eval.crop_fraction",
         eval.crop_fraction,
-        0.0,
-        1.0,
-        "(0, 1]",
-        |v| v > 0.0,
+        Range::FractionAboveZero,
     )?;
     if !(eval.resize_ratio.is_finite() && eval.resize_ratio >= 1.0) {
         return Err(s.invalid(
@@ -103,15 +87,7 @@ fn check_eval(s: &Schedule) -> Check {
         eval.batch_size,
         "images per eval batch",
     )?;
-    in_range(
-        s,
-        "eval.target_top5",
-        eval.target_top5,
-        0.0,
-        100.0,
-        "(0, 100] percent",
-        |v| v > 0.0,
-    )
+    in_range(s, "eval.target_top5", eval.target_top5, Range::Percent)
 }
 
 fn check_distributed(s: &Schedule) -> Check {
@@ -120,19 +96,13 @@ fn check_distributed(s: &Schedule) -> Check {
         s,
         "distributed.fusion_threshold_mb",
         d.fusion_threshold_mb,
-        0.0,
-        f64::INFINITY,
-        ">= 0",
-        |_| true,
+        Range::NonNegative,
     )?;
     in_range(
         s,
         "distributed.stall_warning_s",
         d.stall_warning_s,
-        0.0,
-        f64::INFINITY,
-        "> 0",
-        |v| v > 0.0,
+        Range::Positive,
     )
 }
 
@@ -204,10 +174,7 @@ fn check_phases(s: &Schedule) -> Check {
             s,
             &field("min_scale"),
             phase.min_scale,
-            0.0,
-            1.0,
-            "(0, 1]",
-            |v| v > 0.0,
+            Range::FractionAboveZero,
         )?;
     }
     Ok(())
@@ -230,20 +197,50 @@ fn warnings(s: &Schedule) -> Vec<Warning> {
     out
 }
 
-/// `lo <= v <= hi` (finite) and `extra(v)`; `range` is the interval as told to the user.
-fn in_range(
-    s: &Schedule,
-    field: &str,
-    v: f64,
-    lo: f64,
-    hi: f64,
-    range: &str,
-    extra: impl Fn(f64) -> bool,
-) -> Check {
-    if v.is_finite() && lo <= v && v <= hi && extra(v) {
+/// An allowed interval for a real-valued setting, as told to the user.
+#[derive(Clone, Copy)]
+enum Range {
+    /// [0, inf)
+    NonNegative,
+    /// (0, inf)
+    Positive,
+    /// [0, 1)
+    FractionBelowOne,
+    /// (0, 1]
+    FractionAboveZero,
+    /// (0, 100]
+    Percent,
+}
+
+impl Range {
+    fn contains(self, v: f64) -> bool {
+        v.is_finite()
+            && match self {
+                Range::NonNegative => v >= 0.0,
+                Range::Positive => v > 0.0,
+                Range::FractionBelowOne => (0.0..1.0).contains(&v),
+                Range::FractionAboveZero => v > 0.0 && v <= 1.0,
+                Range::Percent => v > 0.0 && v <= 100.0,
+            }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Range::NonNegative => "[0, inf)",
+            Range::Positive => "(0, inf)",
+            Range::FractionBelowOne => "[0, 1)",
+            Range::FractionAboveZero => "(0, 1]",
+            Range::Percent => "(0, 100] percent",
+        }
+    }
+}
+
+/// `v` is finite and inside `range`.
+fn in_range(s: &Schedule, field: &str, v: f64, range: Range) -> Check {
+    if range.contains(v) {
         Ok(())
     } else {
-        Err(s.invalid(field, format!("must be in {range}, got {v}")))
+        Err(s.invalid(field, format!("must be in {}, got {v}", range.text())))
     }
 }
 

@@ -508,3 +508,143 @@ fn syntax_error(path: &Path, error: &serde_yaml::Error) -> ScheduleError {
         message,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> Schedule {
+        Schedule::load(format!(
+            "{}/../../schedules/{name}.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn shipped_schedules_round_trip_through_yaml() {
+        for name in ["106min", "imagenet18", "demo"] {
+            let s = shipped(name);
+            let text = serde_yaml::to_string(&s).unwrap();
+            let again = Schedule::from_str(&text, format!("{name}.yaml")).unwrap();
+            assert_eq!(serde_yaml::to_string(&again).unwrap(), text, "{name}");
+            assert_eq!(again.name(), name);
+        }
+    }
+
+    #[test]
+    fn the_106min_file_says_what_reference_section_1_says() {
+        let s = shipped("106min");
+        type Row<'a> = ([f64; 2], [f64; 2], LrMethod, i64, i64, &'a str);
+        let phases: Vec<Row> = s
+            .phases
+            .iter()
+            .map(|p| {
+                (
+                    p.epoch,
+                    p.lr,
+                    p.lr_method,
+                    p.batch_size,
+                    p.image_size.height,
+                    p.data_dir.as_str(),
+                )
+            })
+            .collect();
+        use LrMethod::{Exp, Linear};
+        assert_eq!(
+            phases,
+            [
+                ([0.0, 6.0], [1.0, 2.0], Linear, 740, 128, "160"),
+                ([6.0, 21.0], [2.0, 0.45], Linear, 740, 128, "160"),
+                ([21.0, 32.0], [0.45, 0.02], Exp, 256, 224, "320"),
+                ([32.0, 36.0], [0.02, 0.004], Exp, 196, 224, "320"),
+                ([36.0, 40.0], [0.004, 0.002], Exp, 128, 288, "320"),
+            ]
+        );
+        assert!(s
+            .phases
+            .iter()
+            .all(|p| p.prefix == "train" && p.min_scale == 0.08));
+        let r = &s.run;
+        assert_eq!(
+            (r.depth, r.momentum, r.weight_decay, r.decay_bn),
+            (50, 0.9, 2e-4, false)
+        );
+        assert_eq!(
+            (r.precision, r.loss_scale),
+            (Precision::Fp16, LossScale::Static(256.0))
+        );
+        assert_eq!(
+            (
+                r.checkpoint_every_steps,
+                r.zero_init_last_bn_gamma,
+                r.label_smoothing
+            ),
+            (625, true, 0.0)
+        );
+        assert_eq!(
+            (
+                s.eval.image_size.height,
+                s.eval.crop_mode,
+                s.eval.crop_fraction
+            ),
+            (288, CropMode::Central, 0.8)
+        );
+    }
+
+    #[test]
+    fn omitted_blocks_take_the_documented_defaults() {
+        let s = Schedule::from_str(
+            "phases:\n  - {epoch: [0, 1], lr: [0.1, 0.1], lr_method: linear, batch_size: 8, image_size: 32, data_dir: d}\n",
+            "x/my-run.yaml",
+        )
+        .unwrap();
+        assert_eq!(s.name(), "my-run");
+        assert_eq!(s.path(), Path::new("x/my-run.yaml"));
+        let r = &s.run;
+        assert_eq!(r.data_root, PathBuf::from("data/records"));
+        assert_eq!(
+            (r.depth, r.data_format, r.precision, r.loss_scale),
+            (
+                50,
+                DataFormat::Nhwc,
+                Precision::Fp32,
+                LossScale::Static(1.0)
+            )
+        );
+        assert_eq!(
+            (
+                r.nesterov,
+                r.decay_bn,
+                r.decay_bias,
+                r.checkpoint_every_steps,
+                r.seed
+            ),
+            (true, false, true, 625, 0)
+        );
+        let e = &s.eval;
+        assert_eq!(
+            (
+                e.data_dir.as_str(),
+                e.prefix.as_str(),
+                e.image_size,
+                e.crop_fraction
+            ),
+            ("320", "validation", ImageSize::square(224), 0.8)
+        );
+        assert_eq!(
+            (e.rect_val, e.batch_size, e.target_top5),
+            (false, 250, 93.0)
+        );
+        let d = &s.distributed;
+        assert_eq!(
+            (
+                d.allreduce,
+                d.fusion_threshold_mb,
+                d.compression,
+                d.stall_warning_s
+            ),
+            (Allreduce::Ring, 64.0, Compression::None, 60.0)
+        );
+    }
+}

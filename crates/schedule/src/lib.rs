@@ -71,3 +71,25 @@ pub use file::{
 pub use plan::{interpolate, phase_steps, PhasePlan, Plan, PlanError, StepInfo};
 pub use render::{render_at, render_table, to_json};
 pub use spans::Location;
+
+#[cfg(test)]
+mod tests {
+    /// The format example in this crate's docs is a valid schedule.
+    #[test]
+    fn the_documented_example_loads() {
+        let doc: String = include_str!("lib.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//!"))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .skip_while(|l| *l != "```yaml")
+            .skip(1)
+            .take_while(|l| *l != "```")
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(doc.contains("phases:"), "example not found");
+        let s = crate::Schedule::from_str(&doc, "lib.rs").unwrap();
+        assert_eq!(s.name(), "106min");
+        assert!(s.warnings().is_empty());
+        assert_eq!(s.plan(8, 1_281_167).unwrap().total_steps(), 1296);
+    }
+}
