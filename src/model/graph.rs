@@ -201,8 +201,20 @@ pub struct TrainGraph {
     state: Output, // [S] f32
     state_assign: Operation,
     trainable: Vec<VarInfo>,
+    /// Every state variable in state order (trainables first).
+    state_vars: Vec<VarInfo>,
     state_len: usize,
     saver: Saver,
+}
+
+fn infos(vars: &[&Var]) -> Vec<VarInfo> {
+    vars.iter()
+        .map(|v| VarInfo {
+            name: v.name.clone(),
+            shape: v.shape.clone(),
+            len: v.len(),
+        })
+        .collect()
 }
 
 impl TrainGraph {
@@ -280,14 +292,8 @@ impl TrainGraph {
         let saver = Saver::build(&mut root.new_sub_scope("checkpoint"), &state_vars)
             .building("checkpoint ops")?;
 
-        let trainable = vars
-            .iter()
-            .map(|v| VarInfo {
-                name: v.name.clone(),
-                shape: v.shape.clone(),
-                len: v.len(),
-            })
-            .collect();
+        let trainable = infos(&vars);
+        let state_infos = infos(&state_vars);
         let state_len = state_vars.iter().map(|v| v.len()).sum();
         let session = new_session(&scope)?;
         Ok(TrainGraph {
@@ -311,6 +317,7 @@ impl TrainGraph {
             state,
             state_assign,
             trainable,
+            state_vars: state_infos,
             state_len,
             saver,
         })
@@ -332,6 +339,12 @@ impl TrainGraph {
     /// P, the number of trainable floats (length of the flat gradient).
     pub fn num_params(&self) -> usize {
         self.trainable.iter().map(|v| v.len).sum()
+    }
+
+    /// Every state variable (trainables, BN moving statistics, `<var>/Momentum` slots) in the
+    /// order of [`TrainGraph::state_to_host`]; also the checkpoint's variable list.
+    pub fn state(&self) -> &[VarInfo] {
+        &self.state_vars
     }
 
     /// S, the number of state floats (length of [`TrainGraph::state_to_host`]).

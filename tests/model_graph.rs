@@ -1,0 +1,311 @@
+//! The TensorFlow training graph on this CPU: parameter counts, node names, learning, loss scaling
+//! and state transfer. TF tests take the cores in turn (`model_support::cores`).
+mod model_support;
+
+use dawnrun::model::{DataFormat, EvalGraph, ModelConfig, Precision, StepOutput, TrainGraph};
+use model_support::{blobs, cores, Batch, Rng};
+
+fn small(precision: Precision) -> ModelConfig {
+    let mut cfg = ModelConfig::new(18, 10);
+    cfg.precision = precision;
+    cfg.weight_decay = 5e-5;
+    cfg.seed = 7;
+    cfg
+}
+
+fn built(cfg: &ModelConfig) -> TrainGraph {
+    let mut g = TrainGraph::build(cfg).unwrap();
+    g.init().unwrap();
+    g
+}
+
+#[test]
+fn resnet50_has_25_557_032_params_and_runs_a_step() {
+    let _cores = cores();
+    let cfg = ModelConfig::new(50, 1000);
+    let mut g = built(&cfg);
+    // torchvision's / the reference ResNet-50 v1.5: convs without bias, BN gamma+beta, fc + bias.
+    assert_eq!(g.num_params(), 25_557_032);
+    assert_eq!(
+        g.trainable().iter().map(|v| v.len).sum::<usize>(),
+        g.num_params()
+    );
+    // 53 convs + 53 BNs (x2) + fc kernel + bias.
+    assert_eq!(g.trainable().len(), 53 + 53 * 2 + 2);
+    let batch = blobs(2, 64, 10, &mut Rng::new(1));
+    let before = g.state_to_host().unwrap();
+    let out = g.gradients(&batch.view(), 1.0).unwrap();
+    assert_eq!(out.grads.len(), g.num_params());
+    assert!(out.grads.iter().all(|x| x.is_finite()));
+    assert!(out.loss.is_finite() && out.total_loss > out.loss);
+    g.apply(&out.grads, 0.1).unwrap();
+    let after = g.state_to_host().unwrap();
+    assert_eq!(after.len(), g.state_len());
+    let p = g.num_params();
+    assert!(before[..p] != after[..p], "apply must change the weights");
+}
+
+#[test]
+fn node_names_are_pinned() {
+    let _cores = cores();
+    let g = TrainGraph::build(&ModelConfig::new(50, 1000)).unwrap();
+    let names: Vec<&str> = g.trainable().iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(
+        &names[..6],
+        [
+            "resnet/stem/conv/kernel",
+            "resnet/stem/bn/gamma",
+            "resnet/stem/bn/beta",
+            "resnet/stage1/block0/shortcut/conv/kernel",
+            "resnet/stage1/block0/shortcut/bn/gamma",
+            "resnet/stage1/block0/shortcut/bn/beta",
+        ]
+    );
+    assert_eq!(
+        &names[names.len() - 2..],
+        ["resnet/fc/kernel", "resnet/fc/bias"]
+    );
+    let state: Vec<&str> = g.state().iter().map(|v| v.name.as_str()).collect();
+    for name in [
+        "resnet/stage1/block0/conv1/kernel",
+        "resnet/stage2/block0/conv2/kernel",
+        "resnet/stage4/block2/bn3/gamma",
+        "resnet/stage3/block5/conv3/kernel",
+        "resnet/stem/bn/moving_mean",
+        "resnet/stage4/block2/bn3/moving_variance",
+        "resnet/stem/conv/kernel/Momentum",
+        "resnet/fc/bias/Momentum",
+    ] {
+        assert!(state.contains(&name), "missing {name}");
+    }
+    let shape = |n: &str| {
+        g.state()
+            .iter()
+            .find(|v| v.name == n)
+            .unwrap()
+            .shape
+            .clone()
+    };
+    assert_eq!(shape("resnet/stem/conv/kernel"), [7, 7, 3, 64]);
+    // v1.5: the stride-2 3x3 sits in conv2 of the bottleneck.
+    assert_eq!(shape("resnet/stage2/block0/conv2/kernel"), [3, 3, 128, 128]);
+    assert_eq!(shape("resnet/fc/kernel"), [2048, 1000]);
+    // Order: trainables, then moving statistics, then slots.
+    let p = g.trainable().len();
+    assert_eq!(state[..p], names[..]);
+    assert_eq!(state[p], "resnet/stem/bn/moving_mean");
+    assert_eq!(*state.last().unwrap(), "resnet/fc/bias/Momentum");
+}
+
+#[test]
+fn last_bn_gamma_of_each_block_starts_at_zero_only_when_asked() {
+    let _cores = cores();
+    for zero in [true, false] {
+        let mut cfg = small(Precision::Fp32);
+        cfg.zero_init_last_bn_gamma = zero;
+        let mut g = built(&cfg);
+        let state = g.state_to_host().unwrap();
+        let mut offset = 0;
+        let mut last_bn = 0;
+        for v in g.state() {
+            let values = &state[offset..offset + v.len];
+            offset += v.len;
+            if v.name.ends_with("bn2/gamma") {
+                last_bn += 1;
+                assert!(
+                    values.iter().all(|&x| x == if zero { 0.0 } else { 1.0 }),
+                    "{}",
+                    v.name
+                );
+            } else if v.name.ends_with("bn1/gamma") {
+                assert!(values.iter().all(|&x| x == 1.0), "{}", v.name);
+            }
+        }
+        assert_eq!(last_bn, 8, "resnet-18 has 8 basic blocks");
+    }
+}
+
+#[test]
+fn init_is_deterministic_per_seed() {
+    let _cores = cores();
+    let a = built(&small(Precision::Fp32)).state_to_host().unwrap();
+    let b = built(&small(Precision::Fp32)).state_to_host().unwrap();
+    let mut other = small(Precision::Fp32);
+    other.seed = 8;
+    let c = built(&other).state_to_host().unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[test]
+fn loss_scale_leaves_returned_gradients_unscaled() {
+    let _cores = cores();
+    for precision in [Precision::Fp32, Precision::Bf16] {
+        let mut g = built(&small(precision));
+        let batch = blobs(8, 32, 10, &mut Rng::new(3));
+        let one = g.gradients(&batch.view(), 1.0).unwrap();
+        let big = g.gradients(&batch.view(), 256.0).unwrap();
+        let odd = g.gradients(&batch.view(), 1000.0).unwrap();
+        assert_eq!(
+            one.loss, big.loss,
+            "{precision:?}: the loss is reported unscaled"
+        );
+        let d = max_rel_diff(&one.grads, &big.grads);
+        assert!(d < 1e-5, "{precision:?}: scale 256 differs by {d}");
+        let d = max_rel_diff(&one.grads, &odd.grads);
+        assert!(d < 2e-2, "{precision:?}: scale 1000 differs by {d}");
+        assert!(one.grads.iter().any(|&x| x != 0.0));
+    }
+}
+
+#[test]
+fn state_round_trip_gives_identical_outputs() {
+    let _cores = cores();
+    let cfg = small(Precision::Fp32);
+    let mut a = built(&cfg);
+    let mut rng = Rng::new(5);
+    for _ in 0..2 {
+        let out = a
+            .gradients(&blobs(4, 32, 10, &mut rng).view(), 1.0)
+            .unwrap();
+        a.apply(&out.grads, 0.05).unwrap();
+    }
+    let state = a.state_to_host().unwrap();
+    let mut other = cfg.clone();
+    other.seed = 99;
+    let mut b = built(&other);
+    assert_ne!(b.state_to_host().unwrap(), state);
+    b.state_from_host(&state).unwrap();
+    assert_eq!(b.state_to_host().unwrap(), state);
+    let batch = blobs(4, 32, 10, &mut rng);
+    let (oa, ob) = (
+        a.gradients(&batch.view(), 1.0).unwrap(),
+        b.gradients(&batch.view(), 1.0).unwrap(),
+    );
+    assert_eq!(
+        (oa.loss, oa.total_loss, oa.top1),
+        (ob.loss, ob.total_loss, ob.top1)
+    );
+    assert_eq!(oa.grads, ob.grads);
+    a.apply(&oa.grads, 0.05).unwrap();
+    b.apply(&ob.grads, 0.05).unwrap();
+    assert_eq!(a.state_to_host().unwrap(), b.state_to_host().unwrap());
+    assert!(b
+        .state_from_host(&state[1..])
+        .unwrap_err()
+        .to_string()
+        .contains("state"));
+}
+
+#[test]
+fn fused_train_step_equals_gradients_then_apply() {
+    let _cores = cores();
+    let cfg = small(Precision::Fp32);
+    let (mut a, mut b) = (built(&cfg), built(&cfg));
+    let mut rng = Rng::new(11);
+    for _ in 0..2 {
+        let batch = blobs(4, 32, 10, &mut rng);
+        let oa = a.gradients(&batch.view(), 128.0).unwrap();
+        a.apply(&oa.grads, 0.1).unwrap();
+        let ob = b.train_step(&batch.view(), 0.1, 128.0).unwrap();
+        assert_eq!(oa.grads, ob.grads);
+    }
+    let d = max_rel_diff(&a.state_to_host().unwrap(), &b.state_to_host().unwrap());
+    assert!(d < 1e-6, "fused and split paths differ by {d}");
+}
+
+/// Trains on a fixed synthetic set; returns (mean loss of the first 10 steps, of the last 20,
+/// mean top-1 of the last 20).
+fn train_blobs(precision: Precision, steps: usize) -> (f32, f32, f32) {
+    let mut cfg = small(precision);
+    cfg.nesterov = true;
+    let mut g = built(&cfg);
+    let mut rng = Rng::new(2024);
+    let data: Vec<Batch> = (0..16).map(|_| blobs(16, 32, 10, &mut rng)).collect();
+    let mut outs: Vec<StepOutput> = Vec::new();
+    for step in 0..steps {
+        let lr = 0.02 + 0.08 * (step as f32 / 20.0).min(1.0); // short warm-up
+        let out = g.gradients(&data[step % data.len()].view(), 128.0).unwrap();
+        assert!(
+            out.grads.iter().all(|x| x.is_finite()),
+            "{precision:?} step {step}"
+        );
+        g.apply(&out.grads, lr).unwrap();
+        outs.push(StepOutput {
+            grads: Vec::new(),
+            ..out
+        });
+    }
+    let mean =
+        |s: &[StepOutput], f: fn(&StepOutput) -> f32| s.iter().map(f).sum::<f32>() / s.len() as f32;
+    let tail = &outs[steps - 20..];
+    let result = (
+        mean(&outs[..10], |o| o.loss),
+        mean(tail, |o| o.loss),
+        mean(tail, |o| o.top1),
+    );
+    eprintln!(
+        "{precision:?}: loss {} -> {}, train top-1 {}",
+        result.0, result.1, result.2
+    );
+    result
+}
+
+#[test]
+fn resnet18_fp32_learns_synthetic_blobs() {
+    let _cores = cores();
+    let (first, last, top1) = train_blobs(Precision::Fp32, 160);
+    assert!(last < 0.5 * first, "fp32 loss {first} -> {last}");
+    assert!(top1 > 0.5, "fp32 train top-1 {top1} (chance 0.1)");
+}
+
+#[test]
+fn resnet18_bf16_learns_synthetic_blobs() {
+    let _cores = cores();
+    let (first, last, top1) = train_blobs(Precision::Bf16, 160);
+    assert!(last < 0.5 * first, "bf16 loss {first} -> {last}");
+    assert!(top1 > 0.5, "bf16 train top-1 {top1} (chance 0.1)");
+}
+
+#[test]
+fn fp16_and_nchw_graphs_build() {
+    let _cores = cores();
+    for (precision, format) in [
+        (Precision::Fp16, DataFormat::Nhwc),
+        (Precision::Fp32, DataFormat::Nchw),
+        (Precision::Fp16, DataFormat::Nchw),
+    ] {
+        let mut cfg = ModelConfig::new(50, 1000);
+        cfg.precision = precision;
+        cfg.data_format = format;
+        let g = TrainGraph::build(&cfg).unwrap();
+        assert_eq!(g.num_params(), 25_557_032);
+        EvalGraph::build(&cfg).unwrap();
+    }
+}
+
+#[test]
+fn bad_batches_and_configs_are_refused_with_the_reason() {
+    let _cores = cores();
+    let mut g = built(&small(Precision::Fp32));
+    let mut batch = blobs(4, 32, 10, &mut Rng::new(1));
+    batch.labels[2] = 10;
+    let err = g.gradients(&batch.view(), 1.0).unwrap_err().to_string();
+    assert!(err.contains("label 10 at index 2"), "{err}");
+    batch.labels[2] = 0;
+    batch.images.pop();
+    let err = g.gradients(&batch.view(), 1.0).unwrap_err().to_string();
+    assert!(err.contains("[4, 32, 32, 3]"), "{err}");
+    let err = g.apply(&[0.0; 3], 0.1).unwrap_err().to_string();
+    assert!(err.contains("3 floats"), "{err}");
+    let err = TrainGraph::build(&ModelConfig::new(20, 10))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("depth 20"), "{err}");
+}
