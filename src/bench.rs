@@ -1,0 +1,170 @@
+//! `trainer bench`: the trainer's step time against the same graph on a pre-made batch, for
+//! `make bench`. The difference is the framework overhead the trainer adds around TensorFlow:
+//! waiting for the input pipeline, the gradient round trip to the host, the all-reduce.
+//!
+//! Both loops run the real step (gradients -> all-reduce -> apply); the trainer's loop also
+//! takes its batches from the real pipeline over `--records`. Under mpirun every rank runs it
+//! and rank 0 prints the result; `images_per_s` is then the global rate.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use dawnrun_data::pipeline::{TrainConfig, TrainPipeline, DEFAULT_SHUFFLE_BUFFER};
+use dawnrun_dist::{allreduce::Method, Allreducer, Compression, World};
+
+use crate::dataset::shard_files;
+use crate::model::{BatchRef, DataFormat, ModelConfig, Precision, TrainGraph};
+
+#[derive(Parser, Debug)]
+#[command(name = "trainer bench", about = "Measure the trainer's step time against the bare graph.")]
+struct BenchArgs {
+    #[arg(long, default_value_t = 18)]
+    depth: u32,
+    #[arg(long, default_value_t = 10)]
+    classes: u32,
+    #[arg(long, default_value_t = 128)]
+    px: u32,
+    /// Images per rank per step.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// fp32 | bf16 | fp16
+    #[arg(long, default_value = "fp32")]
+    precision: String,
+    /// Records folder with `<prefix>-*` shards for the trainer's path (else only the bare graph).
+    #[arg(long)]
+    records: Option<PathBuf>,
+    #[arg(long, default_value = "train")]
+    prefix: String,
+    #[arg(long)]
+    decode_threads: Option<usize>,
+    /// ring | mpi
+    #[arg(long, default_value = "ring")]
+    allreduce: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main(argv: &[String]) -> Result<()> {
+    let args = BenchArgs::parse_from(std::iter::once("trainer bench".to_string()).chain(argv.iter().cloned()));
+    let world = World::init().context("MPI")?;
+    world.install_abort_on_panic();
+    match bench(&args, &world) {
+        Ok(()) => Ok(()),
+        Err(e) => world.fail(&e),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn bench(args: &BenchArgs, world: &World) -> Result<()> {
+    let mut cfg = ModelConfig::new(args.depth, args.classes);
+    cfg.precision = match args.precision.as_str() {
+        "fp32" => Precision::Fp32,
+        "bf16" => Precision::Bf16,
+        "fp16" => Precision::Fp16,
+        other => anyhow::bail!("--precision {other}: expected fp32, bf16 or fp16"),
+    };
+    cfg.data_format = DataFormat::Nhwc;
+    let mut graph = TrainGraph::build(&cfg)?;
+    graph.init()?;
+    let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
+    let method: Method = args.allreduce.parse()?;
+    let mut allreducer = Allreducer::new(method, Compression::None, 64 << 20, &lens)?;
+    let px = args.px as usize;
+    let n = args.batch;
+
+    // The bare graph: one pre-made batch, fed again and again.
+    let images: Vec<u8> = (0..n * px * px * 3).map(|i| (i * 7919 % 251) as u8).collect();
+    let labels: Vec<i32> = (0..n).map(|i| (i as u32 % args.classes) as i32).collect();
+    let premade = BatchRef { images: &images, labels: &labels, n, height: px, width: px };
+    let mut premade_times = Vec::new();
+    for i in 0..args.warmup + args.steps {
+        let t = Instant::now();
+        let mut out = graph.gradients(&premade, 1.0)?;
+        allreducer.average(world, &mut out.grads, None)?;
+        graph.apply(&out.grads, 0.01)?;
+        if i >= args.warmup {
+            premade_times.push(t.elapsed().as_secs_f64());
+        }
+    }
+
+    // The trainer's path: batches from the pipeline.
+    let mut trainer_times = Vec::new();
+    if let Some(dir) = &args.records {
+        let files = shard_files(dir, &args.prefix)?;
+        let total = dawnrun_data::pipeline::count_records(&files)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut pipeline = TrainPipeline::start(TrainConfig {
+            files,
+            rank: world.rank() as u64,
+            world: world.size() as u64,
+            batch_size: n,
+            image_px: args.px,
+            min_scale: 0.08,
+            seed: 1,
+            start_epoch: 0,
+            skip_batches: 0,
+            batches_per_epoch: (total / (n * world.size()) as u64).max(1),
+            decode_threads: args
+                .decode_threads
+                .unwrap_or_else(|| (cores / world.local_size().max(1)).max(1)),
+            prefetch_batches: 2,
+            shuffle_buffer: DEFAULT_SHUFFLE_BUFFER,
+        })?;
+        for i in 0..args.warmup + args.steps {
+            let t = Instant::now();
+            let batch = pipeline.next()?;
+            let b = BatchRef {
+                images: &batch.images,
+                labels: &batch.labels,
+                n: batch.n,
+                height: batch.height,
+                width: batch.width,
+            };
+            let mut out = graph.gradients(&b, 1.0)?;
+            allreducer.average(world, &mut out.grads, None)?;
+            graph.apply(&out.grads, 0.01)?;
+            if i >= args.warmup {
+                trainer_times.push(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    world.barrier();
+    if world.rank() != 0 {
+        return Ok(());
+    }
+    let premade_s = median(premade_times);
+    let trainer_s = if trainer_times.is_empty() { f64::NAN } else { median(trainer_times) };
+    let global = (n * world.size()) as f64;
+    let result = serde_json::json!({
+        "np": world.size(),
+        "depth": args.depth,
+        "px": args.px,
+        "batch_per_rank": n,
+        "precision": args.precision,
+        "params": graph.num_params(),
+        "step_s_median": if trainer_s.is_nan() { serde_json::Value::Null } else { trainer_s.into() },
+        "premade_step_s_median": premade_s,
+        "images_per_s": global / if trainer_s.is_nan() { premade_s } else { trainer_s },
+        "premade_images_per_s": global / premade_s,
+        "overhead_pct": if trainer_s.is_nan() { serde_json::Value::Null } else { ((trainer_s - premade_s) / premade_s * 100.0).into() },
+    });
+    if args.json {
+        println!("{result}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! What a training run tells the world, written by rank 0 only: the step line on stderr (the
+//! 106-minute run's fields, so the two logs sit side by side), the same as JSON lines in
+//! `<run-dir>/metrics.jsonl`, and TensorBoard scalars in `<run-dir>/events.out.tfevents.*`.
+//!
+//! Files are written by a thread of their own behind a channel, so a slow disk never stalls the
+//! step loop (and with it the all-reduce of every other rank).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, Sender};
+use dawnrun_records::event::EventWriter;
+use serde::Serialize;
+
+/// One logged step. `images_per_s` is the sum over ranks (global batch / step time).
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub step: u64,
+    pub epoch: f64,
+    pub images_per_s: f64,
+    pub loss: f32,
+    pub total_loss: f32,
+    pub lr: f64,
+    pub batch_per_rank: usize,
+    pub global_batch: usize,
+    pub image_px: usize,
+    pub top1: f32,
+    pub top5: f32,
+    pub loss_scale: f32,
+    /// Fraction of the interval's wall time spent waiting for the input pipeline.
+    pub input_wait: f64,
+    pub elapsed_s: f64,
+}
+
+impl StepRecord {
+    /// The step line, fields as in the 106-minute run's log.
+    pub fn line(&self) -> String {
+        format!(
+            "step {:>7}  epoch {:>6.2}  img/s {:>8.1}  loss {:.4}  total_loss {:.4}  lr {:.5}  bs {:>4}  sz {:>3}  top5 {:.3}  wait {:>3.0}%  time {}",
+            self.step,
+            self.epoch,
+            self.images_per_s,
+            self.loss,
+            self.total_loss,
+            self.lr,
+            self.batch_per_rank,
+            self.image_px,
+            self.top5,
+            self.input_wait * 100.0,
+            hms(self.elapsed_s)
+        )
+    }
+}
+
+/// `h:mm:ss`, the way the reference logs print elapsed time.
+pub fn hms(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+enum Msg {
+    Step(StepRecord),
+    Flush,
+}
+
+/// Rank 0's logger. Other ranks hold `StepLog::silent()`.
+pub struct StepLog {
+    tx: Option<Sender<Msg>>,
+    writer: Option<JoinHandle<Result<()>>>,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl StepLog {
+    pub fn silent() -> Self {
+        StepLog {
+            tx: None,
+            writer: None,
+            bar: None,
+        }
+    }
+
+    /// Opens `metrics.jsonl` (appending, so a resumed run keeps its history) and a new
+    /// TensorBoard event file in `run_dir`. `total_steps` sizes the progress bar, shown only when
+    /// stderr is a terminal (under mpirun it is not).
+    pub fn create(run_dir: &Path, total_steps: u64, first_step: u64) -> Result<Self> {
+        let metrics_path = run_dir.join("metrics.jsonl");
+        let metrics = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .with_context(|| format!("{}: cannot open for appending", metrics_path.display()))?;
+        let events = EventWriter::create(run_dir)
+            .with_context(|| format!("{}: cannot create a TensorBoard event file", run_dir.display()))?;
+        let (tx, rx) = crossbeam_channel::bounded(1024);
+        let path = metrics_path.clone();
+        let writer = std::thread::Builder::new()
+            .name("step-log".into())
+            .spawn(move || write_loop(rx, BufWriter::new(metrics), path, events))
+            .context("cannot start the log writer thread")?;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total_steps);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} steps  {per_sec}  eta {eta}",
+                )
+                .expect("static template is valid"),
+            );
+            bar.set_position(first_step);
+            bar
+        });
+        Ok(StepLog {
+            tx: Some(tx),
+            writer: Some(writer),
+            bar,
+        })
+    }
+
+    /// Advances the progress bar (every step, cheap).
+    pub fn tick(&self, step: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(step);
+        }
+    }
+
+    /// Prints the step line and queues the record for the files.
+    pub fn step(&self, record: StepRecord) {
+        let Some(tx) = &self.tx else { return };
+        match &self.bar {
+            Some(bar) => bar.println(record.line()),
+            None => eprintln!("{}", record.line()),
+        }
+        // The writer only stops on an I/O error, which `finish` reports.
+        let _ = tx.send(Msg::Step(record));
+    }
+
+    /// A plain message on rank 0's log (phase changes, checkpoints).
+    pub fn note(&self, text: &str) {
+        if self.tx.is_none() {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// Asks the writer to flush what it has (before a checkpoint, so logs and checkpoints agree).
+    pub fn flush(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::Flush);
+        }
+    }
+
+    /// Closes the files and reports any write error.
+    pub fn finish(mut self) -> Result<()> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        drop(self.tx.take());
+        match self.writer.take() {
+            Some(handle) => handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("the log writer thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for StepLog {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(handle) = self.writer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn write_loop(
+    rx: Receiver<Msg>,
+    mut metrics: BufWriter<File>,
+    path: PathBuf,
+    mut events: EventWriter,
+) -> Result<()> {
+    let ctx = || format!("{}: write failed", path.display());
+    for msg in rx {
+        match msg {
+            Msg::Step(r) => {
+                serde_json::to_writer(&mut metrics, &r).with_context(ctx)?;
+                metrics.write_all(b"\n").with_context(ctx)?;
+                let step = r.step as i64;
+                for (tag, value) in [
+                    ("loss", r.loss),
+                    ("total_loss", r.total_loss),
+                    ("learning_rate", r.lr as f32),
+                    ("images_per_sec", r.images_per_s as f32),
+                    ("train_top1", r.top1),
+                    ("train_top5", r.top5),
+                    ("batch_size", r.batch_per_rank as f32),
+                    ("image_size", r.image_px as f32),
+                    ("epoch", r.epoch as f32),
+                    ("loss_scale", r.loss_scale),
+                ] {
+                    events
+                        .scalar(tag, step, value)
+                        .context("TensorBoard event write failed")?;
+                }
+            }
+            Msg::Flush => {
+                metrics.flush().with_context(ctx)?;
+                events.flush().context("TensorBoard event flush failed")?;
+            }
+        }
+    }
+    metrics.flush().with_context(ctx)?;
+    events.flush().context("TensorBoard event flush failed")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elapsed_time_prints_as_hours_minutes_seconds() {
+        assert_eq!(hms(0.0), "0:00:00");
+        assert_eq!(hms(6273.32), "1:44:33");
+        assert_eq!(hms(59.6), "0:01:00");
+    }
+}

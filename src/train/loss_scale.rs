@@ -1,0 +1,150 @@
+//! Loss scaling for mixed precision: the loss is multiplied by `scale()` before differentiation so
+//! small fp16 gradients do not flush to zero, and the gradients come back unscaled.
+//!
+//! Static scaling (the 106-minute run used 256, imagenet18 1024) never changes and treats a
+//! non-finite gradient as fatal. Dynamic scaling halves the scale and skips the step on a
+//! non-finite gradient, and doubles it after `growth_interval` good steps in a row (the policy of
+//! TensorFlow's and Apex's dynamic loss scalers).
+
+/// What the trainer should do with this step's (all-reduced) gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Finite: apply them.
+    Apply,
+    /// Non-finite under dynamic scaling: skip the update; the scale has been reduced.
+    Skip,
+    /// Non-finite under static scaling (or at the minimum dynamic scale): stop the run.
+    Fatal,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LossScale {
+    Static(f32),
+    Dynamic {
+        scale: f32,
+        good_steps: u32,
+        growth_interval: u32,
+    },
+}
+
+/// Below this a dynamic scale is no longer helping: the gradients themselves are broken.
+const MIN_DYNAMIC_SCALE: f32 = 1.0 / 65536.0;
+/// Dynamic scaling starts high and comes down on the first overflows.
+pub const INITIAL_DYNAMIC_SCALE: f32 = 32768.0;
+pub const DEFAULT_GROWTH_INTERVAL: u32 = 2000;
+
+impl LossScale {
+    pub fn dynamic() -> Self {
+        LossScale::Dynamic {
+            scale: INITIAL_DYNAMIC_SCALE,
+            good_steps: 0,
+            growth_interval: DEFAULT_GROWTH_INTERVAL,
+        }
+    }
+
+    pub fn scale(&self) -> f32 {
+        match self {
+            LossScale::Static(s) => *s,
+            LossScale::Dynamic { scale, .. } => *scale,
+        }
+    }
+
+    /// Updates the state after a step whose gradients were `finite` (or not).
+    pub fn update(&mut self, finite: bool) -> Verdict {
+        match self {
+            LossScale::Static(_) if finite => Verdict::Apply,
+            LossScale::Static(_) => Verdict::Fatal,
+            LossScale::Dynamic {
+                scale,
+                good_steps,
+                growth_interval,
+            } => {
+                if finite {
+                    *good_steps += 1;
+                    if *good_steps >= *growth_interval {
+                        *scale = (*scale * 2.0).min(f32::MAX / 2.0);
+                        *good_steps = 0;
+                    }
+                    Verdict::Apply
+                } else if *scale <= MIN_DYNAMIC_SCALE {
+                    Verdict::Fatal
+                } else {
+                    *scale /= 2.0;
+                    *good_steps = 0;
+                    Verdict::Skip
+                }
+            }
+        }
+    }
+}
+
+/// True when every value is finite. Checked on the all-reduced gradients, so every rank reaches
+/// the same verdict (they hold bitwise identical buffers).
+pub fn all_finite(values: &[f32]) -> bool {
+    // Summing is branch-free and vectorises; NaN or inf anywhere makes the sum non-finite.
+    values.iter().fold(0.0f32, |acc, v| acc + v * 0.0).is_finite()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_scale_applies_finite_and_stops_on_overflow() {
+        let mut s = LossScale::Static(256.0);
+        assert_eq!(s.update(true), Verdict::Apply);
+        assert_eq!(s.update(false), Verdict::Fatal);
+        assert_eq!(s.scale(), 256.0);
+    }
+
+    #[test]
+    fn dynamic_scale_halves_on_overflow_and_grows_after_interval() {
+        let mut s = LossScale::Dynamic {
+            scale: 1024.0,
+            good_steps: 0,
+            growth_interval: 3,
+        };
+        assert_eq!(s.update(false), Verdict::Skip);
+        assert_eq!(s.scale(), 512.0);
+        assert_eq!(s.update(true), Verdict::Apply);
+        assert_eq!(s.update(true), Verdict::Apply);
+        assert_eq!(s.scale(), 512.0);
+        assert_eq!(s.update(true), Verdict::Apply);
+        assert_eq!(s.scale(), 1024.0);
+        // An overflow resets the run of good steps.
+        s.update(true);
+        s.update(false);
+        s.update(true);
+        s.update(true);
+        assert_eq!(s.scale(), 512.0);
+    }
+
+    #[test]
+    fn dynamic_scale_gives_up_at_the_floor() {
+        let mut s = LossScale::dynamic();
+        let mut verdict = Verdict::Skip;
+        for _ in 0..100 {
+            verdict = s.update(false);
+            if verdict == Verdict::Fatal {
+                break;
+            }
+        }
+        assert_eq!(verdict, Verdict::Fatal);
+    }
+
+    #[test]
+    fn finiteness_sees_nan_and_inf_anywhere() {
+        let mut v = vec![1.0f32; 1000];
+        assert!(all_finite(&v));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for i in [0, 499, 999] {
+                v[i] = bad;
+                assert!(!all_finite(&v), "{bad} at {i}");
+                v[i] = 1.0;
+            }
+        }
+        // Large but finite values must not count as overflow.
+        v[3] = f32::MAX;
+        assert!(all_finite(&v));
+    }
+}
