@@ -25,6 +25,10 @@ use crate::spans::Location;
 pub enum PlanError {
     #[error("world size must be at least 1 rank, got 0")]
     NoRanks,
+    /// The schedule was changed after loading (e.g. a command-line override) and no longer
+    /// passes the loader's checks.
+    #[error(transparent)]
+    Schedule(#[from] crate::file::ScheduleError),
     #[error(
         "{}:{location}: phases[{phase}].batch_size: a global batch of {global_batch} ({batch_per_rank} per rank x {world_size} ranks) \
          is more than the {train_images} training images, so an epoch has no full step; lower batch_size or use fewer ranks",
@@ -157,12 +161,14 @@ impl Schedule {
         if world_size == 0 {
             return Err(PlanError::NoRanks);
         }
+        // Fields are public, so a caller may have edited them since loading: check again.
+        crate::check::check(self)?;
         let mut phases = Vec::with_capacity(self.phases.len());
         let mut first_step = 0u64;
         for (index, phase) in self.phases.iter().enumerate() {
-            // The loader checked both are in 1..=u32::MAX / 1..=65535 and square.
-            let batch_per_rank = u32::try_from(phase.batch_size).unwrap_or(u32::MAX);
-            let image_px = u32::try_from(phase.image_size.height).unwrap_or(0);
+            // Checked just above: batch in 1..=u32::MAX, size square in 1..=65535.
+            let batch_per_rank = u32::try_from(phase.batch_size).expect("checked batch_size");
+            let image_px = u32::try_from(phase.image_size.height).expect("checked image_size");
             let global_batch = u64::from(batch_per_rank) * u64::from(world_size);
             let steps_per_epoch = train_images / global_batch;
             if steps_per_epoch == 0 {
@@ -510,6 +516,18 @@ mod tests {
             "{err}"
         );
         assert!(matches!(s.plan(0, 3200), Err(PlanError::NoRanks)));
+    }
+
+    #[test]
+    fn edits_after_loading_are_checked_again() {
+        let mut s = schedule("phases:\n  - {epoch: [0, 1], lr: [0.1, 0.2], lr_method: linear, batch_size: 32, image_size: 64, data_dir: d}\n");
+        s.phases[0].batch_size = -1;
+        let err = s.plan(1, 3200).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("test.yaml:2:56: phases[0].batch_size: must be a positive"),
+            "{err}"
+        );
     }
 
     #[test]
