@@ -412,6 +412,7 @@ class Bench:
         js = os.path.join(self.results, "latest.json")
         table.main([self.samples_path, "--md", md, "--json", js, "--header", header_path])
         self.say("table written to %s and %s" % (md, js))
+        self.log.close()
 
 
 def parse_args(argv):

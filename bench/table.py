@@ -124,7 +124,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     summary = summarise(collect(load(args.samples)))
     table = markdown(summary)
-    header = open(args.header).read() if args.header else ""
+    header = ""
+    if args.header:
+        with open(args.header) as f:
+            header = f.read()
     if args.md:
         with open(args.md, "w") as f:
             f.write(header + ("\n" if header else "") + table)

@@ -93,8 +93,10 @@ class TableTest(unittest.TestCase):
             finally:
                 sys.stdout = old
                 devnull.close()
-            self.assertTrue(open(md).read().startswith("# Bench\n\n| what |"))
-            self.assertAlmostEqual(json.load(open(js))["rows"][0]["ratio"], 3.0)
+            with open(md) as f:
+                self.assertTrue(f.read().startswith("# Bench\n\n| what |"))
+            with open(js) as f:
+                self.assertAlmostEqual(json.load(f)["rows"][0]["ratio"], 3.0)
 
 
 if __name__ == "__main__":

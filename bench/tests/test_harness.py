@@ -1,0 +1,66 @@
+"""The harness end to end against a fake build tree: stub and fake commands of ours.
+
+A fake root holds target/release/allreduce-check (a shell script printing the contract's JSON on
+rank 0 only) and a stub trainer that prints nothing; make-synthetic and build-records are absent,
+so the pillow stand-in and build_records_tf.py are used. Needs mpirun. About a minute.
+"""
+import json
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import unittest
+
+BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+FAKE_ALLREDUCE = """#!/bin/sh
+[ "${OMPI_COMM_WORLD_RANK:-0}" = 0 ] || exit 0
+echo '{"method":"ring","np":2,"floats":1,"seconds_median":0.5,"bus_gbps":4.0,"max_abs_diff":0.0,"identical_across_ranks":true}'
+echo '{"method":"mpi","np":2,"floats":1,"seconds_median":1.0,"bus_gbps":2.0,"max_abs_diff":0.0,"identical_across_ranks":true}'
+"""
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def write_exe(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
+
+
+class HarnessTest(unittest.TestCase):
+    def test_fake_commands_give_ratios_and_stubs_give_na_rows(self):
+        with tempfile.TemporaryDirectory() as root:
+            bin_dir = os.path.join(root, "target", "release")
+            os.makedirs(bin_dir)
+            write_exe(os.path.join(bin_dir, "allreduce-check"), FAKE_ALLREDUCE)
+            write_exe(os.path.join(bin_dir, "trainer"), "#!/bin/sh\nexit 0\n")
+            results = os.path.join(root, "results")
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", OMPI_ALLOW_RUN_AS_ROOT="1",
+                       OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
+            p = subprocess.run([sys.executable, os.path.join(BENCH, "harness.py"), "--root", root, "--quick",
+                                "--only", "allreduce,scaling", "--results", results],
+                               capture_output=True, text=True, env=env)
+            self.assertEqual(p.returncode, 0, p.stderr[-3000:])
+            rows = {r["row"]: r for r in json.loads(read(os.path.join(results, "latest.json")))["rows"]}
+            for label in ("1M", "25.6M"):
+                r = rows["allreduce/2/%s" % label]
+                self.assertEqual((r["ours"], r["reference"]), (4.0, 2.0))
+                self.assertAlmostEqual(r["ratio"], 2.0)
+            scale = rows["scale/np2"]
+            self.assertEqual(scale["cells"][1], "n/a (missing: target/release/trainer bench)")
+            self.assertIsNone(scale["ratio"])
+            md = read(os.path.join(results, "latest.md"))
+            self.assertIn("| all-reduce np 2, 25.6M floats: ring vs MPI_Allreduce | 4.00 | 2.00 | 2.00x | GB/s bus |",
+                          md)
+            self.assertIn("make-synthetic missing", md)
+            self.assertIn("missing commands of ours: target/release/make-synthetic, target/release/trainer bench", md)
+            self.assertIn(md.split("\n\n| what")[1][:10], p.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
