@@ -77,6 +77,21 @@ pub fn chunk_bounds(len: usize, n: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// Reduce-scatter step `step` on rank `r` of `n`: (chunk sent to r+1, chunk received from r-1).
+fn reduce_scatter_chunks(r: usize, n: usize, step: usize) -> (usize, usize) {
+    ((r + n - step) % n, (r + 2 * n - step - 1) % n)
+}
+
+/// The chunk rank `r` holds fully reduced after reduce-scatter.
+fn owned_chunk(r: usize, n: usize) -> usize {
+    (r + 1) % n
+}
+
+/// All-gather step `step` on rank `r` of `n`: (chunk sent to r+1, chunk received from r-1).
+fn all_gather_chunks(r: usize, n: usize, step: usize) -> (usize, usize) {
+    ((r + 1 + n - step) % n, (r + n - step) % n)
+}
+
 /// Scratch buffers reused across calls, so a training step allocates nothing.
 #[derive(Debug, Default)]
 pub struct Ring {
@@ -173,19 +188,19 @@ fn ring_sum<W: WireFormat>(
 
     // Step 1: reduce-scatter.
     for step in 0..n - 1 {
-        let send_c = &chunks[(r + n - step) % n];
-        let recv_c = chunks[(r + 2 * n - step - 1) % n].clone();
+        let (send, receive) = reduce_scatter_chunks(r, n, step);
+        let (send_c, recv_c) = (&chunks[send], chunks[receive].clone());
         let out = W::outgoing(&data[send_c.clone()], send_buf);
         let into = &mut recv[..recv_c.len()];
         exchange("reduce-scatter", step, out, into)?;
         W::accumulate(into, &mut data[recv_c], tmp);
     }
     // Step 2: the owned chunk becomes exactly what travels.
-    W::quantize(&mut data[chunks[(r + 1) % n].clone()], send_buf);
+    W::quantize(&mut data[chunks[owned_chunk(r, n)].clone()], send_buf);
     // Step 3: all-gather.
     for step in 0..n - 1 {
-        let send_c = &chunks[(r + 1 + n - step) % n];
-        let recv_c = chunks[(r + n - step) % n].clone();
+        let (send, receive) = all_gather_chunks(r, n, step);
+        let (send_c, recv_c) = (&chunks[send], chunks[receive].clone());
         let out = W::outgoing(&data[send_c.clone()], send_buf);
         let into = &mut recv[..recv_c.len()];
         exchange("all-gather", step, out, into)?;
@@ -231,49 +246,50 @@ mod tests {
 
     #[test]
     fn ring_schedule_reduces_each_chunk_once_and_delivers_it_everywhere() {
-        // Simulate the index arithmetic of ring_sum (without MPI) for many N: after
-        // reduce-scatter, rank r must hold the sum of all N contributions to chunk r+1, and each
-        // all-gather step must receive exactly the chunk its predecessor sent.
+        // Play the schedule ring_sum follows for many N, tracking per rank and chunk the set of
+        // ranks whose values it holds summed (a bit mask). Each step, every rank must receive
+        // exactly the chunk its predecessor sends.
         for n in 2..=12usize {
-            // contrib[r][c] = set of ranks whose values rank r holds summed in chunk c.
-            let mut contrib: Vec<Vec<u64>> = (0..n)
-                .map(|r| (0..n).map(|_| 1u64 << r).collect())
-                .collect();
+            let all = (1u64 << n) - 1;
+            let mut held: Vec<Vec<u64>> = (0..n).map(|r| vec![1u64 << r; n]).collect();
             for step in 0..n - 1 {
-                let sent: Vec<(usize, u64)> = (0..n)
-                    .map(|r| ((r + n - step) % n, contrib[r][(r + n - step) % n]))
-                    .collect();
-                for r in 0..n {
+                let before = held.clone();
+                for (r, mine) in held.iter_mut().enumerate() {
                     let prev = (r + n - 1) % n;
-                    let recv_c = (r + 2 * n - step - 1) % n;
-                    assert_eq!(sent[prev].0, recv_c, "n {n} step {step} rank {r}");
-                    assert_eq!(contrib[r][recv_c] & sent[prev].1, 0, "no value added twice");
-                    contrib[r][recv_c] |= sent[prev].1;
+                    let (prev_sends, _) = reduce_scatter_chunks(prev, n, step);
+                    let (_, receive) = reduce_scatter_chunks(r, n, step);
+                    assert_eq!(
+                        prev_sends, receive,
+                        "reduce-scatter n {n} step {step} rank {r}"
+                    );
+                    let incoming = before[prev][prev_sends];
+                    assert_eq!(mine[receive] & incoming, 0, "no value added twice");
+                    mine[receive] |= incoming;
                 }
             }
-            let all = (1u64 << n) - 1;
-            for (r, held) in contrib.iter().enumerate() {
+            for (r, mine) in held.iter().enumerate() {
                 assert_eq!(
-                    held[(r + 1) % n],
+                    mine[owned_chunk(r, n)],
                     all,
-                    "n {n}: rank {r} owns chunk {}",
-                    (r + 1) % n
+                    "n {n}: rank {r} owns a complete sum"
                 );
             }
             for step in 0..n - 1 {
-                for r in 0..n {
+                let before = held.clone();
+                for (r, mine) in held.iter_mut().enumerate() {
                     let prev = (r + n - 1) % n;
-                    let sent_by_prev = (prev + 1 + n - step) % n;
+                    let (prev_sends, _) = all_gather_chunks(prev, n, step);
+                    let (_, receive) = all_gather_chunks(r, n, step);
+                    assert_eq!(prev_sends, receive, "all-gather n {n} step {step} rank {r}");
                     assert_eq!(
-                        sent_by_prev,
-                        (r + n - step) % n,
-                        "all-gather n {n} step {step}"
+                        before[prev][prev_sends], all,
+                        "only complete sums travel in all-gather"
                     );
-                    contrib[r][sent_by_prev] = contrib[prev][sent_by_prev];
+                    mine[receive] = before[prev][prev_sends];
                 }
             }
             assert!(
-                contrib.iter().all(|held| held.iter().all(|&c| c == all)),
+                held.iter().all(|mine| mine.iter().all(|&c| c == all)),
                 "n {n}"
             );
         }

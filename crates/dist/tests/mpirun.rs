@@ -1,0 +1,279 @@
+//! Multi-rank tests: spawn `mpirun` on the built `allreduce-check` binary (MPI initialises once
+//! per process, so every world is a fresh job). Each run has a `timeout`, so a hang fails the test
+//! instead of hanging the suite, and runs in a fresh temp dir.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_allreduce-check");
+
+/// `timeout SECS mpirun -np NP --oversubscribe allreduce-check ARGS` in a fresh temp dir.
+fn mpirun_in(dir: &Path, np: usize, secs: u32, args: &[&str]) -> Output {
+    let np = np.to_string();
+    let secs = secs.to_string();
+    let mut cmd_args = vec![secs.as_str(), "mpirun", "-np", &np, "--oversubscribe", BIN];
+    cmd_args.extend_from_slice(args);
+    command("timeout", &cmd_args, dir)
+}
+
+fn command(program: &str, args: &[&str], dir: &Path) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (Open MPI installed? `make setup`): {e}"))
+}
+
+fn mpirun(np: usize, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    mpirun_in(dir.path(), np, 120, args)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The JSON lines rank 0 printed; fails with both streams if the run failed.
+fn json_lines(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Every method line is ok, within tolerance, and (for the ring) bitwise identical across ranks.
+fn assert_checks_pass(lines: &[Value], np: usize, floats: usize, compression: &str) {
+    let methods: Vec<&str> = lines
+        .iter()
+        .map(|l| l["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["ring", "mpi"], "{lines:?}");
+    for line in lines {
+        assert_eq!(line["np"], np);
+        assert_eq!(line["floats"], floats);
+        let diff = line["max_abs_diff"].as_f64().unwrap();
+        assert!(diff <= line["tolerance"].as_f64().unwrap(), "{line}");
+        assert_eq!(line["ok"], true, "{line}");
+    }
+    let ring = &lines[0];
+    assert_eq!(ring["compression"], compression);
+    assert_eq!(ring["identical_across_ranks"], true, "{ring}");
+    let vs_mpi = ring["max_abs_diff_vs_mpi"].as_f64().unwrap();
+    let tol = ring["tolerance"].as_f64().unwrap() + lines[1]["tolerance"].as_f64().unwrap();
+    assert!(vs_mpi <= tol, "ring vs MPI_Allreduce: {vs_mpi} > {tol}");
+}
+
+#[test]
+fn ring_matches_mpi_allreduce_and_is_identical_on_every_rank() {
+    for np in [2usize, 3, 4] {
+        for floats in [1usize, 3, 1_000_003] {
+            let f = floats.to_string();
+            let out = mpirun(np, &["--floats", &f, "--iters", "2", "--json"]);
+            assert_checks_pass(&json_lines(&out), np, floats, "none");
+        }
+    }
+}
+
+#[test]
+fn ring_with_fp16_on_the_wire_stays_within_fp16_tolerance_and_identical() {
+    for np in [2usize, 3, 4] {
+        for floats in [1usize, 3, 1_000_003] {
+            let f = floats.to_string();
+            let out = mpirun(
+                np,
+                &[
+                    "--floats",
+                    &f,
+                    "--iters",
+                    "2",
+                    "--compression",
+                    "fp16",
+                    "--json",
+                ],
+            );
+            assert_checks_pass(&json_lines(&out), np, floats, "fp16");
+        }
+    }
+}
+
+#[test]
+fn many_small_fusion_buffers_give_the_same_checks() {
+    // 0.25 MiB threshold over 1000003 floats in 37 tensors: ~16 buffers, uneven tensor sizes.
+    let out = mpirun(
+        3,
+        &[
+            "--floats",
+            "1000003",
+            "--tensors",
+            "37",
+            "--threshold-mb",
+            "0.25",
+            "--iters",
+            "2",
+            "--json",
+        ],
+    );
+    assert_checks_pass(&json_lines(&out), 3, 1_000_003, "none");
+}
+
+#[test]
+fn a_failing_rank_ends_a_four_rank_job_with_its_message() {
+    // Without MPI_Abort the other three ranks would wait in the all-reduce until `timeout`
+    // (exit 124) kills them; 60 s is far more than the job needs to end.
+    let dir = tempfile::tempdir().unwrap();
+    let out = mpirun_in(dir.path(), 4, 60, &["--fail-rank", "2", "--iters", "6"]);
+    let stderr = text(&out.stderr);
+    let code = out.status.code();
+    assert!(
+        code.is_some() && code != Some(0) && code != Some(124),
+        "exit {code:?}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("rank 2: error: injected failure on rank 2"),
+        "stderr names rank 2 and its message:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_panicking_rank_ends_the_job_through_the_panic_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mpirun_in(dir.path(), 3, 60, &["--panic-rank", "1", "--iters", "4"]);
+    let stderr = text(&out.stderr);
+    let code = out.status.code();
+    assert!(
+        code.is_some() && code != Some(0) && code != Some(124),
+        "exit {code:?}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("rank 1: panic: injected panic on rank 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn rank_zero_warns_about_a_late_rank_and_the_job_still_succeeds() {
+    let out = mpirun(
+        3,
+        &[
+            "--floats",
+            "1000",
+            "--iters",
+            "2",
+            "--method",
+            "ring",
+            "--sleep-rank",
+            "2",
+            "--sleep-s",
+            "2.5",
+            "--stall-warning-s",
+            "1",
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("rank 0: stall: ranks [2] have not reached step 1 for "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ranks_with_different_arguments_are_refused_naming_the_odd_rank() {
+    // MPMD launch: rank 0 and 1 get --floats 10, rank 2 gets --floats 11.
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "120",
+        "mpirun",
+        "--oversubscribe",
+        "-np",
+        "2",
+        BIN,
+        "--floats",
+        "10",
+        ":",
+        "-np",
+        "1",
+        BIN,
+        "--floats",
+        "11",
+    ];
+    let out = command("timeout", &args, dir.path());
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success() && out.status.code() != Some(124),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "allreduce-check arguments differs between ranks: ranks [2] disagree with rank 0"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn timeline_files_are_chrome_traces_with_one_pid_per_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = mpirun_in(
+        dir.path(),
+        2,
+        120,
+        &[
+            "--floats",
+            "1000",
+            "--iters",
+            "3",
+            "--json",
+            "--timeline",
+            d,
+        ],
+    );
+    json_lines(&out);
+    for rank in 0..2 {
+        let path = dir.path().join(format!("timeline-rank{rank}.json"));
+        let trace: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let spans: Vec<&Value> = trace["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .collect();
+        assert!(spans.iter().all(|e| e["pid"] == rank));
+        let count = |cat: &str| spans.iter().filter(|e| e["cat"] == cat).count();
+        assert_eq!(count("negotiate"), 6, "3 iterations x 2 methods");
+        assert_eq!(
+            count("fusion copy"),
+            3,
+            "MPI_Allreduce copies into its send buffer"
+        );
+        assert!(count("allreduce") >= 6);
+    }
+}
+
+#[test]
+fn a_single_process_without_mpirun_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(
+        BIN,
+        &["--floats", "1000", "--iters", "2", "--json"],
+        dir.path(),
+    );
+    let lines = json_lines(&out);
+    assert_checks_pass(&lines, 1, 1000, "none");
+    assert_eq!(
+        lines[0]["max_abs_diff"], 0.0,
+        "one rank: the mean is the data itself"
+    );
+}
