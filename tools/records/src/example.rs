@@ -1,7 +1,7 @@
 //! tf.Example, the payload of every training and validation record.
 //!
 //! The structs mirror TensorFlow's `example.proto` / `feature.proto` field for field, as `prost`
-//! derives (no protoc). `Features.feature` is a `BTreeMap`, not a `HashMap`: prost encodes map
+//! derives (no protoc; `Features` by hand, see its doc). `Features.feature` is a `BTreeMap`, not a `HashMap`: prost encodes map
 //! entries in iteration order, so a sorted map makes the same Example serialize to the same bytes
 //! in every process (build-records promises byte-identical output for a seed).
 //!
@@ -21,10 +21,71 @@ pub struct Example {
 }
 
 /// `tensorflow.Features`: feature name to value list.
-#[derive(Clone, PartialEq, Message)]
+///
+/// `Message` is implemented by hand, not derived: prost's map encoding leaves out a map value
+/// equal to its default, so a [`Feature`] with no list set would be written as an entry with
+/// no value field, and TensorFlow's fast Example parser (`tf.io.parse_single_example`, 2.13)
+/// then rejects the whole record with InvalidArgument. Here every entry carries both its key
+/// and its value, as Python protobuf writes them. Decoding is prost's own map merge.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Features {
-    #[prost(btree_map = "string, message", tag = "1")]
     pub feature: BTreeMap<String, Feature>,
+}
+
+/// Wire helpers for [`Features`]: each map entry is a message {1: key, 2: value}.
+mod features_wire {
+    use super::{Feature, Features};
+    use prost::bytes::{Buf, BufMut};
+    use prost::encoding::{
+        btree_map, encode_key, encode_varint, encoded_len_varint, key_len, message, skip_field,
+        string, DecodeContext, WireType,
+    };
+    use prost::DecodeError;
+
+    const FEATURE_TAG: u32 = 1;
+
+    fn entry_len(key: &String, value: &Feature) -> usize {
+        string::encoded_len(1, key) + message::encoded_len(2, value)
+    }
+
+    impl prost::Message for Features {
+        fn encode_raw(&self, buf: &mut impl BufMut) {
+            for (key, value) in &self.feature {
+                encode_key(FEATURE_TAG, WireType::LengthDelimited, buf);
+                encode_varint(entry_len(key, value) as u64, buf);
+                string::encode(1, key, buf);
+                message::encode(2, value, buf);
+            }
+        }
+
+        fn merge_field(
+            &mut self,
+            tag: u32,
+            wire_type: WireType,
+            buf: &mut impl Buf,
+            ctx: DecodeContext,
+        ) -> Result<(), DecodeError> {
+            if tag == FEATURE_TAG {
+                btree_map::merge(string::merge, message::merge, &mut self.feature, buf, ctx)
+            } else {
+                skip_field(wire_type, tag, buf, ctx)
+            }
+        }
+
+        fn encoded_len(&self) -> usize {
+            self.feature
+                .iter()
+                .map(|(key, value)| {
+                    let len = entry_len(key, value);
+                    key_len(FEATURE_TAG) + encoded_len_varint(len as u64) + len
+                })
+                .sum()
+        }
+
+        fn clear(&mut self) {
+            self.feature.clear();
+        }
+    }
 }
 
 /// `tensorflow.Feature`: exactly one of three list kinds (or none, which TF treats as empty).
@@ -428,6 +489,21 @@ mod tests {
     fn garbage_is_a_decode_error() {
         let err = Example::from_bytes(&[0x0a, 0xff, 0xff, 0xff]).unwrap_err();
         assert!(matches!(err, Error::Decode(_)), "{err}");
+    }
+
+    /// An unset Feature is still written as an (empty) value: TF rejects entries without one.
+    #[test]
+    fn unset_feature_entry_keeps_its_value_field() {
+        let ex = Example::builder().feature("u", Feature::default()).build();
+        // Example{1: Features{1: entry{1: "u", 2: <empty>}}}
+        assert_eq!(
+            ex.to_bytes(),
+            vec![0x0a, 7, 0x0a, 5, 0x0a, 1, b'u', 0x12, 0]
+        );
+        assert_eq!(Example::from_bytes(&ex.to_bytes()).unwrap(), ex);
+        // An entry without a value field still decodes (as an unset Feature).
+        let no_value = [0x0a, 5, 0x0a, 3, 0x0a, 1, b'u'];
+        assert_eq!(Example::from_bytes(&no_value).unwrap(), ex);
     }
 
     /// The wire layout TF expects: float and int64 lists packed (wire type 2 at tag 1).
