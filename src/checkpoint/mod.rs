@@ -51,6 +51,16 @@ pub enum Error {
         source: tensorflow::Status,
     },
     #[error(
+        "{}: checkpoint data file is truncated (shorter than {}.index says): {source}",
+        .data.display(), .prefix.display()
+    )]
+    Truncated {
+        prefix: PathBuf,
+        data: PathBuf,
+        #[source]
+        source: tensorflow::Status,
+    },
+    #[error(
         "{}: cannot restore checkpoint (files {}.index and {}): {source}",
         .prefix.display(), .prefix.display(), .data.display()
     )]

@@ -167,10 +167,22 @@ impl Saver {
         let step = args.request_fetch(&s.operation, s.index);
         let epoch = args.request_fetch(&e.operation, e.index);
         let seconds = args.request_fetch(&t.operation, t.index);
-        let failed = |source| Error::Restore {
-            prefix: prefix.to_path_buf(),
-            data: data_path(prefix),
-            source,
+        let failed = |source: Status| {
+            let (prefix, data) = (prefix.to_path_buf(), data_path(prefix));
+            // TF says only "Read less bytes than requested" and names no file.
+            if source.code() == tensorflow::Code::OutOfRange {
+                Error::Truncated {
+                    prefix,
+                    data,
+                    source,
+                }
+            } else {
+                Error::Restore {
+                    prefix,
+                    data,
+                    source,
+                }
+            }
         };
         session.run(&mut args).map_err(failed)?;
         let step = args.fetch::<i64>(step).map_err(failed)?[0];

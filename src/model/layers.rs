@@ -9,7 +9,7 @@ use tensorflow::{ops, DataType, Operation, Output, Scope, Status, Tensor};
 
 /// Keras' truncated-normal correction: the stddev of a unit normal truncated at 2 sigma is
 /// 0.8796..., so the sampler's stddev is divided by it to hit the wanted variance.
-const TRUNCATED_NORMAL_STD: f32 = 0.879_625_66;
+const TRUNCATED_NORMAL_STD: f32 = 0.879_625_7;
 
 /// What a trainable variable is, to choose which ones weight decay applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
