@@ -13,9 +13,14 @@
 pub mod batch;
 pub mod crop;
 pub mod decode;
+pub mod pipeline;
 pub mod seed;
 pub mod shards;
 
 pub use batch::Batch;
 pub use crop::{center_crop, sample_crop, CropBox, CropSpec};
 pub use decode::{DecodeError, Placement, Preprocessor};
+pub use pipeline::{
+    count_records, EvalConfig, EvalPipeline, PipelineStats, SkippedImage, TrainConfig,
+    TrainPipeline,
+};

@@ -1,0 +1,473 @@
+//! The input pipeline: shard files -> reader thread -> decode workers -> batcher -> consumer.
+//! Threads and bounded crossbeam channels, in the shape of burn's multithreaded loader
+//! (STYLE §1, §3.9): a message enum whose `Error` variant carries a stage's failure to the
+//! consumer, seeds derived per item, and a `Drop` that stops and joins every thread.
+//!
+//! Data flow and ordering:
+//! 1. The reader reads this rank's records ([`crate::shards`]) and numbers them: key
+//!    `(epoch, seq)`, `seq` counting from 0 in each epoch in shuffle-buffer output order. It sends
+//!    raw record bytes (bounded queue), so parsing and decoding run in parallel on the workers.
+//! 2. Each worker parses the tf.Example, decodes, crops, resizes and flips one image. The crop and
+//!    flip draw from a generator seeded by (seed, epoch, rank, seq): which thread decodes an image
+//!    never changes its pixels.
+//! 3. The batcher puts results back in key order (a reorder buffer) and fills batches with the
+//!    next successful images in that order. Batches therefore depend only on (files, seed, epoch,
+//!    rank, skip_batches), never on thread timing.
+//! 4. A JPEG that does not decode is skipped, counted and named ([`PipelineStats::skipped`]); the
+//!    batcher asks the reader for one more record of that epoch (a spare, read past the epoch's
+//!    share in reading order), so batches stay full and every epoch still has exactly
+//!    `batches_per_epoch` batches. The reader only moves to the next epoch when the batcher says
+//!    the epoch is complete, a short pause once per epoch that the prefetched batches cover.
+//! 5. Damage to the container (a record frame failing its CRC, an Example without an image or a
+//!    label) stops the pipeline: the error travels in key order, after the batches before it,
+//!    and names the file and byte offset.
+//!
+//! Shutdown (drop of a pipeline, in this order):
+//! 1. drop the stop sender: every blocking send/receive in every thread also waits on the stop
+//!    channel, so all of them wake up and return;
+//! 2. drop the consumer's end of the output queue;
+//! 3. join the reader, the workers and the batcher. No thread is detached; none can stay blocked.
+//!
+//! Resume inside an epoch: `skip_batches = k` drops the first `k * batch_size` records of the
+//! start epoch's sequence before decoding. It equals dropping the first `k` batches exactly when
+//! no JPEG in those batches was skipped as corrupt (each skipped one shifts the stream by one).
+
+mod batcher;
+mod reader;
+mod worker;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use crate::batch::Batch;
+use crate::shards::ShardError;
+
+/// Records held by the shuffle buffer when a config does not say otherwise.
+pub const DEFAULT_SHUFFLE_BUFFER: usize = 2048;
+
+/// What the training pipeline reads and produces. Rank and world are plain numbers (no MPI).
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// Every shard file of the phase's data (all ranks get the same list; dealing is ours).
+    pub files: Vec<PathBuf>,
+    pub rank: u64,
+    pub world: u64,
+    /// Images per batch on this rank.
+    pub batch_size: usize,
+    /// Output side in pixels (square crops).
+    pub image_px: u32,
+    /// Lower bound of the crop's area fraction (0.08 in the reference).
+    pub min_scale: f64,
+    pub seed: u64,
+    /// First epoch to produce (0-based).
+    pub start_epoch: u64,
+    /// Batches of `start_epoch` already consumed before a resume.
+    pub skip_batches: u64,
+    /// `floor(total_images / (batch_size * world))`, the same on every rank.
+    pub batches_per_epoch: u64,
+    pub decode_threads: usize,
+    /// Finished batches queued ahead of the consumer.
+    pub prefetch_batches: usize,
+    /// Records held by the shuffle buffer ([`DEFAULT_SHUFFLE_BUFFER`]); memory is about this
+    /// many encoded JPEGs.
+    pub shuffle_buffer: usize,
+}
+
+/// What the evaluation pipeline reads and produces.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    /// Validation shards, read in this order, every record once.
+    pub files: Vec<PathBuf>,
+    /// Images per batch; the last batch may be smaller.
+    pub batch_size: usize,
+    /// Output side in pixels (the short side when `rect`).
+    pub image_px: u32,
+    /// Central fraction of height and width kept before resizing (0.8 in the reference).
+    pub crop_fraction: f64,
+    pub decode_threads: usize,
+    /// Rectangular validation (fast.ai's imagenet18): records sorted by aspect ratio, each
+    /// batch resized to one shape of its own whose short side is `image_px`.
+    pub rect: bool,
+}
+
+/// The stage a pipeline error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Reader,
+    Decode,
+    Batcher,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Reader => "reader",
+            Stage::Decode => "decode",
+            Stage::Batcher => "batcher",
+        })
+    }
+}
+
+/// Errors of the pipeline. Each names the file and byte offset when one is involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("pipeline config: {what}")]
+    Config { what: String },
+    #[error(transparent)]
+    Shards(#[from] ShardError),
+    #[error(transparent)]
+    Records(#[from] dawnrun_records::framing::Error),
+    #[error(transparent)]
+    Index(#[from] dawnrun_records::index::Error),
+    #[error("{}: byte {offset}: bad tf.Example: {source}", .path.display())]
+    Example {
+        path: PathBuf,
+        offset: u64,
+        source: dawnrun_records::imagenet::Error,
+    },
+    #[error("{}: byte {offset}: label {label} outside 1..=2^31-1 (labels are 1-based, 0 is background)", .path.display())]
+    Label {
+        path: PathBuf,
+        offset: u64,
+        label: i64,
+    },
+    #[error("rank {rank}: epoch {epoch}: its {files} shard file(s) hold no records")]
+    NoRecords { rank: u64, epoch: u64, files: usize },
+    #[error("cannot start the {stage} thread: {source}")]
+    Spawn {
+        stage: Stage,
+        source: std::io::Error,
+    },
+    #[error("{stage} stage: {source}")]
+    InStage { stage: Stage, source: Box<Error> },
+    #[error("the {stage} stage stopped without a message (a thread panicked?)")]
+    Stopped { stage: Stage },
+}
+
+/// One JPEG the pipeline could not decode and skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedImage {
+    pub file: PathBuf,
+    /// Byte offset of the record's frame in `file` (`read_record_at(file, offset)` finds it).
+    pub offset: u64,
+    pub cause: String,
+}
+
+/// Counters for logs and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PipelineStats {
+    /// Images decoded and delivered in batches.
+    pub images_decoded: u64,
+    /// JPEGs skipped as undecodable, in delivery order.
+    pub skipped: Vec<SkippedImage>,
+    /// Time `next()` spent blocked waiting for a batch: the graph waiting on the CPU pipeline.
+    pub consumer_wait: Duration,
+}
+
+/// What the batcher hands to the consumer.
+enum Msg {
+    Batch(Batch),
+    Error(Stage, Error),
+    /// Evaluation only: every record delivered.
+    Done,
+}
+
+/// Counters the batcher updates and `stats()` reads.
+#[derive(Default)]
+struct Shared {
+    decoded: std::sync::atomic::AtomicU64,
+    skipped: Mutex<Vec<SkippedImage>>,
+}
+
+/// Becomes "set" when the pipeline's stop sender is dropped; every blocking channel operation
+/// selects on it too.
+#[derive(Clone)]
+struct StopSignal(Receiver<()>);
+
+impl StopSignal {
+    fn is_set(&self) -> bool {
+        matches!(self.0.try_recv(), Err(TryRecvError::Disconnected))
+    }
+}
+
+/// The threads and channels common to both pipelines.
+struct Engine {
+    output: Option<Receiver<Msg>>,
+    stop: Option<Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    waited: Duration,
+    finished: bool,
+}
+
+impl Engine {
+    /// Blocks for the next message; `None` after the evaluation's end.
+    fn next(&mut self) -> Option<Result<Batch, Error>> {
+        if self.finished {
+            return None;
+        }
+        let output = self.output.as_ref().expect("output is only taken by drop");
+        let start = Instant::now();
+        let msg = output.recv();
+        self.waited += start.elapsed();
+        match msg {
+            Ok(Msg::Batch(batch)) => Some(Ok(batch)),
+            Ok(Msg::Done) => {
+                self.finished = true;
+                None
+            }
+            Ok(Msg::Error(stage, source)) => {
+                self.finished = true;
+                Some(Err(Error::InStage {
+                    stage,
+                    source: Box::new(source),
+                }))
+            }
+            Err(_) => {
+                self.finished = true;
+                Some(Err(Error::Stopped {
+                    stage: Stage::Batcher,
+                }))
+            }
+        }
+    }
+
+    fn stats(&self) -> PipelineStats {
+        PipelineStats {
+            images_decoded: self
+                .shared
+                .decoded
+                .load(std::sync::atomic::Ordering::Relaxed),
+            skipped: self
+                .shared
+                .skipped
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or_default(),
+            consumer_wait: self.waited,
+        }
+    }
+}
+
+impl Drop for Engine {
+    /// The shutdown protocol of the module doc: stop, drop the output, join everything.
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        drop(self.output.take());
+        for thread in self.threads.drain(..) {
+            // A panicked thread has nothing left to clean up; its panic was already printed.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Sends `msg` unless the pipeline is stopping; `false` means: return, nobody is listening.
+fn send_or_stop<T>(tx: &Sender<T>, msg: T, stop: &StopSignal) -> bool {
+    crossbeam_channel::select! {
+        send(tx, msg) -> sent => sent.is_ok(),
+        recv(stop.0) -> _ => false,
+    }
+}
+
+fn spawn(
+    stage: Stage,
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, Error> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(body)
+        .map_err(|source| Error::Spawn { stage, source })
+}
+
+/// Starts reader, workers and batcher for `plan`; on a spawn failure, the threads already
+/// started are stopped and joined by the partially built engine's drop.
+fn start_engine(
+    files: Arc<[PathBuf]>,
+    decode_threads: usize,
+    queue: usize,
+    prefetch: usize,
+    reader: reader::Plan,
+    batching: batcher::Mode,
+) -> Result<Engine, Error> {
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let stop = StopSignal(stop_rx);
+    let (task_tx, task_rx) = crossbeam_channel::bounded(queue);
+    let (result_tx, result_rx) = crossbeam_channel::bounded(queue);
+    let (request_tx, request_rx) = crossbeam_channel::unbounded();
+    let (output_tx, output_rx) = crossbeam_channel::bounded(prefetch.max(1));
+    let shared = Arc::new(Shared::default());
+    let mut engine = Engine {
+        output: Some(output_rx),
+        stop: Some(stop_tx),
+        threads: Vec::new(),
+        shared: shared.clone(),
+        waited: Duration::ZERO,
+        finished: false,
+    };
+
+    let (f, s) = (files.clone(), stop.clone());
+    engine
+        .threads
+        .push(spawn(Stage::Reader, "dawnrun-reader", move || {
+            reader::run(reader, f, task_tx, request_rx, s)
+        })?);
+    for i in 0..decode_threads.max(1) {
+        let (f, s, tasks, results) = (
+            files.clone(),
+            stop.clone(),
+            task_rx.clone(),
+            result_tx.clone(),
+        );
+        engine.threads.push(spawn(
+            Stage::Decode,
+            &format!("dawnrun-decode-{i}"),
+            move || worker::run(f, tasks, results, s),
+        )?);
+    }
+    drop((task_rx, result_tx));
+    let batcher = batcher::Batcher::new(batching, shared, request_tx, output_tx, stop);
+    engine
+        .threads
+        .push(spawn(Stage::Batcher, "dawnrun-batcher", move || {
+            batcher.run(result_rx)
+        })?);
+    Ok(engine)
+}
+
+/// Training batches for one rank, endlessly: epoch after epoch, each exactly
+/// `batches_per_epoch` batches of `batch_size` square `image_px` images.
+pub struct TrainPipeline {
+    engine: Engine,
+}
+
+impl TrainPipeline {
+    /// Validates `config` and starts the threads; the first batch arrives on the first `next`.
+    pub fn start(config: TrainConfig) -> Result<Self, Error> {
+        let bad = |what: String| Err(Error::Config { what });
+        if config.files.is_empty() {
+            return bad(format!("rank {}: no shard files given", config.rank));
+        }
+        if config.batch_size == 0 || config.image_px == 0 || config.batches_per_epoch == 0 {
+            return bad(format!(
+                "batch_size {}, image_px {} and batches_per_epoch {} must all be at least 1",
+                config.batch_size, config.image_px, config.batches_per_epoch
+            ));
+        }
+        if config.skip_batches >= config.batches_per_epoch {
+            return bad(format!(
+                "skip_batches {} must be below batches_per_epoch {}",
+                config.skip_batches, config.batches_per_epoch
+            ));
+        }
+        if !(config.min_scale > 0.0 && config.min_scale <= 1.0) {
+            return bad(format!("min_scale {} must lie in (0, 1]", config.min_scale));
+        }
+        // Fail on a bad rank/world here, not in the reader thread.
+        crate::shards::EpochShare::new(
+            config.files.len(),
+            config.world,
+            config.rank,
+            config.seed,
+            config.start_epoch,
+        )?;
+        let files: Arc<[PathBuf]> = config.files.clone().into();
+        let queue = config.batch_size.max(4 * config.decode_threads.max(1));
+        let batching = batcher::Mode::Train {
+            batch_size: config.batch_size,
+            batches_per_epoch: config.batches_per_epoch,
+            start_epoch: config.start_epoch,
+            skip_batches: config.skip_batches,
+        };
+        let (threads, prefetch) = (config.decode_threads, config.prefetch_batches);
+        let engine = start_engine(
+            files,
+            threads,
+            queue,
+            prefetch,
+            reader::Plan::Train(config),
+            batching,
+        )?;
+        Ok(Self { engine })
+    }
+
+    /// The next batch, blocking until it is ready. After an error the pipeline is finished and
+    /// every further call returns an error.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Batch, Error> {
+        self.engine.next().unwrap_or(Err(Error::Stopped {
+            stage: Stage::Batcher,
+        }))
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        self.engine.stats()
+    }
+}
+
+/// Evaluation batches: every record once, in file order (or aspect order with `rect`), centre
+/// crop, `filenames` attached; the last batch may be partial. An iterator that ends after the
+/// last batch, or after the first error.
+pub struct EvalPipeline {
+    engine: Engine,
+}
+
+impl EvalPipeline {
+    pub fn start(config: EvalConfig) -> Result<Self, Error> {
+        if config.files.is_empty() || config.batch_size == 0 || config.image_px == 0 {
+            return Err(Error::Config {
+                what: format!(
+                    "evaluation needs files ({} given), batch_size >= 1 ({}) and image_px >= 1 ({})",
+                    config.files.len(),
+                    config.batch_size,
+                    config.image_px
+                ),
+            });
+        }
+        let files: Arc<[PathBuf]> = config.files.clone().into();
+        let queue = config.batch_size.max(4 * config.decode_threads.max(1));
+        let batching = batcher::Mode::Eval {
+            batch_size: config.batch_size,
+        };
+        let engine = start_engine(
+            files,
+            config.decode_threads,
+            queue,
+            2,
+            reader::Plan::Eval(config),
+            batching,
+        )?;
+        Ok(Self { engine })
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        self.engine.stats()
+    }
+}
+
+impl Iterator for EvalPipeline {
+    type Item = Result<Batch, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.engine.next()
+    }
+}
+
+/// Records in `files`, from each file's `.idx` index when present and current, else by
+/// scanning record headers (a few bytes per record, no data read).
+pub fn count_records(files: &[PathBuf]) -> Result<u64, Error> {
+    let mut total = 0;
+    for file in files {
+        let idx = dawnrun_records::index::default_index_path(file);
+        total += match dawnrun_records::RecordIndex::load(&idx, file) {
+            Ok(index) => index.len() as u64,
+            Err(_) => dawnrun_records::framing::count_records(file)?,
+        };
+    }
+    Ok(total)
+}

@@ -1,0 +1,383 @@
+//! The reader thread: this rank's records in pipeline order, as raw bytes with their keys.
+//! Training follows [`crate::shards`] epoch after epoch and answers the batcher's requests for
+//! spare records; evaluation reads every record once (sorted by aspect ratio for `rect`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use dawnrun_records::framing::{self, RecordReader};
+
+use super::{send_or_stop, Error, EvalConfig, StopSignal, TrainConfig};
+use crate::crop::CropSpec;
+use crate::seed::{derive_seed, rng_for, Stream};
+use crate::shards::{EpochShare, RankRecords, ShuffleBuffer};
+
+/// `(epoch, seq)`: an item's place in the delivered order. Evaluation uses epoch 0.
+pub(super) type Key = (u64, u64);
+
+/// How a worker turns one record into pixels.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Job {
+    /// Random-resized crop and flip drawn from a generator seeded by `augment_seed`.
+    Train {
+        spec: CropSpec,
+        image_px: u32,
+        augment_seed: u64,
+    },
+    /// Centre crop of `fraction`, resized to `width` x `height`; with `keep_aspect` the crop is
+    /// narrowed to the output's aspect first (rectangular validation), else stretched as the
+    /// reference's square evaluation does.
+    Eval {
+        fraction: f64,
+        width: u32,
+        height: u32,
+        keep_aspect: bool,
+    },
+}
+
+pub(super) struct Task {
+    pub key: Key,
+    /// Index into the pipeline's file list.
+    pub file: usize,
+    /// Byte offset of the record's frame in that file.
+    pub offset: u64,
+    /// The record's data: a serialized tf.Example.
+    pub data: Vec<u8>,
+    pub job: Job,
+}
+
+/// Reader -> workers. `Fatal` and `End` pass through the workers untouched so they reach the
+/// batcher in key order, after every item before them.
+pub(super) enum ReaderMsg {
+    Task(Task),
+    Fatal(Key, Error),
+    End(Key),
+}
+
+/// Batcher -> reader (training only).
+pub(super) enum Request {
+    /// An image of `epoch` was skipped: read one more record of that epoch.
+    More { epoch: u64 },
+    /// `epoch` has all its batches: move on to the next epoch.
+    EpochDone { epoch: u64 },
+}
+
+pub(super) enum Plan {
+    Train(TrainConfig),
+    Eval(EvalConfig),
+}
+
+pub(super) fn run(
+    plan: Plan,
+    files: Arc<[PathBuf]>,
+    tasks: Sender<ReaderMsg>,
+    requests: Receiver<Request>,
+    stop: StopSignal,
+) {
+    match plan {
+        Plan::Train(config) => train(&config, &files, &tasks, &requests, &stop),
+        Plan::Eval(config) if config.rect => eval_rect(&config, &files, &tasks, &stop),
+        Plan::Eval(config) => eval_in_order(&config, &files, &tasks, &stop),
+    }
+}
+
+/// Opens file `f` as an iterator of `(f, record)` that ends early once the pipeline stops, so
+/// a reader filling its shuffle buffer notices a drop within one record.
+fn open_tagged(
+    files: &[PathBuf],
+    f: usize,
+    stop: &StopSignal,
+) -> Result<impl Iterator<Item = Result<(usize, framing::Record), framing::Error>>, framing::Error>
+{
+    let stop = stop.clone();
+    let reader = RecordReader::open(&files[f])?;
+    Ok(reader
+        .take_while(move |_| !stop.is_set())
+        .map(move |record| record.map(|r| (f, r))))
+}
+
+/// Training: per epoch, this rank's share through the shuffle buffer; the first
+/// `skip_batches * batch_size` records of the start epoch are read but not sent.
+fn train(
+    config: &TrainConfig,
+    files: &[PathBuf],
+    tasks: &Sender<ReaderMsg>,
+    requests: &Receiver<Request>,
+    stop: &StopSignal,
+) {
+    let spec = CropSpec::train(config.min_scale);
+    let batch = config.batch_size as u64;
+    let needed = config.batches_per_epoch * batch;
+    for epoch in config.start_epoch.. {
+        let share =
+            match EpochShare::new(files.len(), config.world, config.rank, config.seed, epoch) {
+                Ok(share) => share,
+                Err(e) => {
+                    send_or_stop(tasks, ReaderMsg::Fatal((epoch, 0), e.into()), stop);
+                    return;
+                }
+            };
+        let records = RankRecords::new(share, |f| open_tagged(files, f, stop));
+        let rng = rng_for(Stream::Shuffle, &[config.seed, epoch, config.rank]);
+        let mut stream = ShuffleBuffer::new(records, needed, config.shuffle_buffer, rng);
+        let first = if epoch == config.start_epoch {
+            config.skip_batches * batch
+        } else {
+            0
+        };
+        let mut target = needed;
+        let mut seq = 0;
+        loop {
+            // Requests for spares may arrive while this epoch is still being read.
+            let mut epoch_done = false;
+            loop {
+                match requests.try_recv() {
+                    Ok(request) => epoch_done |= apply(request, epoch, &mut target),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            if epoch_done {
+                break;
+            }
+            if seq < target {
+                let item = stream.next();
+                if stop.is_set() {
+                    return;
+                }
+                let msg = match item {
+                    Some(Ok((file, record))) => {
+                        let augment_seed =
+                            derive_seed(Stream::Augment, &[config.seed, epoch, config.rank, seq]);
+                        let job = Job::Train {
+                            spec,
+                            image_px: config.image_px,
+                            augment_seed,
+                        };
+                        ReaderMsg::Task(Task {
+                            key: (epoch, seq),
+                            file,
+                            offset: record.offset,
+                            data: record.data,
+                            job,
+                        })
+                    }
+                    Some(Err(e)) => ReaderMsg::Fatal((epoch, seq), e.into()),
+                    None => {
+                        let e = Error::NoRecords {
+                            rank: config.rank,
+                            epoch,
+                            files: files.len(),
+                        };
+                        ReaderMsg::Fatal((epoch, seq), e)
+                    }
+                };
+                let fatal = matches!(msg, ReaderMsg::Fatal(..));
+                if fatal {
+                    send_or_stop(tasks, msg, stop);
+                    return;
+                }
+                // Records before `first` were delivered before the resume: read, not sent.
+                if seq >= first && !send_or_stop(tasks, msg, stop) {
+                    return;
+                }
+                seq += 1;
+                continue;
+            }
+            // Everything asked for is sent: wait for a spare request or the epoch's end.
+            crossbeam_channel::select! {
+                recv(requests) -> request => match request {
+                    Ok(request) => {
+                        if apply(request, epoch, &mut target) {
+                            break;
+                        }
+                    }
+                    Err(_) => return,
+                },
+                recv(stop.0) -> _ => return,
+            }
+        }
+    }
+}
+
+/// Applies a batcher request to the reading of `epoch`; `true` when that epoch is complete.
+fn apply(request: Request, epoch: u64, target: &mut u64) -> bool {
+    match request {
+        Request::More { epoch: e } if e == epoch => *target += 1,
+        Request::EpochDone { epoch: e } => return e == epoch,
+        Request::More { .. } => {}
+    }
+    false
+}
+
+fn eval_job(config: &EvalConfig, width: u32, height: u32) -> Job {
+    Job::Eval {
+        fraction: config.crop_fraction,
+        width,
+        height,
+        keep_aspect: config.rect,
+    }
+}
+
+/// Evaluation in file order: every record of every file, then `End`.
+fn eval_in_order(
+    config: &EvalConfig,
+    files: &[PathBuf],
+    tasks: &Sender<ReaderMsg>,
+    stop: &StopSignal,
+) {
+    let job = eval_job(config, config.image_px, config.image_px);
+    let mut seq = 0;
+    for f in 0..files.len() {
+        let records = match open_tagged(files, f, stop) {
+            Ok(records) => records,
+            Err(e) => {
+                send_or_stop(tasks, ReaderMsg::Fatal((0, seq), e.into()), stop);
+                return;
+            }
+        };
+        for record in records {
+            let msg = match record {
+                Ok((file, r)) => ReaderMsg::Task(Task {
+                    key: (0, seq),
+                    file,
+                    offset: r.offset,
+                    data: r.data,
+                    job,
+                }),
+                Err(e) => ReaderMsg::Fatal((0, seq), e.into()),
+            };
+            let fatal = matches!(msg, ReaderMsg::Fatal(..));
+            if !send_or_stop(tasks, msg, stop) || fatal {
+                return;
+            }
+            seq += 1;
+        }
+        if stop.is_set() {
+            return;
+        }
+    }
+    send_or_stop(tasks, ReaderMsg::End((0, seq)), stop);
+}
+
+/// Output (width, height) for a batch whose median aspect (width / height) is `aspect`: the
+/// short side is `image_px`, the long side `image_px * aspect` rounded to a multiple of 8 (as
+/// fast.ai's rectangular validation did), never shorter than the short side.
+pub(super) fn rect_shape(image_px: u32, aspect: f64) -> (u32, u32) {
+    let long = |ratio: f64| -> u32 {
+        let px = f64::from(image_px) * ratio;
+        let rounded = ((px / 8.0).round() * 8.0) as u32;
+        rounded.max(image_px)
+    };
+    if aspect >= 1.0 {
+        (long(aspect), image_px)
+    } else {
+        (image_px, long(1.0 / aspect))
+    }
+}
+
+/// Rectangular evaluation: pass 1 reads every record's JPEG header for its aspect ratio, sorts
+/// by it (ties keep file order) and gives each run of `batch_size` one shape; pass 2 reads the
+/// records in that order by offset. Reads the set twice; only validation sets use it.
+fn eval_rect(config: &EvalConfig, files: &[PathBuf], tasks: &Sender<ReaderMsg>, stop: &StopSignal) {
+    let mut entries: Vec<(usize, u64, f64)> = Vec::new();
+    for f in 0..files.len() {
+        let records = match open_tagged(files, f, stop) {
+            Ok(records) => records,
+            Err(e) => {
+                send_or_stop(tasks, ReaderMsg::Fatal((0, 0), e.into()), stop);
+                return;
+            }
+        };
+        for record in records {
+            match record {
+                Ok((file, r)) => {
+                    // An unreadable image sorts as square; its worker reports it properly.
+                    let aspect = dawnrun_records::imagenet::decode_for_training(&r.data)
+                        .ok()
+                        .and_then(|(jpeg, _)| crate::decode::jpeg_size(jpeg).ok())
+                        .map_or(1.0, |(w, h)| f64::from(w) / f64::from(h));
+                    entries.push((file, r.offset, aspect));
+                }
+                Err(e) => {
+                    send_or_stop(tasks, ReaderMsg::Fatal((0, 0), e.into()), stop);
+                    return;
+                }
+            }
+        }
+        if stop.is_set() {
+            return;
+        }
+    }
+    entries.sort_by(|a, b| a.2.total_cmp(&b.2));
+    let mut readers: Vec<Option<RecordReader>> = (0..files.len()).map(|_| None).collect();
+    let mut seq = 0;
+    for group in entries.chunks(config.batch_size.max(1)) {
+        let (width, height) = rect_shape(config.image_px, group[group.len() / 2].2);
+        for &(file, offset, _) in group {
+            let msg = match read_at(&mut readers, files, file, offset) {
+                Ok(data) => ReaderMsg::Task(Task {
+                    key: (0, seq),
+                    file,
+                    offset,
+                    data,
+                    job: eval_job(config, width, height),
+                }),
+                Err(e) => ReaderMsg::Fatal((0, seq), e),
+            };
+            let fatal = matches!(msg, ReaderMsg::Fatal(..));
+            if !send_or_stop(tasks, msg, stop) || fatal {
+                return;
+            }
+            seq += 1;
+        }
+    }
+    send_or_stop(tasks, ReaderMsg::End((0, seq)), stop);
+}
+
+/// Reads the record at `offset` of file `file`, keeping one open reader per file.
+fn read_at(
+    readers: &mut [Option<RecordReader>],
+    files: &[PathBuf],
+    file: usize,
+    offset: u64,
+) -> Result<Vec<u8>, Error> {
+    let reader = match &mut readers[file] {
+        Some(reader) => reader,
+        slot => slot.insert(RecordReader::open(&files[file])?),
+    };
+    reader.seek(offset)?;
+    match reader.next_record()? {
+        Some(record) => Ok(record.data),
+        None => Err(framing::Error::NoRecordAt {
+            path: files[file].clone(),
+            offset,
+        }
+        .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rect_shape;
+
+    #[test]
+    fn rect_shapes_keep_the_short_side_and_round_the_long_one() {
+        for px in [32u32, 128, 224, 288] {
+            for aspect in [0.3, 0.5, 0.75, 1.0, 1.2, 4.0 / 3.0, 2.0, 3.5] {
+                let (w, h) = rect_shape(px, aspect);
+                assert_eq!(w.min(h), px, "{px} at {aspect}");
+                let long = w.max(h);
+                assert!(long >= px);
+                assert!(long == px || long % 8 == 0, "{long} not a multiple of 8");
+                let got = f64::from(w) / f64::from(h);
+                let want = aspect.max(1.0 / aspect).min(1e9);
+                assert!((got.max(1.0 / got) / want - 1.0).abs() < 0.15 || long == px);
+            }
+        }
+        assert_eq!(rect_shape(224, 1.0), (224, 224));
+        assert_eq!(rect_shape(224, 4.0 / 3.0), (296, 224));
+        assert_eq!(rect_shape(224, 0.75), (224, 296));
+    }
+}

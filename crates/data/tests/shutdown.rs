@@ -1,0 +1,39 @@
+//! Dropping a pipeline joins every thread it started. Alone in its own test binary (its own
+//! process) so that counting threads is not disturbed by other tests.
+
+mod common;
+
+use common::*;
+use dawnrun_data::TrainPipeline;
+
+/// Names of this process's threads that belong to a pipeline.
+fn pipeline_threads() -> Vec<String> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let comm = std::fs::read_to_string(task.unwrap().path().join("comm")).unwrap_or_default();
+        if comm.starts_with("dawnrun-") {
+            names.push(comm.trim().to_string());
+        }
+    }
+    names
+}
+
+#[test]
+fn drop_joins_every_pipeline_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, _) = write_shards(dir.path(), 2, 10, &[]);
+    let mut pipeline = TrainPipeline::start(train_config(files, 0, 1, 5)).unwrap();
+    pipeline.next().unwrap();
+    let running = pipeline_threads();
+    assert_eq!(
+        running.len(),
+        1 + 2 + 1,
+        "reader, two workers, batcher: {running:?}"
+    );
+    drop(pipeline);
+    assert_eq!(
+        pipeline_threads(),
+        Vec::<String>::new(),
+        "threads left after drop"
+    );
+}
