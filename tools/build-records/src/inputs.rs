@@ -32,10 +32,9 @@ pub enum Error {
         line: usize,
         message: String,
     },
-    #[error("{}: {list} synsets are missing from {source_of_labels}: {}", .path.display(), .extra.join(", "))]
+    #[error("{}: {} synset folder(s) not in the label list from {source_of_labels}: {}", .path.display(), .extra.len(), .extra.join(", "))]
     UnknownSynsets {
         path: PathBuf,
-        list: usize,
         source_of_labels: String,
         extra: Vec<String>,
     },
@@ -203,7 +202,6 @@ pub fn label_order(
         if !extra.is_empty() {
             return Err(Error::UnknownSynsets {
                 path: listing.dir.clone(),
-                list: extra.len(),
                 source_of_labels,
                 extra,
             });

@@ -387,7 +387,7 @@ fn bad_inputs_give_a_one_line_error() {
     fs::rename(no_val.join("train"), input.join("train")).unwrap();
     let err = build_failing(&input, &out, &[]);
     assert!(
-        err.contains("1 synsets are missing from") && err.contains("n09999999"),
+        err.contains("1 synset folder(s) not in the label list from") && err.contains("n09999999"),
         "{err}"
     );
     fs::remove_dir_all(&extra).unwrap();
