@@ -60,7 +60,7 @@ pub struct Value {
 pub enum Error {
     #[error(transparent)]
     Framing(#[from] framing::Error),
-    #[error("{}: cannot create event directory: {source}", .dir.display())]
+    #[error("{}: cannot create event directory", .dir.display())]
     CreateDir {
         dir: PathBuf,
         source: std::io::Error,

@@ -152,7 +152,7 @@ impl fmt::Display for FeatureKind {
 /// record offset (this layer sees only bytes).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("not a tf.Example: {0}")]
+    #[error("not a tf.Example")]
     Decode(#[from] prost::DecodeError),
     #[error("feature {key:?} missing")]
     Missing { key: String },

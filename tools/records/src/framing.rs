@@ -71,29 +71,29 @@ pub enum Check {
 /// revisits it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: cannot open: {source}", .path.display())]
+    #[error("{}: cannot open", .path.display())]
     Open { path: PathBuf, source: io::Error },
-    #[error("{}: cannot create: {source}", .path.display())]
+    #[error("{}: cannot create", .path.display())]
     Create { path: PathBuf, source: io::Error },
-    #[error("{}: byte {offset}: read failed: {source}", .path.display())]
+    #[error("{}: byte {offset}: read failed", .path.display())]
     Read {
         path: PathBuf,
         offset: u64,
         source: io::Error,
     },
-    #[error("{}: byte {offset}: write failed: {source}", .path.display())]
+    #[error("{}: byte {offset}: write failed", .path.display())]
     Write {
         path: PathBuf,
         offset: u64,
         source: io::Error,
     },
-    #[error("{}: flush/fsync failed after {bytes} bytes: {source}", .path.display())]
+    #[error("{}: flush/fsync failed after {bytes} bytes", .path.display())]
     Sync {
         path: PathBuf,
         bytes: u64,
         source: io::Error,
     },
-    #[error("{}: byte {offset}: cannot seek: {source}", .path.display())]
+    #[error("{}: byte {offset}: cannot seek", .path.display())]
     Seek {
         path: PathBuf,
         offset: u64,

@@ -18,7 +18,7 @@ use crate::framing::{self, Record, HEADER_LEN};
 pub enum Error {
     #[error(transparent)]
     Framing(#[from] framing::Error),
-    #[error("{}: {action}: {source}", .path.display())]
+    #[error("{}: {action}", .path.display())]
     Io {
         path: PathBuf,
         action: &'static str,

@@ -13,6 +13,9 @@
 //! - [`index`]: `RecordIndex`, per-file record offsets in DALI's tfrecord2idx text format.
 //! - [`shards`]: `train-00000-of-01024` names and finding a complete shard set.
 //! - [`event`]: TensorBoard event files (scalars), framed as records.
+//!
+//! Every module has one error enum. Messages name the file and byte offset (or the feature key)
+//! but do not repeat their `source()`: print them with the chain (anyhow's `{:#}`).
 #![deny(unsafe_code)]
 
 pub mod crc;

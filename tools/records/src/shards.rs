@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 /// Errors finding shards; each names the directory and prefix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: cannot list shards: {source}", .dir.display())]
+    #[error("{}: cannot list shards", .dir.display())]
     ReadDir {
         dir: PathBuf,
         source: std::io::Error,

@@ -124,13 +124,16 @@ fn inspect_file(path: &Path, inspect: &Inspect) -> anyhow::Result<()> {
 fn show_record(out: &mut String, i: usize, offset: u64, data: &[u8]) {
     let _ = writeln!(out, "  record {i} at byte {offset} ({} bytes):", data.len());
     match Example::from_bytes(data) {
+        Ok(ex) if ex.features().next().is_none() => {
+            let _ = writeln!(out, "    (no features)");
+        }
         Ok(ex) => {
             for (key, feature) in ex.features() {
                 let _ = writeln!(out, "    {key}: {}", describe(feature));
             }
         }
         Err(e) => {
-            let _ = writeln!(out, "    {e}");
+            let _ = writeln!(out, "    {:#}", anyhow::Error::from(e));
         }
     }
 }
@@ -146,7 +149,7 @@ fn describe(feature: &Feature) -> String {
     let (kind, values): (&str, Vec<String>) = match &feature.kind {
         None => return "(no list)".to_owned(),
         Some(Kind::BytesList(l)) => ("bytes", l.value.iter().map(|v| describe_bytes(v)).collect()),
-        Some(Kind::FloatList(l)) => ("float", l.value.iter().map(f32::to_string).collect()),
+        Some(Kind::FloatList(l)) => ("float", l.value.iter().map(|v| format!("{v:?}")).collect()),
         Some(Kind::Int64List(l)) => ("int64", l.value.iter().map(i64::to_string).collect()),
     };
     let more = values.len().saturating_sub(SHOW_VALUES);
