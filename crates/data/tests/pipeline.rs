@@ -11,6 +11,31 @@ use std::time::Duration;
 use common::*;
 use dawnrun_data::{count_records, Batch, EvalConfig, EvalPipeline, TrainPipeline};
 
+fn eval_config(
+    files: Vec<std::path::PathBuf>,
+    batch_size: usize,
+    image_px: u32,
+    crop_fraction: f64,
+    decode_threads: usize,
+    rect: bool,
+) -> EvalConfig {
+    EvalConfig {
+        files,
+        batch_size,
+        image_px,
+        crop_fraction,
+        decode_threads,
+        rect,
+    }
+}
+
+fn eval_all(config: EvalConfig) -> Vec<Batch> {
+    EvalPipeline::start(config)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 fn take(pipeline: &mut TrainPipeline, n: usize) -> Vec<Batch> {
     (0..n).map(|_| pipeline.next().unwrap()).collect()
 }
@@ -198,14 +223,7 @@ fn dropping_the_pipeline_returns_at_any_point() {
         });
     }
     returns("drop of an evaluation half-way", move || {
-        let config = EvalConfig {
-            files,
-            batch_size: 3,
-            image_px: 16,
-            crop_fraction: 0.8,
-            decode_threads: 2,
-            rect: false,
-        };
+        let config = eval_config(files, 3, 16, 0.8, 2, false);
         let mut eval = EvalPipeline::start(config).unwrap();
         eval.next().unwrap().unwrap();
         drop(eval);
@@ -216,18 +234,8 @@ fn dropping_the_pipeline_returns_at_any_point() {
 fn evaluation_covers_every_record_once_in_file_order() {
     let dir = tempfile::tempdir().unwrap();
     let (files, written) = write_shards(dir.path(), 3, 7, &[]);
-    let config = EvalConfig {
-        files,
-        batch_size: 4,
-        image_px: 20,
-        crop_fraction: 0.8,
-        decode_threads: 2,
-        rect: false,
-    };
-    let batches: Vec<Batch> = EvalPipeline::start(config)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let config = eval_config(files, 4, 20, 0.8, 2, false);
+    let batches = eval_all(config);
     assert_eq!(
         batches.iter().map(|b| b.n).collect::<Vec<_>>(),
         [4, 4, 4, 4, 4, 1],
@@ -247,18 +255,8 @@ fn evaluation_covers_every_record_once_in_file_order() {
 fn rectangular_evaluation_groups_by_aspect_and_covers_every_record() {
     let dir = tempfile::tempdir().unwrap();
     let (files, written) = write_shards(dir.path(), 2, 9, &[]);
-    let config = EvalConfig {
-        files,
-        batch_size: 4,
-        image_px: 16,
-        crop_fraction: 0.875,
-        decode_threads: 2,
-        rect: true,
-    };
-    let batches: Vec<Batch> = EvalPipeline::start(config)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let config = eval_config(files, 4, 16, 0.875, 2, true);
+    let batches = eval_all(config);
     let mut names = HashSet::new();
     let mut aspects = Vec::new();
     for batch in &batches {
@@ -285,14 +283,7 @@ fn rectangular_evaluation_groups_by_aspect_and_covers_every_record() {
 fn evaluation_skips_and_names_a_corrupt_jpeg() {
     let dir = tempfile::tempdir().unwrap();
     let (files, written) = write_shards(dir.path(), 1, 6, &[(0, 2)]);
-    let config = EvalConfig {
-        files,
-        batch_size: 3,
-        image_px: 12,
-        crop_fraction: 0.8,
-        decode_threads: 1,
-        rect: false,
-    };
+    let config = eval_config(files, 3, 12, 0.8, 1, false);
     let mut eval = EvalPipeline::start(config).unwrap();
     let sizes: Vec<usize> = eval.by_ref().map(|b| b.unwrap().n).collect();
     assert_eq!(sizes, [2, 3]);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::reader::{Key, Request};
-use super::worker::{Done, Outcome};
+use super::worker::{Done, Image, Outcome};
 use super::{send_or_stop, Error, Msg, Shared, Stage, StopSignal};
 use crate::batch::Batch;
 
@@ -45,11 +45,11 @@ struct Filling {
 }
 
 impl Filling {
-    fn add(&mut self, pixels: &[u8], label: i32, filename: Option<String>, shape: (u32, u32)) {
-        self.shape = shape;
-        self.images.extend_from_slice(pixels);
-        self.labels.push(label);
-        self.filenames.extend(filename);
+    fn add(&mut self, image: Image) {
+        self.shape = (image.width, image.height);
+        self.images.extend_from_slice(&image.pixels);
+        self.labels.push(image.label);
+        self.filenames.extend(image.filename);
     }
 
     fn take(&mut self, with_filenames: bool) -> Batch {
@@ -149,13 +149,7 @@ impl Batcher {
     ) -> Next {
         match (outcome, &self.mode) {
             (
-                Outcome::Image {
-                    pixels,
-                    label,
-                    filename,
-                    width,
-                    height,
-                },
+                Outcome::Image(image),
                 Mode::Train {
                     batch_size,
                     batches_per_epoch,
@@ -163,7 +157,7 @@ impl Batcher {
                 },
             ) => {
                 self.shared.decoded.fetch_add(1, Ordering::Relaxed);
-                filling.add(&pixels, label, filename, (width, height));
+                filling.add(image);
                 if filling.labels.len() < *batch_size {
                     return Next::Continue;
                 }
@@ -178,23 +172,14 @@ impl Batcher {
                 }
                 Next::Continue
             }
-            (
-                Outcome::Image {
-                    pixels,
-                    label,
-                    filename,
-                    width,
-                    height,
-                },
-                Mode::Eval { batch_size },
-            ) => {
+            (Outcome::Image(image), Mode::Eval { batch_size }) => {
                 self.shared.decoded.fetch_add(1, Ordering::Relaxed);
                 let group = seq / *batch_size as u64;
                 if !filling.labels.is_empty() && group != filling.group && !self.emit(filling) {
                     return Next::Quit;
                 }
                 filling.group = group;
-                filling.add(&pixels, label, filename, (width, height));
+                filling.add(image);
                 Next::Continue
             }
             (Outcome::Skipped(skipped), _) => {

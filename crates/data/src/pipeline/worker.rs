@@ -21,15 +21,18 @@ pub(super) struct Done {
     pub outcome: Outcome,
 }
 
+/// One decoded image: `[height, width, 3]` u8 pixels, its 0-based class, and (evaluation) its
+/// file name.
+pub(super) struct Image {
+    pub pixels: Vec<u8>,
+    pub label: i32,
+    pub filename: Option<String>,
+    pub width: u32,
+    pub height: u32,
+}
+
 pub(super) enum Outcome {
-    /// `[height, width, 3]` u8 pixels and the 0-based class.
-    Image {
-        pixels: Vec<u8>,
-        label: i32,
-        filename: Option<String>,
-        width: u32,
-        height: u32,
-    },
+    Image(Image),
     Skipped(SkippedImage),
     Fatal(Stage, Error),
     End,
@@ -176,13 +179,13 @@ fn render(
     };
     let mut pixels = vec![0u8; width as usize * height as usize * 3];
     match pre.run(jpeg, width, height, &mut pixels, place) {
-        Ok(()) => Outcome::Image {
+        Ok(()) => Outcome::Image(Image {
             pixels,
             label,
             filename,
             width,
             height,
-        },
+        }),
         Err(e) => Outcome::Skipped(SkippedImage {
             file: path.to_path_buf(),
             offset,
