@@ -61,6 +61,12 @@ fn assert_checks_pass(lines: &[Value], np: usize, floats: usize, compression: &s
     assert_eq!(methods, ["ring", "mpi"], "{lines:?}");
     for line in lines {
         assert_eq!(line["np"], np);
+        let local: Vec<usize> = (0..np).collect();
+        assert_eq!(
+            line["local_ranks"],
+            serde_json::json!(local),
+            "one host: local rank = rank"
+        );
         assert_eq!(line["floats"], floats);
         let diff = line["max_abs_diff"].as_f64().unwrap();
         assert!(diff <= line["tolerance"].as_f64().unwrap(), "{line}");

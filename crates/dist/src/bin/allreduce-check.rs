@@ -112,6 +112,7 @@ fn run(world: &World, args: &Args) -> Result<bool> {
     };
     let mut stall = StallCheck::new(world, Duration::from_secs_f64(args.stall_warning_s));
 
+    check_broadcasts(world)?;
     let input: Vec<f32> = (0..args.floats).map(|i| value(rank, i)).collect();
     let mut outcomes = Vec::new();
     let mut step = 0u64;
@@ -165,6 +166,28 @@ fn run(world: &World, args: &Args) -> Result<bool> {
     report(world, args, &outcomes)
 }
 
+/// Startup self-check of the rank-0 broadcasts the trainer relies on: afterwards every rank must
+/// hold rank 0's bytes (of a length only rank 0 knew) and rank 0's floats.
+fn check_broadcasts(world: &World) -> Result<()> {
+    let rank = world.rank();
+    let mut bytes = if rank == 0 {
+        b"variables from rank 0 ".repeat(1 + world.size())
+    } else {
+        vec![rank as u8; 3]
+    };
+    world.broadcast_bytes(&mut bytes, 0)?;
+    world
+        .check_same("broadcast_bytes result", &bytes)
+        .context("broadcast self-check")?;
+    let mut floats: Vec<f32> = (0..1001).map(|i| value(rank, i)).collect();
+    world.broadcast_f32(&mut floats, 0)?;
+    let bits: Vec<u8> = floats.iter().flat_map(|v| v.to_le_bytes()).collect();
+    world
+        .check_same("broadcast_f32 result", &bits)
+        .context("broadcast self-check")?;
+    Ok(())
+}
+
 /// Deterministic data of `rank` at index `i`, in [-1, 1): splitmix64 of (rank, i).
 fn value(rank: usize, i: usize) -> f32 {
     let mut z = ((rank as u64) << 40 ^ i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -197,23 +220,42 @@ fn median(values: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
+/// max |result - exact mean| per outcome, in one pass (the exact mean costs n values per element).
+fn diffs_from_exact_mean(n: usize, outcomes: &[Outcome]) -> Vec<f64> {
+    let len = outcomes.first().map_or(0, |o| o.result.len());
+    let mut diffs = vec![0.0f64; outcomes.len()];
+    for i in 0..len {
+        let exact = (0..n).map(|r| f64::from(value(r, i))).sum::<f64>() / n as f64;
+        for (d, o) in diffs.iter_mut().zip(outcomes) {
+            *d = d.max((f64::from(o.result[i]) - exact).abs());
+        }
+    }
+    diffs
+}
+
 /// Compares results, gathers per-rank facts to rank 0, prints, and agrees on a verdict.
 fn report(world: &World, args: &Args, outcomes: &[Outcome]) -> Result<bool> {
     let n = world.size();
-    let exact = |i: usize| (0..n).map(|r| f64::from(value(r, i))).sum::<f64>() / n as f64;
+    let diffs = diffs_from_exact_mean(n, outcomes);
     let mpi_result = outcomes
         .iter()
         .find(|o| o.method == Method::Mpi)
         .map(|o| &o.result);
+    // Node-local ranks from the shared-memory split, in world rank order (on one host: 0..n).
+    let local_ranks: Vec<usize> = world
+        .gather_bytes(&(world.local_rank() as u64).to_le_bytes())?
+        .unwrap_or_default()
+        .iter()
+        .map(|b| u64::from_le_bytes(b[..].try_into().expect("8 bytes per rank")) as usize)
+        .collect();
     let mut ok = true;
     let mut lines = Vec::new();
-    for o in outcomes {
+    for (o, &local_diff) in outcomes.iter().zip(&diffs) {
         let compression = if o.method == Method::Ring {
             args.compression
         } else {
             Compression::None
         };
-        let local_diff = max_abs_diff(&o.result, (0..args.floats).map(exact));
         let local_vs_mpi = match (o.method, mpi_result) {
             (Method::Ring, Some(m)) => max_abs_diff(&o.result, m.iter().map(|&v| f64::from(v))),
             _ => 0.0,
@@ -271,6 +313,7 @@ fn report(world: &World, args: &Args, outcomes: &[Outcome]) -> Result<bool> {
                 "max_abs_diff": diff, "tolerance": tol,
                 "max_abs_diff_vs_mpi": if o.method == Method::Ring && mpi_result.is_some() { Some(vs_mpi) } else { None },
                 "identical_across_ranks": identical, "ok": method_ok,
+                "local_ranks": local_ranks,
             })
             .to_string()
         } else {
