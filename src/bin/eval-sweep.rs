@@ -56,9 +56,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    if std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
-        std::env::set_var("TF_CPP_MIN_LOG_LEVEL", "2");
-    }
+    dawnrun::process::quiet_tensorflow_logs();
     let args = Args::parse();
     let world = match World::init() {
         Ok(w) => w,

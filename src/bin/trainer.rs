@@ -24,7 +24,7 @@ use dawnrun_schedule::Schedule;
 #[command(
     name = "trainer",
     about = "Train ResNet on TFRecord shards following a YAML schedule (one process per rank under mpirun).",
-    after_help = "Other forms:\n  trainer plan SCHEDULE --np N [--train-images M] [--at S1,S2] [--json]\n  trainer bench [--depth 18 --px 128 --batch 32 --steps 20 ...]"
+    after_help = "Other forms:\n  trainer plan SCHEDULE --np N [--train-images M] [--at S1,S2] [--json]\n  trainer bench [--depth 18 --px 128 --batch 32 --steps 20 ...]\n  trainer gradcheck [--depth 18 --px 32 --batch 4]   (under mpirun: all-reduce vs. its definition)"
 )]
 struct TrainArgs {
     /// The schedule (YAML), e.g. schedules/106min.yaml.
@@ -88,15 +88,14 @@ struct PlanArgs {
 }
 
 fn main() -> ExitCode {
-    if std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
-        std::env::set_var("TF_CPP_MIN_LOG_LEVEL", "2");
-    }
+    dawnrun::process::quiet_tensorflow_logs();
     let argv: Vec<String> = std::env::args().collect();
     let result = match argv.get(1).map(String::as_str) {
         Some("plan") => plan_main(PlanArgs::parse_from(
             std::iter::once("trainer plan".to_string()).chain(argv[2..].iter().cloned()),
         )),
         Some("bench") => dawnrun::bench::main(&argv[2..]),
+        Some("gradcheck") => dawnrun::gradcheck::main(&argv[2..]),
         _ => return train_main(TrainArgs::parse_from(&argv), argv),
     };
     match result {

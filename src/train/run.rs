@@ -80,7 +80,7 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
         train_seconds: 0.0,
     };
     if lead {
-        position = restore_or_start(&mut graph, &ckpt_dir, cfg.resume)?;
+        position = restore_or_start(&mut graph, &ckpt_dir, cfg.resume, plan)?;
     }
     broadcast_state(world, &mut graph, &mut position)?;
     let first_step = position.step;
@@ -236,6 +236,7 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
         skipped_images += stats.skipped.len();
     }
 
+    check_replicas_agree(world, &mut graph)?;
     let summary = RunSummary {
         first_step,
         final_step: step,
@@ -268,6 +269,26 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
     Ok(summary)
 }
 
+/// Data parallelism's invariant: every rank ends with the same weights (batch-norm moving
+/// statistics excepted: they stay local, as in Horovod). Checked once at the end, so a drift
+/// is an error instead of a silently wrong checkpoint.
+fn check_replicas_agree(world: &World, graph: &mut TrainGraph) -> Result<()> {
+    let state = graph.state_to_host().context("reading the final weights")?;
+    let weights = &state[..graph.num_params()];
+    let fingerprint = dawnrun_dist::fingerprint_f32(weights);
+    let differing = world.ranks_differing(&fingerprint.to_le_bytes());
+    if !differing.is_empty() {
+        bail!("the weights of ranks {differing:?} differ from rank 0's: the replicas drifted");
+    }
+    if world.rank() == 0 && world.size() > 1 {
+        eprintln!(
+            "all {} ranks hold identical weights (fingerprint {fingerprint:016x})",
+            world.size()
+        );
+    }
+    Ok(())
+}
+
 /// Step-line averages since the last log line.
 struct Window {
     start: Instant,
@@ -291,6 +312,7 @@ fn restore_or_start(
     graph: &mut TrainGraph,
     ckpt_dir: &std::path::Path,
     resume: bool,
+    plan: &Plan,
 ) -> Result<Position> {
     let latest = checkpoint::latest_complete(ckpt_dir)
         .with_context(|| format!("{}: listing checkpoints", ckpt_dir.display()))?;
@@ -306,8 +328,19 @@ fn restore_or_start(
                 meta.epoch,
                 meta.train_seconds
             );
+            // A checkpoint from another world size: the epoch is what both plans share.
+            let step = if (plan.epoch_at(meta.step) - meta.epoch).abs() < 1e-6 {
+                meta.step
+            } else {
+                let step = plan.step_at_epoch(meta.epoch);
+                eprintln!(
+                    "rank 0: the checkpoint was made at another world size: epoch {:.4} is step {step} here",
+                    meta.epoch
+                );
+                step
+            };
             Ok(Position {
-                step: meta.step,
+                step,
                 train_seconds: meta.train_seconds,
             })
         }

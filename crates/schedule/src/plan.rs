@@ -268,6 +268,19 @@ impl Plan {
         self.phase_or_last(step).epoch_at(step)
     }
 
+    /// The step count that reaches `epoch` on this plan: how a checkpoint made at another world
+    /// size is resumed (its epoch is what both plans share; steps per epoch differ). Rounded to
+    /// the nearest step, clamped to the plan.
+    pub fn step_at_epoch(&self, epoch: f64) -> u64 {
+        let phase = self
+            .phases
+            .iter()
+            .find(|p| epoch < p.epoch_end)
+            .unwrap_or_else(|| self.phases.last().expect("a plan has at least one phase"));
+        let into = ((epoch - phase.epoch_start).max(0.0) * phase.steps_per_epoch as f64).round();
+        (phase.first_step + into as u64).min(phase.end_step)
+    }
+
     /// Whether a checkpoint is written once `step` steps are done: every
     /// `checkpoint_every_steps`, and after the final step.
     pub fn checkpoint_due(&self, step: u64) -> bool {
@@ -298,6 +311,22 @@ mod tests {
     use super::*;
 
     const IMAGENET_TRAIN: u64 = 1_281_167;
+
+    #[test]
+    fn step_at_epoch_inverts_epoch_at_and_maps_between_world_sizes() {
+        let s = shipped("106min");
+        for np in [1u32, 2, 4, 8] {
+            let plan = s.plan(np, IMAGENET_TRAIN).unwrap();
+            for step in (0..plan.total_steps()).step_by(97) {
+                assert_eq!(plan.step_at_epoch(plan.epoch_at(step)), step, "np {np} step {step}");
+            }
+        }
+        let (p8, p4) = (s.plan(8, IMAGENET_TRAIN).unwrap(), s.plan(4, IMAGENET_TRAIN).unwrap());
+        // Epoch 6 starts phase 1 on both, whatever the step numbers.
+        assert_eq!(p8.step_at_epoch(6.0), p8.phases[1].first_step);
+        assert_eq!(p4.step_at_epoch(6.0), p4.phases[1].first_step);
+        assert_eq!(p4.step_at_epoch(1e9), p4.total_steps());
+    }
 
     fn schedule(text: &str) -> Schedule {
         Schedule::from_str(text, "test.yaml").unwrap()

@@ -1,0 +1,119 @@
+//! `trainer gradcheck`: checks data parallelism against its definition. Under `mpirun -np N`
+//! each rank computes the gradient of its own batch and the ranks average them with the real
+//! all-reduce; rank 0 then computes all N batches' gradients itself, one after another, and
+//! compares their mean with the all-reduced result. Prints one JSON line on rank 0 and fails
+//! when they disagree beyond float tolerance.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use dawnrun_dist::{allreduce::Method, Allreducer, Compression, World};
+
+use crate::model::{BatchRef, ModelConfig, TrainGraph};
+
+#[derive(Parser, Debug)]
+#[command(name = "trainer gradcheck", about = "Compare the all-reduced gradient with the mean of per-batch gradients.")]
+struct Args {
+    #[arg(long, default_value_t = 18)]
+    depth: u32,
+    #[arg(long, default_value_t = 10)]
+    classes: u32,
+    #[arg(long, default_value_t = 32)]
+    px: usize,
+    /// Images per rank.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// ring | mpi
+    #[arg(long, default_value = "ring")]
+    allreduce: String,
+    /// Largest relative error (max |a - b| / max |b|) accepted.
+    #[arg(long, default_value_t = 1e-4)]
+    tolerance: f64,
+}
+
+pub fn main(argv: &[String]) -> Result<()> {
+    let args = Args::parse_from(std::iter::once("trainer gradcheck".to_string()).chain(argv.iter().cloned()));
+    let world = World::init().context("MPI")?;
+    world.install_abort_on_panic();
+    match check(&args, &world) {
+        Ok(()) => Ok(()),
+        Err(e) => world.fail(&e),
+    }
+}
+
+/// Rank `r`'s batch: pseudo-random pixels and labels that depend only on `r`.
+fn batch_of(rank: usize, args: &Args) -> (Vec<u8>, Vec<i32>) {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (rank as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let images = (0..args.batch * args.px * args.px * 3).map(|_| next() as u8).collect();
+    let labels = (0..args.batch).map(|_| (next() % args.classes as u64) as i32).collect();
+    (images, labels)
+}
+
+fn check(args: &Args, world: &World) -> Result<()> {
+    let cfg = ModelConfig::new(args.depth, args.classes);
+    let mut graph = TrainGraph::build(&cfg)?;
+    graph.init()?;
+    // Same weights everywhere, as the trainer guarantees by its broadcast.
+    let mut state = graph.state_to_host()?;
+    world.broadcast_f32(&mut state, 0)?;
+    graph.state_from_host(&state)?;
+
+    let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
+    let method: Method = args.allreduce.parse()?;
+    let mut allreducer = Allreducer::new(method, Compression::None, 64 << 20, &lens)?;
+    let gradient = |graph: &mut TrainGraph, rank: usize| -> Result<Vec<f32>> {
+        let (images, labels) = batch_of(rank, args);
+        let batch = BatchRef {
+            images: &images,
+            labels: &labels,
+            n: args.batch,
+            height: args.px,
+            width: args.px,
+        };
+        Ok(graph.gradients(&batch, 1.0)?.grads)
+    };
+    let mut reduced = gradient(&mut graph, world.rank())?;
+    allreducer.average(world, &mut reduced, None)?;
+    if world.rank() != 0 {
+        world.barrier();
+        return Ok(());
+    }
+    let mut mean = vec![0.0f64; reduced.len()];
+    for r in 0..world.size() {
+        for (m, g) in mean.iter_mut().zip(gradient(&mut graph, r)?) {
+            *m += f64::from(g);
+        }
+    }
+    let n = world.size() as f64;
+    let (mut max_diff, mut max_abs) = (0.0f64, 0.0f64);
+    for (m, g) in mean.iter().zip(&reduced) {
+        let m = m / n;
+        max_diff = max_diff.max((m - f64::from(*g)).abs());
+        max_abs = max_abs.max(m.abs());
+    }
+    let rel = max_diff / max_abs.max(f64::MIN_POSITIVE);
+    println!(
+        "{}",
+        serde_json::json!({
+            "np": world.size(),
+            "params": reduced.len(),
+            "max_abs_diff": max_diff,
+            "max_abs_grad": max_abs,
+            "relative_error": rel,
+            "allreduce": args.allreduce,
+        })
+    );
+    world.barrier();
+    if !(rel <= args.tolerance) {
+        bail!(
+            "the all-reduced gradient differs from the mean of the per-batch gradients: relative error {rel:.3e} > {}",
+            args.tolerance
+        );
+    }
+    Ok(())
+}
