@@ -154,8 +154,16 @@ fn flat_placeholder(scope: &mut Scope, name: &str, len: usize) -> Result<Operati
         .build(&mut scope.with_op_name(name))
 }
 
+/// `ConfigProto { allow_soft_placement: true }` serialised (field 7, varint 1): ops without a
+/// kernel on the pinned device (InTopKV2, string ops on a GPU) fall back to the CPU.
+const SOFT_PLACEMENT_CONFIG: [u8; 2] = [0x38, 0x01];
+
 fn new_session(scope: &Scope) -> Result<Session, Error> {
-    Session::new(&SessionOptions::new(), &scope.graph()).building("session")
+    let mut options = SessionOptions::new();
+    options
+        .set_config(&SOFT_PLACEMENT_CONFIG)
+        .building("session options")?;
+    Session::new(&options, &scope.graph()).building("session")
 }
 
 fn fetch_scalar<T: TensorType + Copy>(

@@ -100,7 +100,8 @@ impl ModelConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), Error> {
+    /// Checks ranges before any graph is built (the graph builders call it too).
+    pub fn validate(&self) -> Result<(), Error> {
         let bad = |why: String| Err(Error::Config(why));
         if !matches!(self.depth, 18 | 34 | 50 | 101 | 152) {
             return bad(format!(
