@@ -115,7 +115,7 @@ impl Net {
         let shape = [k, k, cin, cout];
         let seeds = self.seeds();
         let kernel = tf::variable(&mut s, "kernel", &shape, DataType::Float, |sc| {
-            truncated_normal(sc, &shape, std, seeds)
+            random_normal(sc, &shape, std, seeds, true)
         })?;
         let w = self.to_compute(&mut s, kernel.read.clone())?; // [k, k, cin, cout] cdt
         self.trainable.push((kernel, Kind::Kernel));
@@ -246,7 +246,7 @@ impl Net {
         let shape = [cin, cout];
         let seeds = self.seeds();
         let kernel = tf::variable(&mut s, "kernel", &shape, DataType::Float, |sc| {
-            normal(sc, &shape, 0.01, seeds)
+            random_normal(sc, &shape, 0.01, seeds, false)
         })?;
         let bias = tf::variable(&mut s, "bias", &[cout], DataType::Float, |sc| {
             fill(sc, &[cout], 0.0)
@@ -271,36 +271,28 @@ fn cast(scope: &mut Scope, x: Output, from: DataType, to: DataType) -> Result<Ou
     Ok(ops::Cast::new().DstT(to).build(x, scope)?.into())
 }
 
-/// `TruncatedNormal(shape) * std`, seeded.
-fn truncated_normal(
+/// `TruncatedNormal(shape) * std` (`truncated`) or `RandomStandardNormal(shape) * std`, seeded.
+fn random_normal(
     scope: &mut Scope,
     shape: &[i64],
     std: f32,
     (seed, seed2): (i64, i64),
+    truncated: bool,
 ) -> Result<Output, Status> {
     let dims = tf::const_i64(scope, shape)?;
-    let z = ops::TruncatedNormal::new()
-        .dtype(DataType::Float)
-        .seed(seed)
-        .seed2(seed2)
-        .build(dims, scope)?;
-    let std = tf::const_f32(scope, &[std])?;
-    Ok(ops::mul(z, std, scope)?.into())
-}
-
-/// `RandomStandardNormal(shape) * std`, seeded.
-fn normal(
-    scope: &mut Scope,
-    shape: &[i64],
-    std: f32,
-    (seed, seed2): (i64, i64),
-) -> Result<Output, Status> {
-    let dims = tf::const_i64(scope, shape)?;
-    let z = ops::RandomStandardNormal::new()
-        .dtype(DataType::Float)
-        .seed(seed)
-        .seed2(seed2)
-        .build(dims, scope)?;
+    let z = if truncated {
+        ops::TruncatedNormal::new()
+            .dtype(DataType::Float)
+            .seed(seed)
+            .seed2(seed2)
+            .build(dims, scope)?
+    } else {
+        ops::RandomStandardNormal::new()
+            .dtype(DataType::Float)
+            .seed(seed)
+            .seed2(seed2)
+            .build(dims, scope)?
+    };
     let std = tf::const_f32(scope, &[std])?;
     Ok(ops::mul(z, std, scope)?.into())
 }

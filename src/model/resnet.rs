@@ -50,11 +50,12 @@ pub(crate) fn forward(net: &mut Net, root: &mut Scope, images: Output) -> Result
         for block in 0..n {
             let stride = if stage > 0 && block == 0 { 2 } else { 1 };
             let mut b = s.new_sub_scope(&format!("block{block}"));
-            x = if bottleneck {
-                bottleneck_block(net, &mut b, x, cin, width, stride)?
+            let convs: &[(i64, i64, i64)] = if bottleneck {
+                &[(1, width, 1), (3, width, stride), (1, width * 4, 1)]
             } else {
-                basic_block(net, &mut b, x, cin, width, stride)?
+                &[(3, width, stride), (3, width, 1)]
             };
+            x = residual_block(net, &mut b, x, cin, convs)?;
             cin = width * expansion;
         }
     } // [N, H/32, W/32, cin]
@@ -107,47 +108,31 @@ fn shortcut(
     net.batch_norm(&mut s, "bn", y, cout, false)
 }
 
-/// 3x3 (stride) -> BN -> ReLU -> 3x3 -> BN(zero gamma) -> + shortcut -> ReLU.
-fn basic_block(
+/// A residual block: convs `(k, cout, stride)` in order, each followed by BN (the last one's
+/// gamma zero-initialised if so configured) and ReLU except the last; then + shortcut -> ReLU.
+/// Basic (18/34): 3x3 (stride) -> 3x3. Bottleneck (50+): 1x1 -> 3x3 (stride, v1.5) -> 1x1 (4x).
+/// Variables are made shortcut first, then conv1, bn1, conv2, ...: the flat layout's order.
+fn residual_block(
     net: &mut Net,
     scope: &mut Scope,
     x: Output,
     cin: i64,
-    width: i64,
-    stride: i64,
+    convs: &[(i64, i64, i64)],
 ) -> Result<Output, Status> {
-    let zero = net.cfg.zero_init_last_bn_gamma;
-    let short = shortcut(net, scope, x.clone(), cin, width, stride)?;
-    let y = net.conv(scope, "conv1", x, cin, width, 3, stride)?;
-    let y = net.batch_norm(scope, "bn1", y, width, false)?;
-    let y = relu(scope, y)?;
-    let y = net.conv(scope, "conv2", y, width, width, 3, 1)?;
-    let y = net.batch_norm(scope, "bn2", y, width, zero)?;
-    let y = ops::add_v2(y, short, scope)?;
-    relu(scope, y.into())
-}
-
-/// 1x1 -> BN -> ReLU -> 3x3 (stride, v1.5) -> BN -> ReLU -> 1x1 (4x) -> BN(zero gamma)
-/// -> + shortcut -> ReLU.
-fn bottleneck_block(
-    net: &mut Net,
-    scope: &mut Scope,
-    x: Output,
-    cin: i64,
-    width: i64,
-    stride: i64,
-) -> Result<Output, Status> {
-    let zero = net.cfg.zero_init_last_bn_gamma;
-    let cout = width * 4;
+    let cout = convs.last().map_or(cin, |c| c.1);
+    let stride = convs.iter().map(|c| c.2).product();
     let short = shortcut(net, scope, x.clone(), cin, cout, stride)?;
-    let y = net.conv(scope, "conv1", x, cin, width, 1, 1)?;
-    let y = net.batch_norm(scope, "bn1", y, width, false)?;
-    let y = relu(scope, y)?;
-    let y = net.conv(scope, "conv2", y, width, width, 3, stride)?;
-    let y = net.batch_norm(scope, "bn2", y, width, false)?;
-    let y = relu(scope, y)?;
-    let y = net.conv(scope, "conv3", y, width, cout, 1, 1)?;
-    let y = net.batch_norm(scope, "bn3", y, cout, zero)?;
+    let (mut y, mut c) = (x, cin);
+    for (i, &(k, out, s)) in convs.iter().enumerate() {
+        let last = i + 1 == convs.len();
+        y = net.conv(scope, &format!("conv{}", i + 1), y, c, out, k, s)?;
+        let zero = last && net.cfg.zero_init_last_bn_gamma;
+        y = net.batch_norm(scope, &format!("bn{}", i + 1), y, out, zero)?;
+        if !last {
+            y = relu(scope, y)?;
+        }
+        c = out;
+    }
     let y = ops::add_v2(y, short, scope)?;
     relu(scope, y.into())
 }
