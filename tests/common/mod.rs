@@ -1,0 +1,131 @@
+//! Shared by the root package's integration tests: the real binaries, a tiny synthetic dataset
+//! with its records (made once per test binary by the real make-synthetic and build-records),
+//! schedules written for it, and `mpirun` with a time limit so a hung job fails the test.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// A binary of this package (trainer, eval-sweep).
+pub fn bin(name: &str) -> PathBuf {
+    let trainer = PathBuf::from(env!("CARGO_BIN_EXE_trainer"));
+    trainer.with_file_name(name)
+}
+
+/// A binary of another workspace package (make-synthetic, build-records): built by
+/// `cargo build --workspace` (which `make test` runs first) into the same folder.
+pub fn tool(name: &str) -> PathBuf {
+    let path = bin(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release --workspace` (or `make test`) first",
+        path.display()
+    );
+    path
+}
+
+pub fn command(program: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env_remove("DAWNRUN_FAIL_AT_STEP")
+        .env_remove("DAWNRUN_FAIL_RANK");
+    c
+}
+
+/// `timeout 300 mpirun -np N --oversubscribe <program> <args>`.
+pub fn mpirun(np: usize, program: &Path) -> Command {
+    let mut c = command(Path::new("timeout"));
+    c.args(["300", "mpirun", "-np", &np.to_string(), "--oversubscribe", "--bind-to", "none"])
+        .arg(program);
+    c
+}
+
+pub fn run(mut cmd: Command) -> Output {
+    let out = cmd.output().expect("spawn");
+    out
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `cmd` and panics with its output unless it succeeded.
+pub fn ok(cmd: Command) -> Output {
+    let desc = format!("{cmd:?}");
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{desc} failed ({})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+pub const CLASSES: usize = 4;
+pub const TRAIN_PER_CLASS: usize = 64;
+
+/// `<fixture>/records/{48,64}/{train,validation}-*`: 4 classes, 256 train and 64 validation
+/// images, made once per test binary.
+pub fn fixture() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("dawnrun-fixture-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut c = command(&tool("make-synthetic"));
+        c.arg("--out")
+            .arg(dir.join("images"))
+            .args(["--classes", &CLASSES.to_string()])
+            .args(["--train-per-class", &TRAIN_PER_CLASS.to_string()])
+            .args(["--val-per-class", "16", "--sizes", "48,64", "--seed", "7"]);
+        ok(c);
+        for size in ["48", "64"] {
+            let mut c = command(&tool("build-records"));
+            c.arg("--input")
+                .arg(dir.join("images").join(size))
+                .arg("--output")
+                .arg(dir.join("records").join(size))
+                .args(["--train-shards", "4", "--validation-shards", "2"]);
+            ok(c);
+        }
+        dir
+    })
+}
+
+/// A schedule for the fixture: ResNet-18, fp32, `phases` as YAML flow items.
+pub fn schedule(dir: &Path, name: &str, extra_run: &str, phases: &[&str]) -> PathBuf {
+    let mut text = format!(
+        "run:\n  name: {name}\n  data_root: {}\n  depth: 18\n  precision: fp32\n  weight_decay: 1.0e-4\n  seed: 3\n{extra_run}eval:\n  data_dir: \"48\"\n  image_size: 32\n  batch_size: 32\nphases:\n",
+        fixture().join("records").display()
+    );
+    for p in phases {
+        text.push_str(&format!("  - {p}\n"));
+    }
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The rows of `<run>/metrics.jsonl`.
+pub fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("DAWNRUN_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/venv/bin/python");
+    assert!(p.exists(), "{} is missing: run `make setup`", p.display());
+    p
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}

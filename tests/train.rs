@@ -1,0 +1,197 @@
+//! The trainer as a user runs it, one process: a real run on synthetic records whose loss falls,
+//! resume after a failure, the plan command, and bad schedules refused before any work.
+
+mod common;
+use common::*;
+
+const P32: &str = r#"{epoch: [0, 6], lr: [0.05, 0.2], lr_method: linear, batch_size: 16, image_size: 32, data_dir: "48", min_scale: 0.35}"#;
+const P48: &str = r#"{epoch: [6, 9], lr: [0.1, 0.01], lr_method: exp, batch_size: 8, image_size: 48, data_dir: "64", min_scale: 0.35}"#;
+
+#[test]
+fn depth18_loss_falls_and_train_accuracy_rises_across_two_phases() {
+    let tmp = tempdir();
+    let sched = schedule(
+        tmp.path(),
+        "learn",
+        "  log_every_steps: 8\n  checkpoint_every_steps: 1000\n",
+        &[P32, P48],
+    );
+    let run_dir = tmp.path().join("run");
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched).arg("--run-dir").arg(&run_dir);
+    let out = ok(c);
+    let log = text(&out.stderr);
+    // 256 images: 16 steps per epoch at batch 16, 32 at batch 8 -> 96 + 96 steps.
+    assert!(log.contains("phase 1: epochs 6-9, steps 96..192, 48 px, batch 8/rank"), "{log}");
+    let rows = metrics(&run_dir);
+    assert_eq!(rows.last().unwrap()["step"], 192);
+    let loss = |r: &serde_json::Value| r["loss"].as_f64().unwrap();
+    let first: f64 = rows[..3].iter().map(loss).sum::<f64>() / 3.0;
+    let last: f64 = rows[rows.len() - 4..].iter().map(loss).sum::<f64>() / 4.0;
+    assert!(last < 0.6 * first, "loss {first:.3} -> {last:.3}\n{log}");
+    let top1: f64 = rows[rows.len() - 4..]
+        .iter()
+        .map(|r| r["top1"].as_f64().unwrap())
+        .sum::<f64>()
+        / 4.0;
+    assert!(top1 > 0.6, "train top-1 {top1:.3} (chance is 0.25)\n{log}");
+    // Phase sizes and batches as planned.
+    assert!(rows.iter().any(|r| r["image_px"] == 32 && r["batch_per_rank"] == 16));
+    assert!(rows.iter().any(|r| r["image_px"] == 48 && r["batch_per_rank"] == 8));
+
+    // The final checkpoint is there and TensorBoard's reader sees our scalars.
+    assert!(run_dir.join("checkpoints/ckpt-192.index").exists());
+    assert!(run_dir.join("done.json").exists());
+    let script = r#"
+import glob, json, sys
+import tensorflow as tf
+tags = {}
+for path in glob.glob(sys.argv[1] + "/events.out.tfevents.*"):
+    for e in tf.compat.v1.train.summary_iterator(path):
+        for v in e.summary.value:
+            tags.setdefault(v.tag, []).append((e.step, v.simple_value))
+print(json.dumps({k: v[-1] for k, v in tags.items()}))
+"#;
+    let mut c = command(&python());
+    c.arg("-c").arg(script).arg(&run_dir);
+    let out = ok(c);
+    let last: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(last["loss"][0], 192);
+    assert_eq!(last["image_size"][1], 48.0);
+    for tag in ["total_loss", "learning_rate", "images_per_sec", "train_top5"] {
+        assert!(last.get(tag).is_some(), "no {tag} in the events: {last}");
+    }
+}
+
+#[test]
+fn a_failed_run_resumes_at_the_same_step_lr_and_data_as_an_uninterrupted_one() {
+    let tmp = tempdir();
+    let phases = [
+        r#"{epoch: [0, 2], lr: [0.05, 0.1], lr_method: linear, batch_size: 16, image_size: 32, data_dir: "48"}"#,
+        r#"{epoch: [2, 3], lr: [0.1, 0.01], lr_method: exp, batch_size: 16, image_size: 32, data_dir: "64"}"#,
+    ];
+    let extra = "  log_every_steps: 1\n  checkpoint_every_steps: 10\n";
+    let sched = schedule(tmp.path(), "resume", extra, &phases);
+    let whole = tmp.path().join("whole");
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched).arg("--run-dir").arg(&whole);
+    ok(c);
+
+    // Interrupted at step 27: the last checkpoint is ckpt-20.
+    let parts = tmp.path().join("parts");
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(&parts)
+        .env("DAWNRUN_FAIL_AT_STEP", "27");
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("step 27: failing on purpose"), "{err}");
+    assert!(!parts.join("done.json").exists());
+
+    // Without --resume the run directory is not overwritten.
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched).arg("--run-dir").arg(&parts);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("pass --resume"), "{}", text(&out.stderr));
+
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched).arg("--run-dir").arg(&parts).arg("--resume");
+    let out = ok(c);
+    assert!(text(&out.stderr).contains("resuming from"), "{}", text(&out.stderr));
+
+    let a = metrics(&whole);
+    let b = metrics(&parts);
+    // The resumed rows start after step 20 and match the uninterrupted run step for step.
+    let resumed: Vec<&serde_json::Value> = b.iter().skip_while(|r| r["step"] != 27).skip(1).collect();
+    assert_eq!(resumed[0]["step"], 21, "rows after the failure: {resumed:?}");
+    assert_eq!(resumed.last().unwrap()["step"], 48);
+    for r in resumed {
+        let step = r["step"].as_u64().unwrap();
+        let w = &a[step as usize - 1];
+        assert_eq!(w["step"], step);
+        assert_eq!(w["lr"], r["lr"], "lr at step {step}");
+        assert_eq!(w["epoch"], r["epoch"], "epoch at step {step}");
+        assert_eq!(w["image_px"], r["image_px"]);
+        // Same weights and the same batch give the same loss (up to float reassociation).
+        let (lw, lr) = (w["loss"].as_f64().unwrap(), r["loss"].as_f64().unwrap());
+        assert!((lw - lr).abs() <= 1e-3 * lw.abs().max(1.0), "loss at step {step}: {lw} vs {lr}");
+    }
+}
+
+#[test]
+fn plan_prints_the_106min_phases_as_json() {
+    let mut c = command(&bin("trainer"));
+    c.args(["plan", "schedules/106min.yaml", "--np", "8", "--train-images", "1281167"])
+        .args(["--at", "0,15000", "--json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    let out = ok(c);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let phases = v["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 5);
+    let firsts: Vec<u64> = phases.iter().map(|p| p["first_step"].as_u64().unwrap()).collect();
+    assert_eq!(firsts, [0, 1296, 4536, 11411, 14679]);
+    assert_eq!(phases[4]["image_size"], 288);
+    let at = &v["at"][1];
+    for key in ["step", "epoch", "lr", "batch_size", "image_size"] {
+        assert!(at.get(key).is_some(), "no {key} in {at}");
+    }
+    assert_eq!(at["batch_size"], 128);
+    let epoch = at["epoch"].as_f64().unwrap();
+    assert!((36.2..36.3).contains(&epoch), "epoch at step 15000: {epoch}");
+}
+
+#[test]
+fn a_bad_schedule_is_refused_with_its_line_before_any_work() {
+    let tmp = tempdir();
+    let path = tmp.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "run:\n  depth: 18\n  momentun: 0.9\nphases:\n  - {epoch: [0, 1], lr: [0.1, 0.2], lr_method: linear, batch_size: 8, image_size: 32, data_dir: \"48\"}\n",
+    )
+    .unwrap();
+    let run_dir = tmp.path().join("run");
+    let mut c = command(&bin("trainer"));
+    c.arg(&path).arg("--run-dir").arg(&run_dir);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.yaml:3:"), "{err}");
+    assert!(err.contains("momentun"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!run_dir.exists());
+
+    std::fs::write(
+        &path,
+        "phases:\n  - {epoch: [0, 2], lr: [0.1, 0.2], lr_method: linear, batch_size: 8, image_size: 32, data_dir: \"48\"}\n  - {epoch: [3, 4], lr: [0.1, 0.2], lr_method: exponential, batch_size: 8, image_size: 32, data_dir: \"48\"}\n",
+    )
+    .unwrap();
+    let mut c = command(&bin("trainer"));
+    c.arg(&path).arg("--run-dir").arg(&run_dir);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.yaml:3:"), "{err}");
+}
+
+#[test]
+fn missing_records_name_the_folder() {
+    let tmp = tempdir();
+    let sched = tmp.path().join("s.yaml");
+    std::fs::write(
+        &sched,
+        format!(
+            "run:\n  data_root: {}\n  depth: 18\nphases:\n  - {{epoch: [0, 1], lr: [0.1, 0.2], lr_method: linear, batch_size: 8, image_size: 32, data_dir: \"160\"}}\n",
+            tmp.path().join("nowhere").display()
+        ),
+    )
+    .unwrap();
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched).arg("--run-dir").arg(tmp.path().join("run"));
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("nowhere/160"), "{err}");
+}
