@@ -294,10 +294,15 @@ class Bench:
             self.alternate([ours(mode), reference(mode)])
 
     # ---- 4. training step -------------------------------------------------------------------
-    def trainer_cmd(self, records, precision, np_ranks=None):
+    def steps_for(self, precision):
+        """fp32 gets the contract's 20 timed steps; bf16 and the scaling rows fewer, to fit 20 min."""
+        return self.args.steps if precision == "fp32" else max(2, self.args.steps // 2)
+
+    def trainer_cmd(self, records, precision, np_ranks=None, steps=None):
         a = self.args
         cmd = [self.exe("trainer"), "bench", "--depth", str(a.depth), "--classes", str(a.classes),
-               "--px", "128", "--batch", "32", "--steps", str(a.steps), "--warmup", str(a.warmup),
+               "--px", "128", "--batch", "32", "--steps", str(steps or self.steps_for(precision)),
+               "--warmup", str(a.warmup),
                "--precision", precision, "--records", records, "--json"]
         if np_ranks:
             cmd = ["mpirun", "-np", str(np_ranks), "--oversubscribe"] + cmd
@@ -305,7 +310,8 @@ class Bench:
 
     def train_rows(self, records, precision):
         a = self.args
-        net = "ResNet-%d %s, %d classes, 128 px, batch 32" % (a.depth, precision, a.classes)
+        net = "ResNet-%d %s, %d classes, 128 px, batch 32, %d steps" % (
+            a.depth, precision, a.classes, self.steps_for(precision))
         step_row = self.define("train/%s/step" % precision,
                                "train step %s: trainer (fed by its pipeline) vs Keras tf.function" % net,
                                "s/step", "time")
@@ -324,7 +330,8 @@ class Bench:
 
         def reference():
             r = self.run_json([self.py, self.script("train_step_tf.py"), "--depth", str(a.depth), "--classes",
-                               str(a.classes), "--px", "128", "--batch", "32", "--steps", str(a.steps), "--warmup",
+                               str(a.classes), "--px", "128", "--batch", "32", "--steps",
+                               str(self.steps_for(precision)), "--warmup",
                                str(a.warmup), "--precision", precision], ours=False)[-1]
             self.check_params(precision, "reference", r.get("params"))
             return {(step_row, "reference"): r["step_s_median"], (premade_row, "reference"): r["step_s_median"]}
@@ -378,8 +385,8 @@ class Bench:
 
         def at(np_ranks, side):
             def go():
-                return {(row, side): self.run_json(self.trainer_cmd(records, "fp32", np_ranks),
-                                                   ours=True)[-1]["images_per_s"]}
+                cmd = self.trainer_cmd(records, "fp32", np_ranks, self.steps_for("scaling"))
+                return {(row, side): self.run_json(cmd, ours=True)[-1]["images_per_s"]}
             return [(row, side)], go
 
         self.alternate([at(2, "ours"), at(1, "reference")])
@@ -426,7 +433,7 @@ def parse_args(argv):
     ap.add_argument("--only", default="records,pipeline,train,allreduce,scaling",
                     help="comma-separated sections to run")
     args = ap.parse_args(argv)
-    args.pipeline_seconds = 3 if args.quick else 8
+    args.pipeline_seconds = 3 if args.quick else 6
     args.depth, args.classes = 18, 10
     args.steps, args.warmup = (5, 2) if args.quick else (20, 3)
     args.precisions = ["fp32"] if args.quick else ["fp32", "bf16"]
@@ -446,7 +453,7 @@ def main(argv=None):
             bench.records_rows("synthetic 160 px", os.path.join(synth, "160"), 8, 2, n160)
             if not args.quick:
                 large, large_info = bench.make_data(
-                    "large", ["--classes", "20", "--train-per-class", "1000", "--val-per-class", "50",
+                    "large", ["--classes", "20", "--train-per-class", "600", "--val-per-class", "50",
                               "--sizes", "160"])
                 bench.records_rows("larger 160 px", os.path.join(large, "160"), 32, 4, large_info["160"][0])
                 shutil.rmtree(large, ignore_errors=True)
