@@ -1,0 +1,135 @@
+//! The trainer under a real `mpirun`: identical replicas at np 2-4 (oversubscribed on this
+//! 2-core box), the all-reduced gradient against its definition, one failing rank ending the
+//! job, ranks with different configurations refused, resume at another world size.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+const TINY: &str = r#"{epoch: [0, 1], lr: [0.05, 0.1], lr_method: linear, batch_size: 8, image_size: 32, data_dir: "48"}"#;
+
+fn tiny_schedule(dir: &std::path::Path) -> std::path::PathBuf {
+    schedule(dir, "tiny", "  log_every_steps: 2\n  checkpoint_every_steps: 4\n", &[TINY])
+}
+
+#[test]
+fn every_rank_ends_with_identical_weights_at_np_2_3_and_4() {
+    let tmp = tempdir();
+    let sched = tiny_schedule(tmp.path());
+    for np in [2usize, 3, 4] {
+        let run_dir = tmp.path().join(format!("np{np}"));
+        let mut c = mpirun(np, &bin("trainer"));
+        c.arg(&sched).arg("--run-dir").arg(&run_dir).args(["--max-steps", "6"]);
+        let out = ok(c);
+        let log = text(&out.stderr);
+        assert!(
+            log.contains(&format!("all {np} ranks hold identical weights")),
+            "np {np}:\n{log}"
+        );
+        // Global batch and steps follow the world size: 256 images / (8 x np) per epoch.
+        let steps_per_epoch = 256 / (8 * np);
+        assert!(
+            log.contains(&format!("steps 0..{steps_per_epoch}, 32 px, batch 8/rank x {np} = {}", 8 * np)),
+            "np {np}:\n{log}"
+        );
+        // Only rank 0 writes.
+        assert!(run_dir.join("checkpoints/ckpt-6.index").exists());
+        assert_eq!(metrics(&run_dir).last().unwrap()["global_batch"], 8 * np);
+    }
+}
+
+#[test]
+fn mpi_allreduce_also_keeps_replicas_identical() {
+    let tmp = tempdir();
+    let sched = tiny_schedule(tmp.path());
+    let mut c = mpirun(2, &bin("trainer"));
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(tmp.path().join("run"))
+        .args(["--max-steps", "3", "--allreduce", "mpi"]);
+    let out = ok(c);
+    assert!(text(&out.stderr).contains("all 2 ranks hold identical weights"));
+}
+
+#[test]
+fn two_rank_gradient_equals_the_mean_of_the_single_batch_gradients() {
+    for np in [2usize, 3] {
+        let mut c = mpirun(np, &bin("trainer"));
+        c.args(["gradcheck", "--depth", "18", "--px", "32", "--batch", "4"]);
+        let out = ok(c);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["np"], np);
+        assert!(v["max_abs_grad"].as_f64().unwrap() > 1e-4, "{v}");
+        assert!(v["relative_error"].as_f64().unwrap() < 1e-5, "{v}");
+    }
+}
+
+#[test]
+fn one_failing_rank_ends_a_four_rank_job_promptly_with_its_message() {
+    let tmp = tempdir();
+    let sched = tiny_schedule(tmp.path());
+    let mut c = mpirun(4, &bin("trainer"));
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(tmp.path().join("run"))
+        .env("DAWNRUN_FAIL_RANK", "2")
+        .env("DAWNRUN_FAIL_AT_STEP", "2");
+    let start = Instant::now();
+    let out = run(c);
+    let took = start.elapsed();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    // `timeout` exits 124: the job must end by itself, not by the time limit.
+    assert_ne!(out.status.code(), Some(124), "the job hung:\n{err}");
+    assert!(err.contains("rank 2: error: step 2: failing on purpose"), "{err}");
+    assert!(took < Duration::from_secs(240), "took {took:?}");
+}
+
+#[test]
+fn ranks_with_different_schedules_are_refused_at_start() {
+    let tmp = tempdir();
+    let a = tiny_schedule(tmp.path());
+    let b = schedule(
+        tmp.path(),
+        "other",
+        "  log_every_steps: 2\n  checkpoint_every_steps: 4\n",
+        &[r#"{epoch: [0, 1], lr: [0.05, 0.2], lr_method: linear, batch_size: 8, image_size: 32, data_dir: "48"}"#],
+    );
+    let run_dir = tmp.path().join("run");
+    let mut c = command(std::path::Path::new("timeout"));
+    c.args(["300", "mpirun", "--oversubscribe", "-np", "1"])
+        .arg(bin("trainer"))
+        .arg(&a)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args([":", "-np", "1"])
+        .arg(bin("trainer"))
+        .arg(&b)
+        .arg("--run-dir")
+        .arg(&run_dir);
+    let out = run(c);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_ne!(out.status.code(), Some(124), "hung:\n{err}");
+    assert!(err.contains("ranks disagree on the configuration"), "{err}");
+}
+
+#[test]
+fn a_two_rank_run_resumes_on_one_rank_at_the_same_epoch() {
+    let tmp = tempdir();
+    let sched = tiny_schedule(tmp.path());
+    let run_dir = tmp.path().join("run");
+    let mut c = mpirun(2, &bin("trainer"));
+    c.arg(&sched).arg("--run-dir").arg(&run_dir).args(["--max-steps", "8"]);
+    ok(c);
+    // np 2: 16 steps per epoch, so ckpt-8 is epoch 0.5; np 1 has 32 steps per epoch: step 16.
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched).arg("--run-dir").arg(&run_dir).arg("--resume");
+    let out = ok(c);
+    let err = text(&out.stderr);
+    assert!(err.contains("epoch 0.5000 is step 16 here"), "{err}");
+    let rows = metrics(&run_dir);
+    let last = rows.last().unwrap();
+    assert_eq!(last["step"], 32);
+    assert_eq!(last["epoch"], 1.0);
+}
