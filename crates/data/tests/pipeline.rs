@@ -190,18 +190,43 @@ fn damaged_record_frame_stops_with_file_and_offset() {
     assert!(pipeline.next().is_err(), "a stopped pipeline stays stopped");
 }
 
+#[test]
+fn damaged_frame_inside_the_skipped_part_still_stops_the_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, written) = write_shards(dir.path(), 2, 6, &[]);
+    // Damage the first record of both files: whichever is read first fails at once, while the
+    // reader is still skipping the batches delivered before the resume.
+    for w in written.iter().filter(|w| w.offset == 0) {
+        let mut bytes = std::fs::read(&w.file).unwrap();
+        bytes[12 + 5] ^= 0x01;
+        std::fs::write(&w.file, bytes).unwrap();
+    }
+    let config = dawnrun_data::TrainConfig {
+        skip_batches: 2,
+        ..train_config(files, 0, 1, 3)
+    };
+    returns("a resume over a damaged record", move || {
+        let message = TrainPipeline::start(config)
+            .unwrap()
+            .next()
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("byte 0"), "{message}");
+    });
+}
+
 /// Runs `f` on another thread and fails if it has not returned within a minute: turns a hang
 /// into a failure instead of a stuck test run. (Not a speed check: correct code takes ms.)
 fn returns(what: &str, f: impl FnOnce() + Send + 'static) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
     });
-    assert!(
-        rx.recv_timeout(Duration::from_secs(60)).is_ok(),
-        "{what} hangs"
-    );
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(())) => {}
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("{what} hangs"),
+    }
 }
 
 #[test]

@@ -128,7 +128,7 @@ impl Batcher {
                     }
                     Err(_) => {
                         let stopped = Error::Stopped { stage: Stage::Decode };
-                        send_or_stop(&self.output, Msg::Error(Stage::Decode, stopped), &self.stop);
+                        send_or_stop(&self.output, Msg::Error(Stage::Batcher, stopped), &self.stop);
                         return;
                     }
                 },

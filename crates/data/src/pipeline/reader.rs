@@ -142,6 +142,8 @@ fn train(
                 break;
             }
             if seq < target {
+                // An error while skipping must still reach the batcher, which starts at `first`.
+                let fatal_key = (epoch, seq.max(first));
                 let item = stream.next();
                 if stop.is_set() {
                     return;
@@ -163,14 +165,14 @@ fn train(
                             job,
                         })
                     }
-                    Some(Err(e)) => ReaderMsg::Fatal((epoch, seq), e.into()),
+                    Some(Err(e)) => ReaderMsg::Fatal(fatal_key, e.into()),
                     None => {
                         let e = Error::NoRecords {
                             rank: config.rank,
                             epoch,
                             files: files.len(),
                         };
-                        ReaderMsg::Fatal((epoch, seq), e)
+                        ReaderMsg::Fatal(fatal_key, e)
                     }
                 };
                 let fatal = matches!(msg, ReaderMsg::Fatal(..));
