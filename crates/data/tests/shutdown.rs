@@ -24,12 +24,23 @@ fn drop_joins_every_pipeline_thread() {
     let (files, _) = write_shards(dir.path(), 2, 10, &[]);
     let mut pipeline = TrainPipeline::start(train_config(files, 0, 1, 5)).unwrap();
     pipeline.next().unwrap();
-    let running = pipeline_threads();
-    assert_eq!(
-        running.len(),
-        1 + 2 + 1,
-        "reader, two workers, batcher: {running:?}"
-    );
+    // A worker the scheduler has not run yet has no name yet: give them time to appear.
+    let mut running = pipeline_threads();
+    for _ in 0..500 {
+        if running.len() == 4 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        running = pipeline_threads();
+    }
+    running.sort();
+    let expected = [
+        "dawnrun-batcher",
+        "dawnrun-dec-0",
+        "dawnrun-dec-1",
+        "dawnrun-reader",
+    ];
+    assert_eq!(running, expected, "reader, two workers, batcher");
     drop(pipeline);
     assert_eq!(
         pipeline_threads(),

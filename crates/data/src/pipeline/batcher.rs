@@ -2,6 +2,12 @@
 //! contents never depend on which worker finished first. Training fills each batch with the next
 //! `batch_size` decoded images and counts batches per epoch; evaluation groups records by
 //! position (`seq / batch_size`) and flushes the last, partial batch at the end.
+//!
+//! The reorder buffer is not capped: it holds what the workers finished while an earlier key
+//! was still being decoded, which is bounded in practice by one slow image's decode time times
+//! the pipeline's throughput. Capping it would need credit from the batcher to the reader; the
+//! batcher must keep receiving to get the key it waits for, so simply not receiving could
+//! deadlock.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;

@@ -326,7 +326,7 @@ fn start_engine(
         );
         engine.threads.push(spawn(
             Stage::Decode,
-            &format!("dawnrun-decode-{i}"),
+            &format!("dawnrun-dec-{i}"),
             move || worker::run(f, tasks, results, s),
         )?);
     }
