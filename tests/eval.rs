@@ -1,0 +1,209 @@
+//! eval-sweep on the checkpoints of a real tiny run: every checkpoint evaluated exactly once at
+//! any world size, the DAWNBench table, incremental reuse, identical numbers on re-evaluation,
+//! damaged checkpoints skipped and named, `--watch` beside a live trainer.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+const PHASE: &str = r#"{epoch: [0, 4], lr: [0.05, 0.01], lr_method: exp, batch_size: 16, image_size: 32, data_dir: "48", min_scale: 0.35}"#;
+const EXTRA: &str = "  log_every_steps: 8\n  checkpoint_every_steps: 16\n";
+
+/// A finished 64-step run with checkpoints at 16, 32, 48, 64 (made once per test binary).
+fn trained() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("dawnrun-eval-run-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sched = schedule(&dir, "evalrun", EXTRA, &[PHASE]);
+        let mut c = command(&bin("trainer"));
+        c.arg(&sched).arg("--run-dir").arg(dir.join("run"));
+        ok(c);
+        dir.join("run")
+    })
+}
+
+/// A copy of the trained run without any evaluation results.
+fn fresh_copy(tmp: &Path) -> PathBuf {
+    let dst = tmp.join("run");
+    let out = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(trained())
+        .arg(&dst)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for f in ["eval", "eval.tsv", "eval.jsonl", "eval.png"] {
+        let _ = std::fs::remove_dir_all(dst.join(f));
+        let _ = std::fs::remove_file(dst.join(f));
+    }
+    dst
+}
+
+fn rows(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("eval.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn every_checkpoint_is_evaluated_exactly_once_on_1_2_and_3_ranks() {
+    let mut first: Option<Vec<serde_json::Value>> = None;
+    for np in [1usize, 2, 3] {
+        let tmp = tempdir();
+        let run = fresh_copy(tmp.path());
+        let mut c = mpirun(np, &bin("eval-sweep"));
+        c.arg(&run);
+        let out = ok(c);
+        let stdout = text(&out.stdout);
+        let stderr = text(&out.stderr);
+        assert!(
+            stdout.contains("4 checkpoint(s): 4 evaluated now, 0 from earlier sweeps, 0 failed"),
+            "np {np}\n{stdout}\n{stderr}"
+        );
+        // Checkpoint i (by step) went to rank i % np.
+        for (i, step) in [16, 32, 48, 64].iter().enumerate() {
+            let line = format!("rank {}: {}/checkpoints/ckpt-{step}:", i % np, run.display());
+            assert!(stderr.contains(&line), "np {np}: no `{line}` in\n{stderr}");
+        }
+        assert!(stdout.contains("64 validation images scored per checkpoint (no exclude list)"));
+        let tsv = std::fs::read_to_string(run.join("eval.tsv")).unwrap();
+        let lines: Vec<&str> = tsv.lines().collect();
+        assert_eq!(lines[0], "epoch\thours\ttop1Accuracy\ttop5Accuracy");
+        assert_eq!(lines.len(), 5);
+        let epochs: Vec<f64> = lines[1..]
+            .iter()
+            .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(epochs, [1.0, 2.0, 3.0, 4.0]);
+        assert!(std::fs::metadata(run.join("eval.png")).unwrap().len() > 1000);
+        // The same checkpoint evaluated again (other ranks, other run) gives identical numbers.
+        let now = rows(&run);
+        let key = |r: &serde_json::Value| (r["step"].clone(), r["top1"].clone(), r["top5"].clone(), r["loss"].clone());
+        match &first {
+            None => first = Some(now),
+            Some(f) => assert_eq!(
+                f.iter().map(key).collect::<Vec<_>>(),
+                now.iter().map(key).collect::<Vec<_>>(),
+                "np {np}"
+            ),
+        }
+    }
+    let f = first.unwrap();
+    // Far above chance (25%) after four epochs of 4 classes.
+    assert!(f.last().unwrap()["top1"].as_f64().unwrap() > 40.0, "{f:?}");
+}
+
+#[test]
+fn a_second_sweep_reuses_results_and_an_exclude_list_changes_the_count() {
+    let tmp = tempdir();
+    let run = fresh_copy(tmp.path());
+    let mut c = command(&bin("eval-sweep"));
+    c.arg(&run);
+    ok(c);
+    let mut c = command(&bin("eval-sweep"));
+    c.arg(&run);
+    let out = ok(c);
+    assert!(text(&out.stdout).contains("0 evaluated now, 4 from earlier sweeps"), "{}", text(&out.stdout));
+
+    // Leave out two validation images by name: a new setting, so everything is evaluated again.
+    let names = tmp.path().join("exclude.txt");
+    let synset_dir = std::fs::read_dir(fixture().join("images/48/validation"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut files: Vec<String> = std::fs::read_dir(&synset_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    std::fs::write(&names, format!("# blacklist\n{}\n{}\n", files[0], files[1])).unwrap();
+    let mut c = command(&bin("eval-sweep"));
+    c.arg(&run).arg("--exclude").arg(&names).args(["--target-top5", "99.9"]);
+    let out = ok(c);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("4 evaluated now"), "{stdout}");
+    assert!(stdout.contains("62 validation images scored per checkpoint (2 name(s) excluded by"), "{stdout}");
+}
+
+#[test]
+fn a_damaged_checkpoint_is_named_and_skipped() {
+    let tmp = tempdir();
+    let run = fresh_copy(tmp.path());
+    let data = run.join("checkpoints/ckpt-32.data-00000-of-00001");
+    let len = std::fs::metadata(&data).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+    f.set_len(len / 2).unwrap();
+    let mut c = command(&bin("eval-sweep"));
+    c.arg(&run);
+    let out = ok(c);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("3 checkpoint(s): 3 evaluated now, 0 from earlier sweeps, 1 failed"), "{stdout}");
+    assert!(stdout.contains("failed: ") && stdout.contains("ckpt-32"), "{stdout}");
+}
+
+#[test]
+fn validation_records_of_another_class_count_are_refused() {
+    let tmp = tempdir();
+    let run = fresh_copy(tmp.path());
+    let info_path = run.join("run.json");
+    let mut info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&info_path).unwrap()).unwrap();
+    info["num_classes"] = 7.into();
+    std::fs::write(&info_path, info.to_string()).unwrap();
+    let mut c = command(&bin("eval-sweep"));
+    c.arg(&run);
+    let out = run_(c);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("have 4 classes but the run's network has 7"), "{err}");
+}
+
+fn run_(c: std::process::Command) -> std::process::Output {
+    common::run(c)
+}
+
+#[test]
+fn no_checkpoints_is_a_clear_error() {
+    let tmp = tempdir();
+    let run = fresh_copy(tmp.path());
+    for e in std::fs::read_dir(run.join("checkpoints")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let mut c = command(&bin("eval-sweep"));
+    c.arg(&run);
+    let out = run_(c);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no complete checkpoints to evaluate"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn watch_evaluates_every_checkpoint_of_a_live_run() {
+    let tmp = tempdir();
+    let sched = schedule(tmp.path(), "live", EXTRA, &[PHASE]);
+    let run = tmp.path().join("live");
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched).arg("--run-dir").arg(&run);
+    c.stderr(std::process::Stdio::null());
+    let mut trainer = c.spawn().unwrap();
+    // The watcher may start before the trainer has written run.json.
+    for _ in 0..600 {
+        if run.join("run.json").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut w = mpirun(2, &bin("eval-sweep"));
+    w.arg(&run).args(["--watch", "--poll-s", "0.5", "--idle-timeout-s", "240"]);
+    let out = ok(w);
+    assert!(trainer.wait().unwrap().success());
+    let stdout = text(&out.stdout);
+    let steps: Vec<u64> = rows(&run).iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [16, 32, 48, 64], "{stdout}\n{}", text(&out.stderr));
+}
