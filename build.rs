@@ -5,7 +5,9 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
-    let out = Command::new("pkg-config").args(["--variable=libdir", "tensorflow"]).output();
+    let out = Command::new("pkg-config")
+        .args(["--variable=libdir", "tensorflow"])
+        .output();
     match out {
         Ok(o) if o.status.success() => {
             let dir = String::from_utf8_lossy(&o.stdout).trim().to_string();

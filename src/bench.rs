@@ -18,7 +18,10 @@ use crate::dataset::shard_files;
 use crate::model::{BatchRef, DataFormat, ModelConfig, Precision, TrainGraph};
 
 #[derive(Parser, Debug)]
-#[command(name = "trainer bench", about = "Measure the trainer's step time against the bare graph.")]
+#[command(
+    name = "trainer bench",
+    about = "Measure the trainer's step time against the bare graph."
+)]
 struct BenchArgs {
     #[arg(long, default_value_t = 18)]
     depth: u32,
@@ -51,7 +54,9 @@ struct BenchArgs {
 }
 
 pub fn main(argv: &[String]) -> Result<()> {
-    let args = BenchArgs::parse_from(std::iter::once("trainer bench".to_string()).chain(argv.iter().cloned()));
+    let args = BenchArgs::parse_from(
+        std::iter::once("trainer bench".to_string()).chain(argv.iter().cloned()),
+    );
     let world = World::init().context("MPI")?;
     world.install_abort_on_panic();
     match bench(&args, &world) {
@@ -86,9 +91,17 @@ fn bench(args: &BenchArgs, world: &World) -> Result<()> {
     let n = args.batch;
 
     // The bare graph: one pre-made batch, fed again and again.
-    let images: Vec<u8> = (0..n * px * px * 3).map(|i| (i * 7919 % 251) as u8).collect();
+    let images: Vec<u8> = (0..n * px * px * 3)
+        .map(|i| (i * 7919 % 251) as u8)
+        .collect();
     let labels: Vec<i32> = (0..n).map(|i| (i as u32 % args.classes) as i32).collect();
-    let premade = BatchRef { images: &images, labels: &labels, n, height: px, width: px };
+    let premade = BatchRef {
+        images: &images,
+        labels: &labels,
+        n,
+        height: px,
+        width: px,
+    };
     let mut premade_times = Vec::new();
     for i in 0..args.warmup + args.steps {
         let t = Instant::now();
@@ -146,7 +159,11 @@ fn bench(args: &BenchArgs, world: &World) -> Result<()> {
         return Ok(());
     }
     let premade_s = median(premade_times);
-    let trainer_s = if trainer_times.is_empty() { f64::NAN } else { median(trainer_times) };
+    let trainer_s = if trainer_times.is_empty() {
+        f64::NAN
+    } else {
+        median(trainer_times)
+    };
     let global = (n * world.size()) as f64;
     let result = serde_json::json!({
         "np": world.size(),

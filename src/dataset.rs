@@ -11,9 +11,8 @@ const MANIFEST: &str = "build-records.json";
 
 /// Every `<prefix>-*-of-*` shard in `dir`, sorted; an error when there are none.
 pub fn shard_files(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
-    let files = list_shards(dir, prefix).with_context(|| {
-        format!("{}: cannot list `{prefix}` shards", dir.display())
-    })?;
+    let files = list_shards(dir, prefix)
+        .with_context(|| format!("{}: cannot list `{prefix}` shards", dir.display()))?;
     if files.is_empty() {
         bail!(
             "{}: no `{prefix}-NNNNN-of-NNNNN` shards (build them with build-records)",

@@ -11,7 +11,10 @@ use dawnrun_dist::{allreduce::Method, Allreducer, Compression, World};
 use crate::model::{BatchRef, ModelConfig, TrainGraph};
 
 #[derive(Parser, Debug)]
-#[command(name = "trainer gradcheck", about = "Compare the all-reduced gradient with the mean of per-batch gradients.")]
+#[command(
+    name = "trainer gradcheck",
+    about = "Compare the all-reduced gradient with the mean of per-batch gradients."
+)]
 struct Args {
     #[arg(long, default_value_t = 18)]
     depth: u32,
@@ -31,7 +34,9 @@ struct Args {
 }
 
 pub fn main(argv: &[String]) -> Result<()> {
-    let args = Args::parse_from(std::iter::once("trainer gradcheck".to_string()).chain(argv.iter().cloned()));
+    let args = Args::parse_from(
+        std::iter::once("trainer gradcheck".to_string()).chain(argv.iter().cloned()),
+    );
     let world = World::init().context("MPI")?;
     world.install_abort_on_panic();
     match check(&args, &world) {
@@ -49,8 +54,12 @@ fn batch_of(rank: usize, args: &Args) -> (Vec<u8>, Vec<i32>) {
         x ^= x << 17;
         x
     };
-    let images = (0..args.batch * args.px * args.px * 3).map(|_| next() as u8).collect();
-    let labels = (0..args.batch).map(|_| (next() % args.classes as u64) as i32).collect();
+    let images = (0..args.batch * args.px * args.px * 3)
+        .map(|_| next() as u8)
+        .collect();
+    let labels = (0..args.batch)
+        .map(|_| (next() % args.classes as u64) as i32)
+        .collect();
     (images, labels)
 }
 
@@ -109,7 +118,7 @@ fn check(args: &Args, world: &World) -> Result<()> {
         })
     );
     world.barrier();
-    if !(rel <= args.tolerance) {
+    if rel.is_nan() || rel > args.tolerance {
         bail!(
             "the all-reduced gradient differs from the mean of the per-batch gradients: relative error {rel:.3e} > {}",
             args.tolerance

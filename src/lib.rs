@@ -1,25 +1,35 @@
 //! dawnrun: the trainer and the evaluator. Data flows one way:
 //! records (dawnrun-records) -> pipeline (dawnrun-data) -> graph (model) -> gradients ->
 //! all-reduce (dawnrun-dist) -> update (train) -> checkpoint -> eval.
-//!
-//! - [`dataset`]: image and class counts of a records folder
-//! - [`model`]: the ResNet graph, gradients, optimizer (TensorFlow)
-//! - [`checkpoint`]: TensorFlow-format checkpoints, atomically
-//! - [`settings`]: schedule settings -> model, loss-scale and all-reduce configs
-//! - [`train`]: the training loop
-//! - [`runinfo`]: what a run directory records about its run
-//! - [`eval`]: the offline checkpoint sweep and the DAWNBench report
-//! - [`process`]: process-level setup of the binaries
-//! - [`gradcheck`]: `trainer gradcheck`, the all-reduce against its definition
-//! - [`bench`]: `trainer bench`, step time against the bare graph
+//! The modules below are declared in that order.
 #![deny(unsafe_code)]
-pub mod bench;
-pub mod checkpoint;
+
+/// Image and class counts of a records folder (what the plan needs before training).
 pub mod dataset;
-pub mod eval;
-pub mod gradcheck;
+
+/// The ResNet graph, gradients and optimizer (TensorFlow).
 pub mod model;
-pub mod process;
-pub mod runinfo;
+
+/// Schedule settings -> model, loss-scale and all-reduce configs.
 pub mod settings;
+
+/// The training loop: batches -> gradients -> all-reduce -> update.
 pub mod train;
+
+/// TensorFlow-format checkpoints, written atomically.
+pub mod checkpoint;
+
+/// What a run directory records about its run.
+pub mod runinfo;
+
+/// The offline checkpoint sweep and the DAWNBench report.
+pub mod eval;
+
+/// `trainer gradcheck`: the all-reduce against its definition.
+pub mod gradcheck;
+
+/// `trainer bench`: step time against the bare graph.
+pub mod bench;
+
+/// Process-level setup of the binaries.
+pub mod process;

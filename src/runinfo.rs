@@ -51,7 +51,6 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text =
-        std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     serde_json::from_slice(&text).with_context(|| format!("{}: not valid", path.display()))
 }

@@ -67,7 +67,11 @@ fn every_checkpoint_is_evaluated_exactly_once_on_1_2_and_3_ranks() {
         );
         // Checkpoint i (by step) went to rank i % np.
         for (i, step) in [16, 32, 48, 64].iter().enumerate() {
-            let line = format!("rank {}: {}/checkpoints/ckpt-{step}:", i % np, run.display());
+            let line = format!(
+                "rank {}: {}/checkpoints/ckpt-{step}:",
+                i % np,
+                run.display()
+            );
             assert!(stderr.contains(&line), "np {np}: no `{line}` in\n{stderr}");
         }
         assert!(stdout.contains("64 validation images scored per checkpoint (no exclude list)"));
@@ -83,7 +87,14 @@ fn every_checkpoint_is_evaluated_exactly_once_on_1_2_and_3_ranks() {
         assert!(std::fs::metadata(run.join("eval.png")).unwrap().len() > 1000);
         // The same checkpoint evaluated again (other ranks, other run) gives identical numbers.
         let now = rows(&run);
-        let key = |r: &serde_json::Value| (r["step"].clone(), r["top1"].clone(), r["top5"].clone(), r["loss"].clone());
+        let key = |r: &serde_json::Value| {
+            (
+                r["step"].clone(),
+                r["top1"].clone(),
+                r["top5"].clone(),
+                r["loss"].clone(),
+            )
+        };
         match &first {
             None => first = Some(now),
             Some(f) => assert_eq!(
@@ -108,7 +119,11 @@ fn a_second_sweep_reuses_results_and_an_exclude_list_changes_the_count() {
     let mut c = command(&bin("eval-sweep"));
     c.arg(&run);
     let out = ok(c);
-    assert!(text(&out.stdout).contains("0 evaluated now, 4 from earlier sweeps"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("0 evaluated now, 4 from earlier sweeps"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // Leave out two validation images by name: a new setting, so everything is evaluated again.
     let names = tmp.path().join("exclude.txt");
@@ -125,11 +140,17 @@ fn a_second_sweep_reuses_results_and_an_exclude_list_changes_the_count() {
     files.sort();
     std::fs::write(&names, format!("# blacklist\n{}\n{}\n", files[0], files[1])).unwrap();
     let mut c = command(&bin("eval-sweep"));
-    c.arg(&run).arg("--exclude").arg(&names).args(["--target-top5", "99.9"]);
+    c.arg(&run)
+        .arg("--exclude")
+        .arg(&names)
+        .args(["--target-top5", "99.9"]);
     let out = ok(c);
     let stdout = text(&out.stdout);
     assert!(stdout.contains("4 evaluated now"), "{stdout}");
-    assert!(stdout.contains("62 validation images scored per checkpoint (2 name(s) excluded by"), "{stdout}");
+    assert!(
+        stdout.contains("62 validation images scored per checkpoint (2 name(s) excluded by"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -144,8 +165,14 @@ fn a_damaged_checkpoint_is_named_and_skipped() {
     c.arg(&run);
     let out = ok(c);
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("3 checkpoint(s): 3 evaluated now, 0 from earlier sweeps, 1 failed"), "{stdout}");
-    assert!(stdout.contains("failed: ") && stdout.contains("ckpt-32"), "{stdout}");
+    assert!(
+        stdout.contains("3 checkpoint(s): 3 evaluated now, 0 from earlier sweeps, 1 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("failed: ") && stdout.contains("ckpt-32"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -162,7 +189,10 @@ fn validation_records_of_another_class_count_are_refused() {
     let out = run_(c);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains("have 4 classes but the run's network has 7"), "{err}");
+    assert!(
+        err.contains("have 4 classes but the run's network has 7"),
+        "{err}"
+    );
 }
 
 fn run_(c: std::process::Command) -> std::process::Output {
@@ -180,7 +210,11 @@ fn no_checkpoints_is_a_clear_error() {
     c.arg(&run);
     let out = run_(c);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("no complete checkpoints to evaluate"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no complete checkpoints to evaluate"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -200,10 +234,14 @@ fn watch_evaluates_every_checkpoint_of_a_live_run() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let mut w = mpirun(2, &bin("eval-sweep"));
-    w.arg(&run).args(["--watch", "--poll-s", "0.5", "--idle-timeout-s", "240"]);
+    w.arg(&run)
+        .args(["--watch", "--poll-s", "0.5", "--idle-timeout-s", "240"]);
     let out = ok(w);
     assert!(trainer.wait().unwrap().success());
     let stdout = text(&out.stdout);
-    let steps: Vec<u64> = rows(&run).iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    let steps: Vec<u64> = rows(&run)
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
     assert_eq!(steps, [16, 32, 48, 64], "{stdout}\n{}", text(&out.stderr));
 }

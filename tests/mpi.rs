@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 const TINY: &str = r#"{epoch: [0, 1], lr: [0.05, 0.1], lr_method: linear, batch_size: 8, image_size: 32, data_dir: "48"}"#;
 
 fn tiny_schedule(dir: &std::path::Path) -> std::path::PathBuf {
-    schedule(dir, "tiny", "  log_every_steps: 2\n  checkpoint_every_steps: 4\n", &[TINY])
+    schedule(
+        dir,
+        "tiny",
+        "  log_every_steps: 2\n  checkpoint_every_steps: 4\n",
+        &[TINY],
+    )
 }
 
 #[test]
@@ -19,7 +24,10 @@ fn every_rank_ends_with_identical_weights_at_np_2_3_and_4() {
     for np in [2usize, 3, 4] {
         let run_dir = tmp.path().join(format!("np{np}"));
         let mut c = mpirun(np, &bin("trainer"));
-        c.arg(&sched).arg("--run-dir").arg(&run_dir).args(["--max-steps", "6"]);
+        c.arg(&sched)
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .args(["--max-steps", "6"]);
         let out = ok(c);
         let log = text(&out.stderr);
         assert!(
@@ -29,7 +37,10 @@ fn every_rank_ends_with_identical_weights_at_np_2_3_and_4() {
         // Global batch and steps follow the world size: 256 images / (8 x np) per epoch.
         let steps_per_epoch = 256 / (8 * np);
         assert!(
-            log.contains(&format!("steps 0..{steps_per_epoch}, 32 px, batch 8/rank x {np} = {}", 8 * np)),
+            log.contains(&format!(
+                "steps 0..{steps_per_epoch}, 32 px, batch 8/rank x {np} = {}",
+                8 * np
+            )),
             "np {np}:\n{log}"
         );
         // Only rank 0 writes.
@@ -81,7 +92,10 @@ fn one_failing_rank_ends_a_four_rank_job_promptly_with_its_message() {
     assert!(!out.status.success(), "{err}");
     // `timeout` exits 124: the job must end by itself, not by the time limit.
     assert_ne!(out.status.code(), Some(124), "the job hung:\n{err}");
-    assert!(err.contains("rank 2: error: step 2: failing on purpose"), "{err}");
+    assert!(
+        err.contains("rank 2: error: step 2: failing on purpose"),
+        "{err}"
+    );
     assert!(took < Duration::from_secs(240), "took {took:?}");
 }
 
@@ -93,7 +107,9 @@ fn ranks_with_different_schedules_are_refused_at_start() {
         tmp.path(),
         "other",
         "  log_every_steps: 2\n  checkpoint_every_steps: 4\n",
-        &[r#"{epoch: [0, 1], lr: [0.05, 0.2], lr_method: linear, batch_size: 8, image_size: 32, data_dir: "48"}"#],
+        &[
+            r#"{epoch: [0, 1], lr: [0.05, 0.2], lr_method: linear, batch_size: 8, image_size: 32, data_dir: "48"}"#,
+        ],
     );
     let run_dir = tmp.path().join("run");
     let mut c = command(std::path::Path::new("timeout"));
@@ -120,7 +136,10 @@ fn a_two_rank_run_resumes_on_one_rank_at_the_same_epoch() {
     let sched = tiny_schedule(tmp.path());
     let run_dir = tmp.path().join("run");
     let mut c = mpirun(2, &bin("trainer"));
-    c.arg(&sched).arg("--run-dir").arg(&run_dir).args(["--max-steps", "8"]);
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(["--max-steps", "8"]);
     ok(c);
     // np 2: 16 steps per epoch, so ckpt-8 is epoch 0.5; np 1 has 32 steps per epoch: step 16.
     let mut c = command(&bin("trainer"));

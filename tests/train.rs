@@ -22,7 +22,10 @@ fn depth18_loss_falls_and_train_accuracy_rises_across_two_phases() {
     let out = ok(c);
     let log = text(&out.stderr);
     // 256 images: 16 steps per epoch at batch 16, 32 at batch 8 -> 96 + 96 steps.
-    assert!(log.contains("phase 1: epochs 6-9, steps 96..192, 48 px, batch 8/rank"), "{log}");
+    assert!(
+        log.contains("phase 1: epochs 6-9, steps 96..192, 48 px, batch 8/rank"),
+        "{log}"
+    );
     let rows = metrics(&run_dir);
     assert_eq!(rows.last().unwrap()["step"], 192);
     let loss = |r: &serde_json::Value| r["loss"].as_f64().unwrap();
@@ -36,8 +39,12 @@ fn depth18_loss_falls_and_train_accuracy_rises_across_two_phases() {
         / 4.0;
     assert!(top1 > 0.6, "train top-1 {top1:.3} (chance is 0.25)\n{log}");
     // Phase sizes and batches as planned.
-    assert!(rows.iter().any(|r| r["image_px"] == 32 && r["batch_per_rank"] == 16));
-    assert!(rows.iter().any(|r| r["image_px"] == 48 && r["batch_per_rank"] == 8));
+    assert!(rows
+        .iter()
+        .any(|r| r["image_px"] == 32 && r["batch_per_rank"] == 16));
+    assert!(rows
+        .iter()
+        .any(|r| r["image_px"] == 48 && r["batch_per_rank"] == 8));
 
     // The final checkpoint is there and TensorBoard's reader sees our scalars.
     assert!(run_dir.join("checkpoints/ckpt-192.index").exists());
@@ -58,7 +65,12 @@ print(json.dumps({k: v[-1] for k, v in tags.items()}))
     let last: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(last["loss"][0], 192);
     assert_eq!(last["image_size"][1], 48.0);
-    for tag in ["total_loss", "learning_rate", "images_per_sec", "train_top5"] {
+    for tag in [
+        "total_loss",
+        "learning_rate",
+        "images_per_sec",
+        "train_top5",
+    ] {
         assert!(last.get(tag).is_some(), "no {tag} in the events: {last}");
     }
 }
@@ -95,18 +107,30 @@ fn a_failed_run_resumes_at_the_same_step_lr_and_data_as_an_uninterrupted_one() {
     c.arg(&sched).arg("--run-dir").arg(&parts);
     let out = run(c);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("pass --resume"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("pass --resume"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let mut c = command(&bin("trainer"));
     c.arg(&sched).arg("--run-dir").arg(&parts).arg("--resume");
     let out = ok(c);
-    assert!(text(&out.stderr).contains("resuming from"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("resuming from"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let a = metrics(&whole);
     let b = metrics(&parts);
     // The resumed rows start after step 20 and match the uninterrupted run step for step.
-    let resumed: Vec<&serde_json::Value> = b.iter().skip_while(|r| r["step"] != 27).skip(1).collect();
-    assert_eq!(resumed[0]["step"], 21, "rows after the failure: {resumed:?}");
+    let resumed: Vec<&serde_json::Value> =
+        b.iter().skip_while(|r| r["step"] != 27).skip(1).collect();
+    assert_eq!(
+        resumed[0]["step"], 21,
+        "rows after the failure: {resumed:?}"
+    );
     assert_eq!(resumed.last().unwrap()["step"], 48);
     for r in resumed {
         let step = r["step"].as_u64().unwrap();
@@ -117,21 +141,34 @@ fn a_failed_run_resumes_at_the_same_step_lr_and_data_as_an_uninterrupted_one() {
         assert_eq!(w["image_px"], r["image_px"]);
         // Same weights and the same batch give the same loss (up to float reassociation).
         let (lw, lr) = (w["loss"].as_f64().unwrap(), r["loss"].as_f64().unwrap());
-        assert!((lw - lr).abs() <= 1e-3 * lw.abs().max(1.0), "loss at step {step}: {lw} vs {lr}");
+        assert!(
+            (lw - lr).abs() <= 1e-3 * lw.abs().max(1.0),
+            "loss at step {step}: {lw} vs {lr}"
+        );
     }
 }
 
 #[test]
 fn plan_prints_the_106min_phases_as_json() {
     let mut c = command(&bin("trainer"));
-    c.args(["plan", "schedules/106min.yaml", "--np", "8", "--train-images", "1281167"])
-        .args(["--at", "0,15000", "--json"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.args([
+        "plan",
+        "schedules/106min.yaml",
+        "--np",
+        "8",
+        "--train-images",
+        "1281167",
+    ])
+    .args(["--at", "0,15000", "--json"])
+    .current_dir(env!("CARGO_MANIFEST_DIR"));
     let out = ok(c);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let phases = v["phases"].as_array().unwrap();
     assert_eq!(phases.len(), 5);
-    let firsts: Vec<u64> = phases.iter().map(|p| p["first_step"].as_u64().unwrap()).collect();
+    let firsts: Vec<u64> = phases
+        .iter()
+        .map(|p| p["first_step"].as_u64().unwrap())
+        .collect();
     assert_eq!(firsts, [0, 1296, 4536, 11411, 14679]);
     assert_eq!(phases[4]["image_size"], 288);
     let at = &v["at"][1];
@@ -140,7 +177,10 @@ fn plan_prints_the_106min_phases_as_json() {
     }
     assert_eq!(at["batch_size"], 128);
     let epoch = at["epoch"].as_f64().unwrap();
-    assert!((36.2..36.3).contains(&epoch), "epoch at step 15000: {epoch}");
+    assert!(
+        (36.2..36.3).contains(&epoch),
+        "epoch at step 15000: {epoch}"
+    );
 }
 
 #[test]

@@ -132,8 +132,14 @@ fn run(args: &Args, world: &World) -> Result<()> {
         poll: Duration::from_secs_f64(args.poll_s.max(0.1)),
         idle_timeout: Duration::from_secs_f64(args.idle_timeout_s),
     };
-    if world.rank() == 0 && !args.watch && dawnrun::checkpoint::list(&run_dir.join("checkpoints"))?.is_empty() {
-        bail!("{}: no complete checkpoints to evaluate", run_dir.join("checkpoints").display());
+    if world.rank() == 0
+        && !args.watch
+        && dawnrun::checkpoint::list(&run_dir.join("checkpoints"))?.is_empty()
+    {
+        bail!(
+            "{}: no complete checkpoints to evaluate",
+            run_dir.join("checkpoints").display()
+        );
     }
     eval::sweep(&cfg, world).with_context(|| format!("sweeping {}", run_dir.display()))
 }

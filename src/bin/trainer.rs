@@ -68,7 +68,10 @@ struct DataFacts {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "trainer plan", about = "Print the phase table of a schedule laid out on N ranks.")]
+#[command(
+    name = "trainer plan",
+    about = "Print the phase table of a schedule laid out on N ranks."
+)]
 struct PlanArgs {
     schedule: PathBuf,
     /// World size (ranks).
@@ -109,7 +112,10 @@ fn main() -> ExitCode {
 
 fn plan_main(args: PlanArgs) -> Result<()> {
     let schedule = load_schedule(&args.schedule)?;
-    let data_root = args.data.clone().unwrap_or_else(|| schedule.run.data_root.clone());
+    let data_root = args
+        .data
+        .clone()
+        .unwrap_or_else(|| schedule.run.data_root.clone());
     let train_images = match args.data_facts.train_images {
         Some(n) => n,
         None => count_train_images(&schedule, &data_root)
@@ -160,9 +166,14 @@ fn train(args: &TrainArgs, argv: Vec<String>, world: &World) -> Result<()> {
             eprintln!("warning: {w}");
         }
     }
-    let data_root = args.data.clone().unwrap_or_else(|| schedule.run.data_root.clone());
+    let data_root = args
+        .data
+        .clone()
+        .unwrap_or_else(|| schedule.run.data_root.clone());
     // Rank 0 reads the facts and broadcasts them, so every rank plans with the same numbers.
-    let facts = share_from_root(world, || data_facts(&schedule, &data_root, &args.data_facts))?;
+    let facts = share_from_root(world, || {
+        data_facts(&schedule, &data_root, &args.data_facts)
+    })?;
     let (train_images, num_classes) = facts;
     let plan = schedule
         .plan(world.size() as u32, train_images)
@@ -170,7 +181,9 @@ fn train(args: &TrainArgs, argv: Vec<String>, world: &World) -> Result<()> {
     let schedule_text = std::fs::read(&args.schedule)
         .with_context(|| format!("{}: cannot read", args.schedule.display()))?;
     let mut fingerprint = schedule_text.clone();
-    fingerprint.extend_from_slice(format!("|{train_images}|{num_classes}|{:?}", args.max_steps).as_bytes());
+    fingerprint.extend_from_slice(
+        format!("|{train_images}|{num_classes}|{:?}", args.max_steps).as_bytes(),
+    );
     world
         .check_same("schedule and data", &fingerprint)
         .context("ranks disagree on the configuration; every rank must run the same command")?;
@@ -250,7 +263,10 @@ fn train(args: &TrainArgs, argv: Vec<String>, world: &World) -> Result<()> {
 /// by `DAWNRUN_FAIL_RANK` (every rank when unset).
 fn fail_hook() -> (Option<usize>, Option<u64>) {
     let num = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-    (num("DAWNRUN_FAIL_RANK").map(|r| r as usize), num("DAWNRUN_FAIL_AT_STEP"))
+    (
+        num("DAWNRUN_FAIL_RANK").map(|r| r as usize),
+        num("DAWNRUN_FAIL_AT_STEP"),
+    )
 }
 
 fn load_schedule(path: &std::path::Path) -> Result<Schedule> {

@@ -14,12 +14,21 @@ fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // The embedded font is a valid TrueType file; failure would only cost the labels.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
     });
 }
 
 /// Draws the plot to `path` (through a temporary file renamed into place).
-pub fn draw(path: &Path, results: &[CheckpointResult], target_top5: f64, title: &str) -> Result<()> {
+pub fn draw(
+    path: &Path,
+    results: &[CheckpointResult],
+    target_top5: f64,
+    title: &str,
+) -> Result<()> {
     register_font();
     let tmp = path.with_extension("png.tmp.png");
     {
@@ -58,7 +67,11 @@ pub fn draw(path: &Path, results: &[CheckpointResult], target_top5: f64, title: 
                 .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
             chart
-                .draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 3, color.filled())),
+                )
                 .map_err(|e| anyhow!("plot: {e}"))?;
         }
         let target = target_top5;

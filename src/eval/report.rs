@@ -45,7 +45,8 @@ pub fn sort_by_step(results: &mut [CheckpointResult]) {
     results.sort_by_key(|r| r.step);
 }
 
-/// DAWNBench's table: `epoch	hours	top1Accuracy	top5Accuracy`, one row per checkpoint.
+/// DAWNBench's table: a header `epoch hours top1Accuracy top5Accuracy` (tab-separated), one row
+/// per checkpoint.
 pub fn tsv(results: &[CheckpointResult]) -> String {
     let mut out = String::from("epoch\thours\ttop1Accuracy\ttop5Accuracy\n");
     for r in results {
@@ -151,7 +152,9 @@ mod tests {
             time_to_target(&[], 93.0),
             TimeToTarget::NotReached { best: None }
         );
-        assert!(verdict(&rs, 93.0).starts_with("no checkpoint reached 93% top-5; the best is step 200"));
+        assert!(
+            verdict(&rs, 93.0).starts_with("no checkpoint reached 93% top-5; the best is step 200")
+        );
     }
 
     #[test]

@@ -59,12 +59,7 @@ fn settings_key(cfg: &SweepConfig) -> String {
     excluded.sort();
     let text = format!(
         "{files:?}|{}|{}|{}|{}|{:?}|{:?}",
-        cfg.batch_size,
-        cfg.image_px,
-        cfg.crop_fraction,
-        cfg.rect,
-        excluded,
-        cfg.model.precision
+        cfg.batch_size, cfg.image_px, cfg.crop_fraction, cfg.rect, excluded, cfg.model.precision
     );
     format!("{:016x}", dawnrun_dist::fingerprint(text.as_bytes()))
 }
@@ -122,7 +117,11 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
                     outcome.results.push(r);
                 }
                 Err(e) => {
-                    eprintln!("rank {}: skipping {}: {e:#}", world.rank(), prefix.display());
+                    eprintln!(
+                        "rank {}: skipping {}: {e:#}",
+                        world.rank(),
+                        prefix.display()
+                    );
                     outcome
                         .failed
                         .push((prefix.display().to_string(), format!("{e:#}")));
@@ -161,7 +160,9 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
 
     // 4. Everything to rank 0.
     let bytes = serde_json::to_vec(&outcome).expect("plain struct serialises");
-    let gathered = world.gather_bytes(&bytes).context("gathering results on rank 0")?;
+    let gathered = world
+        .gather_bytes(&bytes)
+        .context("gathering results on rank 0")?;
     let Some(parts) = gathered else {
         return Ok(());
     };
@@ -211,13 +212,26 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
 }
 
 fn write_report(cfg: &SweepConfig, results: &[CheckpointResult]) -> Result<()> {
-    runinfo::write_atomic(&cfg.run_dir.join("eval.tsv"), report::tsv(results).as_bytes())?;
-    runinfo::write_atomic(&cfg.run_dir.join("eval.jsonl"), report::jsonl(results).as_bytes())?;
+    runinfo::write_atomic(
+        &cfg.run_dir.join("eval.tsv"),
+        report::tsv(results).as_bytes(),
+    )?;
+    runinfo::write_atomic(
+        &cfg.run_dir.join("eval.jsonl"),
+        report::jsonl(results).as_bytes(),
+    )?;
     let title = format!(
         "{}: validation accuracy per checkpoint",
-        cfg.run_dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        cfg.run_dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     );
-    super::plot::draw(&cfg.run_dir.join("eval.png"), results, cfg.target_top5, &title)
+    super::plot::draw(
+        &cfg.run_dir.join("eval.png"),
+        results,
+        cfg.target_top5,
+        &title,
+    )
 }
 
 fn evaluate_cached(
@@ -326,7 +340,8 @@ fn without_excluded(batch: Batch, names: &HashSet<String>) -> Batch {
         if excluded(f) {
             continue;
         }
-        out.images.extend_from_slice(&batch.images[i * per..(i + 1) * per]);
+        out.images
+            .extend_from_slice(&batch.images[i * per..(i + 1) * per]);
         out.labels.push(batch.labels[i]);
         out.filenames.as_mut().expect("set above").push(f.clone());
         out.n += 1;

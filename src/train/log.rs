@@ -92,8 +92,12 @@ impl StepLog {
             .append(true)
             .open(&metrics_path)
             .with_context(|| format!("{}: cannot open for appending", metrics_path.display()))?;
-        let events = EventWriter::create(run_dir)
-            .with_context(|| format!("{}: cannot create a TensorBoard event file", run_dir.display()))?;
+        let events = EventWriter::create(run_dir).with_context(|| {
+            format!(
+                "{}: cannot create a TensorBoard event file",
+                run_dir.display()
+            )
+        })?;
         let (tx, rx) = crossbeam_channel::bounded(1024);
         let path = metrics_path.clone();
         let writer = std::thread::Builder::new()

@@ -82,7 +82,10 @@ impl LossScale {
 /// the same verdict (they hold bitwise identical buffers).
 pub fn all_finite(values: &[f32]) -> bool {
     // Summing is branch-free and vectorises; NaN or inf anywhere makes the sum non-finite.
-    values.iter().fold(0.0f32, |acc, v| acc + v * 0.0).is_finite()
+    values
+        .iter()
+        .fold(0.0f32, |acc, v| acc + v * 0.0)
+        .is_finite()
 }
 
 #[cfg(test)]

@@ -141,7 +141,9 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
             }
             let wait = Instant::now();
             let batch = {
-                let _s = timeline.as_ref().map(|t| t.span(Lane::InputWait, "next batch"));
+                let _s = timeline
+                    .as_ref()
+                    .map(|t| t.span(Lane::InputWait, "next batch"));
                 pipeline
                     .next()
                     .with_context(|| format!("step {step}: input pipeline"))?
@@ -155,7 +157,9 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
                 width: batch.width,
             };
             let mut out = {
-                let _s = timeline.as_ref().map(|t| t.span(Lane::Compute, "gradients"));
+                let _s = timeline
+                    .as_ref()
+                    .map(|t| t.span(Lane::Compute, "gradients"));
                 graph
                     .gradients(&batch_ref, loss_scale.scale())
                     .with_context(|| format!("step {step}: forward/backward"))?
@@ -191,7 +195,7 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
             window.images += batch.n * world.size();
             log.tick(step);
 
-            if step % plan.run.log_every_steps.max(1) == 0 || step == end_step {
+            if step.is_multiple_of(plan.run.log_every_steps.max(1)) || step == end_step {
                 log.step(StepRecord {
                     step,
                     epoch: plan.epoch_at(step),
@@ -372,7 +376,9 @@ fn broadcast_state(world: &World, graph: &mut TrainGraph, position: &mut Positio
         return Ok(());
     }
     let mut state = if world.rank() == 0 {
-        graph.state_to_host().context("reading variables to broadcast")?
+        graph
+            .state_to_host()
+            .context("reading variables to broadcast")?
     } else {
         vec![0.0; graph.state_len()]
     };
@@ -457,7 +463,13 @@ fn per_rank_path(path: &std::path::Path, rank: usize, world: usize) -> PathBuf {
     if world <= 1 {
         return path.to_path_buf();
     }
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
     path.with_file_name(format!("{stem}.rank{rank}{ext}"))
 }

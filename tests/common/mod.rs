@@ -39,8 +39,16 @@ pub fn command(program: &Path) -> Command {
 /// `timeout 300 mpirun -np N --oversubscribe <program> <args>`.
 pub fn mpirun(np: usize, program: &Path) -> Command {
     let mut c = command(Path::new("timeout"));
-    c.args(["300", "mpirun", "-np", &np.to_string(), "--oversubscribe", "--bind-to", "none"])
-        .arg(program);
+    c.args([
+        "300",
+        "mpirun",
+        "-np",
+        &np.to_string(),
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+    ])
+    .arg(program);
     c
 }
 
@@ -114,7 +122,9 @@ pub fn schedule(dir: &Path, name: &str, extra_run: &str, phases: &[&str]) -> Pat
 /// The rows of `<run>/metrics.jsonl`.
 pub fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 pub fn python() -> PathBuf {

@@ -318,10 +318,17 @@ mod tests {
         for np in [1u32, 2, 4, 8] {
             let plan = s.plan(np, IMAGENET_TRAIN).unwrap();
             for step in (0..plan.total_steps()).step_by(97) {
-                assert_eq!(plan.step_at_epoch(plan.epoch_at(step)), step, "np {np} step {step}");
+                assert_eq!(
+                    plan.step_at_epoch(plan.epoch_at(step)),
+                    step,
+                    "np {np} step {step}"
+                );
             }
         }
-        let (p8, p4) = (s.plan(8, IMAGENET_TRAIN).unwrap(), s.plan(4, IMAGENET_TRAIN).unwrap());
+        let (p8, p4) = (
+            s.plan(8, IMAGENET_TRAIN).unwrap(),
+            s.plan(4, IMAGENET_TRAIN).unwrap(),
+        );
         // Epoch 6 starts phase 1 on both, whatever the step numbers.
         assert_eq!(p8.step_at_epoch(6.0), p8.phases[1].first_step);
         assert_eq!(p4.step_at_epoch(6.0), p4.phases[1].first_step);
