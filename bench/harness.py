@@ -76,6 +76,7 @@ class Bench:
         open(self.samples_path, "w").close()
         self.log = open(os.path.join(self.results, "bench.log"), "w")
         self.notes = []
+        self.load_at_start = os.getloadavg()[0]
         self.rows = {}
         self.params = {}
         self.missing = set()
@@ -408,6 +409,8 @@ class Bench:
             "- machine: %d cores, %s, %s; commit %s" % (os.cpu_count(), cpu, platform.platform(), commit),
             "- mode: %s; wall time %.1f min; command: `%s`" % (
                 mode, (time.time() - started.timestamp()) / 60, "QUICK=1 make bench" if self.quick else "make bench"),
+            "- 1-minute load average %.1f at start, %.1f at end (above ~2 other work shared the cores: "
+            "treat the numbers as noisy)" % (self.load_at_start, os.getloadavg()[0]),
             "- ratio > 1 means ours is better: rates ours/reference, times reference/ours; overhead in %.",
         ] + self.notes
         if self.missing:
