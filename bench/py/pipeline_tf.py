@@ -38,10 +38,14 @@ def parse(record):
 
 
 def sample_box(shape):
-    """Random crop box over an image of shape [h, w, c]: (offset_y, offset_x, h, w)."""
+    """Random crop box over an image of shape [h, w, c]: (offset_y, offset_x, h, w).
+
+    min_object_covered is 0 (TF's official pipeline uses 0.1, which with the whole-image box
+    raises the lower area bound to 0.1): the area range alone is [0.08, 1], as ours.
+    """
     whole = tf.constant([0.0, 0.0, 1.0, 1.0], dtype=tf.float32, shape=[1, 1, 4])
     begin, size, _ = tf.image.sample_distorted_bounding_box(
-        shape, bounding_boxes=whole, min_object_covered=0.1, aspect_ratio_range=ASPECT,
+        shape, bounding_boxes=whole, min_object_covered=0.0, aspect_ratio_range=ASPECT,
         area_range=(MIN_AREA, 1.0), max_attempts=100, use_image_if_no_bounding_boxes=True)
     offset_y, offset_x, _ = tf.unstack(begin)
     height, width, _ = tf.unstack(size)
