@@ -1,7 +1,9 @@
 # dawnrun: `make demo` and `make test` do everything from a fresh clone (setup included).
 SHELL := /bin/bash
 ROOT := $(CURDIR)
-export PKG_CONFIG_PATH := $(if $(LIBTENSORFLOW_PC),$(LIBTENSORFLOW_PC),$(ROOT)/.deps/pkgconfig)
+# `make setup` writes .deps/pkgconfig/tensorflow.pc for the wheel's C library, or for your own
+# build when you pass LIBTENSORFLOW=/dir/holding/libtensorflow.so (e.g. a GPU build).
+export PKG_CONFIG_PATH := $(ROOT)/.deps/pkgconfig
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Open MPI refuses root and more ranks than cores unless told; CI and this box run as root.
 export OMPI_ALLOW_RUN_AS_ROOT := 1

@@ -5,6 +5,8 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    // `make setup LIBTENSORFLOW=...` rewrites this file: relink with the new rpath.
+    println!("cargo:rerun-if-changed=.deps/pkgconfig/tensorflow.pc");
     let out = Command::new("pkg-config")
         .args(["--variable=libdir", "tensorflow"])
         .output();

@@ -152,3 +152,36 @@ fn a_two_rank_run_resumes_on_one_rank_at_the_same_epoch() {
     assert_eq!(last["step"], 32);
     assert_eq!(last["epoch"], 1.0);
 }
+
+#[test]
+fn timeline_writes_a_chrome_trace_per_rank_with_every_step_phase() {
+    let tmp = tempdir();
+    let sched = tiny_schedule(tmp.path());
+    let trace = tmp.path().join("trace.json");
+    let mut c = mpirun(2, &bin("trainer"));
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(tmp.path().join("run"))
+        .args(["--max-steps", "3", "--timeline"])
+        .arg(&trace);
+    ok(c);
+    for rank in 0..2 {
+        let path = tmp.path().join(format!("trace.rank{rank}.json"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let events = v["traceEvents"].as_array().unwrap();
+        let names: std::collections::HashSet<String> = events
+            .iter()
+            .filter_map(|e| e["cat"].as_str().map(String::from))
+            .collect();
+        for phase in ["input wait", "compute", "negotiate", "allreduce", "update"] {
+            assert!(
+                names.contains(phase),
+                "rank {rank}: no `{phase}` in {names:?}"
+            );
+        }
+        assert!(events
+            .iter()
+            .all(|e| e["pid"] == rank || e["pid"].is_null()));
+    }
+}

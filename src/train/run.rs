@@ -164,7 +164,10 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
                     .gradients(&batch_ref, loss_scale.scale())
                     .with_context(|| format!("step {step}: forward/backward"))?
             };
-            stall.ready(world, step);
+            {
+                let _s = timeline.as_ref().map(|t| t.span(Lane::Negotiate, "ready"));
+                stall.ready(world, step);
+            }
             allreducer
                 .average(world, &mut out.grads, timeline.as_ref())
                 .with_context(|| format!("step {step}: all-reduce"))?;

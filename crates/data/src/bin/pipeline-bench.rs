@@ -1,0 +1,164 @@
+//! `pipeline-bench`: images/s of the training pipeline (decode + random-resized crop + resize
+//! + flip, batched) or of bare JPEG decode of the same records, over a timed window after a
+//! warm-up. One JSON line for `make bench`.
+//!
+//!   pipeline-bench --records DIR [--prefix train] --px 128 --batch 64 --threads 2 --seconds 10 --mode train|decode --json
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use dawnrun_data::pipeline::DEFAULT_SHUFFLE_BUFFER;
+use dawnrun_data::{Preprocessor, TrainConfig, TrainPipeline};
+use dawnrun_records::imagenet::decode_for_training;
+use dawnrun_records::shards::list_shards;
+use dawnrun_records::RecordReader;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    /// The training pipeline: the trainer's batches.
+    Train,
+    /// Bare JPEG decode to RGB of the same images: the limit.
+    Decode,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pipeline-bench",
+    about = "Measure the input pipeline's images/s (or bare decode's)."
+)]
+struct Args {
+    #[arg(long)]
+    records: PathBuf,
+    #[arg(long, default_value = "train")]
+    prefix: String,
+    #[arg(long, default_value_t = 128)]
+    px: u32,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    #[arg(long, value_enum, default_value = "train")]
+    mode: Mode,
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let files = list_shards(&args.records, &args.prefix).with_context(|| {
+        format!(
+            "{}: listing `{}` shards",
+            args.records.display(),
+            args.prefix
+        )
+    })?;
+    if files.is_empty() {
+        bail!("{}: no `{}` shards", args.records.display(), args.prefix);
+    }
+    let rate = match args.mode {
+        Mode::Train => train_rate(&args, files)?,
+        Mode::Decode => decode_rate(&args, &files)?,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "images_per_s": rate, "mode": format!("{:?}", args.mode).to_lowercase(), "px": args.px, "threads": args.threads })
+        );
+    } else {
+        println!("{rate:.1} images/s");
+    }
+    Ok(())
+}
+
+fn train_rate(args: &Args, files: Vec<PathBuf>) -> Result<f64> {
+    let total = dawnrun_data::pipeline::count_records(&files)?;
+    let mut pipeline = TrainPipeline::start(TrainConfig {
+        files,
+        rank: 0,
+        world: 1,
+        batch_size: args.batch,
+        image_px: args.px,
+        min_scale: 0.08,
+        seed: 1,
+        start_epoch: 0,
+        skip_batches: 0,
+        batches_per_epoch: (total / args.batch as u64).max(1),
+        decode_threads: args.threads,
+        prefetch_batches: 2,
+        shuffle_buffer: DEFAULT_SHUFFLE_BUFFER,
+    })?;
+    let warm = Instant::now();
+    while warm.elapsed().as_secs_f64() < args.warmup {
+        pipeline.next()?;
+    }
+    let start = Instant::now();
+    let mut images = 0usize;
+    while start.elapsed().as_secs_f64() < args.seconds {
+        images += pipeline.next()?.n;
+    }
+    Ok(images as f64 / start.elapsed().as_secs_f64())
+}
+
+fn decode_rate(args: &Args, files: &[PathBuf]) -> Result<f64> {
+    let mut jpegs = Vec::new();
+    for file in files {
+        let mut reader = RecordReader::open(file)?;
+        while let Some(record) = reader.next_record()? {
+            let (jpeg, _) = decode_for_training(&record.data)
+                .with_context(|| format!("{}: byte {}", file.display(), record.offset))?;
+            jpegs.push(jpeg.to_vec());
+        }
+    }
+    let jpegs = Arc::new(jpegs);
+    let counting = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..args.threads.max(1))
+        .map(|t| {
+            let (jpegs, counting, stop, count) =
+                (jpegs.clone(), counting.clone(), stop.clone(), count.clone());
+            std::thread::spawn(move || -> Result<()> {
+                let mut pre = Preprocessor::new();
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    pre.decode(&jpegs[i % jpegs.len()])?;
+                    if counting.load(Ordering::Relaxed) {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 1;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(args.warmup));
+    counting.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(args.seconds));
+    let images = count.load(Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join()
+            .map_err(|_| anyhow::anyhow!("a decode thread panicked"))??;
+    }
+    Ok(images as f64 / elapsed)
+}
