@@ -24,6 +24,7 @@ build: setup
 
 test: build
 	$(CARGO) test --release --workspace -- --test-threads=1
+	$(DAWNRUN_PYTHON) -m unittest discover -s bench/tests
 
 lint: setup
 	$(CARGO) fmt --all -- --check

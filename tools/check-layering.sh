@@ -9,10 +9,10 @@ for pkg in build-records make-synthetic dawnrun-records dawnrun-data dawnrun-sch
     echo "layering: $pkg depends on tensorflow or mpi" >&2; fail=1
   fi
 done
-if grep -rn 'tensorflow::' src/train src/bin 2>/dev/null; then
+if grep -rn --include='*.rs' 'tensorflow::' src/train src/bin 2>/dev/null; then
   echo "layering: tensorflow:: named outside model/, checkpoint/, eval/" >&2; fail=1
 fi
-if grep -rn '\bmpi::' src crates/data crates/schedule tools 2>/dev/null; then
+if grep -rn --include='*.rs' '\bmpi::' src crates/data crates/schedule tools 2>/dev/null; then
   echo "layering: mpi:: named outside crates/dist" >&2; fail=1
 fi
 exit $fail

@@ -53,8 +53,7 @@ pub fn mpirun(np: usize, program: &Path) -> Command {
 }
 
 pub fn run(mut cmd: Command) -> Output {
-    let out = cmd.output().expect("spawn");
-    out
+    cmd.output().expect("spawn")
 }
 
 pub fn text(bytes: &[u8]) -> String {

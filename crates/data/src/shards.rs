@@ -273,7 +273,7 @@ mod tests {
                     let batch = 1 + seed % 3;
                     let per_rank = total / (batch * world) * batch;
                     let equal_shares = (counts.len() as u64) < world
-                        || (counts.len() as u64 % world == 0
+                        || ((counts.len() as u64).is_multiple_of(world)
                             && counts.iter().all(|&c| c == counts[0]));
                     let mut union = HashSet::new();
                     for rank in 0..world {

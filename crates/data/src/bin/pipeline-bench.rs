@@ -1,5 +1,5 @@
-//! `pipeline-bench`: images/s of the training pipeline (decode + random-resized crop + resize
-//! + flip, batched) or of bare JPEG decode of the same records, over a timed window after a
+//! `pipeline-bench`: images/s of the training pipeline (decode, random-resized crop, resize,
+//! flip, batched) or of bare JPEG decode of the same records, over a timed window after a
 //! warm-up. One JSON line for `make bench`.
 //!
 //!   pipeline-bench --records DIR [--prefix train] --px 128 --batch 64 --threads 2 --seconds 10 --mode train|decode --json
