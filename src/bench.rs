@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use dawnrun_data::pipeline::{TrainConfig, TrainPipeline, DEFAULT_SHUFFLE_BUFFER};
 use dawnrun_dist::{allreduce::Method, Allreducer, Compression, World};
@@ -57,12 +57,7 @@ pub fn main(argv: &[String]) -> Result<()> {
     let args = BenchArgs::parse_from(
         std::iter::once("trainer bench".to_string()).chain(argv.iter().cloned()),
     );
-    let world = World::init().context("MPI")?;
-    world.install_abort_on_panic();
-    match bench(&args, &world) {
-        Ok(()) => Ok(()),
-        Err(e) => world.fail(&e),
-    }
+    crate::process::under_mpi(|world| bench(&args, world))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

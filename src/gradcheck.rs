@@ -4,7 +4,7 @@
 //! compares their mean with the all-reduced result. Prints one JSON line on rank 0 and fails
 //! when they disagree beyond float tolerance.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use dawnrun_dist::{allreduce::Method, Allreducer, Compression, World};
 
@@ -37,12 +37,7 @@ pub fn main(argv: &[String]) -> Result<()> {
     let args = Args::parse_from(
         std::iter::once("trainer gradcheck".to_string()).chain(argv.iter().cloned()),
     );
-    let world = World::init().context("MPI")?;
-    world.install_abort_on_panic();
-    match check(&args, &world) {
-        Ok(()) => Ok(()),
-        Err(e) => world.fail(&e),
-    }
+    crate::process::under_mpi(|world| check(&args, world))
 }
 
 /// Rank `r`'s batch: pseudo-random pixels and labels that depend only on `r`.

@@ -58,17 +58,12 @@ struct Args {
 fn main() -> ExitCode {
     dawnrun::process::quiet_tensorflow_logs();
     let args = Args::parse();
-    let world = match World::init() {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("error: MPI: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    world.install_abort_on_panic();
-    match run(&args, &world) {
+    match dawnrun::process::under_mpi(|world| run(&args, world)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => world.fail(&e),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }
 

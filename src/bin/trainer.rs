@@ -145,17 +145,12 @@ fn plan_main(args: PlanArgs) -> Result<()> {
 
 /// Under MPI an error must end every rank, not just this one: `World::fail` aborts the job.
 fn train_main(args: TrainArgs, argv: Vec<String>) -> ExitCode {
-    let world = match World::init() {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("error: MPI: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    world.install_abort_on_panic();
-    match train(&args, argv, &world) {
+    match dawnrun::process::under_mpi(|world| train(&args, argv, world)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => world.fail(&e),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }
 
