@@ -14,7 +14,7 @@ CARGO := cargo
 BIN := $(ROOT)/target/release
 DEMO := $(ROOT)/runs/demo-data
 
-.PHONY: setup build test demo bench lint fmt clean
+.PHONY: setup build test test-netns demo bench lint fmt clean
 
 setup:
 	@bash tools/setup.sh
@@ -25,6 +25,10 @@ build: setup
 test: build
 	$(CARGO) test --release --workspace -- --test-threads=1
 	$(DAWNRUN_PYTHON) -m unittest discover -s bench/tests
+
+# Only the two-namespace TCP test (needs root): `make test` runs it too.
+test-netns: build
+	$(CARGO) test --release -p dawnrun --test netns -- --test-threads=1
 
 lint: setup
 	$(CARGO) fmt --all -- --check

@@ -6,7 +6,9 @@
 #                                   host, `host ADDRESS NAMESPACE` (the lines a test parses)
 #   netns-hosts.sh down NAME        remove them: their processes, namespaces, veths and bridge
 #   netns-hosts.sh agent HOST CMD…  Open MPI's rsh agent: run CMD inside the namespace that owns
-#                                   address HOST (`mpirun --mca plm_rsh_agent "$0 agent"`)
+#                                   address HOST (`mpirun --mca plm_rsh_agent "$0 agent"`),
+#                                   with Open MPI's session directories under a per-host
+#                                   $TMPDIR/netns-hosts.NAMESPACE (removed by `down`)
 #
 # Layout (NAME: 1-9 lowercase letters or digits, so every interface name fits in 15 bytes):
 #
@@ -57,6 +59,7 @@ down() {
     fi
     # Deleting the namespace deletes the veth pair with it; this covers a half-made `up`.
     ip link del "$name-v$i" 2>/dev/null || true
+    rm -rf "${TMPDIR:-/tmp}/netns-hosts.$ns"
   done
   ip link del "$name-br" 2>/dev/null || true
 }
@@ -91,6 +94,13 @@ agent() {
   shift
   for ns in $(ip netns list | awk '{print $1}'); do
     if ip -n "$ns" -4 -o addr show 2>/dev/null | awk '{print $4}' | grep -qx "$host/[0-9]*"; then
+      # Every namespace host has the same hostname and the same /tmp. Left alone, both daemons
+      # (started a few ms apart) build and later delete one shared Open MPI session tree,
+      # ompi.HOSTNAME.UID/jf.FAMILY/ with its hwloc.sm, racing each other; with it shared, about
+      # one launch in 15 had a daemon that daemonized and never reported, and mpirun waited
+      # until killed. A real host has a /tmp of its own; so does each namespace host here.
+      export OMPI_MCA_orte_tmpdir_base="${TMPDIR:-/tmp}/netns-hosts.$ns"
+      mkdir -p "$OMPI_MCA_orte_tmpdir_base"
       exec ip netns exec "$ns" sh -c "$*"
     fi
   done
