@@ -132,7 +132,7 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
         }
         log.note(&phase_line(phase, world.size()));
         let mut pipeline = start_pipeline(&cfg, phase, step, world)?;
-        let mut window = Window::new(step);
+        let mut window = Window::new();
 
         // 3. Steps.
         while step < phase.end_step && step < end_step {
@@ -216,7 +216,7 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
                         / window.start.elapsed().as_secs_f64(),
                     elapsed_s: train_seconds(started),
                 });
-                window = Window::new(step);
+                window = Window::new();
             }
             if lead && (plan.checkpoint_due(step) || step == end_step) {
                 let meta = CheckpointMeta {
@@ -304,7 +304,7 @@ struct Window {
 }
 
 impl Window {
-    fn new(_step: u64) -> Self {
+    fn new() -> Self {
         Window {
             start: Instant::now(),
             images: 0,
