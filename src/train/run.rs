@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use dawnrun_data::pipeline::{TrainConfig, TrainPipeline, DEFAULT_SHUFFLE_BUFFER};
+use dawnrun_data::Batch;
 use dawnrun_dist::allreduce::{Allreducer, Method};
 use dawnrun_dist::stall::StallCheck;
 use dawnrun_dist::timeline::{Phase as Lane, Timeline};
@@ -24,7 +25,7 @@ use super::log::{StepLog, StepRecord};
 use super::loss_scale::{all_finite, LossScale, Verdict};
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::dataset::shard_files;
-use crate::model::{BatchRef, ModelConfig, TrainGraph};
+use crate::model::{BatchRef, ModelConfig, StepOutput, TrainGraph};
 use crate::runinfo::{self, Done};
 
 /// Everything a run needs, validated by `bin/trainer` before any work.
@@ -93,13 +94,13 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
         None => None,
     };
     let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
-    let mut allreducer = Allreducer::new(
+    let allreducer = Allreducer::new(
         cfg.allreduce,
         cfg.compression,
         cfg.fusion_threshold_bytes,
         &lens,
     )?;
-    let mut stall = StallCheck::new(world, cfg.stall_warning);
+    let stall = StallCheck::new(world, cfg.stall_warning);
     let log = if lead {
         StepLog::create(&cfg.run_dir, end_step, first_step)?
     } else {
@@ -118,7 +119,13 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
         cfg.allreduce,
     ));
 
-    let mut loss_scale = cfg.loss_scale.clone();
+    let mut exchange = Exchange {
+        world,
+        allreducer,
+        stall,
+        timeline,
+        loss_scale: cfg.loss_scale.clone(),
+    };
     let mut step = first_step;
     let mut last_loss = f32::NAN;
     let mut skipped_images = 0;
@@ -141,58 +148,14 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
             }
             let wait = Instant::now();
             let batch = {
-                let _s = timeline
-                    .as_ref()
-                    .map(|t| t.span(Lane::InputWait, "next batch"));
+                let _s = span(&exchange.timeline, Lane::InputWait, "next batch");
                 pipeline
                     .next()
                     .with_context(|| format!("step {step}: input pipeline"))?
             };
             window.input_wait += wait.elapsed();
-            let batch_ref = BatchRef {
-                images: &batch.images,
-                labels: &batch.labels,
-                n: batch.n,
-                height: batch.height,
-                width: batch.width,
-            };
-            let mut out = {
-                let _s = timeline
-                    .as_ref()
-                    .map(|t| t.span(Lane::Compute, "gradients"));
-                graph
-                    .gradients(&batch_ref, loss_scale.scale())
-                    .with_context(|| format!("step {step}: forward/backward"))?
-            };
-            {
-                let _s = timeline.as_ref().map(|t| t.span(Lane::Negotiate, "ready"));
-                stall.ready(world, step);
-            }
-            allreducer
-                .average(world, &mut out.grads, timeline.as_ref())
-                .with_context(|| format!("step {step}: all-reduce"))?;
             let lr = plan.lr_at(step);
-            // Every rank holds the same averaged gradients, so every rank reaches the same verdict.
-            let finite = out.loss.is_finite() && all_finite(&out.grads);
-            match loss_scale.update(finite) {
-                Verdict::Apply => {
-                    let _s = timeline.as_ref().map(|t| t.span(Lane::Update, "apply"));
-                    graph
-                        .apply(&out.grads, lr as f32)
-                        .with_context(|| format!("step {step}: applying gradients"))?;
-                }
-                Verdict::Skip => log.note(&format!(
-                    "step {step}: non-finite gradients, update skipped, loss scale now {}",
-                    loss_scale.scale()
-                )),
-                Verdict::Fatal => bail!(
-                    "step {step}: the loss ({}) or its gradients are not finite with loss scale {} \
-                     (epoch {:.2}, lr {lr:.5}); lower the lr or use `loss_scale: dynamic`",
-                    out.loss,
-                    loss_scale.scale(),
-                    plan.epoch_at(step)
-                ),
-            }
+            let out = update(&mut graph, &mut exchange, &batch, step, lr, &log)?;
             step += 1;
             last_loss = out.loss;
             window.images += batch.n * world.size();
@@ -211,7 +174,7 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
                     image_px: phase.image_px as usize,
                     top1: out.top1,
                     top5: out.top5,
-                    loss_scale: loss_scale.scale(),
+                    loss_scale: exchange.loss_scale.scale(),
                     input_wait: window.input_wait.as_secs_f64()
                         / window.start.elapsed().as_secs_f64(),
                     elapsed_s: train_seconds(started),
@@ -251,7 +214,7 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
         last_loss,
         skipped_images,
     };
-    if let Some(t) = timeline {
+    if let Some(t) = exchange.timeline {
         t.finish().context("closing the timeline")?;
     }
     if lead {
@@ -294,6 +257,77 @@ fn check_replicas_agree(world: &World, graph: &mut TrainGraph) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What a step needs besides the graph: the other ranks and the loss scaler.
+struct Exchange<'w> {
+    world: &'w World,
+    allreducer: Allreducer,
+    stall: StallCheck,
+    timeline: Option<Timeline>,
+    loss_scale: LossScale,
+}
+
+/// A timeline span for `lane` (nothing when no timeline was asked for).
+fn span<'t>(
+    timeline: &'t Option<Timeline>,
+    lane: Lane,
+    name: &'static str,
+) -> Option<dawnrun_dist::timeline::Span<'t>> {
+    timeline.as_ref().map(|t| t.span(lane, name))
+}
+
+/// One optimizer step on `batch`: gradients -> readiness report -> all-reduce -> finiteness
+/// verdict -> apply at `lr` (or skip, under dynamic loss scaling).
+fn update(
+    graph: &mut TrainGraph,
+    ex: &mut Exchange,
+    batch: &Batch,
+    step: u64,
+    lr: f64,
+    log: &StepLog,
+) -> Result<StepOutput> {
+    let batch_ref = BatchRef {
+        images: &batch.images,
+        labels: &batch.labels,
+        n: batch.n,
+        height: batch.height,
+        width: batch.width,
+    };
+    let mut out = {
+        let _s = span(&ex.timeline, Lane::Compute, "gradients");
+        graph
+            .gradients(&batch_ref, ex.loss_scale.scale())
+            .with_context(|| format!("step {step}: forward/backward"))?
+    };
+    {
+        let _s = span(&ex.timeline, Lane::Negotiate, "ready");
+        ex.stall.ready(ex.world, step);
+    }
+    ex.allreducer
+        .average(ex.world, &mut out.grads, ex.timeline.as_ref())
+        .with_context(|| format!("step {step}: all-reduce"))?;
+    // Every rank holds the same averaged gradients, so every rank reaches the same verdict.
+    let finite = out.loss.is_finite() && all_finite(&out.grads);
+    match ex.loss_scale.update(finite) {
+        Verdict::Apply => {
+            let _s = span(&ex.timeline, Lane::Update, "apply");
+            graph
+                .apply(&out.grads, lr as f32)
+                .with_context(|| format!("step {step}: applying gradients"))?;
+        }
+        Verdict::Skip => log.note(&format!(
+            "step {step}: non-finite gradients, update skipped, loss scale now {}",
+            ex.loss_scale.scale()
+        )),
+        Verdict::Fatal => bail!(
+            "step {step}: the loss ({}) or its gradients are not finite with loss scale {}; \
+             lower the lr or use `loss_scale: dynamic`",
+            out.loss,
+            ex.loss_scale.scale()
+        ),
+    }
+    Ok(out)
 }
 
 /// Step-line averages since the last log line.
