@@ -134,13 +134,7 @@ fn bench(args: &BenchArgs, world: &World) -> Result<()> {
         for i in 0..args.warmup + args.steps {
             let t = Instant::now();
             let batch = pipeline.next()?;
-            let b = BatchRef {
-                images: &batch.images,
-                labels: &batch.labels,
-                n: batch.n,
-                height: batch.height,
-                width: batch.width,
-            };
+            let b = BatchRef::from(&batch);
             let mut out = graph.gradients(&b, 1.0)?;
             allreducer.average(world, &mut out.grads, None)?;
             graph.apply(&out.grads, 0.01)?;

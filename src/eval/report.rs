@@ -3,9 +3,7 @@
 //! time-to-target logic is tested on crafted results.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// One evaluated checkpoint. Accuracies are percentages (DAWNBench reports 93.0, not 0.93).
@@ -100,17 +98,6 @@ pub fn verdict(results: &[CheckpointResult], target_top5: f64) -> String {
         ),
         TimeToTarget::NotReached { best: None } => "no checkpoint was evaluated".to_string(),
     }
-}
-
-/// Writes `path` through a temporary name, so a reader never sees half a file.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    std::fs::write(&tmp, contents).with_context(|| format!("{}: write failed", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("{}: rename to {} failed", tmp.display(), path.display()))
 }
 
 #[cfg(test)]

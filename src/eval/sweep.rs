@@ -284,13 +284,7 @@ fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<C
             continue;
         }
         let out = graph
-            .evaluate(&BatchRef {
-                images: &batch.images,
-                labels: &batch.labels,
-                n: batch.n,
-                height: batch.height,
-                width: batch.width,
-            })
+            .evaluate(&BatchRef::from(&batch))
             .with_context(|| format!("{}: evaluating", prefix.display()))?;
         top1 += out.correct_top1;
         top5 += out.correct_top5;

@@ -68,6 +68,19 @@ pub struct BatchRef<'a> {
     pub width: usize,
 }
 
+/// The pipeline's batch as the graph's input, borrowed: the one place `data` meets `model`.
+impl<'a> From<&'a dawnrun_data::Batch> for BatchRef<'a> {
+    fn from(b: &'a dawnrun_data::Batch) -> Self {
+        BatchRef {
+            images: &b.images,
+            labels: &b.labels,
+            n: b.n,
+            height: b.height,
+            width: b.width,
+        }
+    }
+}
+
 /// Placeholders shared by both graphs: the batch.
 struct BatchInputs {
     images: Operation, // [N, H, W, 3] u8

@@ -287,13 +287,7 @@ fn update(
     lr: f64,
     log: &StepLog,
 ) -> Result<StepOutput> {
-    let batch_ref = BatchRef {
-        images: &batch.images,
-        labels: &batch.labels,
-        n: batch.n,
-        height: batch.height,
-        width: batch.width,
-    };
+    let batch_ref = BatchRef::from(batch);
     let mut out = {
         let _s = span(&ex.timeline, Lane::Compute, "gradients");
         graph
