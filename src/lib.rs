@@ -1,35 +1,24 @@
 //! dawnrun: the trainer and the evaluator. Data flows one way:
-//! records (dawnrun-records) -> pipeline (dawnrun-data) -> graph (model) -> gradients ->
-//! all-reduce (dawnrun-dist) -> update (train) -> checkpoint -> eval.
-//! The modules below are declared in that order.
+//! records (dawnrun-records) -> pipeline (dawnrun-data) -> batches -> graph (model) ->
+//! gradients -> all-reduce (dawnrun-dist) -> update (train) -> checkpoint -> eval.
+//! The modules below are declared in that order; each imports only modules above it
+//! (`tools/check-layering.sh` enforces it). `docs/ARCHITECTURE.md` has the whole picture.
 #![deny(unsafe_code)]
 
-/// Image and class counts of a records folder (what the plan needs before training).
-pub mod dataset;
+/// Every path under `runs/<name>`: the place the later stages write to.
+pub mod run_dir;
 
-/// The ResNet graph, gradients and optimizer (TensorFlow).
+/// The ResNet graph, gradients and optimizer, and the save/restore ops (TensorFlow).
 pub mod model;
 
-/// Schedule settings -> model, loss-scale and all-reduce configs.
-pub mod settings;
-
-/// The training loop: batches -> gradients -> all-reduce -> update.
-pub mod train;
-
-/// TensorFlow-format checkpoints, written atomically.
+/// Checkpoint files: names, listing, completeness, atomic save and restore.
 pub mod checkpoint;
 
-/// What a run directory records about its run.
-pub mod runinfo;
+/// The training loop: batches -> gradients -> all-reduce -> update -> checkpoint.
+pub mod train;
 
 /// The offline checkpoint sweep and the DAWNBench report.
 pub mod eval;
 
-/// `trainer gradcheck`: the all-reduce against its definition.
-pub mod gradcheck;
-
-/// `trainer bench`: step time against the bare graph.
-pub mod bench;
-
-/// Process-level setup of the binaries.
-pub mod process;
+/// The command lines of `trainer` (train, plan, bench, gradcheck) and `eval-sweep`.
+pub mod commands;

@@ -49,7 +49,7 @@ fn checkpoint_opens_in_python_tensorflow_with_names_shapes_and_step() {
     let _cores = cores();
     let dir = tempfile::tempdir().unwrap();
     let mut g = trained(2);
-    let prefix = g.save(dir.path(), &meta(7)).unwrap();
+    let prefix = checkpoint::save(&g, dir.path(), &meta(7)).unwrap();
     assert_eq!(prefix, dir.path().join("ckpt-7"));
     let out = std::process::Command::new(python())
         .arg(concat!(
@@ -103,17 +103,17 @@ fn restore_into_fresh_graphs_gives_identical_state_and_eval_outputs() {
     let _cores = cores();
     let dir = tempfile::tempdir().unwrap();
     let mut g = trained(3);
-    let prefix = g.save(dir.path(), &meta(3)).unwrap();
+    let prefix = checkpoint::save(&g, dir.path(), &meta(3)).unwrap();
 
     let mut fresh = TrainGraph::build(&cfg()).unwrap();
-    assert_eq!(fresh.restore(&prefix).unwrap(), meta(3));
+    assert_eq!(checkpoint::restore(&mut fresh, &prefix).unwrap(), meta(3));
     assert_eq!(fresh.state_to_host().unwrap(), g.state_to_host().unwrap());
 
     let batch = blobs(8, 32, 10, &mut Rng::new(23));
     let mut outputs = Vec::new();
     for _ in 0..2 {
         let mut e = EvalGraph::build(&cfg()).unwrap();
-        assert_eq!(e.restore(&prefix).unwrap(), meta(3));
+        assert_eq!(checkpoint::restore(&mut e, &prefix).unwrap(), meta(3));
         outputs.push(e.evaluate(&batch.view()).unwrap());
         outputs.push(e.evaluate(&batch.view()).unwrap());
     }
@@ -130,7 +130,7 @@ fn save_is_atomic_and_listing_finds_complete_checkpoints_in_step_order() {
     let dir = tempfile::tempdir().unwrap();
     let mut g = trained(0);
     for step in [20u64, 5, 100] {
-        g.save(dir.path(), &meta(step)).unwrap();
+        checkpoint::save(&g, dir.path(), &meta(step)).unwrap();
     }
     // No temporary prefix is left behind; each checkpoint is exactly its two files.
     assert_eq!(
@@ -155,7 +155,7 @@ fn save_is_atomic_and_listing_finds_complete_checkpoints_in_step_order() {
     assert_eq!(steps, [5, 20]);
     let (step, prefix) = checkpoint::latest_complete(dir.path()).unwrap().unwrap();
     assert_eq!((step, prefix.clone()), (20, dir.path().join("ckpt-20")));
-    assert_eq!(g.restore(&prefix).unwrap().step, 20);
+    assert_eq!(checkpoint::restore(&mut g, &prefix).unwrap().step, 20);
 }
 
 #[test]
@@ -163,17 +163,15 @@ fn truncated_data_file_gives_an_error_naming_it() {
     let _cores = cores();
     let dir = tempfile::tempdir().unwrap();
     let mut g = trained(0);
-    let prefix = g.save(dir.path(), &meta(1)).unwrap();
+    let prefix = checkpoint::save(&g, dir.path(), &meta(1)).unwrap();
     let data = checkpoint::data_path(&prefix);
     let len = std::fs::metadata(&data).unwrap().len();
     let file = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
     file.set_len(len / 2).unwrap();
     drop(file);
     for err in [
-        g.restore(&prefix).unwrap_err().to_string(),
-        EvalGraph::build(&cfg())
-            .unwrap()
-            .restore(&prefix)
+        checkpoint::restore(&mut g, &prefix).unwrap_err().to_string(),
+        checkpoint::restore(&mut EvalGraph::build(&cfg()).unwrap(), &prefix)
             .unwrap_err()
             .to_string(),
     ] {
@@ -187,9 +185,7 @@ fn missing_checkpoint_gives_an_error_naming_the_index() {
     let _cores = cores();
     let dir = tempfile::tempdir().unwrap();
     let prefix = dir.path().join("ckpt-9");
-    let err = TrainGraph::build(&cfg())
-        .unwrap()
-        .restore(&prefix)
+    let err = checkpoint::restore(&mut TrainGraph::build(&cfg()).unwrap(), &prefix)
         .unwrap_err()
         .to_string();
     assert!(

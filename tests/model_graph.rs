@@ -202,23 +202,6 @@ fn state_round_trip_gives_identical_outputs() {
         .contains("state"));
 }
 
-#[test]
-fn fused_train_step_equals_gradients_then_apply() {
-    let _cores = cores();
-    let cfg = small(Precision::Fp32);
-    let (mut a, mut b) = (built(&cfg), built(&cfg));
-    let mut rng = Rng::new(11);
-    for _ in 0..2 {
-        let batch = blobs(4, 32, 10, &mut rng);
-        let oa = a.gradients(&batch.view(), 128.0).unwrap();
-        a.apply(&oa.grads, 0.1).unwrap();
-        let ob = b.train_step(&batch.view(), 0.1, 128.0).unwrap();
-        assert_eq!(oa.grads, ob.grads);
-    }
-    let d = max_rel_diff(&a.state_to_host().unwrap(), &b.state_to_host().unwrap());
-    assert!(d < 1e-6, "fused and split paths differ by {d}");
-}
-
 /// Trains on a fixed synthetic set; returns (mean loss of the first 10 steps, of the last 20,
 /// mean top-1 of the last 20).
 fn train_blobs(precision: Precision, steps: usize) -> (f32, f32, f32) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Checks the dependency rules of STYLE.md: the data-preparation tools never link TensorFlow or MPI,
-# and only the model/checkpoint/eval modules name `tensorflow`.
+# The dependency rules of docs/ARCHITECTURE.md: the data-preparation tools never link TensorFlow
+# or MPI (checked on the resolved dependency tree), and every import follows the flow
+# (tools/check-layering.py: crate order, module order in src/, no circles, who names what).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail=0
@@ -9,10 +10,5 @@ for pkg in build-records make-synthetic dawnrun-records dawnrun-data dawnrun-sch
     echo "layering: $pkg depends on tensorflow or mpi" >&2; fail=1
   fi
 done
-if grep -rn --include='*.rs' 'tensorflow::' src/train src/bin 2>/dev/null; then
-  echo "layering: tensorflow:: named outside model/, checkpoint/, eval/" >&2; fail=1
-fi
-if grep -rn --include='*.rs' '\bmpi::' src crates/data crates/schedule tools 2>/dev/null; then
-  echo "layering: mpi:: named outside crates/dist" >&2; fail=1
-fi
+python3 tools/check-layering.py || fail=1
 exit $fail

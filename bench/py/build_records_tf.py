@@ -7,7 +7,7 @@ Our own rewrite of that script's behaviour (not its code), so the bench compares
   3. each image's bytes are read whole; PNGs disguised as JPEG and JPEGs TensorFlow cannot decode
      as RGB are re-encoded to RGB JPEG; every image is decoded with tf.io.decode_jpeg to learn its
      height and width (the original does the same through a session-backed ImageCoder).
-  4. a tf.train.Example with the original's feature keys (reference.md section 4) is written
+  4. a tf.train.Example with the feature keys of TensorFlow's build_imagenet_data.py is written
      through tf.io.TFRecordWriter to <output>/<split>-00000-of-0000N.
   5. shards are split into contiguous ranges, one range per thread, as the original does.
 Prints one JSON line: {"images": n, "bytes": output bytes, "seconds": wall time of steps 1-5,

@@ -1,6 +1,6 @@
 """Reference for `trainer bench`: one Keras training step of ResNet v1.5 in a tf.function.
 
-The same network and update as dawnrun's graph (reference.md section 3), built with Keras layers:
+The same network and update as dawnrun's graph (ResNet v1.5, the same preprocessing constants), built with Keras layers:
   - ResNet v1.5: stride 2 on the bottleneck's 3x3 (on the first 3x3 of a basic block); basic
     blocks for depth 18/34, bottlenecks for 50/101/152; NHWC; no conv biases; strided convs pad
     explicitly then run VALID, as TensorFlow's official ResNet does.

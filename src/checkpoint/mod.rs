@@ -1,6 +1,8 @@
-//! update -> checkpoint -> eval: the training state in TensorFlow's checkpoint format (the V2
-//! "tensor bundle": `<prefix>.index` + `<prefix>.data-00000-of-00001`), readable by Python's
-//! `tf.train.load_checkpoint`.
+//! update -> checkpoint -> eval: the training state on disk in TensorFlow's checkpoint format
+//! (the V2 "tensor bundle": `<prefix>.index` + `<prefix>.data-00000-of-00001`), readable by
+//! Python's `tf.train.load_checkpoint`. This module knows the files: their names, which are
+//! complete, and the order that makes a write atomic. The graph (`model`) runs the SaveV2 /
+//! RestoreV2 ops on whatever prefix it is given.
 //!
 //! A checkpoint of step S lives at the prefix `<dir>/ckpt-S` and holds every state variable under
 //! its graph node name (`resnet/stage1/block0/conv1/kernel`, its `.../Momentum` slot, batch-norm
@@ -8,34 +10,23 @@
 //! (double) and `dawnrun/train_seconds` (double).
 //!
 //! Atomic write, in this order (so a present `.index` means a complete checkpoint):
-//! 1. SaveV2 writes both files under a temporary prefix `<dir>/.ckpt-S.tmp<pid>`;
+//! 1. the graph writes both files under a temporary prefix `<dir>/.ckpt-S.tmp<pid>`;
 //! 2. the data file is flushed to disk and renamed to its final name;
 //! 3. the index file is flushed and renamed LAST; then the directory is flushed.
 //!
 //! A crash leaves at worst a temporary prefix or an orphan data file, which [`list`] ignores.
-//! The SaveV2/RestoreV2 ops (`saver.rs`) live under the node scope `checkpoint/`, never `save`
-//! (the crate's `CheckpointMaker` and `SavedModelBuilder` both claim that name).
-mod saver;
-
-pub(crate) use saver::Saver;
 
 use std::path::{Path, PathBuf};
 
-/// Training progress stored beside the variables.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CheckpointMeta {
-    /// Global 0-based optimizer step count at save time (the number of applied steps).
-    pub step: u64,
-    /// Fractional epoch at save time.
-    pub epoch: f64,
-    /// Training wall-clock seconds so far (excluding evaluation and start-up).
-    pub train_seconds: f64,
-}
+use dawnrun_records::atomic::{self, AtomicError};
+
+pub use crate::model::CheckpointMeta;
+use crate::model::{Checkpointable, ModelError};
 
 /// Checkpoint errors; each names the file or prefix involved.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{}: {what}: {source}", .path.display())]
+pub enum CheckpointError {
+    #[error("{}: {what}", .path.display())]
     Io {
         path: PathBuf,
         what: &'static str,
@@ -44,34 +35,98 @@ pub enum Error {
     },
     #[error("{}: checkpoint is missing or incomplete (no such file)", .path.display())]
     Missing { path: PathBuf },
-    #[error("{}: writing checkpoint: {source}", .prefix.display())]
+    #[error("{}: writing checkpoint", .prefix.display())]
     Save {
         prefix: PathBuf,
         #[source]
-        source: tensorflow::Status,
+        source: ModelError,
+    },
+    #[error("{}: moving checkpoint files into place", .prefix.display())]
+    Commit {
+        prefix: PathBuf,
+        #[source]
+        source: AtomicError,
     },
     #[error(
-        "{}: checkpoint data file is truncated (shorter than {}.index says): {source}",
+        "{}: checkpoint data file is truncated (shorter than {}.index says)",
         .data.display(), .prefix.display()
     )]
     Truncated {
         prefix: PathBuf,
         data: PathBuf,
         #[source]
-        source: tensorflow::Status,
+        source: ModelError,
     },
     #[error(
-        "{}: cannot restore checkpoint (files {}.index and {}): {source}",
+        "{}: cannot restore checkpoint (files {}.index and {})",
         .prefix.display(), .prefix.display(), .data.display()
     )]
     Restore {
         prefix: PathBuf,
         data: PathBuf,
         #[source]
-        source: tensorflow::Status,
+        source: ModelError,
     },
-    #[error("{}: checkpoint path is not valid UTF-8", .path.display())]
-    NotUtf8 { path: PathBuf },
+}
+
+/// Writes `graph`'s state and `meta` at `<dir>/ckpt-<meta.step>`, atomically (module doc);
+/// returns the prefix.
+pub fn save(
+    graph: &impl Checkpointable,
+    dir: &Path,
+    meta: &CheckpointMeta,
+) -> Result<PathBuf, CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
+        path: dir.to_path_buf(),
+        what: "creating checkpoint directory",
+        source,
+    })?;
+    let prefix = prefix_for(dir, meta.step);
+    let tmp = dir.join(format!(".ckpt-{}.tmp{}", meta.step, std::process::id()));
+    graph
+        .write_bundle(&tmp, meta)
+        .map_err(|source| CheckpointError::Save {
+            prefix: tmp.clone(),
+            source,
+        })?;
+    // Data first, index last: a visible `.index` means the pair is complete.
+    for (from, to) in [
+        (data_path(&tmp), data_path(&prefix)),
+        (index_path(&tmp), index_path(&prefix)),
+    ] {
+        atomic::commit_rename(&from, &to).map_err(|source| CheckpointError::Commit {
+            prefix: prefix.clone(),
+            source,
+        })?;
+    }
+    Ok(prefix)
+}
+
+/// Restores `graph` from the checkpoint at `prefix`; returns its progress scalars.
+pub fn restore(
+    graph: &mut impl Checkpointable,
+    prefix: &Path,
+) -> Result<CheckpointMeta, CheckpointError> {
+    for path in [index_path(prefix), data_path(prefix)] {
+        if !path.is_file() {
+            return Err(CheckpointError::Missing { path });
+        }
+    }
+    graph.read_bundle(prefix).map_err(|source| {
+        let (prefix, data) = (prefix.to_path_buf(), data_path(prefix));
+        match source {
+            ModelError::BundleTruncated { .. } => CheckpointError::Truncated {
+                prefix,
+                data,
+                source,
+            },
+            _ => CheckpointError::Restore {
+                prefix,
+                data,
+                source,
+            },
+        }
+    })
 }
 
 /// `<dir>/ckpt-<step>`.
@@ -106,12 +161,12 @@ fn step_of_index(file_name: &str) -> Option<u64> {
 
 /// Complete checkpoints in `dir` (an index file and its data file both present), sorted by
 /// step. A missing directory has none.
-pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
+pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
-            return Err(Error::Io {
+            return Err(CheckpointError::Io {
                 path: dir.to_path_buf(),
                 what: "listing checkpoints",
                 source,
@@ -120,7 +175,7 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
     };
     let mut found = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| Error::Io {
+        let entry = entry.map_err(|source| CheckpointError::Io {
             path: dir.to_path_buf(),
             what: "listing checkpoints",
             source,
@@ -139,7 +194,7 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
 }
 
 /// The newest complete checkpoint in `dir`, if any.
-pub fn latest_complete(dir: &Path) -> Result<Option<(u64, PathBuf)>, Error> {
+pub fn latest_complete(dir: &Path) -> Result<Option<(u64, PathBuf)>, CheckpointError> {
     Ok(list(dir)?.pop())
 }
 

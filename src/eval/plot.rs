@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
+use image::ImageEncoder;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -22,7 +23,10 @@ fn register_font() {
     });
 }
 
-/// Draws the plot to `path` (through a temporary file renamed into place).
+/// Pixels of the plot.
+const SIZE: (u32, u32) = (960, 600);
+
+/// Draws the plot in memory and writes it to `path` as a PNG, whole or not at all.
 pub fn draw(
     path: &Path,
     results: &[CheckpointResult],
@@ -30,9 +34,9 @@ pub fn draw(
     title: &str,
 ) -> Result<()> {
     register_font();
-    let tmp = path.with_extension("png.tmp.png");
+    let mut rgb = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
     {
-        let root = BitMapBackend::new(&tmp, (960, 600)).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow!("plot: {e}"))?;
         let max_hours = results
             .iter()
@@ -93,6 +97,9 @@ pub fn draw(
             .map_err(|e| anyhow!("plot: {e}"))?;
         root.present().map_err(|e| anyhow!("plot: {e}"))?;
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("{}: rename to {} failed", tmp.display(), path.display()))
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&rgb, SIZE.0, SIZE.1, image::ExtendedColorType::Rgb8)
+        .context("plot: encoding the PNG")?;
+    crate::run_dir::write_file(path, &png)
 }

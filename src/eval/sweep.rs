@@ -23,10 +23,10 @@ use super::assign::assigned;
 use super::report::{self, CheckpointResult};
 use crate::checkpoint;
 use crate::model::{BatchRef, EvalGraph, ModelConfig};
-use crate::runinfo::{self, Done};
+use crate::run_dir::{self, Done, RunDir};
 
 pub struct SweepConfig {
-    pub run_dir: PathBuf,
+    pub run_dir: RunDir,
     pub model: ModelConfig,
     /// Validation shards, every record evaluated once per checkpoint.
     pub files: Vec<PathBuf>,
@@ -70,10 +70,6 @@ struct Cached {
     result: CheckpointResult,
 }
 
-fn cache_path(run_dir: &Path, step: u64) -> PathBuf {
-    run_dir.join("eval").join(format!("ckpt-{step}.json"))
-}
-
 /// One rank's outcome: its results and the checkpoints it could not evaluate.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct RankOutcome {
@@ -84,10 +80,11 @@ struct RankOutcome {
 }
 
 pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
-    let ckpt_dir = cfg.run_dir.join("checkpoints");
+    let ckpt_dir = cfg.run_dir.checkpoints();
     let key = settings_key(cfg);
-    std::fs::create_dir_all(cfg.run_dir.join("eval"))
-        .with_context(|| format!("{}: cannot create eval/", cfg.run_dir.display()))?;
+    let cache_dir = cfg.run_dir.eval_cache_dir();
+    std::fs::create_dir_all(&cache_dir)
+        .with_context(|| format!("{}: cannot create", cache_dir.display()))?;
     let mut graph = EvalGraph::build(&cfg.model).context("building the evaluation graph")?;
     let mut outcome = RankOutcome::default();
     let mut handled: HashSet<u64> = HashSet::new();
@@ -135,9 +132,9 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
             last_new = Instant::now();
         }
         // Done when the trainer has finished and every checkpoint up to its last step was seen.
-        let done_path = cfg.run_dir.join(runinfo::DONE);
+        let done_path = cfg.run_dir.done();
         if done_path.exists() {
-            let done: Done = runinfo::read_json(&done_path)?;
+            let done: Done = run_dir::read_json(&done_path)?;
             let all = checkpoint::list(&ckpt_dir)?;
             let final_seen = all.iter().any(|(s, _)| *s == done.final_step);
             let mine_left = assigned(all.len(), world.rank(), world.size())
@@ -201,9 +198,9 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
     println!("{}", report::verdict(&results, cfg.target_top5));
     println!(
         "wrote {}, {} and {}",
-        cfg.run_dir.join("eval.tsv").display(),
-        cfg.run_dir.join("eval.jsonl").display(),
-        cfg.run_dir.join("eval.png").display()
+        cfg.run_dir.eval_table().display(),
+        cfg.run_dir.eval_results().display(),
+        cfg.run_dir.eval_plot().display()
     );
     if results.is_empty() && !failed.is_empty() {
         bail!("no checkpoint could be evaluated");
@@ -212,22 +209,17 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
 }
 
 fn write_report(cfg: &SweepConfig, results: &[CheckpointResult]) -> Result<()> {
-    runinfo::write_atomic(
-        &cfg.run_dir.join("eval.tsv"),
-        report::tsv(results).as_bytes(),
-    )?;
-    runinfo::write_atomic(
-        &cfg.run_dir.join("eval.jsonl"),
-        report::jsonl(results).as_bytes(),
-    )?;
+    run_dir::write_file(&cfg.run_dir.eval_table(), report::tsv(results).as_bytes())?;
+    run_dir::write_file(&cfg.run_dir.eval_results(), report::jsonl(results).as_bytes())?;
     let title = format!(
         "{}: validation accuracy per checkpoint",
         cfg.run_dir
+            .root()
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     );
     super::plot::draw(
-        &cfg.run_dir.join("eval.png"),
+        &cfg.run_dir.eval_plot(),
         results,
         cfg.target_top5,
         &title,
@@ -242,8 +234,8 @@ fn evaluate_cached(
     prefix: &Path,
     outcome: &mut RankOutcome,
 ) -> Result<CheckpointResult> {
-    let path = cache_path(&cfg.run_dir, step);
-    if let Ok(c) = runinfo::read_json::<Cached>(&path) {
+    let path = cfg.run_dir.eval_cache(step);
+    if let Ok(c) = run_dir::read_json::<Cached>(&path) {
         if c.settings == key && c.result.checkpoint == prefix.display().to_string() {
             outcome.cached += 1;
             return Ok(c.result);
@@ -251,7 +243,7 @@ fn evaluate_cached(
     }
     let result = evaluate(cfg, graph, prefix)?;
     outcome.evaluated += 1;
-    runinfo::write_json(
+    run_dir::write_json(
         &path,
         &Cached {
             settings: key.to_string(),
@@ -262,8 +254,7 @@ fn evaluate_cached(
 }
 
 fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<CheckpointResult> {
-    let meta = graph
-        .restore(prefix)
+    let meta = checkpoint::restore(graph, prefix)
         .with_context(|| format!("{}: cannot restore", prefix.display()))?;
     let pipeline = EvalPipeline::start(EvalConfig {
         files: cfg.files.clone(),

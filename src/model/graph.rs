@@ -1,7 +1,7 @@
 //! The two graphs and their sessions: [`TrainGraph`] (forward, loss, gradients, momentum apply,
 //! state transfer, checkpoint ops) and [`EvalGraph`] (inference-mode forward and counts). Every
 //! placeholder, fetch handle and target is made once in `build`; a step only fills a
-//! `SessionRunArgs` (STYLE.md §3.8).
+//! `SessionRunArgs` (nothing is looked up by name while training).
 //!
 //! The step protocol the trainer follows:
 //! 1. [`TrainGraph::gradients`]: forward + backward of `total_loss * loss_scale`, fetch the
@@ -12,9 +12,10 @@
 use super::layers::Net;
 use super::optim;
 use super::tf::{self, Var};
-use super::{loss, resnet, BuildContext, Error, ModelConfig};
-use crate::checkpoint::{self, CheckpointMeta, Saver};
-use std::path::{Path, PathBuf};
+use super::{loss, resnet, BuildContext, ModelError, ModelConfig};
+use super::saver::Saver;
+use super::{CheckpointMeta, Checkpointable};
+use std::path::Path;
 use tensorflow::{
     ops, DataType, Operation, Output, Scope, Session, SessionOptions, SessionRunArgs, Shape,
     Status, Tensor, TensorType,
@@ -103,7 +104,7 @@ impl BatchInputs {
 
 /// The batch as tensors, checked: sizes agree and every label is in 0..num_classes (TF's OneHot
 /// would silently turn a bad label into an all-zero target).
-fn batch_tensors(batch: &BatchRef, num_classes: u32) -> Result<(Tensor<u8>, Tensor<i32>), Error> {
+fn batch_tensors(batch: &BatchRef, num_classes: u32) -> Result<(Tensor<u8>, Tensor<i32>), ModelError> {
     let BatchRef {
         images,
         labels,
@@ -113,7 +114,7 @@ fn batch_tensors(batch: &BatchRef, num_classes: u32) -> Result<(Tensor<u8>, Tens
     } = *batch;
     let want = n * h * w * 3;
     if images.len() != want || n == 0 {
-        return Err(Error::Input {
+        return Err(ModelError::Input {
             what: "images",
             detail: format!(
                 "{} bytes for a [{n}, {h}, {w}, 3] batch (need {want}, n > 0)",
@@ -122,7 +123,7 @@ fn batch_tensors(batch: &BatchRef, num_classes: u32) -> Result<(Tensor<u8>, Tens
         });
     }
     if labels.len() != n {
-        return Err(Error::Input {
+        return Err(ModelError::Input {
             what: "labels",
             detail: format!("{} labels for a batch of {n}", labels.len()),
         });
@@ -132,7 +133,7 @@ fn batch_tensors(batch: &BatchRef, num_classes: u32) -> Result<(Tensor<u8>, Tens
         .enumerate()
         .find(|(_, &l)| l < 0 || l as u32 >= num_classes)
     {
-        return Err(Error::Input {
+        return Err(ModelError::Input {
             what: "labels",
             detail: format!("label {l} at index {i} is outside 0..{num_classes}"),
         });
@@ -140,13 +141,13 @@ fn batch_tensors(batch: &BatchRef, num_classes: u32) -> Result<(Tensor<u8>, Tens
     let dims = [n as u64, h as u64, w as u64, 3];
     let img = Tensor::new(&dims)
         .with_values(images)
-        .map_err(|e| Error::Run {
+        .map_err(|e| ModelError::Run {
             what: "copying images",
             source: e,
         })?;
     let lab = Tensor::new(&[n as u64])
         .with_values(labels)
-        .map_err(|e| Error::Run {
+        .map_err(|e| ModelError::Run {
             what: "copying labels",
             source: e,
         })?;
@@ -171,7 +172,7 @@ fn flat_placeholder(scope: &mut Scope, name: &str, len: usize) -> Result<Operati
 /// kernel on the pinned device (InTopKV2, string ops on a GPU) fall back to the CPU.
 const SOFT_PLACEMENT_CONFIG: [u8; 2] = [0x38, 0x01];
 
-fn new_session(scope: &Scope) -> Result<Session, Error> {
+fn new_session(scope: &Scope) -> Result<Session, ModelError> {
     let mut options = SessionOptions::new();
     options
         .set_config(&SOFT_PLACEMENT_CONFIG)
@@ -183,10 +184,10 @@ fn fetch_scalar<T: TensorType + Copy>(
     args: &mut SessionRunArgs,
     token: tensorflow::FetchToken,
     what: &'static str,
-) -> Result<T, Error> {
+) -> Result<T, ModelError> {
     let t = args
         .fetch::<T>(token)
-        .map_err(|source| Error::Run { what, source })?;
+        .map_err(|source| ModelError::Run { what, source })?;
     Ok(t[0])
 }
 
@@ -217,7 +218,6 @@ pub struct TrainGraph {
     top5: Output,
     bn_update: Operation,
     apply: Operation,
-    fused_apply: Operation,
     init: Operation,
     state: Output, // [S] f32
     state_assign: Operation,
@@ -241,7 +241,7 @@ fn infos(vars: &[&Var]) -> Vec<VarInfo> {
 impl TrainGraph {
     /// Builds the whole training graph and a session over it. Variables are uninitialised until
     /// [`TrainGraph::init`], [`TrainGraph::state_from_host`] or [`TrainGraph::restore`].
-    pub fn build(cfg: &ModelConfig) -> Result<TrainGraph, Error> {
+    pub fn build(cfg: &ModelConfig) -> Result<TrainGraph, ModelError> {
         cfg.validate()?;
         let root = Scope::new_root_scope();
         let mut scope = device_scope(&root, cfg);
@@ -262,7 +262,7 @@ impl TrainGraph {
         let vars: Vec<&Var> = net.trainable.iter().map(|(v, _)| v).collect();
         let reads: Vec<Output> = vars.iter().map(|v| v.read.clone()).collect();
         let names: Vec<String> = vars.iter().map(|v| v.name.clone()).collect();
-        let (grads, unscaled) = {
+        let grads = {
             let s = &mut scope;
             let scaled =
                 ops::mul(total_loss.clone(), loss_scale.clone(), s).building("scaled loss")?;
@@ -274,15 +274,12 @@ impl TrainGraph {
                 .map(|d| Ok(ops::mul(d, inv.clone(), &mut g)?.into()))
                 .collect::<Result<Vec<Output>, Status>>()
                 .building("unscale")?;
-            (
-                optim::flat_concat(&mut g, &unscaled).building("flat gradients")?,
-                unscaled,
-            )
+            optim::flat_concat(&mut g, &unscaled).building("flat gradients")?
         };
         let bn_update =
             tf::group(&mut scope, "bn_update", &net.bn_updates).building("bn_update")?;
 
-        // Momentum: from the fed flat gradients (multi-rank) or straight from the graph (fused).
+        // Momentum from the fed flat gradients (all-reduced on the host).
         let slots = optim::slots(&mut scope, &vars).building("momentum slots")?;
         let total: usize = vars.iter().map(|v| v.len()).sum();
         let mut a = scope.new_sub_scope("apply");
@@ -291,16 +288,8 @@ impl TrainGraph {
             optim::split_flat(&mut a, flat_grads_in.clone().into(), &vars).building("apply")?;
         let lr: Output = learning_rate.clone().into();
         let (m, nest) = (cfg.momentum, cfg.nesterov);
-        let apply = optim::apply_momentum(&mut a, &vars, &slots, &fed, lr.clone(), m, nest)
+        let apply = optim::apply_momentum(&mut a, &vars, &slots, &fed, lr, m, nest)
             .building("apply")?;
-        // The fused update must wait for every gradient: with ref variables an update racing a
-        // backward op that still reads the old weights would mix two versions.
-        let mut f = scope
-            .new_sub_scope("fused_apply")
-            .with_control_dependencies(&[grads.operation.clone(), bn_update.clone()]);
-        let fused_apply = optim::apply_momentum(&mut f, &vars, &slots, &unscaled, lr, m, nest)
-            .building("fused_apply")?;
-
         // All state, in one fixed order: trainables, BN moving statistics, momentum slots.
         let state_vars: Vec<&Var> = vars
             .iter()
@@ -333,7 +322,6 @@ impl TrainGraph {
             top5,
             bn_update,
             apply,
-            fused_apply,
             init,
             state,
             state_assign,
@@ -346,7 +334,7 @@ impl TrainGraph {
 
     /// Runs every initialiser. Deterministic: each random initialiser is seeded from `cfg.seed`
     /// and its position in the graph, so equal configs give equal weights.
-    pub fn init(&mut self) -> Result<(), Error> {
+    pub fn init(&mut self) -> Result<(), ModelError> {
         let mut args = SessionRunArgs::new();
         args.add_target(&self.init);
         self.run(&mut args, "init")
@@ -380,13 +368,13 @@ impl TrainGraph {
     /// Forward + backward on one batch;
     /// returns unscaled flat gradients and the batch metrics, and updates the batch-norm moving
     /// statistics in the same run. Weights are not changed.
-    pub fn gradients(&mut self, batch: &BatchRef, loss_scale: f32) -> Result<StepOutput, Error> {
-        self.step(batch, loss_scale, None)
+    pub fn gradients(&mut self, batch: &BatchRef, loss_scale: f32) -> Result<StepOutput, ModelError> {
+        self.step(batch, loss_scale)
     }
 
     /// Momentum update from a flat gradient (`grads.len() == num_params()`), `lr` this step's
     /// learning rate.
-    pub fn apply(&mut self, grads: &[f32], lr: f32) -> Result<(), Error> {
+    pub fn apply(&mut self, grads: &[f32], lr: f32) -> Result<(), ModelError> {
         let flat = self.flat_tensor(grads, self.num_params(), "gradients")?;
         let lr = Tensor::from(lr);
         let mut args = SessionRunArgs::new();
@@ -396,26 +384,9 @@ impl TrainGraph {
         self.run(&mut args, "apply")
     }
 
-    /// `gradients` then `apply` in one session run, for a single process with a static loss
-    /// scale (no host round trip, no finiteness check). The returned gradients are those applied.
-    pub fn train_step(
-        &mut self,
-        batch: &BatchRef,
-        lr: f32,
-        loss_scale: f32,
-    ) -> Result<StepOutput, Error> {
-        self.step(batch, loss_scale, Some(lr))
-    }
-
-    fn step(
-        &mut self,
-        batch: &BatchRef,
-        loss_scale: f32,
-        fused_lr: Option<f32>,
-    ) -> Result<StepOutput, Error> {
+    fn step(&mut self, batch: &BatchRef, loss_scale: f32) -> Result<StepOutput, ModelError> {
         let (img, lab) = batch_tensors(batch, self.cfg.num_classes)?;
         let scale = Tensor::from(loss_scale);
-        let lr = Tensor::from(fused_lr.unwrap_or(0.0));
         let mut args = SessionRunArgs::new();
         args.add_feed(&self.inputs.images, 0, &img);
         args.add_feed(&self.inputs.labels, 0, &lab);
@@ -429,15 +400,11 @@ impl TrainGraph {
         ]
         .map(|o| request(&mut args, o));
         args.add_target(&self.bn_update);
-        if fused_lr.is_some() {
-            args.add_feed(&self.learning_rate, 0, &lr);
-            args.add_target(&self.fused_apply);
-        }
         self.run(&mut args, "gradients")?;
         let [g, l, t, t1, t5] = tokens;
         let grads = args
             .fetch::<f32>(g)
-            .map_err(|source| Error::Run {
+            .map_err(|source| ModelError::Run {
                 what: "fetching gradients",
                 source,
             })?
@@ -453,11 +420,11 @@ impl TrainGraph {
 
     /// All state (trainables, BN moving statistics, momentum slots, in that order) as one flat
     /// vector: what rank 0 broadcasts so every rank starts identical.
-    pub fn state_to_host(&mut self) -> Result<Vec<f32>, Error> {
+    pub fn state_to_host(&mut self) -> Result<Vec<f32>, ModelError> {
         let mut args = SessionRunArgs::new();
         let token = request(&mut args, &self.state);
         self.run(&mut args, "state_to_host")?;
-        let t = args.fetch::<f32>(token).map_err(|source| Error::Run {
+        let t = args.fetch::<f32>(token).map_err(|source| ModelError::Run {
             what: "fetching state",
             source,
         })?;
@@ -465,7 +432,7 @@ impl TrainGraph {
     }
 
     /// Overwrites all state from a vector made by [`TrainGraph::state_to_host`] of the same config.
-    pub fn state_from_host(&mut self, state: &[f32]) -> Result<(), Error> {
+    pub fn state_from_host(&mut self, state: &[f32]) -> Result<(), ModelError> {
         let flat = self.flat_tensor(state, self.state_len, "state")?;
         let mut args = SessionRunArgs::new();
         args.add_feed(&self.state_in, 0, &flat);
@@ -473,41 +440,37 @@ impl TrainGraph {
         self.run(&mut args, "state_from_host")
     }
 
-    /// Saves all state and `meta` at `<dir>/ckpt-<meta.step>` atomically; returns the prefix.
-    pub fn save(
-        &mut self,
-        dir: &Path,
-        meta: &CheckpointMeta,
-    ) -> Result<PathBuf, checkpoint::Error> {
-        self.saver.save(&self.session, dir, meta)
-    }
-
-    /// Restores all state from the checkpoint at `prefix`; returns its progress scalars.
-    pub fn restore(&mut self, prefix: &Path) -> Result<CheckpointMeta, checkpoint::Error> {
-        self.saver.restore(&self.session, prefix)
-    }
-
     fn flat_tensor(
         &self,
         values: &[f32],
         want: usize,
         what: &'static str,
-    ) -> Result<Tensor<f32>, Error> {
+    ) -> Result<Tensor<f32>, ModelError> {
         if values.len() != want {
-            return Err(Error::Input {
+            return Err(ModelError::Input {
                 what,
                 detail: format!("{} floats, the graph has {want}", values.len()),
             });
         }
         Tensor::new(&[want as u64])
             .with_values(values)
-            .map_err(|source| Error::Run { what, source })
+            .map_err(|source| ModelError::Run { what, source })
     }
 
-    fn run(&self, args: &mut SessionRunArgs, what: &'static str) -> Result<(), Error> {
+    fn run(&self, args: &mut SessionRunArgs, what: &'static str) -> Result<(), ModelError> {
         self.session
             .run(args)
-            .map_err(|source| Error::Run { what, source })
+            .map_err(|source| ModelError::Run { what, source })
+    }
+}
+
+impl Checkpointable for TrainGraph {
+    fn write_bundle(&self, prefix: &Path, meta: &CheckpointMeta) -> Result<(), ModelError> {
+        self.saver.write(&self.session, prefix, meta)
+    }
+
+    fn read_bundle(&mut self, prefix: &Path) -> Result<CheckpointMeta, ModelError> {
+        self.saver.read(&self.session, prefix)
     }
 }
 
@@ -575,7 +538,7 @@ pub struct EvalGraph {
 }
 
 impl EvalGraph {
-    pub fn build(cfg: &ModelConfig) -> Result<EvalGraph, Error> {
+    pub fn build(cfg: &ModelConfig) -> Result<EvalGraph, ModelError> {
         cfg.validate()?;
         let root = Scope::new_root_scope();
         let mut scope = device_scope(&root, cfg);
@@ -623,29 +586,24 @@ impl EvalGraph {
 
     /// Random initial weights (as [`TrainGraph::init`] with the same seed); for tests and smoke
     /// runs. Normally [`EvalGraph::restore`] is used instead.
-    pub fn init(&mut self) -> Result<(), Error> {
+    pub fn init(&mut self) -> Result<(), ModelError> {
         let mut args = SessionRunArgs::new();
         args.add_target(&self.init);
-        self.session.run(&mut args).map_err(|source| Error::Run {
+        self.session.run(&mut args).map_err(|source| ModelError::Run {
             what: "init",
             source,
         })
     }
 
-    /// Loads trainables and moving statistics from a training checkpoint (slots are ignored).
-    pub fn restore(&mut self, prefix: &Path) -> Result<CheckpointMeta, checkpoint::Error> {
-        self.saver.restore(&self.session, prefix)
-    }
-
     /// Counts on one batch.
-    pub fn evaluate(&mut self, batch: &BatchRef) -> Result<EvalOutput, Error> {
+    pub fn evaluate(&mut self, batch: &BatchRef) -> Result<EvalOutput, ModelError> {
         let (img, lab) = batch_tensors(batch, self.cfg.num_classes)?;
         let mut args = SessionRunArgs::new();
         args.add_feed(&self.inputs.images, 0, &img);
         args.add_feed(&self.inputs.labels, 0, &lab);
         let [c1, c5, ls] =
             [&self.correct1, &self.correct5, &self.loss_sum].map(|o| request(&mut args, o));
-        self.session.run(&mut args).map_err(|source| Error::Run {
+        self.session.run(&mut args).map_err(|source| ModelError::Run {
             what: "evaluate",
             source,
         })?;
@@ -658,5 +616,17 @@ impl EvalGraph {
             loss_sum: f64::from(ls),
             n: batch.n,
         })
+    }
+}
+
+/// Writes only what inference needs (trainables and moving statistics); reads them from a
+/// training checkpoint, whose momentum slots it ignores.
+impl Checkpointable for EvalGraph {
+    fn write_bundle(&self, prefix: &Path, meta: &CheckpointMeta) -> Result<(), ModelError> {
+        self.saver.write(&self.session, prefix, meta)
+    }
+
+    fn read_bundle(&mut self, prefix: &Path) -> Result<CheckpointMeta, ModelError> {
+        self.saver.read(&self.session, prefix)
     }
 }

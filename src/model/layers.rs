@@ -13,7 +13,7 @@ const TRUNCATED_NORMAL_STD: f32 = 0.879_625_7;
 
 /// What a trainable variable is, to choose which ones weight decay applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub(crate) enum LayerKind {
     Kernel,
     Bias,
     BnGamma,
@@ -27,7 +27,7 @@ pub(crate) struct Net {
     pub training: bool,
     /// Compute dtype of convolutions and activations.
     pub cdt: DataType,
-    pub trainable: Vec<(Var, Kind)>,
+    pub trainable: Vec<(Var, LayerKind)>,
     /// Batch-norm moving mean and variance, in creation order (mean, variance per layer).
     pub moving: Vec<Var>,
     /// One assign per moving statistic; run with each training step.
@@ -118,7 +118,7 @@ impl Net {
             random_normal(sc, &shape, std, seeds, true)
         })?;
         let w = self.to_compute(&mut s, kernel.read.clone())?; // [k, k, cin, cout] cdt
-        self.trainable.push((kernel, Kind::Kernel));
+        self.trainable.push((kernel, LayerKind::Kernel));
         let (x, padding) = if stride > 1 {
             let before = (k - 1) / 2;
             let after = k - 1 - before;
@@ -226,8 +226,8 @@ impl Net {
             )?;
             op.output(0)
         };
-        self.trainable.push((gamma, Kind::BnGamma));
-        self.trainable.push((beta, Kind::BnBeta));
+        self.trainable.push((gamma, LayerKind::BnGamma));
+        self.trainable.push((beta, LayerKind::BnBeta));
         self.moving.push(mean);
         self.moving.push(var);
         Ok(y)
@@ -253,8 +253,8 @@ impl Net {
         })?;
         let y = ops::mat_mul(x, kernel.read.clone(), &mut s)?;
         let y = ops::bias_add(y, bias.read.clone(), &mut s)?;
-        self.trainable.push((kernel, Kind::Kernel));
-        self.trainable.push((bias, Kind::Bias));
+        self.trainable.push((kernel, LayerKind::Kernel));
+        self.trainable.push((bias, LayerKind::Bias));
         Ok(y.into())
     }
 }

@@ -1,7 +1,7 @@
 //! The objective and the batch metrics: softmax cross-entropy on one-hot labels (label smoothing
-//! applied to the one-hot; the sparse op has no C++ gradient, reference.md §6), L2 weight decay
+//! applied to the one-hot; the sparse op has no gradient registered in the C API), L2 weight decay
 //! over the kernels (BN and bias only if asked), and top-k hits.
-use super::layers::Kind;
+use super::layers::LayerKind;
 use super::tf::{self, Var};
 use tensorflow::{ops, DataType, Output, Scope, Status};
 
@@ -39,16 +39,16 @@ pub(crate) fn sum(scope: &mut Scope, x: Output) -> Result<Output, Status> {
 /// kernels always, BN gamma/beta if `decay_bn`, biases if `decay_bias`.
 pub(crate) fn l2_penalty(
     scope: &mut Scope,
-    trainable: &[(Var, Kind)],
+    trainable: &[(Var, LayerKind)],
     decay_bn: bool,
     decay_bias: bool,
 ) -> Result<Output, Status> {
     let mut terms = Vec::new();
     for (var, kind) in trainable {
         let decayed = match kind {
-            Kind::Kernel => true,
-            Kind::Bias => decay_bias,
-            Kind::BnGamma | Kind::BnBeta => decay_bn,
+            LayerKind::Kernel => true,
+            LayerKind::Bias => decay_bias,
+            LayerKind::BnGamma | LayerKind::BnBeta => decay_bn,
         };
         if decayed {
             terms.push(ops::l2_loss(var.read.clone(), scope)?.into());

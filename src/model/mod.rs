@@ -4,8 +4,8 @@
 //! gets the *unscaled* gradients back as one flat `Vec<f32>` in [`TrainGraph::trainable`] order,
 //! all-reduces them elsewhere (`dist`), and feeds them to [`TrainGraph::apply`]. `eval/` uses an
 //! [`EvalGraph`] (same node names, inference-mode batch norm) restored from a checkpoint.
-//! This module knows shapes only: no files besides checkpoints (through `checkpoint`), no shards,
-//! no ranks. TensorFlow types never leave it or `checkpoint`.
+//! This module knows shapes only: no files (it writes a checkpoint bundle where `checkpoint` tells
+//! it to), no shards, no ranks. TensorFlow types never leave it.
 //!
 //! Shape legend used in comments throughout `model/`:
 //! N batch, H/W image or feature height/width, C channels, K classes, P trainable floats,
@@ -14,38 +14,51 @@
 //!
 //! Files: `tf.rs` crate workarounds, `layers.rs` conv / batch norm / dense, `resnet.rs` the
 //! network, `loss.rs` cross-entropy, L2 and top-k, `optim.rs` flat gradients and momentum,
-//! `graph.rs` the two graphs with their sessions.
+//! `saver.rs` the SaveV2/RestoreV2 ops, `graph.rs` the two graphs with their sessions.
 mod graph;
 mod layers;
 mod loss;
 mod optim;
 mod resnet;
+mod saver;
 pub(crate) mod tf;
 
 pub use graph::{BatchRef, EvalGraph, EvalOutput, StepOutput, TrainGraph, VarInfo};
 
-/// Per-channel RGB mean on the 0-255 scale, subtracted in the graph (reference.md §3).
+use std::path::{Path, PathBuf};
+
+use dawnrun_schedule::RunSettings;
+
+/// Per-channel RGB mean on the 0-255 scale, subtracted in the graph: the ImageNet means used by the 106-minute run.
 pub const RGB_MEAN: [f32; 3] = [121.0, 115.0, 100.0];
-/// Per-channel RGB standard deviation on the 0-255 scale (reference.md §3).
+/// Per-channel RGB standard deviation on the 0-255 scale, as the 106-minute run divided by.
 pub const RGB_STD: [f32; 3] = [70.0, 68.0, 71.0];
 
-/// Memory layout of activations inside the graph. Input is always NHWC uint8.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataFormat {
-    /// The CPU layout; the only one TF's CPU kernels fully support.
-    Nhwc,
-    /// The cuDNN-preferred layout; only builds on CPU (TF lacks some NCHW CPU kernels).
-    Nchw,
+/// Memory layout of activations inside the graph (input is always NHWC uint8): NHWC is the
+/// CPU layout, NCHW the cuDNN-preferred one (it only builds on a CPU: TensorFlow lacks some NCHW
+/// CPU kernels).
+pub use dawnrun_schedule::DataFormat;
+/// Compute dtype of convolutions and activations; variables stay fp32 ("master weights").
+pub use dawnrun_schedule::Precision;
+
+/// Training progress stored in a checkpoint beside the variables.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckpointMeta {
+    /// Global 0-based optimizer step count at save time (the number of applied steps).
+    pub step: u64,
+    /// Fractional epoch at save time.
+    pub epoch: f64,
+    /// Training wall-clock seconds so far (excluding evaluation and start-up).
+    pub train_seconds: f64,
 }
 
-/// Compute dtype of convolutions and activations. Variables are always fp32 ("master weights").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    Fp32,
-    /// Runs at fp32 speed on CPUs with AVX512_BF16 (reference.md §6).
-    Bf16,
-    /// For GPUs; about 35x slower than fp32 on this CPU (reference.md §6).
-    Fp16,
+/// A graph whose state can be written to and read from a TensorFlow tensor bundle. `checkpoint`
+/// drives it: it picks the prefix, and makes the write atomic.
+pub trait Checkpointable {
+    /// Writes all state and `meta` at `prefix` (`<prefix>.index`, `<prefix>.data-00000-of-00001`).
+    fn write_bundle(&self, prefix: &Path, meta: &CheckpointMeta) -> Result<(), ModelError>;
+    /// Restores this graph's variables from the bundle at `prefix`; returns its progress.
+    fn read_bundle(&mut self, prefix: &Path) -> Result<CheckpointMeta, ModelError>;
 }
 
 /// Everything that shapes the graph. Learning rate and loss scale are not here: they are fed
@@ -79,7 +92,7 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// The reference run's settings (reference.md §1, §3) for `depth` and `num_classes`.
+    /// The 106-minute run's settings (momentum 0.9, L2 2e-4, BN decay 0.9, epsilon 1e-4) for `depth` and `num_classes`.
     pub fn new(depth: u32, num_classes: u32) -> Self {
         ModelConfig {
             depth,
@@ -100,9 +113,27 @@ impl ModelConfig {
         }
     }
 
+    /// The network and optimiser a schedule's `run:` block asks for, so the trainer and
+    /// eval-sweep build the very same network from one schedule.
+    pub fn from_run(r: &RunSettings, num_classes: u32) -> Self {
+        ModelConfig {
+            data_format: r.data_format,
+            precision: r.precision,
+            weight_decay: r.weight_decay as f32,
+            decay_bn: r.decay_bn,
+            decay_bias: r.decay_bias,
+            label_smoothing: r.label_smoothing as f32,
+            momentum: r.momentum as f32,
+            nesterov: r.nesterov,
+            zero_init_last_bn_gamma: r.zero_init_last_bn_gamma,
+            seed: r.seed,
+            ..ModelConfig::new(r.depth, num_classes)
+        }
+    }
+
     /// Checks ranges before any graph is built (the graph builders call it too).
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |why: String| Err(Error::Config(why));
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |why: String| Err(ModelError::Config(why));
         if !matches!(self.depth, 18 | 34 | 50 | 101 | 152) {
             return bad(format!(
                 "depth {} (expected 18, 34, 50, 101 or 152)",
@@ -139,7 +170,7 @@ impl ModelConfig {
 
 /// Errors of graph building and running. Each names the stage (and, where known, the node).
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum ModelError {
     #[error("invalid model config: {0}")]
     Config(String),
     #[error("building the graph ({what}): {source}")]
@@ -156,16 +187,23 @@ pub enum Error {
     },
     #[error("{what}: {detail}")]
     Input { what: &'static str, detail: String },
+    #[error("the checkpoint data file ends early (shorter than its index says)")]
+    BundleTruncated {
+        #[source]
+        source: tensorflow::Status,
+    },
+    #[error("{}: checkpoint path is not valid UTF-8", .0.display())]
+    NotUtf8(PathBuf),
 }
 
 /// Adds the stage name to a TF build error.
 pub(crate) trait BuildContext<T> {
-    fn building(self, what: &str) -> Result<T, Error>;
+    fn building(self, what: &str) -> Result<T, ModelError>;
 }
 
 impl<T> BuildContext<T> for Result<T, tensorflow::Status> {
-    fn building(self, what: &str) -> Result<T, Error> {
-        self.map_err(|source| Error::Build {
+    fn building(self, what: &str) -> Result<T, ModelError> {
+        self.map_err(|source| ModelError::Build {
             what: what.to_string(),
             source,
         })

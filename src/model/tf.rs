@@ -14,7 +14,7 @@
 //!    [`restore_v2`] build them by hand through `Graph::new_operation`.
 //! 4. `Variable::builder()` names its `Assign` and `Const` nodes from the scope's op name and
 //!    exposes no read; [`variable`] builds `VariableV2`, `<name>/read` and `<name>/Assign` itself
-//!    so node names (a file format, STYLE.md §3.2) are exactly what we write.
+//!    so node names (checkpoint keys: a file format others read) are exactly what we write.
 use tensorflow::{ops, DataType, Operation, Output, Scope, Status};
 
 /// A ref variable (`VariableV2`) with its single read and its initialiser.

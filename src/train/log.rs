@@ -7,13 +7,18 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, Sender};
 use dawnrun_records::event::EventWriter;
+use dawnrun_schedule::{PhasePlan, Plan};
 use serde::Serialize;
+
+use crate::model::StepOutput;
+use crate::run_dir::RunDir;
 
 /// One logged step. `images_per_s` is the sum over ranks (global batch / step time).
 #[derive(Debug, Clone, Serialize)]
@@ -61,16 +66,36 @@ pub fn hms(seconds: f64) -> String {
     format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
 
-enum Msg {
+enum LogMsg {
     Step(StepRecord),
     Flush,
 }
 
+/// Averages since the last logged step.
+struct Window {
+    start: Instant,
+    images: usize,
+    input_wait: Duration,
+}
+
+impl Window {
+    fn new() -> Self {
+        Window {
+            start: Instant::now(),
+            images: 0,
+            input_wait: Duration::ZERO,
+        }
+    }
+}
+
 /// Rank 0's logger. Other ranks hold `StepLog::silent()`.
 pub struct StepLog {
-    tx: Option<Sender<Msg>>,
+    tx: Option<Sender<LogMsg>>,
     writer: Option<JoinHandle<Result<()>>>,
     bar: Option<indicatif::ProgressBar>,
+    /// The plan (epochs, lr, logging interval) and the run's last step.
+    plan: Option<(Plan, u64)>,
+    window: Window,
 }
 
 impl StepLog {
@@ -79,14 +104,17 @@ impl StepLog {
             tx: None,
             writer: None,
             bar: None,
+            plan: None,
+            window: Window::new(),
         }
     }
 
     /// Opens `metrics.jsonl` (appending, so a resumed run keeps its history) and a new
-    /// TensorBoard event file in `run_dir`. `total_steps` sizes the progress bar, shown only when
-    /// stderr is a terminal (under mpirun it is not).
-    pub fn create(run_dir: &Path, total_steps: u64, first_step: u64) -> Result<Self> {
-        let metrics_path = run_dir.join("metrics.jsonl");
+    /// TensorBoard event file in `run_dir`. The run logs steps `first_step..end_step` of `plan`;
+    /// the progress bar is shown only when stderr is a terminal (under mpirun it is not).
+    pub fn create(run_dir: &RunDir, plan: &Plan, first_step: u64, end_step: u64) -> Result<Self> {
+        let metrics_path = run_dir.metrics();
+        let run_dir = run_dir.events_dir();
         let metrics = OpenOptions::new()
             .create(true)
             .append(true)
@@ -105,7 +133,7 @@ impl StepLog {
             .spawn(move || write_loop(rx, BufWriter::new(metrics), path, events))
             .context("cannot start the log writer thread")?;
         let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total_steps);
+            let bar = indicatif::ProgressBar::new(end_step);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
                     "{bar:40} {pos}/{len} steps  {per_sec}  eta {eta}",
@@ -119,25 +147,79 @@ impl StepLog {
             tx: Some(tx),
             writer: Some(writer),
             bar,
+            plan: Some((plan.clone(), end_step)),
+            window: Window::new(),
         })
     }
 
-    /// Advances the progress bar (every step, cheap).
-    pub fn tick(&self, step: u64) {
+    /// A phase begins: its line, and fresh averages.
+    pub fn start_phase(&mut self, p: &PhasePlan, world: usize) {
+        self.window = Window::new();
+        self.note(&format!(
+            "phase {}: epochs {}-{}, steps {}..{}, {} px, batch {}/rank x {} = {}, lr {} -> {} ({:?}), data {}/{}",
+            p.index, p.epoch_start, p.epoch_end, p.first_step, p.end_step, p.image_px,
+            p.batch_per_rank, world, p.global_batch, p.lr_start, p.lr_end, p.method, p.data_dir,
+            p.prefix
+        ));
+    }
+
+    /// Time spent waiting for the input pipeline (the step line reports its share).
+    pub fn waited(&mut self, wait: Duration) {
+        self.window.input_wait += wait;
+    }
+
+    /// After each step: `steps_done` steps are applied, `images` were trained on over all ranks.
+    /// On the plan's logging steps (and the last) it prints the step line and writes the record.
+    pub fn after_step(
+        &mut self,
+        steps_done: u64,
+        phase: &PhasePlan,
+        out: &StepOutput,
+        images: usize,
+        loss_scale: f32,
+        elapsed_s: f64,
+    ) {
+        self.window.images += images;
         if let Some(bar) = &self.bar {
-            bar.set_position(step);
+            bar.set_position(steps_done);
         }
+        let Some((plan, end_step)) = &self.plan else {
+            return;
+        };
+        let every = plan.run.log_every_steps.max(1);
+        if !(steps_done.is_multiple_of(every) || steps_done == *end_step) {
+            return;
+        }
+        let seconds = self.window.start.elapsed().as_secs_f64();
+        let record = StepRecord {
+            step: steps_done,
+            epoch: plan.epoch_at(steps_done),
+            images_per_s: self.window.images as f64 / seconds,
+            loss: out.loss,
+            total_loss: out.total_loss,
+            lr: plan.lr_at(steps_done - 1),
+            batch_per_rank: phase.batch_per_rank as usize,
+            global_batch: phase.global_batch as usize,
+            image_px: phase.image_px as usize,
+            top1: out.top1,
+            top5: out.top5,
+            loss_scale,
+            input_wait: self.window.input_wait.as_secs_f64() / seconds,
+            elapsed_s,
+        };
+        self.window = Window::new();
+        self.write(record);
     }
 
     /// Prints the step line and queues the record for the files.
-    pub fn step(&self, record: StepRecord) {
+    fn write(&self, record: StepRecord) {
         let Some(tx) = &self.tx else { return };
         match &self.bar {
             Some(bar) => bar.println(record.line()),
             None => eprintln!("{}", record.line()),
         }
         // The writer only stops on an I/O error, which `finish` reports.
-        let _ = tx.send(Msg::Step(record));
+        let _ = tx.send(LogMsg::Step(record));
     }
 
     /// A plain message on rank 0's log (phase changes, checkpoints).
@@ -154,7 +236,7 @@ impl StepLog {
     /// Asks the writer to flush what it has (before a checkpoint, so logs and checkpoints agree).
     pub fn flush(&self) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Msg::Flush);
+            let _ = tx.send(LogMsg::Flush);
         }
     }
 
@@ -183,7 +265,7 @@ impl Drop for StepLog {
 }
 
 fn write_loop(
-    rx: Receiver<Msg>,
+    rx: Receiver<LogMsg>,
     mut metrics: BufWriter<File>,
     path: PathBuf,
     mut events: EventWriter,
@@ -191,7 +273,7 @@ fn write_loop(
     let ctx = || format!("{}: write failed", path.display());
     for msg in rx {
         match msg {
-            Msg::Step(r) => {
+            LogMsg::Step(r) => {
                 serde_json::to_writer(&mut metrics, &r).with_context(ctx)?;
                 metrics.write_all(b"\n").with_context(ctx)?;
                 let step = r.step as i64;
@@ -212,7 +294,7 @@ fn write_loop(
                         .context("TensorBoard event write failed")?;
                 }
             }
-            Msg::Flush => {
+            LogMsg::Flush => {
                 metrics.flush().with_context(ctx)?;
                 events.flush().context("TensorBoard event flush failed")?;
             }

@@ -17,8 +17,9 @@ pub enum Verdict {
     Fatal,
 }
 
+/// The loss scale's state during a run; the schedule's `loss_scale` setting picks its kind.
 #[derive(Debug, Clone, PartialEq)]
-pub enum LossScale {
+pub enum LossScaler {
     Static(f32),
     Dynamic {
         scale: f32,
@@ -33,9 +34,19 @@ const MIN_DYNAMIC_SCALE: f32 = 1.0 / 65536.0;
 pub const INITIAL_DYNAMIC_SCALE: f32 = 32768.0;
 pub const DEFAULT_GROWTH_INTERVAL: u32 = 2000;
 
-impl LossScale {
+/// The one edge where the schedule's setting becomes the running scaler.
+impl From<dawnrun_schedule::LossScale> for LossScaler {
+    fn from(setting: dawnrun_schedule::LossScale) -> Self {
+        match setting {
+            dawnrun_schedule::LossScale::Static(s) => LossScaler::Static(s as f32),
+            dawnrun_schedule::LossScale::Dynamic => LossScaler::dynamic(),
+        }
+    }
+}
+
+impl LossScaler {
     pub fn dynamic() -> Self {
-        LossScale::Dynamic {
+        LossScaler::Dynamic {
             scale: INITIAL_DYNAMIC_SCALE,
             good_steps: 0,
             growth_interval: DEFAULT_GROWTH_INTERVAL,
@@ -44,17 +55,17 @@ impl LossScale {
 
     pub fn scale(&self) -> f32 {
         match self {
-            LossScale::Static(s) => *s,
-            LossScale::Dynamic { scale, .. } => *scale,
+            LossScaler::Static(s) => *s,
+            LossScaler::Dynamic { scale, .. } => *scale,
         }
     }
 
     /// Updates the state after a step whose gradients were `finite` (or not).
     pub fn update(&mut self, finite: bool) -> Verdict {
         match self {
-            LossScale::Static(_) if finite => Verdict::Apply,
-            LossScale::Static(_) => Verdict::Fatal,
-            LossScale::Dynamic {
+            LossScaler::Static(_) if finite => Verdict::Apply,
+            LossScaler::Static(_) => Verdict::Fatal,
+            LossScaler::Dynamic {
                 scale,
                 good_steps,
                 growth_interval,
@@ -94,7 +105,7 @@ mod tests {
 
     #[test]
     fn static_scale_applies_finite_and_stops_on_overflow() {
-        let mut s = LossScale::Static(256.0);
+        let mut s = LossScaler::Static(256.0);
         assert_eq!(s.update(true), Verdict::Apply);
         assert_eq!(s.update(false), Verdict::Fatal);
         assert_eq!(s.scale(), 256.0);
@@ -102,7 +113,7 @@ mod tests {
 
     #[test]
     fn dynamic_scale_halves_on_overflow_and_grows_after_interval() {
-        let mut s = LossScale::Dynamic {
+        let mut s = LossScaler::Dynamic {
             scale: 1024.0,
             good_steps: 0,
             growth_interval: 3,
@@ -124,7 +135,7 @@ mod tests {
 
     #[test]
     fn dynamic_scale_gives_up_at_the_floor() {
-        let mut s = LossScale::dynamic();
+        let mut s = LossScaler::dynamic();
         let mut verdict = Verdict::Skip;
         for _ in 0..100 {
             verdict = s.update(false);

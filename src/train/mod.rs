@@ -1,12 +1,18 @@
-//! all-reduced gradients -> update. The only module that holds the pipeline (`dawnrun-data`),
-//! the graph (`model`) and the all-reduce (`dawnrun-dist`) at once; it speaks dawnrun types.
+//! all-reduced gradients -> update: the training loop. The only module that holds the pipeline
+//! (`dawnrun-data`), the graph (`model`) and the all-reduce (`dawnrun-dist`) at once.
 //!
-//! - [`run`]: the training loop
+//! - [`setup`]: graph, restore or start, broadcast, pipelines, the step log (before step 0)
+//! - [`step`]: one optimizer step (gradients -> all-reduce -> verdict -> apply), shared with
+//!   `trainer bench` and `trainer gradcheck`
+//! - [`run`]: the loop: next batch -> update -> log -> checkpoint
 //! - [`loss_scale`]: static and dynamic loss scaling (pure)
 //! - [`log`]: the step line, metrics.jsonl and TensorBoard events (rank 0)
 
 pub mod log;
 pub mod loss_scale;
 pub mod run;
+pub mod setup;
+pub mod step;
 
-pub use run::{run, RunConfig, RunSummary};
+pub use run::{run, RunSummary};
+pub use setup::RunConfig;

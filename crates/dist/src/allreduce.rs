@@ -8,15 +8,13 @@
 //!
 //! Timeline phases per group: `fusion copy` (Mpi only), `allreduce` (sum), `allreduce` (scale).
 
-use std::str::FromStr;
-
 use mpi::collective::{CommunicatorCollectives, SystemOperation};
 
 use crate::fusion::FusionPlan;
 use crate::ring::{Ring, RingError};
-use crate::timeline::{timed, Phase, Timeline};
-use crate::wire::Compression;
+use crate::timeline::{timed, Lane, Timeline};
 use crate::world::World;
+use dawnrun_schedule::{Allreduce, Compression};
 
 /// Errors of gradient averaging. Any error after communication started leaves other ranks
 /// waiting: the binary aborts the world ([`World::fail`]).
@@ -37,37 +35,12 @@ pub enum AllreduceError {
         groups: usize,
         source: RingError,
     },
-    #[error("unknown all-reduce method {given:?}: expected `ring` or `mpi`")]
-    UnknownMethod { given: String },
-}
-
-/// Which sum to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Method {
-    /// Our ring ([`crate::ring`]): bitwise identical results on every rank by construction.
-    #[default]
-    Ring,
-    /// Open MPI's `MPI_Allreduce` (sum), for comparison.
-    Mpi,
-}
-
-impl FromStr for Method {
-    type Err = AllreduceError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "ring" => Ok(Method::Ring),
-            "mpi" => Ok(Method::Mpi),
-            _ => Err(AllreduceError::UnknownMethod {
-                given: s.to_string(),
-            }),
-        }
-    }
 }
 
 /// Averages gradients over ranks; holds the plan and reusable buffers.
 #[derive(Debug)]
 pub struct Allreducer {
-    method: Method,
+    method: Allreduce,
     compression: Compression,
     plan: FusionPlan,
     ring: Ring,
@@ -78,12 +51,12 @@ impl Allreducer {
     /// `tensor_lens`: element count of every gradient tensor in the trainer's flat order;
     /// `threshold_bytes`: fusion buffer limit in bytes of `f32` (default 64 MiB in the schedule).
     pub fn new(
-        method: Method,
+        method: Allreduce,
         compression: Compression,
         threshold_bytes: usize,
         tensor_lens: &[usize],
     ) -> Result<Allreducer, AllreduceError> {
-        if method == Method::Mpi && compression == Compression::Fp16 {
+        if method == Allreduce::Mpi && compression == Compression::Fp16 {
             return Err(AllreduceError::Fp16NeedsRing);
         }
         Ok(Allreducer {
@@ -95,7 +68,7 @@ impl Allreducer {
         })
     }
 
-    pub fn method(&self) -> Method {
+    pub fn method(&self) -> Allreduce {
         self.method
     }
 
@@ -108,7 +81,7 @@ impl Allreducer {
     }
 
     /// Replaces `grads` with the mean over all ranks, group by group in plan order. With
-    /// [`Method::Ring`] the result is bitwise identical on every rank. One process: no-op.
+    /// [`Allreduce::Ring`] the result is bitwise identical on every rank. One process: no-op.
     pub fn average(
         &mut self,
         world: &World,
@@ -131,7 +104,7 @@ impl Allreducer {
         for (group, g) in self.plan.groups().iter().enumerate() {
             let data = &mut grads[g.elems.clone()];
             match self.method {
-                Method::Ring => timed(timeline, Phase::Allreduce, "ring sum", || {
+                Allreduce::Ring => timed(timeline, Lane::Allreduce, "ring sum", || {
                     self.ring.sum(world, data, self.compression)
                 })
                 .map_err(|source| AllreduceError::Ring {
@@ -140,13 +113,13 @@ impl Allreducer {
                     groups,
                     source,
                 })?,
-                Method::Mpi => {
+                Allreduce::Mpi => {
                     let send = &mut self.mpi_send;
-                    timed(timeline, Phase::FusionCopy, "memcpy in", || {
+                    timed(timeline, Lane::FusionCopy, "memcpy in", || {
                         send.clear();
                         send.extend_from_slice(data);
                     });
-                    timed(timeline, Phase::Allreduce, "MPI_Allreduce", || {
+                    timed(timeline, Lane::Allreduce, "MPI_Allreduce", || {
                         world
                             .comm()
                             .all_reduce_into(&send[..], data, SystemOperation::sum())
@@ -154,7 +127,7 @@ impl Allreducer {
                 }
             }
             let divisor = n as f32;
-            timed(timeline, Phase::Allreduce, "divide by N", || {
+            timed(timeline, Lane::Allreduce, "divide by N", || {
                 data.iter_mut().for_each(|v| *v /= divisor)
             });
         }
@@ -168,21 +141,10 @@ mod tests {
 
     #[test]
     fn mpi_with_fp16_is_refused_at_construction() {
-        let err = Allreducer::new(Method::Mpi, Compression::Fp16, 64, &[4]).unwrap_err();
+        let err = Allreducer::new(Allreduce::Mpi, Compression::Fp16, 64, &[4]).unwrap_err();
         assert!(err
             .to_string()
             .contains("fp16 compression needs the ring method"));
-        assert!(Allreducer::new(Method::Ring, Compression::Fp16, 64, &[4]).is_ok());
-    }
-
-    #[test]
-    fn method_parses() {
-        assert_eq!("ring".parse::<Method>().unwrap(), Method::Ring);
-        assert_eq!("mpi".parse::<Method>().unwrap(), Method::Mpi);
-        assert!("nccl"
-            .parse::<Method>()
-            .unwrap_err()
-            .to_string()
-            .contains("\"nccl\""));
+        assert!(Allreducer::new(Allreduce::Ring, Compression::Fp16, 64, &[4]).is_ok());
     }
 }

@@ -25,10 +25,9 @@ pub mod timeline;
 pub mod wire;
 pub mod world;
 
-pub use allreduce::{AllreduceError, Allreducer, Method};
+pub use allreduce::{AllreduceError, Allreducer};
 pub use fusion::{FusionError, FusionPlan};
 pub use ring::{chunk_bounds, Ring, RingError};
 pub use stall::{StallBook, StallCheck};
-pub use timeline::{Phase, Timeline, TimelineError};
-pub use wire::Compression;
+pub use timeline::{Lane, Timeline, TimelineError};
 pub use world::{fingerprint, fingerprint_f32, World, WorldError};

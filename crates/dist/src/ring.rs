@@ -26,7 +26,8 @@ use mpi::point_to_point::send_receive_into_with_tags;
 use mpi::topology::Communicator;
 use mpi::traits::*;
 
-use crate::wire::{Compression, F16Wire, F32Wire, WireFormat};
+use dawnrun_schedule::Compression;
+use crate::wire::{F16Wire, F32Wire, WireFormat};
 use crate::world::World;
 
 /// MPI tag of ring messages; distinct from the stall check's so the two never match each other.

@@ -2,12 +2,12 @@
 //! bottleneck (open in `chrome://tracing` or Perfetto).
 //!
 //! Format: `{"traceEvents":[ ... ]}` with one complete (`"ph":"X"`) event per span, `pid` = rank,
-//! `tid` = the phase's lane ([`Phase`]), `ts`/`dur` in microseconds. `ts` counts from the Unix
+//! `tid` = the phase's lane ([`Lane`]), `ts`/`dur` in microseconds. `ts` counts from the Unix
 //! epoch (wall clock at creation plus a monotonic offset), so files of different ranks on
 //! synchronised hosts line up when loaded side by side.
 //!
 //! Spans are timed on the caller's thread (two `Instant::now()` calls) and handed to a writer
-//! thread through an unbounded channel: a slow disk never stalls the all-reduce (STYLE.md §3.9).
+//! thread through an unbounded channel: a slow disk never stalls the all-reduce.
 //! [`Timeline::finish`] (or Drop) closes the channel, joins the writer and closes the JSON array.
 
 use std::borrow::Cow;
@@ -34,7 +34,7 @@ pub enum TimelineError {
 
 /// One lane (`tid`) per phase of a training step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum Lane {
     /// Waiting for the next batch from the input pipeline.
     InputWait,
     /// Forward and backward pass (gradients to host).
@@ -49,39 +49,39 @@ pub enum Phase {
     Update,
 }
 
-impl Phase {
-    /// All phases, in lane order.
-    pub const ALL: [Phase; 6] = [
-        Phase::InputWait,
-        Phase::Compute,
-        Phase::Negotiate,
-        Phase::FusionCopy,
-        Phase::Allreduce,
-        Phase::Update,
+impl Lane {
+    /// All lanes, in trace order.
+    pub const ALL: [Lane; 6] = [
+        Lane::InputWait,
+        Lane::Compute,
+        Lane::Negotiate,
+        Lane::FusionCopy,
+        Lane::Allreduce,
+        Lane::Update,
     ];
 
     /// The lane name shown by the trace viewer (and the event category).
     pub fn name(self) -> &'static str {
         match self {
-            Phase::InputWait => "input wait",
-            Phase::Compute => "compute",
-            Phase::Negotiate => "negotiate",
-            Phase::FusionCopy => "fusion copy",
-            Phase::Allreduce => "allreduce",
-            Phase::Update => "update",
+            Lane::InputWait => "input wait",
+            Lane::Compute => "compute",
+            Lane::Negotiate => "negotiate",
+            Lane::FusionCopy => "fusion copy",
+            Lane::Allreduce => "allreduce",
+            Lane::Update => "update",
         }
     }
 
-    fn lane(self) -> usize {
-        Phase::ALL
+    fn tid(self) -> usize {
+        Lane::ALL
             .iter()
             .position(|&p| p == self)
-            .expect("every phase is in ALL")
+            .expect("every lane is in ALL")
     }
 }
 
 struct Event {
-    phase: Phase,
+    lane: Lane,
     name: Cow<'static, str>,
     start_us: f64,
     dur_us: f64,
@@ -128,22 +128,22 @@ impl Timeline {
     }
 
     /// Starts a span that ends when the returned guard is dropped (or [`Span::end`] is called).
-    pub fn span(&self, phase: Phase, name: impl Into<Cow<'static, str>>) -> Span<'_> {
+    pub fn span(&self, lane: Lane, name: impl Into<Cow<'static, str>>) -> Span<'_> {
         Span {
             timeline: self,
-            phase,
+            lane,
             name: Some(name.into()),
             start: Instant::now(),
         }
     }
 
-    fn record(&self, phase: Phase, name: Cow<'static, str>, start: Instant, end: Instant) {
+    fn record(&self, lane: Lane, name: Cow<'static, str>, start: Instant, end: Instant) {
         let start_us = self.origin_unix_us + start.duration_since(self.origin).as_secs_f64() * 1e6;
         let dur_us = end.duration_since(start).as_secs_f64() * 1e6;
         if let Some(tx) = &self.tx {
             // A send fails only if the writer died; its error surfaces in finish().
             let _ = tx.send(Event {
-                phase,
+                lane,
                 name,
                 start_us,
                 dur_us,
@@ -178,7 +178,7 @@ impl Drop for Timeline {
 /// A running span; records itself on drop.
 pub struct Span<'a> {
     timeline: &'a Timeline,
-    phase: Phase,
+    lane: Lane,
     name: Option<Cow<'static, str>>,
     start: Instant,
 }
@@ -192,7 +192,7 @@ impl Drop for Span<'_> {
     fn drop(&mut self) {
         if let Some(name) = self.name.take() {
             self.timeline
-                .record(self.phase, name, self.start, Instant::now());
+                .record(self.lane, name, self.start, Instant::now());
         }
     }
 }
@@ -200,11 +200,11 @@ impl Drop for Span<'_> {
 /// Times `f` as a span when a timeline is given; otherwise just runs it.
 pub fn timed<T>(
     timeline: Option<&Timeline>,
-    phase: Phase,
+    lane: Lane,
     name: &'static str,
     f: impl FnOnce() -> T,
 ) -> T {
-    let _span = timeline.map(|t| t.span(phase, name));
+    let _span = timeline.map(|t| t.span(lane, name));
     f()
 }
 
@@ -222,18 +222,18 @@ fn write_events(mut out: BufWriter<File>, rank: usize, rx: Receiver<Event>) -> s
         &mut out,
         json!({"name": "process_name", "ph": "M", "pid": rank, "args": {"name": format!("rank {rank}")}}),
     )?;
-    for phase in Phase::ALL {
+    for lane in Lane::ALL {
         put(
             &mut out,
-            json!({"name": "thread_name", "ph": "M", "pid": rank, "tid": phase.lane(), "args": {"name": phase.name()}}),
+            json!({"name": "thread_name", "ph": "M", "pid": rank, "tid": lane.tid(), "args": {"name": lane.name()}}),
         )?;
     }
     for e in rx {
         put(
             &mut out,
             json!({
-                "name": e.name, "cat": e.phase.name(), "ph": "X",
-                "ts": e.start_us, "dur": e.dur_us, "pid": rank, "tid": e.phase.lane(),
+                "name": e.name, "cat": e.lane.name(), "ph": "X",
+                "ts": e.start_us, "dur": e.dur_us, "pid": rank, "tid": e.lane.tid(),
             }),
         )?;
     }
@@ -252,10 +252,10 @@ mod tests {
             let path = dir.path().join(format!("t{n_spans}.json"));
             let timeline = Timeline::create(&path, 3).unwrap();
             for i in 0..n_spans {
-                let phase = Phase::ALL[i % Phase::ALL.len()];
-                let _s = timeline.span(phase, format!("step {i}"));
+                let phase = Lane::ALL[i % Lane::ALL.len()];
+                let _s = timeline.span(lane, format!("step {i}"));
             }
-            timed(Some(&timeline), Phase::Update, "apply", || ());
+            timed(Some(&timeline), Lane::Update, "apply", || ());
             timeline.finish().unwrap();
             let text = std::fs::read_to_string(&path).unwrap();
             let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -266,10 +266,10 @@ mod tests {
                 assert_eq!(e["pid"], 3);
                 assert!(e["dur"].as_f64().unwrap() >= 0.0);
                 let lane = e["tid"].as_u64().unwrap() as usize;
-                assert_eq!(e["cat"], Phase::ALL[lane].name());
+                assert_eq!(e["cat"], Lane::ALL[lane].name());
             }
             let names = events.iter().filter(|e| e["name"] == "thread_name").count();
-            assert_eq!(names, Phase::ALL.len());
+            assert_eq!(names, Lane::ALL.len());
         }
     }
 
@@ -279,13 +279,13 @@ mod tests {
         let path = dir.path().join("t.json");
         {
             let timeline = Timeline::create(&path, 0).unwrap();
-            timeline.span(Phase::Compute, "fwd").end();
+            timeline.span(Lane::Compute, "fwd").end();
         }
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(
             v["traceEvents"].as_array().unwrap().len(),
-            1 + Phase::ALL.len() + 1
+            1 + Lane::ALL.len() + 1
         );
     }
 

@@ -1,6 +1,6 @@
 //! Wire formats for the ring: what one gradient element looks like while it travels between ranks.
 //!
-//! Gradients live as `f32` on every rank. With [`Compression::Fp16`] each chunk is converted to
+//! Gradients live as `f32` on every rank. With [`dawnrun_schedule::Compression::Fp16`] each chunk is converted to
 //! IEEE half precision (`u16` bit patterns on the wire) just before a send and back to `f32`
 //! just after a receive; every *addition* happens in `f32` (decompress, add, recompress), so the
 //! only loss is one rounding to f16 per hop. The conversion uses the `half` crate's slice
@@ -8,7 +8,6 @@
 //!
 //! This module owns the element formats only; which chunk goes where is `ring`'s business.
 
-use std::str::FromStr;
 
 use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
@@ -19,32 +18,6 @@ use mpi::datatype::Equivalence;
 pub enum WireError {
     #[error("fp16 conversion: source has {src} elements, destination {dst}")]
     LengthMismatch { src: usize, dst: usize },
-    #[error("unknown compression {given:?}: expected `none` or `fp16`")]
-    UnknownCompression { given: String },
-}
-
-/// How gradients travel on the wire. Reduction is always in `f32`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
-    /// `f32` on the wire: exact ring sums (up to f32 addition order).
-    #[default]
-    None,
-    /// IEEE binary16 on the wire: half the bytes; |error| per hop <= 2^-11 relative
-    /// (values beyond 65504 become infinity, which the trainer's loss scaling then catches).
-    Fp16,
-}
-
-impl FromStr for Compression {
-    type Err = WireError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "none" => Ok(Compression::None),
-            "fp16" => Ok(Compression::Fp16),
-            _ => Err(WireError::UnknownCompression {
-                given: s.to_string(),
-            }),
-        }
-    }
 }
 
 /// Converts `src` to f16 bit patterns in `dst` (round to nearest even). Lengths must match.
@@ -232,10 +205,4 @@ mod tests {
         assert!(f16_bits_to_f32(&[0u16; 2], &mut [0.0; 1]).is_err());
     }
 
-    #[test]
-    fn compression_parses_both_names_and_rejects_others() {
-        assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
-        assert_eq!("fp16".parse::<Compression>().unwrap(), Compression::Fp16);
-        assert!("bf16".parse::<Compression>().is_err());
-    }
 }

@@ -8,7 +8,7 @@
 //! - MPI itself is initialised once per process (an MPI rule, not ours): a second
 //!   [`World::init`] is an error.
 //! - [`World::install_abort_on_panic`] sets the panic hook. A panic on one rank otherwise leaves
-//!   every other rank waiting in a collective forever (reference.md §6); the hook turns it into
+//!   every other rank waiting in a collective forever (Open MPI does not notice a dead peer by itself); the hook turns it into
 //!   `MPI_Abort`, which makes `mpirun` end the whole job. It is set once, at start, by `bin/`.
 //!
 //! A returned error is the caller's to turn into an abort: [`World::fail`].
@@ -277,7 +277,7 @@ impl World {
 
     /// What a binary does with an error from `run()` under MPI: prints
     /// `rank R: error: <whole cause chain>` to stderr and aborts the world with exit code 2,
-    /// so no other rank is left waiting in a collective (STYLE.md §3.1).
+    /// so no other rank is left waiting in a collective (one failure ends the whole job).
     pub fn fail(&self, err: &anyhow::Error) -> ! {
         eprintln!("rank {}: error: {:#}", self.rank, err);
         self.abort(ERROR_EXIT_CODE)

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use dawnrun_dist::{
-    chunk_bounds, fingerprint_f32, Allreducer, Compression, Method, Phase, StallCheck, Timeline,
+    chunk_bounds, fingerprint_f32, Allreducer, Lane, StallCheck, Timeline,
     World,
 };
+use dawnrun_schedule::{Allreduce, Compression};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -83,7 +84,7 @@ fn main() -> ExitCode {
 
 /// Per-method outcome on this rank.
 struct Outcome {
-    method: Method,
+    method: Allreduce,
     result: Vec<f32>,
     seconds: Vec<f64>,
 }
@@ -97,10 +98,10 @@ fn run(world: &World, args: &Args) -> Result<bool> {
     if args.iters == 0 || args.tensors == 0 {
         bail!("--iters and --tensors must be at least 1");
     }
-    let methods: Vec<Method> = match args.method.as_str() {
-        "ring" => vec![Method::Ring],
-        "mpi" => vec![Method::Mpi],
-        _ => vec![Method::Mpi, Method::Ring],
+    let methods: Vec<Allreduce> = match args.method.as_str() {
+        "ring" => vec![Allreduce::Ring],
+        "mpi" => vec![Allreduce::Mpi],
+        _ => vec![Allreduce::Mpi, Allreduce::Ring],
     };
     let tensor_lens: Vec<usize> = chunk_bounds(args.floats, args.tensors)
         .iter()
@@ -121,7 +122,7 @@ fn run(world: &World, args: &Args) -> Result<bool> {
     let mut outcomes = Vec::new();
     let mut step = 0u64;
     for &method in &methods {
-        let compression = if method == Method::Ring {
+        let compression = if method == Allreduce::Ring {
             args.compression
         } else {
             Compression::None
@@ -147,7 +148,7 @@ fn run(world: &World, args: &Args) -> Result<bool> {
             {
                 let _span = timeline
                     .as_ref()
-                    .map(|t| t.span(Phase::Negotiate, "stall check"));
+                    .map(|t| t.span(Lane::Negotiate, "stall check"));
                 stall.ready(world, step);
             }
             world.barrier();
@@ -243,7 +244,7 @@ fn report(world: &World, args: &Args, outcomes: &[Outcome]) -> Result<bool> {
     let diffs = diffs_from_exact_mean(n, outcomes);
     let mpi_result = outcomes
         .iter()
-        .find(|o| o.method == Method::Mpi)
+        .find(|o| o.method == Allreduce::Mpi)
         .map(|o| &o.result);
     // Node-local ranks from the shared-memory split, in world rank order (on one host: 0..n).
     let local_ranks: Vec<usize> = world
@@ -255,13 +256,13 @@ fn report(world: &World, args: &Args, outcomes: &[Outcome]) -> Result<bool> {
     let mut ok = true;
     let mut lines = Vec::new();
     for (o, &local_diff) in outcomes.iter().zip(&diffs) {
-        let compression = if o.method == Method::Ring {
+        let compression = if o.method == Allreduce::Ring {
             args.compression
         } else {
             Compression::None
         };
         let local_vs_mpi = match (o.method, mpi_result) {
-            (Method::Ring, Some(m)) => max_abs_diff(&o.result, m.iter().map(|&v| f64::from(v))),
+            (Allreduce::Ring, Some(m)) => max_abs_diff(&o.result, m.iter().map(|&v| f64::from(v))),
             _ => 0.0,
         };
         let mut facts = fingerprint_f32(&o.result).to_le_bytes().to_vec();
@@ -297,14 +298,14 @@ fn report(world: &World, args: &Args, outcomes: &[Outcome]) -> Result<bool> {
             0.0
         };
         let method_ok = diff <= tol
-            && (o.method != Method::Ring || identical)
+            && (o.method != Allreduce::Ring || identical)
             && (mpi_result.is_none()
-                || o.method != Method::Ring
+                || o.method != Allreduce::Ring
                 || vs_mpi <= tol + tolerance(n, Compression::None));
         ok &= method_ok;
         let method = match o.method {
-            Method::Ring => "ring",
-            Method::Mpi => "mpi",
+            Allreduce::Ring => "ring",
+            Allreduce::Mpi => "mpi",
         };
         let compression_name = match compression {
             Compression::None => "none",
@@ -315,7 +316,7 @@ fn report(world: &World, args: &Args, outcomes: &[Outcome]) -> Result<bool> {
                 "method": method, "compression": compression_name, "np": n, "floats": args.floats,
                 "iters": args.iters, "seconds_median": secs, "bus_gbps": bus_gbps,
                 "max_abs_diff": diff, "tolerance": tol,
-                "max_abs_diff_vs_mpi": if o.method == Method::Ring && mpi_result.is_some() { Some(vs_mpi) } else { None },
+                "max_abs_diff_vs_mpi": if o.method == Allreduce::Ring && mpi_result.is_some() { Some(vs_mpi) } else { None },
                 "identical_across_ranks": identical, "ok": method_ok,
                 "local_ranks": local_ranks,
             })

@@ -2,27 +2,28 @@
 //! `make bench`. The difference is the framework overhead the trainer adds around TensorFlow:
 //! waiting for the input pipeline, the gradient round trip to the host, the all-reduce.
 //!
-//! Both loops run the real step (gradients -> all-reduce -> apply); the trainer's loop also
-//! takes its batches from the real pipeline over `--records`. Under mpirun every rank runs it
+//! Both loops call the training loop's own `update` (gradients -> all-reduce -> verdict ->
+//! apply); the trainer's loop also takes its batches from the real pipeline over `--records`. Under mpirun every rank runs it
 //! and rank 0 prints the result; `images_per_s` is then the global rate.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use clap::Parser;
+use clap::Args;
 use dawnrun_data::pipeline::{TrainConfig, TrainPipeline, DEFAULT_SHUFFLE_BUFFER};
-use dawnrun_dist::{allreduce::Method, Allreducer, Compression, World};
+use dawnrun_dist::stall::StallCheck;
+use dawnrun_dist::{Allreducer, World};
+use dawnrun_records::shard_set::{count_records, list_shards};
+use dawnrun_schedule::{Allreduce, Compression, DataFormat, Precision};
 
-use crate::dataset::shard_files;
-use crate::model::{BatchRef, DataFormat, ModelConfig, Precision, TrainGraph};
+use crate::model::{BatchRef, ModelConfig, TrainGraph};
+use crate::train::log::StepLog;
+use crate::train::loss_scale::LossScaler;
+use crate::train::step::{update, Replicas};
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "trainer bench",
-    about = "Measure the trainer's step time against the bare graph."
-)]
-struct BenchArgs {
+#[derive(Args, Debug)]
+pub struct BenchArgs {
     #[arg(long, default_value_t = 18)]
     depth: u32,
     #[arg(long, default_value_t = 10)]
@@ -36,9 +37,8 @@ struct BenchArgs {
     steps: usize,
     #[arg(long, default_value_t = 3)]
     warmup: usize,
-    /// fp32 | bf16 | fp16
-    #[arg(long, default_value = "fp32")]
-    precision: String,
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    precision: Precision,
     /// Records folder with `<prefix>-*` shards for the trainer's path (else only the bare graph).
     #[arg(long)]
     records: Option<PathBuf>,
@@ -46,18 +46,10 @@ struct BenchArgs {
     prefix: String,
     #[arg(long)]
     decode_threads: Option<usize>,
-    /// ring | mpi
-    #[arg(long, default_value = "ring")]
-    allreduce: String,
+    #[arg(long, value_enum, default_value_t = Allreduce::Ring)]
+    allreduce: Allreduce,
     #[arg(long)]
     json: bool,
-}
-
-pub fn main(argv: &[String]) -> Result<()> {
-    let args = BenchArgs::parse_from(
-        std::iter::once("trainer bench".to_string()).chain(argv.iter().cloned()),
-    );
-    crate::process::under_mpi(|world| bench(&args, world))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -68,24 +60,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn bench(args: &BenchArgs, world: &World) -> Result<()> {
+pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
     let mut cfg = ModelConfig::new(args.depth, args.classes);
-    cfg.precision = match args.precision.as_str() {
-        "fp32" => Precision::Fp32,
-        "bf16" => Precision::Bf16,
-        "fp16" => Precision::Fp16,
-        other => anyhow::bail!("--precision {other}: expected fp32, bf16 or fp16"),
-    };
+    cfg.precision = args.precision;
     cfg.data_format = DataFormat::Nhwc;
     let mut graph = TrainGraph::build(&cfg)?;
     graph.init()?;
     let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
-    let method: Method = args.allreduce.parse()?;
-    let mut allreducer = Allreducer::new(method, Compression::None, 64 << 20, &lens)?;
+    let mut replicas = Replicas {
+        world,
+        allreducer: Allreducer::new(args.allreduce, Compression::None, 64 << 20, &lens)?,
+        stall: StallCheck::new(world, Duration::from_secs(60)),
+        timeline: None,
+        scaler: LossScaler::Static(1.0),
+    };
+    let log = StepLog::silent();
     let px = args.px as usize;
     let n = args.batch;
 
-    // The bare graph: one pre-made batch, fed again and again.
+    // The bare graph: one pre-made batch, fed again and again, through the trainer's update.
     let images: Vec<u8> = (0..n * px * px * 3)
         .map(|i| (i * 7919 % 251) as u8)
         .collect();
@@ -97,23 +90,22 @@ fn bench(args: &BenchArgs, world: &World) -> Result<()> {
         height: px,
         width: px,
     };
+    let mut step = 0u64;
     let mut premade_times = Vec::new();
     for i in 0..args.warmup + args.steps {
         let t = Instant::now();
-        let mut out = graph.gradients(&premade, 1.0)?;
-        allreducer.average(world, &mut out.grads, None)?;
-        graph.apply(&out.grads, 0.01)?;
+        update(&mut graph, &mut replicas, &premade, step, 0.01, &log)?;
+        step += 1;
         if i >= args.warmup {
             premade_times.push(t.elapsed().as_secs_f64());
         }
     }
 
-    // The trainer's path: batches from the pipeline.
+    // The trainer's path: batches from the pipeline, the same update.
     let mut trainer_times = Vec::new();
     if let Some(dir) = &args.records {
-        let files = shard_files(dir, &args.prefix)?;
-        let total = dawnrun_data::pipeline::count_records(&files)?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let files = list_shards(dir, &args.prefix)?;
+        let total = count_records(&files)?;
         let mut pipeline = TrainPipeline::start(TrainConfig {
             files,
             rank: world.rank() as u64,
@@ -125,19 +117,15 @@ fn bench(args: &BenchArgs, world: &World) -> Result<()> {
             start_epoch: 0,
             skip_batches: 0,
             batches_per_epoch: (total / (n * world.size()) as u64).max(1),
-            decode_threads: args
-                .decode_threads
-                .unwrap_or_else(|| (cores / world.local_size().max(1)).max(1)),
+            decode_threads: super::decode_threads(args.decode_threads, world),
             prefetch_batches: 2,
             shuffle_buffer: DEFAULT_SHUFFLE_BUFFER,
         })?;
         for i in 0..args.warmup + args.steps {
             let t = Instant::now();
             let batch = pipeline.next()?;
-            let b = BatchRef::from(&batch);
-            let mut out = graph.gradients(&b, 1.0)?;
-            allreducer.average(world, &mut out.grads, None)?;
-            graph.apply(&out.grads, 0.01)?;
+            update(&mut graph, &mut replicas, &BatchRef::from(&batch), step, 0.01, &log)?;
+            step += 1;
             if i >= args.warmup {
                 trainer_times.push(t.elapsed().as_secs_f64());
             }

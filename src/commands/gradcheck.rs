@@ -4,18 +4,20 @@
 //! compares their mean with the all-reduced result. Prints one JSON line on rank 0 and fails
 //! when they disagree beyond float tolerance.
 
+use std::time::Duration;
+
 use anyhow::{bail, Result};
-use clap::Parser;
-use dawnrun_dist::{allreduce::Method, Allreducer, Compression, World};
+use clap::Args;
+use dawnrun_dist::stall::StallCheck;
+use dawnrun_dist::{Allreducer, World};
+use dawnrun_schedule::{Allreduce, Compression};
 
 use crate::model::{BatchRef, ModelConfig, TrainGraph};
+use crate::train::loss_scale::LossScaler;
+use crate::train::step::{average_gradients, Replicas};
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "trainer gradcheck",
-    about = "Compare the all-reduced gradient with the mean of per-batch gradients."
-)]
-struct Args {
+#[derive(Args, Debug)]
+pub struct GradcheckArgs {
     #[arg(long, default_value_t = 18)]
     depth: u32,
     #[arg(long, default_value_t = 10)]
@@ -25,23 +27,25 @@ struct Args {
     /// Images per rank.
     #[arg(long, default_value_t = 4)]
     batch: usize,
-    /// ring | mpi
-    #[arg(long, default_value = "ring")]
-    allreduce: String,
+    #[arg(long, value_enum, default_value_t = Allreduce::Ring)]
+    allreduce: Allreduce,
     /// Largest relative error (max |a - b| / max |b|) accepted.
     #[arg(long, default_value_t = 1e-4)]
     tolerance: f64,
 }
 
-pub fn main(argv: &[String]) -> Result<()> {
-    let args = Args::parse_from(
-        std::iter::once("trainer gradcheck".to_string()).chain(argv.iter().cloned()),
-    );
-    crate::process::under_mpi(|world| check(&args, world))
+fn view<'a>(batch: &'a (Vec<u8>, Vec<i32>), args: &GradcheckArgs) -> BatchRef<'a> {
+    BatchRef {
+        images: &batch.0,
+        labels: &batch.1,
+        n: args.batch,
+        height: args.px,
+        width: args.px,
+    }
 }
 
 /// Rank `r`'s batch: pseudo-random pixels and labels that depend only on `r`.
-fn batch_of(rank: usize, args: &Args) -> (Vec<u8>, Vec<i32>) {
+fn batch_of(rank: usize, args: &GradcheckArgs) -> (Vec<u8>, Vec<i32>) {
     let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (rank as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     let mut next = move || {
         x ^= x << 13;
@@ -58,7 +62,7 @@ fn batch_of(rank: usize, args: &Args) -> (Vec<u8>, Vec<i32>) {
     (images, labels)
 }
 
-fn check(args: &Args, world: &World) -> Result<()> {
+pub fn run(args: &GradcheckArgs, world: &World) -> Result<()> {
     let cfg = ModelConfig::new(args.depth, args.classes);
     let mut graph = TrainGraph::build(&cfg)?;
     graph.init()?;
@@ -68,28 +72,24 @@ fn check(args: &Args, world: &World) -> Result<()> {
     graph.state_from_host(&state)?;
 
     let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
-    let method: Method = args.allreduce.parse()?;
-    let mut allreducer = Allreducer::new(method, Compression::None, 64 << 20, &lens)?;
-    let gradient = |graph: &mut TrainGraph, rank: usize| -> Result<Vec<f32>> {
-        let (images, labels) = batch_of(rank, args);
-        let batch = BatchRef {
-            images: &images,
-            labels: &labels,
-            n: args.batch,
-            height: args.px,
-            width: args.px,
-        };
-        Ok(graph.gradients(&batch, 1.0)?.grads)
+    let mut replicas = Replicas {
+        world,
+        allreducer: Allreducer::new(args.allreduce, Compression::None, 64 << 20, &lens)?,
+        stall: StallCheck::new(world, Duration::from_secs(60)),
+        timeline: None,
+        scaler: LossScaler::Static(1.0),
     };
-    let mut reduced = gradient(&mut graph, world.rank())?;
-    allreducer.average(world, &mut reduced, None)?;
+    let own = batch_of(world.rank(), args);
+    // The trainer's own first half of a step: gradients, readiness, all-reduce.
+    let reduced = average_gradients(&mut graph, &mut replicas, &view(&own, args), 0)?.grads;
     if world.rank() != 0 {
         world.barrier();
         return Ok(());
     }
     let mut mean = vec![0.0f64; reduced.len()];
     for r in 0..world.size() {
-        for (m, g) in mean.iter_mut().zip(gradient(&mut graph, r)?) {
+        let batch = batch_of(r, args);
+        for (m, g) in mean.iter_mut().zip(graph.gradients(&view(&batch, args), 1.0)?.grads) {
             *m += f64::from(g);
         }
     }

@@ -1,9 +1,10 @@
-//! The SaveV2 / RestoreV2 ops for one graph's state variables, built once with the graph
-//! (under the node scope `checkpoint/`), and the atomic file dance around them (module doc of
-//! `checkpoint`).
-use super::{data_path, index_path, prefix_for, CheckpointMeta, Error};
-use crate::model::tf::{self, Var};
-use std::path::{Path, PathBuf};
+//! The SaveV2 / RestoreV2 ops for one graph's state variables, built once with the graph under
+//! the node scope `checkpoint/`, never `save`: the `tensorflow` crate's `CheckpointMaker` and
+//! `SavedModelBuilder` both claim that name. Which files exist and when they count as complete
+//! is `checkpoint`'s business; this only runs the ops on a given prefix.
+use super::tf::{self, Var};
+use super::{CheckpointMeta, ModelError};
+use std::path::Path;
 use tensorflow::{
     ops, DataType, Operation, Output, Scope, Session, SessionRunArgs, Status, Tensor,
 };
@@ -100,23 +101,16 @@ impl Saver {
         })
     }
 
-    /// Writes `<dir>/ckpt-<meta.step>` atomically; returns the prefix.
-    pub(crate) fn save(
+    /// Writes every variable and `meta` as a tensor bundle at `prefix` (`<prefix>.index` and
+    /// `<prefix>.data-00000-of-00001`). Not atomic by itself: `checkpoint::save` gives it a
+    /// temporary prefix and renames the files into place.
+    pub(crate) fn write(
         &self,
         session: &Session,
-        dir: &Path,
+        prefix: &Path,
         meta: &CheckpointMeta,
-    ) -> Result<PathBuf, Error> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            what: "creating checkpoint directory",
-            source,
-        })?;
-        let prefix = prefix_for(dir, meta.step);
-        let tmp = dir.join(format!(".ckpt-{}.tmp{}", meta.step, std::process::id()));
-        let tmp_str = utf8(&tmp)?;
-
-        let prefix_t = Tensor::from(tmp_str.to_string());
+    ) -> Result<(), ModelError> {
+        let prefix_t = Tensor::from(utf8(prefix)?.to_string());
         let step_t = Tensor::from(meta.step as i64);
         let epoch_t = Tensor::from(meta.epoch);
         let seconds_t = Tensor::from(meta.train_seconds);
@@ -126,39 +120,17 @@ impl Saver {
         args.add_feed(&self.epoch, 0, &epoch_t);
         args.add_feed(&self.seconds, 0, &seconds_t);
         args.add_target(&self.save);
-        session.run(&mut args).map_err(|source| Error::Save {
-            prefix: tmp.clone(),
-            source,
-        })?;
-
-        // Data first, index last: a visible `.index` means the pair is complete.
-        for (from, to) in [
-            (data_path(&tmp), data_path(&prefix)),
-            (index_path(&tmp), index_path(&prefix)),
-        ] {
-            sync_file(&from)?;
-            std::fs::rename(&from, &to).map_err(|source| Error::Io {
-                path: from.clone(),
-                what: "renaming checkpoint file into place",
+        session
+            .run(&mut args)
+            .map_err(|source| ModelError::Run {
+                what: "writing a checkpoint",
                 source,
-            })?;
-        }
-        sync_dir(dir);
-        Ok(prefix)
+            })
     }
 
-    /// Restores every variable of this graph from `prefix` (all must be present with the same
-    /// shapes) and returns the progress scalars.
-    pub(crate) fn restore(
-        &self,
-        session: &Session,
-        prefix: &Path,
-    ) -> Result<CheckpointMeta, Error> {
-        for path in [index_path(prefix), data_path(prefix)] {
-            if !path.is_file() {
-                return Err(Error::Missing { path });
-            }
-        }
+    /// Restores every variable of this graph from the bundle at `prefix` (all must be present
+    /// with the same shapes) and returns the progress scalars.
+    pub(crate) fn read(&self, session: &Session, prefix: &Path) -> Result<CheckpointMeta, ModelError> {
         let prefix_t = Tensor::from(utf8(prefix)?.to_string());
         let mut args = SessionRunArgs::new();
         args.add_feed(&self.restore_prefix, 0, &prefix_t);
@@ -168,18 +140,12 @@ impl Saver {
         let epoch = args.request_fetch(&e.operation, e.index);
         let seconds = args.request_fetch(&t.operation, t.index);
         let failed = |source: Status| {
-            let (prefix, data) = (prefix.to_path_buf(), data_path(prefix));
-            // TF says only "Read less bytes than requested" and names no file.
+            // TF says only "Read less bytes than requested": the caller names the file.
             if source.code() == tensorflow::Code::OutOfRange {
-                Error::Truncated {
-                    prefix,
-                    data,
-                    source,
-                }
+                ModelError::BundleTruncated { source }
             } else {
-                Error::Restore {
-                    prefix,
-                    data,
+                ModelError::Run {
+                    what: "restoring a checkpoint",
                     source,
                 }
             }
@@ -196,27 +162,7 @@ impl Saver {
     }
 }
 
-fn utf8(path: &Path) -> Result<&str, Error> {
-    path.to_str().ok_or_else(|| Error::NotUtf8 {
-        path: path.to_path_buf(),
-    })
-}
-
-fn sync_file(path: &Path) -> Result<(), Error> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        what: "flushing checkpoint file",
-        source,
-    };
-    std::fs::File::open(path)
-        .map_err(io)?
-        .sync_all()
-        .map_err(io)
-}
-
-/// Best effort: makes the renames durable where the platform allows syncing a directory.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+fn utf8(path: &Path) -> Result<&str, ModelError> {
+    path.to_str()
+        .ok_or_else(|| ModelError::NotUtf8(path.to_path_buf()))
 }

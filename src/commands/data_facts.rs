@@ -1,0 +1,70 @@
+//! The two facts about the records that a plan needs before training: how many training images
+//! (the step count depends on it) and how many classes (the network's last layer). Flags win;
+//! otherwise they come from the first phase's records and build-records' manifest.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use dawnrun_records::manifest;
+use dawnrun_records::shard_set::{count_records, list_shards};
+use dawnrun_schedule::Schedule;
+
+#[derive(Args, Debug, Clone)]
+pub struct DataFacts {
+    /// Training images per epoch [default: counted from the first phase's records].
+    #[arg(long)]
+    pub train_images: Option<u64>,
+    /// Classes [default: from build-records' manifest beside the records, else 1000].
+    #[arg(long)]
+    pub num_classes: Option<u32>,
+}
+
+/// (training images, classes), from the flags or from the records under `data_root`.
+pub fn resolve(schedule: &Schedule, data_root: &Path, given: &DataFacts) -> Result<(u64, u32)> {
+    let train_images = match given.train_images {
+        Some(n) => n,
+        None => count_train_images(schedule, data_root)?,
+    };
+    let num_classes = match given.num_classes {
+        Some(n) => n,
+        None => {
+            let dir = data_root.join(&first_phase(schedule)?.data_dir);
+            match classes_in(&dir)? {
+                Some(n) => n,
+                None => {
+                    eprintln!(
+                        "warning: {}: no build-records manifest; assuming 1000 classes (pass --num-classes)",
+                        dir.display()
+                    );
+                    1000
+                }
+            }
+        }
+    };
+    Ok((train_images, num_classes))
+}
+
+/// Records in the first phase's training shards.
+pub fn count_train_images(schedule: &Schedule, data_root: &Path) -> Result<u64> {
+    let first = first_phase(schedule)?;
+    let dir = data_root.join(&first.data_dir);
+    let files = list_shards(&dir, &first.prefix)?;
+    count_records(&files).with_context(|| format!("{}: counting `{}` records", dir.display(), first.prefix))
+}
+
+/// Classes of the records in `dir`: the synset list of build-records' manifest; `None` when the
+/// folder has no manifest (records made by another tool).
+pub fn classes_in(dir: &Path) -> Result<Option<u32>> {
+    match manifest::read_in(dir)? {
+        None => Ok(None),
+        Some(m) if m.synsets().is_empty() => {
+            bail!("{}: the build-records manifest lists no synsets", dir.display())
+        }
+        Some(m) => Ok(Some(m.synsets().len() as u32)),
+    }
+}
+
+fn first_phase(schedule: &Schedule) -> Result<&dawnrun_schedule::Phase> {
+    schedule.phases.first().context("the schedule has no phases")
+}

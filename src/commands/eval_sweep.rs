@@ -1,0 +1,120 @@
+//! `eval-sweep RUN_DIR`: evaluates a run's checkpoints (checkpoint i on rank i % N under
+//! mpirun) and writes the DAWNBench table, the plot and the time to the target top-5.
+//! argv -> `SweepConfig` -> `eval::sweep`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use dawnrun_dist::World;
+use dawnrun_records::shard_set::list_shards;
+use dawnrun_schedule::{CropMode, Schedule};
+
+use super::data_facts;
+use crate::checkpoint;
+use crate::eval::{self, sweep::read_exclude, SweepConfig};
+use crate::model::ModelConfig;
+use crate::run_dir::{self, RunDir, RunInfo};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "eval-sweep",
+    about = "Evaluate every checkpoint of a training run on the validation set (checkpoint i on rank i % N) and report the time to the target top-5."
+)]
+pub struct EvalSweepArgs {
+    /// The trainer's run directory (holds run.json, schedule.yaml, checkpoints/).
+    run_dir: PathBuf,
+    /// Folder holding the validation shards' data dirs; overrides the run's data root.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Target top-5 accuracy in percent [default: the schedule's eval.target_top5].
+    #[arg(long)]
+    target_top5: Option<f64>,
+    /// Evaluate checkpoints as they land beside a live run; exit after its final checkpoint.
+    #[arg(long)]
+    watch: bool,
+    /// File of validation image names to leave out (one per line), e.g. DAWNBench's blacklist.
+    #[arg(long)]
+    exclude: Option<PathBuf>,
+    /// Rectangular validation (batches grouped by aspect ratio) [default: the schedule's rect_val].
+    #[arg(long)]
+    rect: bool,
+    /// Validation images per batch [default: the schedule's eval.batch_size].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// JPEG decode threads per rank [default: cores / ranks on this host].
+    #[arg(long)]
+    decode_threads: Option<usize>,
+    /// Seconds between looks for new checkpoints with --watch.
+    #[arg(long, default_value_t = 5.0)]
+    poll_s: f64,
+    /// With --watch, stop when no new checkpoint appeared for this many seconds.
+    #[arg(long, default_value_t = 3600.0)]
+    idle_timeout_s: f64,
+    /// Place the graph on GPU <local rank> (a GPU build of libtensorflow is needed).
+    #[arg(long)]
+    gpu: bool,
+}
+
+pub fn run(args: &EvalSweepArgs, world: &World) -> Result<()> {
+    let run_dir = RunDir::new(&args.run_dir);
+    let info_path = run_dir.run_info();
+    if !info_path.exists() {
+        bail!(
+            "{}: not a training run directory (no {}); give the trainer's --run-dir",
+            args.run_dir.display(),
+            info_path.display()
+        );
+    }
+    let info: RunInfo = run_dir::read_json(&info_path)?;
+    let schedule = Schedule::load(run_dir.schedule_copy())?;
+    let ev = &schedule.eval;
+    let data_root = args.data.clone().unwrap_or_else(|| info.data_root.clone());
+    let val_dir = data_root.join(&ev.data_dir);
+    let files = list_shards(&val_dir, &ev.prefix)?;
+    if let Some(classes) = data_facts::classes_in(&val_dir)? {
+        if classes != info.num_classes {
+            bail!(
+                "{}: the validation records have {classes} classes but the run's network has {} \
+                 (records of another dataset?)",
+                val_dir.display(),
+                info.num_classes
+            );
+        }
+    }
+    let ckpt_dir = run_dir.checkpoints();
+    if !ckpt_dir.exists() && !args.watch {
+        bail!("{}: no such folder", ckpt_dir.display());
+    }
+    let mut model = ModelConfig::from_run(&schedule.run, info.num_classes);
+    model.device = super::gpu_device(args.gpu, world);
+    let crop_fraction = match ev.crop_mode {
+        CropMode::Central => ev.crop_fraction,
+        // Resize the short side to size x ratio, then crop size: a central 1/ratio.
+        CropMode::ShortSide => 1.0 / ev.resize_ratio,
+    };
+    let exclude = match &args.exclude {
+        Some(p) => Some((p.clone(), read_exclude(p)?)),
+        None => None,
+    };
+    let cfg = SweepConfig {
+        run_dir,
+        model,
+        files,
+        batch_size: args.batch_size.unwrap_or(ev.batch_size.max(1) as usize),
+        image_px: ev.image_size.height as u32,
+        crop_fraction,
+        rect: args.rect || ev.rect_val,
+        decode_threads: super::decode_threads(args.decode_threads, world),
+        exclude,
+        target_top5: args.target_top5.unwrap_or(ev.target_top5),
+        watch: args.watch,
+        poll: Duration::from_secs_f64(args.poll_s.max(0.1)),
+        idle_timeout: Duration::from_secs_f64(args.idle_timeout_s),
+    };
+    if world.rank() == 0 && !args.watch && checkpoint::list(&ckpt_dir)?.is_empty() {
+        bail!("{}: no complete checkpoints to evaluate", ckpt_dir.display());
+    }
+    eval::sweep(&cfg, world).with_context(|| format!("sweeping {}", args.run_dir.display()))
+}

@@ -1,0 +1,108 @@
+//! The command lines: `trainer` (train, plan, bench, gradcheck) and `eval-sweep`. Each
+//! subcommand is a module; the binaries in `src/bin/` only call [`trainer_main`] or
+//! [`eval_sweep_main`]. This is the one place that reads argv and the environment, picks exit
+//! codes, and wraps MPI entry points so an error on any rank ends the whole job.
+
+mod bench;
+mod data_facts;
+mod eval_sweep;
+mod gradcheck;
+mod plan;
+mod train;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use dawnrun_dist::World;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "trainer",
+    about = "Train ResNet on TFRecord shards following a YAML schedule (one process per rank under mpirun).",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct TrainerCli {
+    #[command(subcommand)]
+    command: Option<TrainerCommand>,
+    /// `trainer SCHEDULE ...` is short for `trainer train SCHEDULE ...`.
+    #[command(flatten)]
+    train: train::TrainArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum TrainerCommand {
+    /// Train (the default: `trainer SCHEDULE` is `trainer train SCHEDULE`).
+    Train(train::TrainArgs),
+    /// Print the phase table of a schedule laid out on N ranks.
+    Plan(plan::PlanArgs),
+    /// Time the trainer's step against the same step on a pre-made batch (for `make bench`).
+    Bench(bench::BenchArgs),
+    /// Under mpirun: compare the all-reduced gradient with the mean of per-batch gradients.
+    Gradcheck(gradcheck::GradcheckArgs),
+}
+
+/// `trainer`'s `main`.
+pub fn trainer_main() -> ExitCode {
+    quiet_tensorflow_logs();
+    let cli = TrainerCli::parse();
+    exit_code(match cli.command {
+        None => train::main(cli.train),
+        Some(TrainerCommand::Train(args)) => train::main(args),
+        Some(TrainerCommand::Plan(args)) => plan::main(args),
+        Some(TrainerCommand::Bench(args)) => under_mpi(|world| bench::run(&args, world)),
+        Some(TrainerCommand::Gradcheck(args)) => under_mpi(|world| gradcheck::run(&args, world)),
+    })
+}
+
+/// `eval-sweep`'s `main`.
+pub fn eval_sweep_main() -> ExitCode {
+    quiet_tensorflow_logs();
+    let args = eval_sweep::EvalSweepArgs::parse();
+    exit_code(under_mpi(|world| eval_sweep::run(&args, world)))
+}
+
+/// 0 on success; otherwise the error with its chain of causes, and 2.
+fn exit_code(result: Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Sets `TF_CPP_MIN_LOG_LEVEL=2` (warnings and errors only) unless the user chose a level.
+/// TensorFlow reads it when it first logs, which is after `main` starts for everything but one
+/// line printed by a static initializer while the library loads ("oneDNN custom operations are
+/// on"); the Makefile exports the variable so that line goes too.
+fn quiet_tensorflow_logs() {
+    if std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
+        std::env::set_var("TF_CPP_MIN_LOG_LEVEL", "2");
+    }
+}
+
+/// Initialises MPI (or a world of one without mpirun), installs the abort-on-panic hook and runs
+/// `f`. An error on any rank ends the whole job (`World::fail` prints `rank R: error: ...` and
+/// calls MPI_Abort), so no rank is left waiting in a collective for one that has given up.
+fn under_mpi(f: impl FnOnce(&World) -> Result<()>) -> Result<()> {
+    let world = World::init().context("MPI")?;
+    world.install_abort_on_panic();
+    match f(&world) {
+        Ok(()) => Ok(()),
+        Err(e) => world.fail(&e),
+    }
+}
+
+/// JPEG decode threads per rank: as asked, else this host's cores shared by its ranks.
+fn decode_threads(asked: Option<usize>, world: &World) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    asked.unwrap_or_else(|| (cores / world.local_size().max(1)).max(1))
+}
+
+/// `--gpu`: the GPU of this rank's index on its host.
+fn gpu_device(gpu: bool, world: &World) -> Option<String> {
+    gpu.then(|| format!("/device:GPU:{}", world.local_rank()))
+}

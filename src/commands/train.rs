@@ -1,0 +1,163 @@
+//! `trainer SCHEDULE [--data DIR] [--run-dir DIR] [--max-steps N] [--resume] ...`: argv ->
+//! validated [`RunConfig`] -> [`crate::train::run`], one process per rank.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use dawnrun_dist::World;
+use dawnrun_schedule::{Allreduce, Schedule};
+
+use super::data_facts::{self, DataFacts};
+use crate::model::ModelConfig;
+use crate::run_dir::{self, RunDir, RunInfo};
+use crate::train::{self, RunConfig};
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// The schedule (YAML), e.g. schedules/106min.yaml.
+    #[arg(required = true)]
+    schedule: Option<PathBuf>,
+    /// Folder holding `<data_dir>/<prefix>-*` shards; overrides the schedule's `data_root`.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where checkpoints, logs and events go [default: runs/<schedule name>].
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Stop after this many steps in total (resume later with --resume).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Continue from the newest complete checkpoint in the run directory.
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    data_facts: DataFacts,
+    /// Write a Chrome-trace timeline of every step's phases (one file per rank).
+    #[arg(long)]
+    timeline: Option<PathBuf>,
+    /// Override the schedule's all-reduce: ring (ours) or mpi (MPI_Allreduce).
+    #[arg(long, value_enum)]
+    allreduce: Option<Allreduce>,
+    /// JPEG decode threads per rank [default: cores / ranks on this host, at least 1].
+    #[arg(long)]
+    decode_threads: Option<usize>,
+    /// Place the graph on GPU <local rank> (a GPU build of libtensorflow is needed).
+    #[arg(long)]
+    gpu: bool,
+}
+
+pub fn main(args: TrainArgs) -> Result<()> {
+    let schedule = args.schedule.clone().context("missing SCHEDULE")?;
+    super::under_mpi(|world| train(&args, &schedule, world))
+}
+
+fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
+    let schedule = Schedule::load(schedule_path)?;
+    if world.rank() == 0 {
+        for w in schedule.warnings() {
+            eprintln!("warning: {w}");
+        }
+    }
+    let data_root = args.data.clone().unwrap_or_else(|| schedule.run.data_root.clone());
+    // Rank 0 reads the facts and broadcasts them, so every rank plans with the same numbers.
+    let (train_images, num_classes) = share_from_root(world, || {
+        data_facts::resolve(&schedule, &data_root, &args.data_facts)
+    })?;
+    let plan = schedule
+        .plan(world.size() as u32, train_images)
+        .with_context(|| format!("{}", schedule_path.display()))?;
+    let schedule_text = std::fs::read(schedule_path)
+        .with_context(|| format!("{}: cannot read", schedule_path.display()))?;
+    let mut fingerprint = schedule_text.clone();
+    fingerprint.extend_from_slice(
+        format!("|{train_images}|{num_classes}|{:?}", args.max_steps).as_bytes(),
+    );
+    world
+        .check_same("schedule and data", &fingerprint)
+        .context("ranks disagree on the configuration; every rank must run the same command")?;
+
+    let run_dir = match &args.run_dir {
+        Some(dir) => RunDir::new(dir),
+        None => RunDir::for_schedule(&plan.name),
+    };
+    let mut model = ModelConfig::from_run(&plan.run, num_classes);
+    model.device = super::gpu_device(args.gpu, world);
+    if world.rank() == 0 {
+        let ckpt_dir = run_dir.checkpoints();
+        std::fs::create_dir_all(&ckpt_dir)
+            .with_context(|| format!("{}: cannot create", ckpt_dir.display()))?;
+        run_dir::write_file(&run_dir.schedule_copy(), &schedule_text)?;
+        let info = RunInfo {
+            command: std::env::args().collect(),
+            schedule_name: plan.name.clone(),
+            data_root: data_root.clone(),
+            world_size: world.size(),
+            train_images,
+            num_classes,
+            total_steps: plan.total_steps(),
+            plan: dawnrun_schedule::to_json(&plan, &[])?,
+        };
+        run_dir::write_json(&run_dir.run_info(), &info)?;
+    }
+    let distributed = &schedule.distributed;
+    let summary = train::run(
+        RunConfig {
+            model,
+            data_root,
+            run_dir,
+            max_steps: args.max_steps,
+            resume: args.resume,
+            loss_scale: plan.run.loss_scale.into(),
+            allreduce: args.allreduce.unwrap_or(distributed.allreduce),
+            compression: distributed.compression,
+            fusion_threshold_bytes: (distributed.fusion_threshold_mb * 1024.0 * 1024.0) as usize,
+            stall_warning: Duration::from_secs_f64(distributed.stall_warning_s),
+            timeline: args.timeline.clone(),
+            decode_threads: super::decode_threads(args.decode_threads, world),
+            fail_at_step: fail_hook(world.rank()),
+            plan,
+        },
+        world,
+    )?;
+    world.barrier();
+    if world.rank() == 0 {
+        eprintln!(
+            "trained steps {}..{} in {:.1} s; last loss {:.4}",
+            summary.first_step, summary.final_step, summary.train_seconds, summary.last_loss
+        );
+    }
+    Ok(())
+}
+
+/// The test hook: `DAWNRUN_FAIL_AT_STEP=S` makes the trainer fail at step S, on the rank named
+/// by `DAWNRUN_FAIL_RANK` (every rank when unset).
+fn fail_hook(rank: usize) -> Option<u64> {
+    let num = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    match num("DAWNRUN_FAIL_RANK") {
+        Some(r) if r as usize != rank => None,
+        _ => num("DAWNRUN_FAIL_AT_STEP"),
+    }
+}
+
+/// Runs `f` on rank 0 and gives its result to every rank (an error on rank 0 becomes an error
+/// everywhere, so the job ends with rank 0's message).
+fn share_from_root(world: &World, f: impl FnOnce() -> Result<(u64, u32)>) -> Result<(u64, u32)> {
+    if world.size() == 1 {
+        return f();
+    }
+    let mut bytes = Vec::new();
+    if world.rank() == 0 {
+        let (a, b) = f()?;
+        bytes.extend_from_slice(&a.to_le_bytes());
+        bytes.extend_from_slice(&b.to_le_bytes());
+    }
+    world.broadcast_bytes(&mut bytes, 0)?;
+    if bytes.len() != 12 {
+        bail!("rank {}: malformed data facts from rank 0", world.rank());
+    }
+    Ok((
+        u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")),
+        u32::from_le_bytes(bytes[8..].try_into().expect("4 bytes")),
+    ))
+}

@@ -1,0 +1,175 @@
+//! The run directory, `runs/<name>/` by default: the one place that spells the names of what a
+//! run leaves behind. The trainer (rank 0) writes it, eval-sweep reads it and adds its report;
+//! every other module asks a [`RunDir`] for a path instead of joining a file name itself.
+//!
+//! ```text
+//! runs/<name>/
+//!   run.json  schedule.yaml          how the run was made (RunInfo, the schedule as given)
+//!   checkpoints/ckpt-<step>.*        TensorFlow checkpoints (names owned by `checkpoint`)
+//!   metrics.jsonl  events.out.tfevents.*   the step log and its TensorBoard copy
+//!   done.json                        written after the last step (Done)
+//!   eval/ckpt-<step>.json            eval-sweep's per-checkpoint cache
+//!   eval.tsv  eval.jsonl  eval.png   eval-sweep's report
+//! ```
+//! Every file is written whole or not at all (`dawnrun_records::atomic`), except the two logs,
+//! which are appended to line by line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Paths under one run directory. Cheap to clone; owns no handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RunDir { root: root.into() }
+    }
+
+    /// The default for a schedule named `name`: `runs/<name>`.
+    pub fn for_schedule(name: &str) -> Self {
+        RunDir::new(Path::new("runs").join(name))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `run.json`: the command line, world size, data facts and the resolved plan.
+    pub fn run_info(&self) -> PathBuf {
+        self.root.join("run.json")
+    }
+
+    /// `schedule.yaml`: the schedule exactly as the trainer read it.
+    pub fn schedule_copy(&self) -> PathBuf {
+        self.root.join("schedule.yaml")
+    }
+
+    /// `done.json`: present once the last step's checkpoint is written.
+    pub fn done(&self) -> PathBuf {
+        self.root.join("done.json")
+    }
+
+    /// `checkpoints/`: the folder of TensorFlow checkpoints.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+
+    /// `metrics.jsonl`: one JSON object per logged step.
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+
+    /// The folder TensorBoard reads `events.out.tfevents.*` from (the run directory itself).
+    pub fn events_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// `eval/`: eval-sweep's cache, one file per evaluated checkpoint.
+    pub fn eval_cache_dir(&self) -> PathBuf {
+        self.root.join("eval")
+    }
+
+    /// `eval/ckpt-<step>.json`.
+    pub fn eval_cache(&self, step: u64) -> PathBuf {
+        self.eval_cache_dir().join(format!("ckpt-{step}.json"))
+    }
+
+    /// `eval.tsv`: DAWNBench's table.
+    pub fn eval_table(&self) -> PathBuf {
+        self.root.join("eval.tsv")
+    }
+
+    /// `eval.jsonl`: one result per checkpoint.
+    pub fn eval_results(&self) -> PathBuf {
+        self.root.join("eval.jsonl")
+    }
+
+    /// `eval.png`: accuracy against training hours.
+    pub fn eval_plot(&self) -> PathBuf {
+        self.root.join("eval.png")
+    }
+}
+
+/// `run.json`: how a run was made, written by rank 0 at start, so eval-sweep can rebuild the
+/// same network without the original command line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// The trainer's command line.
+    pub command: Vec<String>,
+    pub schedule_name: String,
+    pub data_root: PathBuf,
+    pub world_size: usize,
+    pub train_images: u64,
+    pub num_classes: u32,
+    pub total_steps: u64,
+    /// The resolved plan (`trainer plan --json` of this run).
+    pub plan: serde_json::Value,
+}
+
+/// `done.json`: the trainer's last step is done and its checkpoint saved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Done {
+    pub final_step: u64,
+    pub train_seconds: f64,
+}
+
+/// Writes `value` as pretty JSON, whole or not at all.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_vec_pretty(value).context("serialising JSON")?;
+    text.push(b'\n');
+    write_file(path, &text)
+}
+
+/// Writes `bytes` to `path` through a temporary name (never a half-written file).
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    Ok(dawnrun_records::atomic::write(path, bytes)?)
+}
+
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("{}: not valid", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_lies_under_the_root_with_its_documented_name() {
+        let d = RunDir::new("/r/x");
+        assert_eq!(d.run_info(), Path::new("/r/x/run.json"));
+        assert_eq!(d.schedule_copy(), Path::new("/r/x/schedule.yaml"));
+        assert_eq!(d.done(), Path::new("/r/x/done.json"));
+        assert_eq!(d.checkpoints(), Path::new("/r/x/checkpoints"));
+        assert_eq!(d.metrics(), Path::new("/r/x/metrics.jsonl"));
+        assert_eq!(d.events_dir(), Path::new("/r/x"));
+        assert_eq!(d.eval_cache(625), Path::new("/r/x/eval/ckpt-625.json"));
+        assert_eq!(d.eval_table(), Path::new("/r/x/eval.tsv"));
+        assert_eq!(d.eval_results(), Path::new("/r/x/eval.jsonl"));
+        assert_eq!(d.eval_plot(), Path::new("/r/x/eval.png"));
+        assert_eq!(RunDir::for_schedule("demo").root(), Path::new("runs/demo"));
+    }
+
+    #[test]
+    fn json_round_trips_through_the_atomic_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = RunDir::new(dir.path());
+        let done = Done {
+            final_step: 7,
+            train_seconds: 1.5,
+        };
+        write_json(&d.done(), &done).unwrap();
+        let back: Done = read_json(&d.done()).unwrap();
+        assert_eq!((back.final_step, back.train_seconds), (7, 1.5));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("done.json")]);
+    }
+}

@@ -1,0 +1,93 @@
+//! One optimizer step, the protocol every rank follows in lockstep:
+//!
+//! 1. gradients: forward + backward of this rank's batch; unscaled flat gradients to the host;
+//! 2. ready: tell rank 0 this rank reached the step (the stall check);
+//! 3. all-reduce: average the gradients over ranks (bitwise identical everywhere with the ring);
+//! 4. verdict: finite or not, decided by the loss scaler (apply, skip, or stop);
+//! 5. apply: momentum update at this step's learning rate.
+//!
+//! The training loop, `trainer bench` and `trainer gradcheck` all call these functions, so what
+//! is timed and checked is the step that trains.
+
+use anyhow::{bail, Context, Result};
+use dawnrun_dist::stall::StallCheck;
+use dawnrun_dist::timeline::{Lane, Span, Timeline};
+use dawnrun_dist::{Allreducer, World};
+
+use super::log::StepLog;
+use super::loss_scale::{all_finite, LossScaler, Verdict};
+use crate::model::{BatchRef, StepOutput, TrainGraph};
+
+/// What a step needs besides the graph: the other ranks, the timeline and the loss scaler.
+pub struct Replicas<'w> {
+    pub world: &'w World,
+    pub allreducer: Allreducer,
+    pub stall: StallCheck,
+    pub timeline: Option<Timeline>,
+    pub scaler: LossScaler,
+}
+
+impl Replicas<'_> {
+    /// A timeline span for `lane` (nothing when no timeline was asked for).
+    pub fn span(&self, lane: Lane, name: &'static str) -> Option<Span<'_>> {
+        self.timeline.as_ref().map(|t| t.span(lane, name))
+    }
+}
+
+/// Steps 1-3: this rank's gradients, averaged over all ranks. The batch-norm moving statistics
+/// are updated too (they stay local to each rank, as in Horovod).
+pub fn average_gradients(
+    graph: &mut TrainGraph,
+    ex: &mut Replicas,
+    batch: &BatchRef,
+    step: u64,
+) -> Result<StepOutput> {
+    let mut out = {
+        let _s = ex.span(Lane::Compute, "gradients");
+        graph
+            .gradients(batch, ex.scaler.scale())
+            .with_context(|| format!("step {step}: forward/backward"))?
+    };
+    {
+        let _s = ex.span(Lane::Negotiate, "ready");
+        ex.stall.ready(ex.world, step);
+    }
+    ex.allreducer
+        .average(ex.world, &mut out.grads, ex.timeline.as_ref())
+        .with_context(|| format!("step {step}: all-reduce"))?;
+    Ok(out)
+}
+
+/// The whole step on `batch` at learning rate `lr`: steps 1-5 above. A skipped step (dynamic
+/// loss scaling) is noted on `log`.
+pub fn update(
+    graph: &mut TrainGraph,
+    ex: &mut Replicas,
+    batch: &BatchRef,
+    step: u64,
+    lr: f64,
+    log: &StepLog,
+) -> Result<StepOutput> {
+    let out = average_gradients(graph, ex, batch, step)?;
+    // Every rank holds the same averaged gradients, so every rank reaches the same verdict.
+    let finite = out.loss.is_finite() && all_finite(&out.grads);
+    match ex.scaler.update(finite) {
+        Verdict::Apply => {
+            let _s = ex.span(Lane::Update, "apply");
+            graph
+                .apply(&out.grads, lr as f32)
+                .with_context(|| format!("step {step}: applying gradients"))?;
+        }
+        Verdict::Skip => log.note(&format!(
+            "step {step}: non-finite gradients, update skipped, loss scale now {}",
+            ex.scaler.scale()
+        )),
+        Verdict::Fatal => bail!(
+            "step {step}: the loss ({}) or its gradients are not finite with loss scale {}; \
+             lower the lr or use `loss_scale: dynamic`",
+            out.loss,
+            ex.scaler.scale()
+        ),
+    }
+    Ok(out)
+}
