@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the dependency rules of STYLE.md: the data-preparation tools never link TensorFlow or MPI,
+# Checks the project's dependency rules: the data-preparation tools never link TensorFlow or MPI,
 # and only the model/checkpoint/eval modules name `tensorflow`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,7 @@
 //! The input pipeline: shard files -> reader thread -> decode workers -> batcher -> consumer.
-//! Threads and bounded crossbeam channels, in the shape of burn's multithreaded loader
-//! (STYLE §1, §3.9): a message enum whose `PipelineError` variant carries a stage's failure to the
-//! consumer, seeds derived per item, and a `Drop` that stops and joins every thread.
+//! Threads and bounded crossbeam channels, in the shape of burn's multithreaded loader: a
+//! message enum ([`BatcherMsg`]) whose `Error` variant carries a stage's failure to the consumer,
+//! seeds derived per item, and a `Drop` that stops and joins every thread.
 //!
 //! Data flow and ordering:
 //! 1. The reader reads this rank's records ([`crate::epoch_share`]) and numbers them: key
