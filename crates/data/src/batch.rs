@@ -1,5 +1,5 @@
 //! The unit the pipeline hands to the trainer: uint8 NHWC pixels and 0-based labels. Pixels
-//! stay uint8 until the graph (reference.md §3), a quarter of the bytes of f32.
+//! stay uint8 until the graph, which converts and normalises them; a quarter of the bytes of f32.
 
 /// One batch. Invariants: `images.len() == n * height * width * 3`, `labels.len() == n`, and
 /// `filenames`, when present, has `n` entries in the same order.

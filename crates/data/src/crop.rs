@@ -1,7 +1,7 @@
 //! Crop boxes: where in a decoded image the training and evaluation crops sit. Pure geometry;
 //! `decode` applies the box while resizing, `pipeline` picks the generator per image.
 //!
-//! Training uses the random-resized crop of the reference (reference.md §3), the same sampling
+//! Training uses the random-resized crop of the 106-minute run's input pipeline, the same sampling
 //! as TensorFlow's `sample_distorted_bounding_box` and torchvision's `RandomResizedCrop`: area
 //! fraction uniform in `[min_scale, max_scale]`, aspect ratio log-uniform in `ratio`, up to
 //! `attempts` tries, else the whole image. Evaluation uses TensorFlow's `central_crop`.

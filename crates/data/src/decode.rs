@@ -2,7 +2,7 @@
 //! batch slot. The per-image work of the decode workers; knows nothing of files or ranks (the
 //! caller adds the record's file and offset to errors).
 //!
-//! Decoding is `zune-jpeg` (pure Rust, ~1,500 images/s per core at 427x320, reference.md §6);
+//! Decoding is `zune-jpeg` (pure Rust, ~1,500 images/s per core at 427x320 on this machine);
 //! zune 0.4 has no reduced-scale (DCT-scaled) decode, so every image is decoded at full size.
 //! Resizing is `fast_image_resize`'s bilinear convolution (~10x faster than `image::imageops`);
 //! the crop is given to the resizer as its source window, so the cropped pixels are never

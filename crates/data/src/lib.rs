@@ -2,7 +2,7 @@
 //! as plain numbers.
 //!
 //! The modules in flow order:
-//! - `shards`   which files and records this rank reads in an epoch, shuffle buffer   (pure)
+//! - `epoch_share` which files and records this rank reads in an epoch, shuffle buffer (pure)
 //! - `crop`     random-resized crop box, evaluation centre crop                        (pure)
 //! - `decode`   JPEG bytes -> RGB -> crop + bilinear resize + flip into a batch slot
 //! - `batch`    `Batch { images [N, H, W, 3] u8, labels [N] i32 }`
@@ -13,14 +13,16 @@
 pub mod batch;
 pub mod crop;
 pub mod decode;
+pub mod epoch_share;
 pub mod pipeline;
 pub mod seed;
-pub mod shards;
 
 pub use batch::Batch;
 pub use crop::{center_crop, sample_crop, CropBox, CropSpec};
 pub use decode::{DecodeError, Placement, Preprocessor};
+// Lives in dawnrun_records::shard_set; re-exported for existing callers.
+pub use dawnrun_records::shard_set::count_records;
 pub use pipeline::{
-    count_records, EvalConfig, EvalPipeline, PipelineStats, SkippedImage, TrainConfig,
+    EvalConfig, EvalPipeline, PipelineError, PipelineStats, SkippedImage, TrainConfig,
     TrainPipeline,
 };

@@ -1,6 +1,6 @@
 //! Seed derivation: every random choice in the pipeline draws from a generator seeded by a pure
 //! function of (run seed, epoch, rank, position, ...), never from a thread or the clock, so a
-//! resumed run sees the same file order, shuffle and crops as an uninterrupted one (STYLE §3.7).
+//! resumed run sees the same file order, shuffle and crops as an uninterrupted one.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -9,7 +9,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
-use dawnrun_data::{count_records, Batch, EvalConfig, EvalPipeline, TrainPipeline};
+use dawnrun_data::{Batch, EvalConfig, EvalPipeline, TrainPipeline};
+use dawnrun_records::shard_set::count_records;
 
 fn eval_config(
     files: Vec<std::path::PathBuf>,

@@ -1,11 +1,9 @@
-//! The schedule file: serde structs that mirror the YAML, loading, and its error type.
+//! The schedule file's types: serde structs that mirror the YAML, their serde impls, and the
+//! error type. Loading (YAML text -> checked [`Schedule`]) is in [`crate::load`].
 //!
-//! First stage of the flow (YAML -> [`Schedule`] -> [`crate::Plan`]). The only serde_yaml user
-//! in the project. Every field's default lives in one `impl Default` per block, and each
-//! field's `///` says it. Loading validates everything ([`crate::check`]) before returning,
-//! so a bad file is refused before any work starts, with `file:line:column: field: sentence`.
+//! Every field's default lives in one `impl Default` per block, and each field's `///` says it.
 //!
-//! Defaults follow the 106-minute run (reference.md §1, §3), except `precision` (fp32 runs
+//! Defaults follow the 106-minute run's settings, except `precision` (fp32 runs
 //! anywhere) and `loss_scale` (1, i.e. none, which only fp16 needs).
 
 use std::fmt;
@@ -108,7 +106,7 @@ pub struct RunSettings {
     pub data_format: DataFormat,
     /// SGD momentum. Default 0.9.
     pub momentum: f64,
-    /// Nesterov momentum. Default true (the aws-samples trainer, reference.md §3).
+    /// Nesterov momentum. Default true (as in the aws-samples trainer).
     pub nesterov: bool,
     /// L2 weight decay coefficient. Default 2e-4.
     pub weight_decay: f64,
@@ -214,9 +212,9 @@ pub struct DistributedSettings {
 impl Default for DistributedSettings {
     fn default() -> Self {
         DistributedSettings {
-            allreduce: Allreduce::Ring,
+            allreduce: Allreduce::default(),
             fusion_threshold_mb: 64.0,
-            compression: Compression::None,
+            compression: Compression::default(),
             stall_warning_s: 60.0,
         }
     }
@@ -251,12 +249,12 @@ fn default_prefix() -> String {
     "train".to_string()
 }
 
-/// reference.md §3: crop area in [0.08, 1] unless a phase raises it.
+/// The random crop keeps an area fraction in [0.08, 1] unless a phase raises the lower bound.
 fn default_min_scale() -> f64 {
     0.08
 }
 
-/// lr interpolation within a phase (reference.md §1), t in [0, 1] over the phase's steps.
+/// lr interpolation within a phase, t in [0, 1] over the phase's steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LrMethod {
@@ -274,13 +272,18 @@ pub enum DataFormat {
     Nchw,
 }
 
+/// Compute precision (`run.precision`, the trainer's `--precision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
+    #[cfg_attr(feature = "clap", value(name = "fp32"))]
     Fp32,
     /// bfloat16 compute; runs at fp32 speed on this CPU (AVX512_BF16).
+    #[cfg_attr(feature = "clap", value(name = "bf16"))]
     Bf16,
     /// float16 compute; for GPUs (about 35x slower than fp32 on this CPU). Wants loss scaling.
+    #[cfg_attr(feature = "clap", value(name = "fp16"))]
     Fp16,
 }
 
@@ -293,17 +296,38 @@ pub enum CropMode {
     ShortSide,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which all-reduce moves the gradients (`distributed.allreduce`, the trainer's `--allreduce`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Allreduce {
+    /// Ours: a ring over MPI point-to-point messages.
+    #[default]
+    #[cfg_attr(feature = "clap", value(name = "ring"))]
     Ring,
+    /// `MPI_Allreduce`.
+    #[cfg_attr(feature = "clap", value(name = "mpi"))]
     Mpi,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+impl fmt::Display for Allreduce {
+    /// The YAML spelling: `ring` or `mpi`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Allreduce::Ring => "ring",
+            Allreduce::Mpi => "mpi",
+        })
+    }
+}
+
+/// Wire format of gradients in the all-reduce (`distributed.compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
+    /// fp32 as computed.
+    #[default]
     None,
+    /// Halved to fp16 on the wire.
     Fp16,
 }
 
@@ -413,39 +437,6 @@ impl<'de> Deserialize<'de> for ImageSize {
 }
 
 impl Schedule {
-    /// Read, parse and check the schedule at `path`.
-    pub fn load(path: impl AsRef<Path>) -> Result<Schedule, ScheduleError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ScheduleError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Schedule::from_str(&text, path)
-    }
-
-    /// Parse and check `text`; `path` is only used in messages and for the default name.
-    #[allow(clippy::should_implement_trait)] // FromStr has no room for the path
-    pub fn from_str(text: &str, path: impl AsRef<Path>) -> Result<Schedule, ScheduleError> {
-        let path = path.as_ref();
-        let mut schedule: Schedule =
-            serde_yaml::from_str(text).map_err(|e| syntax_error(path, &e))?;
-        let name = match &schedule.run.name {
-            Some(name) => name.clone(),
-            None => path.file_stem().map_or_else(
-                || "schedule".to_string(),
-                |s| s.to_string_lossy().into_owned(),
-            ),
-        };
-        schedule.origin = Origin {
-            path: path.to_path_buf(),
-            source_map: SourceMap::build(text),
-            warnings: Vec::new(),
-            name,
-        };
-        schedule.origin.warnings = crate::check::check(&schedule)?;
-        Ok(schedule)
-    }
-
     /// The run name: `run.name`, else the file stem.
     pub fn name(&self) -> &str {
         &self.origin.name
@@ -487,164 +478,39 @@ impl Schedule {
     }
 }
 
-/// serde_yaml's message ends in " at line L column C"; the location moves to the front.
-fn syntax_error(path: &Path, error: &serde_yaml::Error) -> ScheduleError {
-    let full = error.to_string();
-    let (location, message) = match error.location() {
-        Some(l) => {
-            let location = Location {
-                line: l.line(),
-                column: l.column(),
-            };
-            let suffix = format!(" at line {} column {}", l.line(), l.column());
-            let message = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
-            (location, message)
-        }
-        None => (Location::START, full),
-    };
-    ScheduleError::Syntax {
-        path: path.to_path_buf(),
-        location,
-        message,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn shipped(name: &str) -> Schedule {
-        Schedule::load(format!(
-            "{}/../../schedules/{name}.yaml",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
-
     #[test]
-    fn shipped_schedules_round_trip_through_yaml() {
-        for name in ["106min", "imagenet18", "demo"] {
-            let s = shipped(name);
-            let text = serde_yaml::to_string(&s).unwrap();
-            let again = Schedule::from_str(&text, format!("{name}.yaml")).unwrap();
-            assert_eq!(serde_yaml::to_string(&again).unwrap(), text, "{name}");
-            assert_eq!(again.name(), name);
+    fn allreduce_and_compression_default_and_print_as_in_yaml() {
+        assert_eq!(Allreduce::default(), Allreduce::Ring);
+        assert_eq!(Compression::default(), Compression::None);
+        for a in [Allreduce::Ring, Allreduce::Mpi] {
+            let yaml = serde_yaml::to_string(&a).unwrap();
+            assert_eq!(yaml.trim(), a.to_string());
         }
     }
 
+    #[cfg(feature = "clap")]
     #[test]
-    fn the_106min_file_says_what_reference_section_1_says() {
-        let s = shipped("106min");
-        type Row<'a> = ([f64; 2], [f64; 2], LrMethod, i64, i64, &'a str);
-        let phases: Vec<Row> = s
-            .phases
-            .iter()
-            .map(|p| {
-                (
-                    p.epoch,
-                    p.lr,
-                    p.lr_method,
-                    p.batch_size,
-                    p.image_size.height,
-                    p.data_dir.as_str(),
-                )
-            })
-            .collect();
-        use LrMethod::{Exp, Linear};
+    fn clap_value_names_are_the_yaml_spellings() {
+        use clap::ValueEnum;
+        fn names<T: ValueEnum + Serialize>() {
+            for v in T::value_variants() {
+                let name = v.to_possible_value().unwrap().get_name().to_string();
+                assert_eq!(serde_yaml::to_string(v).unwrap().trim(), name);
+                assert!(T::from_str(&name, false).is_ok(), "{name}");
+            }
+        }
+        names::<Allreduce>();
+        names::<Precision>();
         assert_eq!(
-            phases,
-            [
-                ([0.0, 6.0], [1.0, 2.0], Linear, 740, 128, "160"),
-                ([6.0, 21.0], [2.0, 0.45], Linear, 740, 128, "160"),
-                ([21.0, 32.0], [0.45, 0.02], Exp, 256, 224, "320"),
-                ([32.0, 36.0], [0.02, 0.004], Exp, 196, 224, "320"),
-                ([36.0, 40.0], [0.004, 0.002], Exp, 128, 288, "320"),
-            ]
-        );
-        assert!(s
-            .phases
-            .iter()
-            .all(|p| p.prefix == "train" && p.min_scale == 0.08));
-        let r = &s.run;
-        assert_eq!(
-            (r.depth, r.momentum, r.weight_decay, r.decay_bn),
-            (50, 0.9, 2e-4, false)
-        );
-        assert_eq!(
-            (r.precision, r.loss_scale),
-            (Precision::Fp16, LossScale::Static(256.0))
-        );
-        assert_eq!(
-            (
-                r.checkpoint_every_steps,
-                r.zero_init_last_bn_gamma,
-                r.label_smoothing
-            ),
-            (625, true, 0.0)
-        );
-        assert_eq!(
-            (
-                s.eval.image_size.height,
-                s.eval.crop_mode,
-                s.eval.crop_fraction
-            ),
-            (288, CropMode::Central, 0.8)
-        );
-    }
-
-    #[test]
-    fn omitted_blocks_take_the_documented_defaults() {
-        let s = Schedule::from_str(
-            "phases:\n  - {epoch: [0, 1], lr: [0.1, 0.1], lr_method: linear, batch_size: 8, image_size: 32, data_dir: d}\n",
-            "x/my-run.yaml",
-        )
-        .unwrap();
-        assert_eq!(s.name(), "my-run");
-        assert_eq!(s.path(), Path::new("x/my-run.yaml"));
-        let r = &s.run;
-        assert_eq!(r.data_root, PathBuf::from("data/records"));
-        assert_eq!(
-            (r.depth, r.data_format, r.precision, r.loss_scale),
-            (
-                50,
-                DataFormat::Nhwc,
-                Precision::Fp32,
-                LossScale::Static(1.0)
-            )
-        );
-        assert_eq!(
-            (
-                r.nesterov,
-                r.decay_bn,
-                r.decay_bias,
-                r.checkpoint_every_steps,
-                r.seed
-            ),
-            (true, false, true, 625, 0)
-        );
-        let e = &s.eval;
-        assert_eq!(
-            (
-                e.data_dir.as_str(),
-                e.prefix.as_str(),
-                e.image_size,
-                e.crop_fraction
-            ),
-            ("320", "validation", ImageSize::square(224), 0.8)
-        );
-        assert_eq!(
-            (e.rect_val, e.batch_size, e.target_top5),
-            (false, 250, 93.0)
-        );
-        let d = &s.distributed;
-        assert_eq!(
-            (
-                d.allreduce,
-                d.fusion_threshold_mb,
-                d.compression,
-                d.stall_warning_s
-            ),
-            (Allreduce::Ring, 64.0, Compression::None, 60.0)
+            Precision::value_variants()
+                .iter()
+                .map(|p| p.to_possible_value().unwrap().get_name().to_string())
+                .collect::<Vec<_>>(),
+            ["fp32", "bf16", "fp16"]
         );
     }
 }

@@ -3,19 +3,24 @@
 //! The first link of the flow: the trainer reads a schedule, lays it out on its world size and
 //! train image count, and from then on asks the plan which phase, lr, epoch, batch and image
 //! size each step has and whether a checkpoint is due. Pure: no TensorFlow, no MPI, no data.
-//! The only serde_yaml user in the project ([`file`]).
+//! The only serde_yaml user in the project ([`load`]).
 //!
 //! Modules, in flow order:
-//! - [`file`]: serde structs mirroring the YAML, loading, [`ScheduleError`]
+//! - [`file`]: the types: serde structs mirroring the YAML, [`ScheduleError`], [`Warning`]
+//! - [`load`]: YAML text -> [`Schedule`] ([`Schedule::load`], [`Schedule::from_str`]): parse,
+//!   record positions, run the checks
 //! - [`spans`]: line/column of every YAML node, for errors found after deserialisation
 //! - [`check`]: validation run by the loader (gaps, overlaps, ranges) and warnings
 //! - [`plan`]: steps per phase, lr/epoch at a step, checkpoints (pure, unit-tested)
 //! - [`render`]: the `trainer plan` table and JSON
 //!
 //! # The format
-//! A schedule mirrors the 106-minute run's `training_strategy` list (reference.md §1): one
+//! A schedule mirrors the 106-minute run's `training_strategy` list: one
 //! `phases:` item per dict, same keys, plus optional blocks for the run's other settings.
 //! Every key below is optional unless marked required; defaults are in brackets.
+//!
+//! With the `clap` feature, [`Allreduce`] and [`Precision`] derive `clap::ValueEnum` with the
+//! YAML spellings (`ring`, `mpi`; `fp32`, `bf16`, `fp16`), for command-line overrides.
 //!
 //! ```yaml
 //! run:
@@ -60,6 +65,7 @@
 
 pub mod check;
 pub mod file;
+pub mod load;
 pub mod plan;
 pub mod render;
 pub mod spans;

@@ -4,7 +4,7 @@
 //! which phase runs step s, at which lr, epoch, batch and size, and when to checkpoint. Only
 //! `Plan` crosses into the training loop.
 //!
-//! Step counting (reference.md §1): one epoch of a phase is
+//! Step counting: one epoch of a phase is
 //! `floor(train_images / (batch_per_rank * world_size))` steps (a partial last batch is
 //! dropped), and a phase runs `floor(steps_per_epoch * (epoch_end - epoch_start))` steps; with
 //! whole epochs (every reference schedule) the floor changes nothing, with fractional epochs it
@@ -118,7 +118,7 @@ impl PhasePlan {
     }
 }
 
-/// lr at fraction `t` in [0, 1] of a ramp from `lr0` to `lr1` (reference.md §1).
+/// lr at fraction `t` in [0, 1] of a ramp from `lr0` to `lr1`.
 pub fn interpolate(method: LrMethod, lr0: f64, lr1: f64, t: f64) -> f64 {
     match method {
         LrMethod::Linear => lr0 + (lr1 - lr0) * t,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// Errors reading the input tree and side files. Each names the path (and line) at fault.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum InputsError {
     #[error("input folder {} does not exist", .0.display())]
     MissingInput(PathBuf),
     #[error("{}: no such folder (expected <input>/<split>/<synset>/<images>; choose splits with --splits)", .0.display())]
@@ -40,8 +40,8 @@ pub enum Error {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InputsError + '_ {
+    move |source| InputsError::Io {
         path: path.to_path_buf(),
         source,
     }
@@ -68,7 +68,7 @@ pub struct SplitListing {
     pub skipped: Vec<(String, String)>,
 }
 
-fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf, fs::Metadata)>, Error> {
+fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf, fs::Metadata)>, InputsError> {
     let mut entries = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
@@ -76,7 +76,7 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf, fs::Metadata)>, Er
         let name = entry
             .file_name()
             .into_string()
-            .map_err(|_| Error::NotUtf8(path.clone()))?;
+            .map_err(|_| InputsError::NotUtf8(path.clone()))?;
         // Follows symlinks: a dangling link is an unreadable file, reported now.
         let meta = fs::metadata(&path).map_err(io_err(&path))?;
         entries.push((name, path, meta));
@@ -87,13 +87,13 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf, fs::Metadata)>, Er
 
 /// Lists `<input>/<split>/*/*`. Files directly in the split folder are skipped (they have no
 /// synset); hidden entries (dot files) are ignored.
-pub fn list_split(input: &Path, split: &str) -> Result<SplitListing, Error> {
+pub fn list_split(input: &Path, split: &str) -> Result<SplitListing, InputsError> {
     if !input.is_dir() {
-        return Err(Error::MissingInput(input.to_path_buf()));
+        return Err(InputsError::MissingInput(input.to_path_buf()));
     }
     let dir = input.join(split);
     if !dir.is_dir() {
-        return Err(Error::MissingSplit(dir));
+        return Err(InputsError::MissingSplit(dir));
     }
     let mut listing = SplitListing {
         dir: dir.clone(),
@@ -135,14 +135,14 @@ pub fn list_split(input: &Path, split: &str) -> Result<SplitListing, Error> {
         }
     }
     if listing.files.is_empty() {
-        return Err(Error::EmptySplit(dir));
+        return Err(InputsError::EmptySplit(dir));
     }
     Ok(listing)
 }
 
 /// Reads a synset list file: one synset per line, in label order (label = line position among
 /// non-blank lines, 1-based). Duplicates are an error.
-pub fn read_synsets_file(path: &Path) -> Result<Vec<String>, Error> {
+pub fn read_synsets_file(path: &Path) -> Result<Vec<String>, InputsError> {
     let text = fs::read_to_string(path).map_err(io_err(path))?;
     let mut seen = HashMap::new();
     let mut synsets = Vec::new();
@@ -152,7 +152,7 @@ pub fn read_synsets_file(path: &Path) -> Result<Vec<String>, Error> {
             continue;
         }
         if let Some(first) = seen.insert(synset.to_string(), i + 1) {
-            return Err(Error::Parse {
+            return Err(InputsError::Parse {
                 path: path.to_path_buf(),
                 line: i + 1,
                 message: format!("synset {synset} repeats line {first}"),
@@ -161,7 +161,7 @@ pub fn read_synsets_file(path: &Path) -> Result<Vec<String>, Error> {
         synsets.push(synset.to_string());
     }
     if synsets.is_empty() {
-        return Err(Error::Parse {
+        return Err(InputsError::Parse {
             path: path.to_path_buf(),
             line: 1,
             message: "no synsets".into(),
@@ -176,7 +176,7 @@ pub fn read_synsets_file(path: &Path) -> Result<Vec<String>, Error> {
 pub fn label_order(
     synsets_file: Option<(&Path, Vec<String>)>,
     listings: &[(String, SplitListing)],
-) -> Result<Vec<String>, Error> {
+) -> Result<Vec<String>, InputsError> {
     let (order, source_of_labels) = match synsets_file {
         Some((path, list)) => (list, path.display().to_string()),
         None => match listings.iter().find(|(split, _)| split == "train") {
@@ -200,7 +200,7 @@ pub fn label_order(
             .cloned()
             .collect();
         if !extra.is_empty() {
-            return Err(Error::UnknownSynsets {
+            return Err(InputsError::UnknownSynsets {
                 path: listing.dir.clone(),
                 source_of_labels,
                 extra,
@@ -220,7 +220,7 @@ pub fn labels(order: &[String]) -> HashMap<String, i64> {
 }
 
 /// Reads `<synset>\t<human text>` lines (ImageNet's synset-to-words format).
-pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, Error> {
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, InputsError> {
     let text = fs::read_to_string(path).map_err(io_err(path))?;
     let mut texts = HashMap::new();
     for (i, line) in text.lines().enumerate() {
@@ -228,7 +228,7 @@ pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, Error> {
             continue;
         }
         let Some((synset, human)) = line.split_once('\t') else {
-            return Err(Error::Parse {
+            return Err(InputsError::Parse {
                 path: path.to_path_buf(),
                 line: i + 1,
                 message: "expected <synset><TAB><text>".into(),
@@ -242,14 +242,14 @@ pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, Error> {
 /// Reads a box file as `build_imagenet_data.py` takes it: `<file name>,xmin,ymin,xmax,ymax` per
 /// line, coordinates relative to the image size, several lines per image allowed. A first line
 /// that does not parse as numbers is taken as a header.
-pub fn read_bboxes(path: &Path) -> Result<HashMap<String, Vec<BBox>>, Error> {
+pub fn read_bboxes(path: &Path) -> Result<HashMap<String, Vec<BBox>>, InputsError> {
     let text = fs::read_to_string(path).map_err(io_err(path))?;
     let mut boxes: BTreeMap<String, Vec<BBox>> = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let parse_err = |message: String| Error::Parse {
+        let parse_err = |message: String| InputsError::Parse {
             path: path.to_path_buf(),
             line: i + 1,
             message,

@@ -4,9 +4,10 @@
 //! The flow, one module per stage:
 //! 1. `inputs`: list `<input>/<split>/<synset>/*`, fix the label order, read metadata and boxes;
 //! 2. `assign`: sort, shuffle with a fixed seed, cut into even shard ranges;
-//! 3. `manifest`: refuse a folder holding another build; find shards already complete;
-//! 4. `shard` (+ `jpeg`): write the remaining shards in parallel, each under a temporary name
-//!    renamed when complete, re-encoding PNG/CMYK and skipping non-images;
+//! 3. `prepare_output` with `dawnrun_records::manifest`: refuse a folder holding another build;
+//!    find shards already complete;
+//! 4. `shard_writer` (+ `jpeg`): write the remaining shards in parallel, each under a temporary
+//!    name renamed when complete, re-encoding PNG/CMYK and skipping non-images;
 //! 5. print the summary.
 //!
 //! Per-file problems (not an image, damaged header) skip the file and are reported at the end;
@@ -17,18 +18,20 @@
 mod assign;
 mod inputs;
 mod jpeg;
-mod manifest;
 mod progress;
-mod shard;
+mod shard_writer;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dawnrun_records::shards::{parse_shard_name, shard_name};
+use dawnrun_records::atomic;
+use dawnrun_records::manifest::{
+    self, Config, Manifest, Note, ShardEntry, SplitConfig, FORMAT_VERSION, MANIFEST_FILE,
+};
+use dawnrun_records::shard_set::{parse_shard_name, shard_name};
 use inputs::{InputFile, SplitListing};
-use manifest::{Config, Manifest, Note, ShardEntry, SplitConfig, FORMAT_VERSION, MANIFEST_NAME};
 use progress::Progress;
 use rayon::prelude::*;
-use shard::{Labelling, ShardJob};
+use shard_writer::{Labelling, ShardJob};
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -258,25 +261,23 @@ fn prepare_output(
 ) -> Result<BTreeMap<String, ShardEntry>> {
     fs::create_dir_all(output)
         .with_context(|| format!("creating output folder {}", output.display()))?;
-    let manifest_path = output.join(MANIFEST_NAME);
+    let manifest_path = output.join(MANIFEST_FILE);
     let mut shard_files = Vec::new();
-    let mut temp_files = Vec::new();
     for entry in fs::read_dir(output).with_context(|| format!("listing {}", output.display()))? {
         let entry = entry.with_context(|| format!("listing {}", output.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
+        // Temporaries (`.<shard>.<random>.tmp`) never parse as shard names.
         if parse_shard_name(&name).is_some() {
             shard_files.push(entry.path());
-        } else if name
-            .strip_suffix(".tmp")
-            .is_some_and(|stem| parse_shard_name(stem).is_some())
-        {
-            temp_files.push(entry.path());
         }
     }
     let previous = match manifest::load(&manifest_path) {
         Ok(previous) => previous,
         Err(err) if force => {
-            eprintln!("build-records: warning: --force: ignoring {err}");
+            eprintln!(
+                "build-records: warning: --force: ignoring {:#}",
+                anyhow::Error::from(err)
+            );
             None
         }
         Err(err) => return Err(err).context("use --force to replace that folder's shards"),
@@ -284,7 +285,7 @@ fn prepare_output(
     let conflict = match &previous {
         Some(m) => m.config.first_difference(config),
         None if !shard_files.is_empty() => Some(format!(
-            "{} shard files but no {MANIFEST_NAME}",
+            "{} shard files but no {MANIFEST_FILE}",
             shard_files.len()
         )),
         None => None,
@@ -307,9 +308,8 @@ fn prepare_output(
         (None, Some(previous)) => kept = previous.shards,
         (None, None) => {}
     }
-    for path in &temp_files {
-        fs::remove_file(path).with_context(|| format!("removing leftover {}", path.display()))?;
-    }
+    // Shards and manifests a killed run was writing.
+    atomic::remove_stale_temps(output)?;
     Ok(kept)
 }
 
@@ -342,7 +342,7 @@ fn build(settings: &Settings) -> Result<()> {
         .par_iter()
         .map(|job| {
             let entry = previous.get(&job.name)?;
-            match shard::verify_shard(&settings.output.join(&job.name), entry) {
+            match shard_writer::verify_shard(&settings.output.join(&job.name), entry) {
                 Ok(()) => Some(entry.clone()),
                 Err(why) => {
                     eprintln!("build-records: rewriting {}: {why}", job.name);
@@ -362,7 +362,7 @@ fn build(settings: &Settings) -> Result<()> {
             manifest.shards.insert(job.name.clone(), entry.clone());
         }
     }
-    let manifest_path = settings.output.join(MANIFEST_NAME);
+    let manifest_path = settings.output.join(MANIFEST_FILE);
     manifest::save(&manifest_path, &manifest)?;
 
     let to_write: Vec<&ShardJob> = jobs
@@ -374,7 +374,7 @@ fn build(settings: &Settings) -> Result<()> {
     let progress = Progress::new(to_write.iter().map(|j| j.files.len() as u64).sum());
     let shared = Mutex::new((manifest, Instant::now()));
     let written = to_write.par_iter().try_for_each(|job| -> Result<()> {
-        let entry = shard::write_shard(job, &plan.labelling, &settings.output, &progress)?;
+        let entry = shard_writer::write_shard(job, &plan.labelling, &settings.output, &progress)?;
         let mut guard = shared
             .lock()
             .expect("no thread panics while holding the manifest lock");
@@ -487,7 +487,7 @@ fn print_notes(what: &str, notes: &[Note]) {
     }
     if notes.len() > NAMED_FILES {
         println!(
-            "  ... and {} more (all listed in {MANIFEST_NAME})",
+            "  ... and {} more (all listed in {MANIFEST_FILE})",
             notes.len() - NAMED_FILES
         );
     }

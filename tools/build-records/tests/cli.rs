@@ -247,10 +247,11 @@ fn resume_rewrites_damaged_shards_and_keeps_good_ones() {
     let out = tmp.path().join("out");
     build(&input, &out, &[]);
 
-    // A killed run: one shard never renamed (missing, a stray .tmp left), one cut short, one
-    // with a flipped byte (same size, only the CRC tells).
+    // A killed run: one shard never renamed (missing, its temporary left, as is one of the
+    // manifest's), one cut short, one with a flipped byte (same size, only the CRC tells).
     fs::remove_file(shard(&out, "train-00001-of-00005")).unwrap();
-    fs::write(out.join("train-00001-of-00005.tmp"), b"partial").unwrap();
+    fs::write(out.join(".train-00001-of-00005.a1B2c3.tmp"), b"partial").unwrap();
+    fs::write(out.join(".build-records.json.Zz9Yy8.tmp"), b"{").unwrap();
     let cut = shard(&out, "train-00002-of-00005");
     let len = fs::metadata(&cut).unwrap().len();
     fs::OpenOptions::new()

@@ -49,7 +49,8 @@ mod tests {
         }
     }
 
-    // The point is to compare against reference.md's formula as written, not a rotate.
+    // The point is to compare against TensorFlow's masking formula written out as shifts
+    // (`((crc >> 15) | (crc << 17)) + 0xa282ead8`), not as a rotate.
     #[allow(clippy::manual_rotate)]
     #[test]
     fn mask_matches_the_written_formula() {

@@ -57,9 +57,9 @@ pub struct Value {
 
 /// Errors writing events; framing errors already name the file and offset.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum EventError {
     #[error(transparent)]
-    Framing(#[from] framing::Error),
+    Framing(#[from] framing::FramingError),
     #[error("{}: cannot create event directory", .dir.display())]
     CreateDir {
         dir: PathBuf,
@@ -94,9 +94,9 @@ fn hostname() -> String {
 impl EventWriter {
     /// Creates `dir` if needed and a new event file in it, starting with the file-version
     /// record. Never overwrites: a second writer in the same second gets a `.1`, `.2`... suffix.
-    pub fn create(dir: impl AsRef<Path>) -> Result<Self, Error> {
+    pub fn create(dir: impl AsRef<Path>) -> Result<Self, EventError> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+        std::fs::create_dir_all(dir).map_err(|source| EventError::CreateDir {
             dir: dir.to_path_buf(),
             source,
         })?;
@@ -125,13 +125,13 @@ impl EventWriter {
     }
 
     /// Appends any Event.
-    pub fn write_event(&mut self, event: &Event) -> Result<(), Error> {
+    pub fn write_event(&mut self, event: &Event) -> Result<(), EventError> {
         self.records.write(&event.encode_to_vec())?;
         Ok(())
     }
 
     /// Appends one scalar point `tag` = `value` at global step `step`, stamped now.
-    pub fn scalar(&mut self, tag: &str, step: i64, value: f32) -> Result<(), Error> {
+    pub fn scalar(&mut self, tag: &str, step: i64, value: f32) -> Result<(), EventError> {
         self.write_event(&Event {
             wall_time: now_s(),
             step,
@@ -145,12 +145,12 @@ impl EventWriter {
     }
 
     /// Makes everything written so far visible to readers (no fsync).
-    pub fn flush(&mut self) -> Result<(), Error> {
+    pub fn flush(&mut self) -> Result<(), EventError> {
         Ok(self.records.flush()?)
     }
 
     /// Flushes and fsyncs; the file is complete.
-    pub fn finish(self) -> Result<(), Error> {
+    pub fn finish(self) -> Result<(), EventError> {
         self.records.finish()?;
         Ok(())
     }

@@ -6,7 +6,7 @@
 //! in every process (build-records promises byte-identical output for a seed).
 //!
 //! The typed helpers (a builder and `get_*` getters) keep feature kinds straight: asking for an
-//! int64 where a bytes list is stored is an [`Error::WrongKind`] naming the key and both kinds.
+//! int64 where a bytes list is stored is an [`ExampleError::WrongKind`] naming the key and both kinds.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -91,13 +91,13 @@ mod features_wire {
 /// `tensorflow.Feature`: exactly one of three list kinds (or none, which TF treats as empty).
 #[derive(Clone, PartialEq, Message)]
 pub struct Feature {
-    #[prost(oneof = "Kind", tags = "1, 2, 3")]
-    pub kind: Option<Kind>,
+    #[prost(oneof = "ValueKind", tags = "1, 2, 3")]
+    pub kind: Option<ValueKind>,
 }
 
 /// The oneof inside [`Feature`].
 #[derive(Clone, PartialEq, prost::Oneof)]
-pub enum Kind {
+pub enum ValueKind {
     #[prost(message, tag = "1")]
     BytesList(BytesList),
     #[prost(message, tag = "2")]
@@ -151,7 +151,7 @@ impl fmt::Display for FeatureKind {
 /// Errors of the tf.Example layer. They name the feature key; the caller adds the file and the
 /// record offset (this layer sees only bytes).
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum ExampleError {
     #[error("not a tf.Example")]
     Decode(#[from] prost::DecodeError),
     #[error("feature {key:?} missing")]
@@ -176,9 +176,9 @@ impl Feature {
     /// Which list this feature holds.
     pub fn kind(&self) -> FeatureKind {
         match &self.kind {
-            Some(Kind::BytesList(_)) => FeatureKind::Bytes,
-            Some(Kind::FloatList(_)) => FeatureKind::Float,
-            Some(Kind::Int64List(_)) => FeatureKind::Int64,
+            Some(ValueKind::BytesList(_)) => FeatureKind::Bytes,
+            Some(ValueKind::FloatList(_)) => FeatureKind::Float,
+            Some(ValueKind::Int64List(_)) => FeatureKind::Int64,
             None => FeatureKind::Unset,
         }
     }
@@ -186,9 +186,9 @@ impl Feature {
     /// Number of values in the list (0 when unset).
     pub fn len(&self) -> usize {
         match &self.kind {
-            Some(Kind::BytesList(l)) => l.value.len(),
-            Some(Kind::FloatList(l)) => l.value.len(),
-            Some(Kind::Int64List(l)) => l.value.len(),
+            Some(ValueKind::BytesList(l)) => l.value.len(),
+            Some(ValueKind::FloatList(l)) => l.value.len(),
+            Some(ValueKind::Int64List(l)) => l.value.len(),
             None => 0,
         }
     }
@@ -200,17 +200,17 @@ impl Feature {
 
     fn bytes_list(value: Vec<Vec<u8>>) -> Self {
         Feature {
-            kind: Some(Kind::BytesList(BytesList { value })),
+            kind: Some(ValueKind::BytesList(BytesList { value })),
         }
     }
     fn float_list(value: Vec<f32>) -> Self {
         Feature {
-            kind: Some(Kind::FloatList(FloatList { value })),
+            kind: Some(ValueKind::FloatList(FloatList { value })),
         }
     }
     fn int64_list(value: Vec<i64>) -> Self {
         Feature {
-            kind: Some(Kind::Int64List(Int64List { value })),
+            kind: Some(ValueKind::Int64List(Int64List { value })),
         }
     }
 }
@@ -283,7 +283,7 @@ impl Example {
     }
 
     /// Parses serialized bytes (a record's data).
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ExampleError> {
         Ok(Example::decode(bytes)?)
     }
 
@@ -310,9 +310,9 @@ impl Example {
         self.feature(key).is_some()
     }
 
-    fn require(&self, key: &str) -> Result<&Feature, Error> {
+    fn require(&self, key: &str) -> Result<&Feature, ExampleError> {
         self.feature(key)
-            .ok_or_else(|| Error::Missing { key: key.into() })
+            .ok_or_else(|| ExampleError::Missing { key: key.into() })
     }
 
     /// The list under `key` if `pick` accepts its kind, else a typed error.
@@ -320,14 +320,14 @@ impl Example {
         &'a self,
         key: &str,
         expected: FeatureKind,
-        pick: impl FnOnce(&'a Kind) -> Option<&'a [T]>,
-    ) -> Result<&'a [T], Error> {
+        pick: impl FnOnce(&'a ValueKind) -> Option<&'a [T]>,
+    ) -> Result<&'a [T], ExampleError> {
         let feature = self.require(key)?;
         feature
             .kind
             .as_ref()
             .and_then(pick)
-            .ok_or_else(|| Error::WrongKind {
+            .ok_or_else(|| ExampleError::WrongKind {
                 key: key.into(),
                 expected,
                 found: feature.kind(),
@@ -335,54 +335,55 @@ impl Example {
     }
 
     /// The whole bytes list under `key`.
-    pub fn get_bytes_list(&self, key: &str) -> Result<&[Vec<u8>], Error> {
+    pub fn get_bytes_list(&self, key: &str) -> Result<&[Vec<u8>], ExampleError> {
         self.list(key, FeatureKind::Bytes, |kind| match kind {
-            Kind::BytesList(l) => Some(&l.value[..]),
+            ValueKind::BytesList(l) => Some(&l.value[..]),
             _ => None,
         })
     }
 
     /// The whole float list under `key`.
-    pub fn get_floats(&self, key: &str) -> Result<&[f32], Error> {
+    pub fn get_floats(&self, key: &str) -> Result<&[f32], ExampleError> {
         self.list(key, FeatureKind::Float, |kind| match kind {
-            Kind::FloatList(l) => Some(&l.value[..]),
+            ValueKind::FloatList(l) => Some(&l.value[..]),
             _ => None,
         })
     }
 
     /// The whole int64 list under `key`.
-    pub fn get_int64s(&self, key: &str) -> Result<&[i64], Error> {
+    pub fn get_int64s(&self, key: &str) -> Result<&[i64], ExampleError> {
         self.list(key, FeatureKind::Int64, |kind| match kind {
-            Kind::Int64List(l) => Some(&l.value[..]),
+            ValueKind::Int64List(l) => Some(&l.value[..]),
             _ => None,
         })
     }
 
     /// The single bytes value under `key` (a list of exactly one).
-    pub fn get_bytes(&self, key: &str) -> Result<&[u8], Error> {
+    pub fn get_bytes(&self, key: &str) -> Result<&[u8], ExampleError> {
         scalar(key, FeatureKind::Bytes, self.get_bytes_list(key)?).map(Vec::as_slice)
     }
 
     /// The single bytes value under `key`, as UTF-8 text.
-    pub fn get_str(&self, key: &str) -> Result<&str, Error> {
-        std::str::from_utf8(self.get_bytes(key)?).map_err(|_| Error::NotUtf8 { key: key.into() })
+    pub fn get_str(&self, key: &str) -> Result<&str, ExampleError> {
+        std::str::from_utf8(self.get_bytes(key)?)
+            .map_err(|_| ExampleError::NotUtf8 { key: key.into() })
     }
 
     /// The single int64 value under `key`.
-    pub fn get_int64(&self, key: &str) -> Result<i64, Error> {
+    pub fn get_int64(&self, key: &str) -> Result<i64, ExampleError> {
         scalar(key, FeatureKind::Int64, self.get_int64s(key)?).copied()
     }
 
     /// The single float value under `key`.
-    pub fn get_float(&self, key: &str) -> Result<f32, Error> {
+    pub fn get_float(&self, key: &str) -> Result<f32, ExampleError> {
         scalar(key, FeatureKind::Float, self.get_floats(key)?).copied()
     }
 }
 
-fn scalar<'a, T>(key: &str, kind: FeatureKind, list: &'a [T]) -> Result<&'a T, Error> {
+fn scalar<'a, T>(key: &str, kind: FeatureKind, list: &'a [T]) -> Result<&'a T, ExampleError> {
     match list {
         [one] => Ok(one),
-        _ => Err(Error::NotScalar {
+        _ => Err(ExampleError::NotScalar {
             key: key.into(),
             kind,
             found: list.len(),
@@ -457,7 +458,7 @@ mod tests {
         let err = ex.get_floats("i/one").unwrap_err();
         assert!(matches!(
             err,
-            Error::WrongKind {
+            ExampleError::WrongKind {
                 expected: FeatureKind::Float,
                 found: FeatureKind::Int64,
                 ..
@@ -473,22 +474,30 @@ mod tests {
             .int64s("two", vec![1, 2])
             .bytes("bin", vec![0xff, 0xfe])
             .build();
-        assert!(matches!(ex.get_int64("nope"), Err(Error::Missing { key }) if key == "nope"));
+        assert!(
+            matches!(ex.get_int64("nope"), Err(ExampleError::Missing { key }) if key == "nope")
+        );
         assert!(matches!(
             ex.get_int64("two"),
-            Err(Error::NotScalar { found: 2, .. })
+            Err(ExampleError::NotScalar { found: 2, .. })
         ));
-        assert!(matches!(ex.get_str("bin"), Err(Error::NotUtf8 { .. })));
+        assert!(matches!(
+            ex.get_str("bin"),
+            Err(ExampleError::NotUtf8 { .. })
+        ));
         assert!(!ex.has("nope") && ex.has("two"));
         let empty = Example::default();
-        assert!(matches!(empty.get_bytes("x"), Err(Error::Missing { .. })));
+        assert!(matches!(
+            empty.get_bytes("x"),
+            Err(ExampleError::Missing { .. })
+        ));
         assert_eq!(empty.features().count(), 0);
     }
 
     #[test]
     fn garbage_is_a_decode_error() {
         let err = Example::from_bytes(&[0x0a, 0xff, 0xff, 0xff]).unwrap_err();
-        assert!(matches!(err, Error::Decode(_)), "{err}");
+        assert!(matches!(err, ExampleError::Decode(_)), "{err}");
     }
 
     /// An unset Feature is still written as an (empty) value: TF rejects entries without one.

@@ -17,6 +17,7 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use crate::atomic::{AtomicError, AtomicFile};
 use crate::crc::masked_crc32c;
 
 /// Bytes before the data: the u64 length and its masked CRC.
@@ -70,7 +71,7 @@ pub enum Check {
 /// offset where that record starts (its length field), so `read_record_at(path, offset)`
 /// revisits it.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum FramingError {
     #[error("{}: cannot open", .path.display())]
     Open { path: PathBuf, source: io::Error },
     #[error("{}: cannot create", .path.display())]
@@ -141,16 +142,19 @@ pub enum Error {
     },
     #[error("{}: byte {offset}: no record there (end of file)", .path.display())]
     NoRecordAt { path: PathBuf, offset: u64 },
+    /// Creating or committing the temporary of [`RecordWriter::create_atomic`].
+    #[error(transparent)]
+    Atomic(#[from] AtomicError),
 }
 
-impl Error {
+impl FramingError {
     /// Which integrity check failed, if this error is about a damaged record.
     pub fn check(&self) -> Option<Check> {
         match self {
-            Error::LengthCrc { .. } => Some(Check::LengthCrc),
-            Error::DataCrc { .. } => Some(Check::DataCrc),
-            Error::TruncatedHeader { .. } => Some(Check::TruncatedHeader),
-            Error::TruncatedData { .. } => Some(Check::TruncatedData),
+            FramingError::LengthCrc { .. } => Some(Check::LengthCrc),
+            FramingError::DataCrc { .. } => Some(Check::DataCrc),
+            FramingError::TruncatedHeader { .. } => Some(Check::TruncatedHeader),
+            FramingError::TruncatedData { .. } => Some(Check::TruncatedData),
             _ => None,
         }
     }
@@ -158,15 +162,18 @@ impl Error {
     /// The byte offset the error is about, when there is one.
     pub fn offset(&self) -> Option<u64> {
         match self {
-            Error::Read { offset, .. }
-            | Error::Write { offset, .. }
-            | Error::Seek { offset, .. }
-            | Error::LengthCrc { offset, .. }
-            | Error::DataCrc { offset, .. }
-            | Error::TruncatedHeader { offset, .. }
-            | Error::TruncatedData { offset, .. }
-            | Error::NoRecordAt { offset, .. } => Some(*offset),
-            Error::Open { .. } | Error::Create { .. } | Error::Sync { .. } => None,
+            FramingError::Read { offset, .. }
+            | FramingError::Write { offset, .. }
+            | FramingError::Seek { offset, .. }
+            | FramingError::LengthCrc { offset, .. }
+            | FramingError::DataCrc { offset, .. }
+            | FramingError::TruncatedHeader { offset, .. }
+            | FramingError::TruncatedData { offset, .. }
+            | FramingError::NoRecordAt { offset, .. } => Some(*offset),
+            FramingError::Open { .. }
+            | FramingError::Create { .. }
+            | FramingError::Sync { .. }
+            | FramingError::Atomic(_) => None,
         }
     }
 }
@@ -196,9 +203,9 @@ pub struct RecordReader<R = BufReader<File>> {
 
 impl RecordReader<BufReader<File>> {
     /// Opens a TFRecord file for reading from its first record.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, FramingError> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|source| Error::Open {
+        let file = File::open(path).map_err(|source| FramingError::Open {
             path: path.to_path_buf(),
             source,
         })?;
@@ -239,7 +246,7 @@ impl<R: Read> RecordReader<R> {
     }
 
     /// Reads the next record. `Ok(None)` at a clean end of file (exactly between records).
-    pub fn next_record(&mut self) -> Result<Option<Record>, Error> {
+    pub fn next_record(&mut self) -> Result<Option<Record>, FramingError> {
         let mut data = Vec::new();
         Ok(self
             .next_into(&mut data)?
@@ -248,7 +255,7 @@ impl<R: Read> RecordReader<R> {
 
     /// Reads the next record's data into `buf` (cleared first, capacity reused) and returns the
     /// record's offset; `Ok(None)` at a clean end of file. The allocation-free path for hot loops.
-    pub fn next_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>, Error> {
+    pub fn next_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>, FramingError> {
         let offset = self.pos;
         let result = self.read_frame(offset, buf);
         if result.is_err() {
@@ -257,14 +264,14 @@ impl<R: Read> RecordReader<R> {
         result
     }
 
-    fn read_frame(&mut self, offset: u64, buf: &mut Vec<u8>) -> Result<Option<u64>, Error> {
+    fn read_frame(&mut self, offset: u64, buf: &mut Vec<u8>) -> Result<Option<u64>, FramingError> {
         let mut header = [0u8; HEADER_LEN as usize];
         let got = self.read_full(&mut header, offset)?;
         if got == 0 {
             return Ok(None);
         }
         if got < header.len() {
-            return Err(Error::TruncatedHeader {
+            return Err(FramingError::TruncatedHeader {
                 path: self.path.clone(),
                 offset,
                 got: got as u64,
@@ -277,7 +284,7 @@ impl<R: Read> RecordReader<R> {
         let got_data = (&mut self.inner)
             .take(len)
             .read_to_end(buf)
-            .map_err(|source| Error::Read {
+            .map_err(|source| FramingError::Read {
                 path: self.path.clone(),
                 offset,
                 source,
@@ -290,7 +297,7 @@ impl<R: Read> RecordReader<R> {
             0
         };
         if got_data < len || got_footer < FOOTER_LEN {
-            return Err(Error::TruncatedData {
+            return Err(FramingError::TruncatedData {
                 path: self.path.clone(),
                 offset,
                 len,
@@ -301,7 +308,7 @@ impl<R: Read> RecordReader<R> {
             let stored = u32::from_le_bytes(footer);
             let computed = masked_crc32c(buf);
             if stored != computed {
-                return Err(Error::DataCrc {
+                return Err(FramingError::DataCrc {
                     path: self.path.clone(),
                     offset,
                     len,
@@ -314,7 +321,7 @@ impl<R: Read> RecordReader<R> {
     }
 
     /// Fills `buf` unless the source ends first; returns how many bytes arrived.
-    fn read_full(&mut self, buf: &mut [u8], record_offset: u64) -> Result<usize, Error> {
+    fn read_full(&mut self, buf: &mut [u8], record_offset: u64) -> Result<usize, FramingError> {
         let mut n = 0;
         while n < buf.len() {
             match self.inner.read(&mut buf[n..]) {
@@ -322,7 +329,7 @@ impl<R: Read> RecordReader<R> {
                 Ok(k) => n += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(source) => {
-                    return Err(Error::Read {
+                    return Err(FramingError::Read {
                         path: self.path.clone(),
                         offset: record_offset,
                         source,
@@ -338,10 +345,10 @@ impl<R: Read> RecordReader<R> {
 impl<R: Read + Seek> RecordReader<R> {
     /// Moves to `offset`, which must be the start of a record (from a [`Record`] or an index);
     /// a wrong offset shows up as a length CRC error on the next read. Clears a previous error.
-    pub fn seek(&mut self, offset: u64) -> Result<(), Error> {
+    pub fn seek(&mut self, offset: u64) -> Result<(), FramingError> {
         self.inner
             .seek(SeekFrom::Start(offset))
-            .map_err(|source| Error::Seek {
+            .map_err(|source| FramingError::Seek {
                 path: self.path.clone(),
                 offset,
                 source,
@@ -353,7 +360,7 @@ impl<R: Read + Seek> RecordReader<R> {
 }
 
 impl<R: Read> Iterator for RecordReader<R> {
-    type Item = Result<Record, Error>;
+    type Item = Result<Record, FramingError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
@@ -368,13 +375,13 @@ fn check_header(
     header: &[u8; HEADER_LEN as usize],
     path: &Path,
     offset: u64,
-) -> Result<u64, Error> {
+) -> Result<u64, FramingError> {
     let len_bytes: [u8; 8] = header[..8].try_into().expect("header holds 8 length bytes");
     let crc_bytes: [u8; 4] = header[8..].try_into().expect("header holds 4 CRC bytes");
     let stored = u32::from_le_bytes(crc_bytes);
     let computed = masked_crc32c(&len_bytes);
     if stored != computed {
-        return Err(Error::LengthCrc {
+        return Err(FramingError::LengthCrc {
             path: path.to_path_buf(),
             offset,
             stored,
@@ -386,14 +393,16 @@ fn check_header(
 
 /// Reads the one record whose frame starts at `offset` (from an index or an earlier read),
 /// checking both CRCs.
-pub fn read_record_at(path: impl AsRef<Path>, offset: u64) -> Result<Record, Error> {
+pub fn read_record_at(path: impl AsRef<Path>, offset: u64) -> Result<Record, FramingError> {
     let path = path.as_ref();
     let mut reader = RecordReader::open(path)?;
     reader.seek(offset)?;
-    reader.next_record()?.ok_or_else(|| Error::NoRecordAt {
-        path: path.to_path_buf(),
-        offset,
-    })
+    reader
+        .next_record()?
+        .ok_or_else(|| FramingError::NoRecordAt {
+            path: path.to_path_buf(),
+            offset,
+        })
 }
 
 /// Where one record sits in a file: `(offset, framed_len)`, the frame's first byte and its whole
@@ -403,15 +412,15 @@ pub type Span = (u64, u64);
 /// Lists every record's span by reading only the 12-byte headers and seeking over the data:
 /// counting a shard costs a few bytes per record. Checks each length CRC and that the last
 /// record fits in the file; does NOT check data CRCs (use [`RecordReader`] for that).
-pub fn scan(path: impl AsRef<Path>) -> Result<Vec<Span>, Error> {
+pub fn scan(path: impl AsRef<Path>) -> Result<Vec<Span>, FramingError> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(|source| Error::Open {
+    let file = File::open(path).map_err(|source| FramingError::Open {
         path: path.to_path_buf(),
         source,
     })?;
     let file_len = file
         .metadata()
-        .map_err(|source| Error::Read {
+        .map_err(|source| FramingError::Read {
             path: path.to_path_buf(),
             offset: 0,
             source,
@@ -425,7 +434,7 @@ pub fn scan(path: impl AsRef<Path>) -> Result<Vec<Span>, Error> {
         let offset = reader.pos;
         let got = reader.read_full(&mut header, offset)?;
         if got < header.len() {
-            return Err(Error::TruncatedHeader {
+            return Err(FramingError::TruncatedHeader {
                 path: path.to_path_buf(),
                 offset,
                 got: got as u64,
@@ -435,7 +444,7 @@ pub fn scan(path: impl AsRef<Path>) -> Result<Vec<Span>, Error> {
         let framed = framed_len(len);
         let present = file_len - offset;
         if framed > present {
-            return Err(Error::TruncatedData {
+            return Err(FramingError::TruncatedData {
                 path: path.to_path_buf(),
                 offset,
                 len,
@@ -446,7 +455,7 @@ pub fn scan(path: impl AsRef<Path>) -> Result<Vec<Span>, Error> {
         reader
             .inner
             .seek_relative(skip)
-            .map_err(|source| Error::Seek {
+            .map_err(|source| FramingError::Seek {
                 path: path.to_path_buf(),
                 offset: offset + HEADER_LEN,
                 source,
@@ -458,42 +467,85 @@ pub fn scan(path: impl AsRef<Path>) -> Result<Vec<Span>, Error> {
 }
 
 /// Number of records in a file, by [`scan`] (headers only).
-pub fn count_records(path: impl AsRef<Path>) -> Result<u64, Error> {
+pub fn count_records(path: impl AsRef<Path>) -> Result<u64, FramingError> {
     Ok(scan(path)?.len() as u64)
 }
 
 /// Writes framed records to a file through a buffer.
 ///
-/// Dropping without [`RecordWriter::finish`] may lose buffered records; writers of shards write
-/// to a temporary name and rename after `finish`, so a partial file never looks complete.
+/// Dropping a writer from [`RecordWriter::create`] without [`RecordWriter::finish`] may lose
+/// buffered records. Writers of shards use [`RecordWriter::create_atomic`] instead: the records
+/// go to a temporary file that `finish` renames over the final path, so a partial file never
+/// has the final name.
 pub struct RecordWriter {
-    inner: BufWriter<File>,
+    inner: Sink,
     path: PathBuf,
     bytes_written: u64,
 }
 
+/// Where a [`RecordWriter`]'s bytes go.
+enum Sink {
+    Plain(BufWriter<File>),
+    Atomic(AtomicFile),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Atomic(w) => w.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.write_all(buf),
+            Sink::Atomic(w) => w.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Atomic(w) => w.flush(),
+        }
+    }
+}
+
 impl RecordWriter {
     /// Creates (or truncates) `path`.
-    pub fn create(path: impl AsRef<Path>) -> Result<Self, Error> {
+    pub fn create(path: impl AsRef<Path>) -> Result<Self, FramingError> {
         let path = path.as_ref();
-        let file = File::create(path).map_err(|source| Error::Create {
+        let file = File::create(path).map_err(|source| FramingError::Create {
             path: path.to_path_buf(),
             source,
         })?;
         Ok(Self {
-            inner: BufWriter::with_capacity(BUF_BYTES, file),
+            inner: Sink::Plain(BufWriter::with_capacity(BUF_BYTES, file)),
             path: path.to_path_buf(),
             bytes_written: 0,
         })
     }
 
-    /// The file being written.
+    /// Starts records that replace `path` only when [`RecordWriter::finish`] succeeds: they are
+    /// written to a temporary beside it ([`crate::atomic`]), removed if the writer is dropped
+    /// unfinished or `finish` fails.
+    pub fn create_atomic(path: impl AsRef<Path>) -> Result<Self, FramingError> {
+        let path = path.as_ref();
+        Ok(Self {
+            inner: Sink::Atomic(AtomicFile::with_capacity(path, BUF_BYTES)?),
+            path: path.to_path_buf(),
+            bytes_written: 0,
+        })
+    }
+
+    /// The file being written (for [`RecordWriter::create_atomic`], the final path).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// Appends one record and returns the byte offset where its frame starts.
-    pub fn write(&mut self, data: &[u8]) -> Result<u64, Error> {
+    pub fn write(&mut self, data: &[u8]) -> Result<u64, FramingError> {
         let offset = self.bytes_written;
         let header = encode_header(data.len() as u64);
         let footer = masked_crc32c(data).to_le_bytes();
@@ -502,7 +554,7 @@ impl RecordWriter {
             .write_all(&header)
             .and_then(|()| self.inner.write_all(data))
             .and_then(|()| self.inner.write_all(&footer));
-        result.map_err(|source| Error::Write {
+        result.map_err(|source| FramingError::Write {
             path: self.path.clone(),
             offset,
             source,
@@ -516,26 +568,32 @@ impl RecordWriter {
         self.bytes_written
     }
 
-    /// Pushes buffered records to the OS (no fsync): readers of the file see them.
-    pub fn flush(&mut self) -> Result<(), Error> {
-        self.inner.flush().map_err(|source| Error::Sync {
+    /// Pushes buffered records to the OS (no fsync): readers of the file see them (for
+    /// [`RecordWriter::create_atomic`], readers of the temporary).
+    pub fn flush(&mut self) -> Result<(), FramingError> {
+        self.inner.flush().map_err(|source| FramingError::Sync {
             path: self.path.clone(),
             bytes: self.bytes_written,
             source,
         })
     }
 
-    /// Flushes and fsyncs the file; returns the total bytes written.
-    pub fn finish(mut self) -> Result<u64, Error> {
+    /// Flushes and fsyncs the file (and, for [`RecordWriter::create_atomic`], renames it into
+    /// place and fsyncs the directory); returns the total bytes written.
+    pub fn finish(mut self) -> Result<u64, FramingError> {
         self.flush()?;
-        self.inner
-            .get_ref()
-            .sync_all()
-            .map_err(|source| Error::Sync {
-                path: self.path.clone(),
-                bytes: self.bytes_written,
-                source,
-            })?;
+        match self.inner {
+            Sink::Plain(file) => {
+                file.get_ref()
+                    .sync_all()
+                    .map_err(|source| FramingError::Sync {
+                        path: self.path.clone(),
+                        bytes: self.bytes_written,
+                        source,
+                    })?
+            }
+            Sink::Atomic(file) => file.commit()?,
+        }
         Ok(self.bytes_written)
     }
 }
@@ -574,7 +632,7 @@ mod tests {
         path
     }
 
-    fn read_all(path: &Path) -> Result<Vec<Record>, Error> {
+    fn read_all(path: &Path) -> Result<Vec<Record>, FramingError> {
         RecordReader::open(path)?.collect()
     }
 
@@ -719,7 +777,7 @@ mod tests {
         assert_eq!(rest.len(), records.len() - 4);
         let end = std::fs::metadata(&path).unwrap().len();
         let err = read_record_at(&path, end).unwrap_err();
-        assert!(matches!(err, Error::NoRecordAt { .. }), "{err}");
+        assert!(matches!(err, FramingError::NoRecordAt { .. }), "{err}");
         // Not a record boundary: the length CRC catches it.
         let err = read_record_at(&path, spans[1].0 + 1).unwrap_err();
         assert_eq!(err.check(), Some(Check::LengthCrc));

@@ -62,9 +62,9 @@ pub struct ImageRecord {
 
 /// Errors of the ImageNet layer; the caller adds the file and the record offset.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum ImagenetError {
     #[error(transparent)]
-    Example(#[from] example::Error),
+    Example(#[from] example::ExampleError),
     #[error(
         "bounding-box lists disagree in length: xmin {xmin}, ymin {ymin}, xmax {xmax}, ymax {ymax}"
     )]
@@ -110,15 +110,15 @@ impl ImageRecord {
     /// Reads an ImageNet Example. `image/encoded`, `image/height`, `image/width` and
     /// `image/class/label` are required; synset, text, filename and boxes default to empty when
     /// absent (other converters omit them), but must have the right kind when present.
-    pub fn from_example(ex: &Example) -> Result<Self, Error> {
-        let opt_str = |key: &str| -> Result<String, Error> {
+    pub fn from_example(ex: &Example) -> Result<Self, ImagenetError> {
+        let opt_str = |key: &str| -> Result<String, ImagenetError> {
             Ok(if ex.has(key) {
                 ex.get_str(key)?.to_owned()
             } else {
                 String::new()
             })
         };
-        let opt_floats = |key: &str| -> Result<&[f32], Error> {
+        let opt_floats = |key: &str| -> Result<&[f32], ImagenetError> {
             Ok(if ex.has(key) {
                 ex.get_floats(key)?
             } else {
@@ -128,7 +128,7 @@ impl ImageRecord {
         let (xmin, ymin) = (opt_floats(KEY_BBOX_XMIN)?, opt_floats(KEY_BBOX_YMIN)?);
         let (xmax, ymax) = (opt_floats(KEY_BBOX_XMAX)?, opt_floats(KEY_BBOX_YMAX)?);
         if !(xmin.len() == ymin.len() && xmin.len() == xmax.len() && xmin.len() == ymax.len()) {
-            return Err(Error::BBoxLengths {
+            return Err(ImagenetError::BBoxLengths {
                 xmin: xmin.len(),
                 ymin: ymin.len(),
                 xmax: xmax.len(),
@@ -156,7 +156,7 @@ impl ImageRecord {
     }
 
     /// Parses a record's data into an ImageRecord.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ImagenetError> {
         Self::from_example(&Example::from_bytes(bytes)?)
     }
 }
@@ -165,11 +165,11 @@ impl ImageRecord {
 /// the JPEG from `bytes` instead of decoding the whole Example (no map, no copies of the other
 /// features). Same answers as [`ImageRecord::from_bytes`] on every well-formed Example: when a
 /// key repeats, the last entry wins, as in protobuf map merging.
-pub fn decode_for_training(bytes: &[u8]) -> Result<(&[u8], i64), Error> {
+pub fn decode_for_training(bytes: &[u8]) -> Result<(&[u8], i64), ImagenetError> {
     let mut encoded = None;
     let mut label = None;
     for field in wire::Fields::new(bytes) {
-        let (tag, value) = field.map_err(|()| Error::Wire { what: "Example" })?;
+        let (tag, value) = field.map_err(|()| ImagenetError::Wire { what: "Example" })?;
         let wire::Value::Len(features) = value else {
             continue;
         };
@@ -177,11 +177,11 @@ pub fn decode_for_training(bytes: &[u8]) -> Result<(&[u8], i64), Error> {
             continue;
         }
         for field in wire::Fields::new(features) {
-            let (tag, value) = field.map_err(|()| Error::Wire { what: "Features" })?;
+            let (tag, value) = field.map_err(|()| ImagenetError::Wire { what: "Features" })?;
             let (1, wire::Value::Len(entry)) = (tag, value) else {
                 continue;
             };
-            let (key, feature) = wire::map_entry(entry).map_err(|()| Error::Wire {
+            let (key, feature) = wire::map_entry(entry).map_err(|()| ImagenetError::Wire {
                 what: "Features map entry",
             })?;
             if key == KEY_ENCODED.as_bytes() {
@@ -191,7 +191,7 @@ pub fn decode_for_training(bytes: &[u8]) -> Result<(&[u8], i64), Error> {
             }
         }
     }
-    let missing = |key: &str| example::Error::Missing { key: key.into() };
+    let missing = |key: &str| example::ExampleError::Missing { key: key.into() };
     let encoded = encoded.ok_or_else(|| missing(KEY_ENCODED))?;
     let label = label.ok_or_else(|| missing(KEY_LABEL))?;
     Ok((encoded, label))
@@ -201,7 +201,7 @@ pub fn decode_for_training(bytes: &[u8]) -> Result<(&[u8], i64), Error> {
 /// decoding the rest. Field layout: Example{1: Features}, Features{1: entry{1: key, 2: Feature}},
 /// Feature{1: BytesList, 2: FloatList, 3: Int64List}, each list {1: values}.
 mod wire {
-    use super::Error;
+    use super::ImagenetError;
     use crate::example::{self, FeatureKind};
 
     pub enum Value<'a> {
@@ -292,10 +292,10 @@ mod wire {
     }
 
     /// The last list set in a Feature: its kind and body.
-    fn feature_list(feature: &[u8]) -> Result<(FeatureKind, &[u8]), Error> {
+    fn feature_list(feature: &[u8]) -> Result<(FeatureKind, &[u8]), ImagenetError> {
         let mut found = (FeatureKind::Unset, &[][..]);
         for field in Fields::new(feature) {
-            let field = field.map_err(|()| Error::Wire { what: "Feature" })?;
+            let field = field.map_err(|()| ImagenetError::Wire { what: "Feature" })?;
             found = match field {
                 (1, Value::Len(body)) => (FeatureKind::Bytes, body),
                 (2, Value::Len(body)) => (FeatureKind::Float, body),
@@ -306,11 +306,15 @@ mod wire {
         Ok(found)
     }
 
-    fn expect_kind(key: &str, expected: FeatureKind, found: FeatureKind) -> Result<(), Error> {
+    fn expect_kind(
+        key: &str,
+        expected: FeatureKind,
+        found: FeatureKind,
+    ) -> Result<(), ImagenetError> {
         if expected == found {
             return Ok(());
         }
-        Err(example::Error::WrongKind {
+        Err(example::ExampleError::WrongKind {
             key: key.into(),
             expected,
             found,
@@ -318,8 +322,8 @@ mod wire {
         .into())
     }
 
-    fn not_scalar(key: &str, kind: FeatureKind, found: usize) -> Error {
-        example::Error::NotScalar {
+    fn not_scalar(key: &str, kind: FeatureKind, found: usize) -> ImagenetError {
+        example::ExampleError::NotScalar {
             key: key.into(),
             kind,
             found,
@@ -328,12 +332,14 @@ mod wire {
     }
 
     /// The single value of a BytesList feature.
-    pub fn feature_bytes<'a>(feature: &'a [u8], key: &str) -> Result<&'a [u8], Error> {
+    pub fn feature_bytes<'a>(feature: &'a [u8], key: &str) -> Result<&'a [u8], ImagenetError> {
         let (kind, list) = feature_list(feature)?;
         expect_kind(key, FeatureKind::Bytes, kind)?;
         let mut values = Vec::with_capacity(1);
         for field in Fields::new(list) {
-            if let (1, Value::Len(v)) = field.map_err(|()| Error::Wire { what: "BytesList" })? {
+            if let (1, Value::Len(v)) =
+                field.map_err(|()| ImagenetError::Wire { what: "BytesList" })?
+            {
                 values.push(v);
             }
         }
@@ -344,10 +350,10 @@ mod wire {
     }
 
     /// The single value of an Int64List feature, packed or not.
-    pub fn feature_int64(feature: &[u8], key: &str) -> Result<i64, Error> {
+    pub fn feature_int64(feature: &[u8], key: &str) -> Result<i64, ImagenetError> {
         let (kind, list) = feature_list(feature)?;
         expect_kind(key, FeatureKind::Int64, kind)?;
-        let malformed = || Error::Wire { what: "Int64List" };
+        let malformed = || ImagenetError::Wire { what: "Int64List" };
         let mut values = Vec::with_capacity(1);
         for field in Fields::new(list) {
             match field.map_err(|()| malformed())? {
@@ -370,7 +376,7 @@ mod wire {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::example::{Feature, Int64List, Kind};
+    use crate::example::{Feature, Int64List, ValueKind};
     use crate::testutil::Lcg;
     use prost::Message;
 
@@ -497,7 +503,7 @@ mod tests {
         let unpacked = [0x08, 42];
         assert_eq!(Int64List::decode(&unpacked[..]).unwrap().value, vec![42]);
         let feature = Feature {
-            kind: Some(Kind::Int64List(Int64List { value: vec![42] })),
+            kind: Some(ValueKind::Int64List(Int64List { value: vec![42] })),
         };
         let mut feature_bytes = feature.encode_to_vec();
         // Replace the packed body (0a 01 2a) with the unpacked one (08 2a).

@@ -8,16 +8,19 @@
 //! index.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::atomic::{self, AtomicError};
 use crate::framing::{self, Record, HEADER_LEN};
 
 /// Errors of the index layer; each names the index or record file and, when parsing, the line.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum IndexError {
     #[error(transparent)]
-    Framing(#[from] framing::Error),
+    Framing(#[from] framing::FramingError),
+    #[error(transparent)]
+    Save(#[from] AtomicError),
     #[error("{}: {action}", .path.display())]
     Io {
         path: PathBuf,
@@ -66,7 +69,7 @@ pub fn default_index_path(records: impl AsRef<Path>) -> PathBuf {
 
 impl RecordIndex {
     /// Indexes `path` by reading record headers (length CRCs checked, data CRCs not).
-    pub fn build(path: impl AsRef<Path>) -> Result<Self, Error> {
+    pub fn build(path: impl AsRef<Path>) -> Result<Self, IndexError> {
         let path = path.as_ref();
         Ok(RecordIndex {
             path: path.to_path_buf(),
@@ -90,8 +93,8 @@ impl RecordIndex {
     }
 
     /// Reads record `i` (both CRCs checked).
-    pub fn read(&self, i: usize) -> Result<Record, Error> {
-        let &(offset, _) = self.entries.get(i).ok_or_else(|| Error::OutOfRange {
+    pub fn read(&self, i: usize) -> Result<Record, IndexError> {
+        let &(offset, _) = self.entries.get(i).ok_or_else(|| IndexError::OutOfRange {
             path: self.path.clone(),
             index: i,
             len: self.len(),
@@ -99,38 +102,21 @@ impl RecordIndex {
         Ok(framing::read_record_at(&self.path, offset)?)
     }
 
-    /// Writes the index in tfrecord2idx format to `idx_path`, atomically (temp file + rename).
-    pub fn save(&self, idx_path: impl AsRef<Path>) -> Result<(), Error> {
-        let idx_path = idx_path.as_ref();
+    /// Writes the index in tfrecord2idx format to `idx_path`, atomically ([`atomic::write`]).
+    pub fn save(&self, idx_path: impl AsRef<Path>) -> Result<(), IndexError> {
         let mut text = String::with_capacity(self.entries.len() * 16);
         for &(offset, len) in &self.entries {
             text.push_str(&format!("{offset} {len}\n"));
         }
-        let mut tmp_name = idx_path.as_os_str().to_owned();
-        tmp_name.push(".tmp");
-        let tmp = PathBuf::from(tmp_name);
-        let io_err = |action| {
-            let path = idx_path.to_path_buf();
-            move |source| Error::Io {
-                path,
-                action,
-                source,
-            }
-        };
-        let mut file = fs::File::create(&tmp).map_err(io_err("cannot create"))?;
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io_err("cannot write"))?;
-        fs::rename(&tmp, idx_path).map_err(io_err("cannot rename into place"))?;
-        Ok(())
+        Ok(atomic::write(idx_path.as_ref(), text.as_bytes())?)
     }
 
     /// Reads an index saved by [`RecordIndex::save`] or DALI's tfrecord2idx for the record file
     /// `records`, checking that the lines are well formed and that the records end exactly at
     /// the end of `records`.
-    pub fn load(idx_path: impl AsRef<Path>, records: impl AsRef<Path>) -> Result<Self, Error> {
+    pub fn load(idx_path: impl AsRef<Path>, records: impl AsRef<Path>) -> Result<Self, IndexError> {
         let (idx_path, records) = (idx_path.as_ref(), records.as_ref());
-        let text = fs::read_to_string(idx_path).map_err(|source| Error::Io {
+        let text = fs::read_to_string(idx_path).map_err(|source| IndexError::Io {
             path: idx_path.to_path_buf(),
             action: "cannot read index",
             source,
@@ -141,7 +127,7 @@ impl RecordIndex {
             if line.trim().is_empty() {
                 continue;
             }
-            let parse_error = || Error::Parse {
+            let parse_error = || IndexError::Parse {
                 path: idx_path.to_path_buf(),
                 line: i + 1,
                 text: line.to_owned(),
@@ -163,14 +149,14 @@ impl RecordIndex {
             entries,
         };
         let file_len = fs::metadata(records)
-            .map_err(|source| Error::Io {
+            .map_err(|source| IndexError::Io {
                 path: records.to_path_buf(),
                 action: "cannot stat record file",
                 source,
             })?
             .len();
         if index.end() != file_len {
-            return Err(Error::Stale {
+            return Err(IndexError::Stale {
                 idx: idx_path.to_path_buf(),
                 records: records.to_path_buf(),
                 index_end: index.end(),
@@ -225,7 +211,7 @@ mod tests {
                 assert_eq!(&rec.data, want);
                 assert_eq!(rec.offset, loaded.entries[i].0);
             }
-            assert!(matches!(loaded.read(n), Err(Error::OutOfRange { .. })));
+            assert!(matches!(loaded.read(n), Err(IndexError::OutOfRange { .. })));
         }
     }
 
@@ -252,7 +238,7 @@ mod tests {
         ] {
             fs::write(&idx, text).unwrap();
             match RecordIndex::load(&idx, &path) {
-                Err(Error::Parse { line: l, .. }) => assert_eq!(l, line, "{text:?}"),
+                Err(IndexError::Parse { line: l, .. }) => assert_eq!(l, line, "{text:?}"),
                 other => panic!("{text:?}: {other:?}"),
             }
         }
@@ -267,7 +253,7 @@ mod tests {
         RecordIndex::build(&path).unwrap().save(&idx).unwrap();
         write(&path, 4, 1);
         let err = RecordIndex::load(&idx, &path).unwrap_err();
-        assert!(matches!(err, Error::Stale { .. }), "{err}");
+        assert!(matches!(err, IndexError::Stale { .. }), "{err}");
         assert!(err.to_string().contains("stale index"));
     }
 }

@@ -11,20 +11,26 @@
 //! - [`imagenet`]: `ImageRecord` <-> tf.Example with the keys of `build_imagenet_data.py`, and
 //!   the zero-copy `decode_for_training` for the input pipeline.
 //! - [`index`]: `RecordIndex`, per-file record offsets in DALI's tfrecord2idx text format.
-//! - [`shards`]: `train-00000-of-01024` names and finding a complete shard set.
+//! - [`shard_set`]: `train-00000-of-01024` names, finding a complete shard set, counting its
+//!   records.
+//! - [`atomic`]: replacing a file atomically (temporary `.<name>.<random>.tmp`, fsync, rename,
+//!   fsync the directory); shards, indexes and the manifest are written through it.
+//! - [`manifest`]: `build-records.json`, how a records folder was built and its shards' sizes.
 //! - [`event`]: TensorBoard event files (scalars), framed as records.
 //!
 //! Every module has one error enum. Messages name the file and byte offset (or the feature key)
 //! but do not repeat their `source()`: print them with the chain (anyhow's `{:#}`).
 #![deny(unsafe_code)]
 
+pub mod atomic;
 pub mod crc;
 pub mod event;
 pub mod example;
 pub mod framing;
 pub mod imagenet;
 pub mod index;
-pub mod shards;
+pub mod manifest;
+pub mod shard_set;
 #[cfg(test)]
 mod testutil;
 
@@ -32,3 +38,4 @@ pub use example::Example;
 pub use framing::{read_record_at, Record, RecordReader, RecordWriter};
 pub use imagenet::{BBox, ImageRecord};
 pub use index::RecordIndex;
+pub use manifest::Manifest;

@@ -11,7 +11,7 @@ use dawnrun_records::example::{Example, Feature};
 use dawnrun_records::framing::{self, RecordReader, RecordWriter};
 use dawnrun_records::imagenet::{decode_for_training, BBox, ImageRecord};
 use dawnrun_records::index::{default_index_path, RecordIndex};
-use dawnrun_records::shards::shard_name;
+use dawnrun_records::shard_set::shard_name;
 use serde_json::Value;
 
 fn write_records(path: &Path, records: &[Vec<u8>]) {

@@ -15,11 +15,11 @@ use clap::{Parser, ValueEnum};
 use dawnrun_data::pipeline::DEFAULT_SHUFFLE_BUFFER;
 use dawnrun_data::{Preprocessor, TrainConfig, TrainPipeline};
 use dawnrun_records::imagenet::decode_for_training;
-use dawnrun_records::shards::list_shards;
+use dawnrun_records::shard_set::{count_records, list_shards};
 use dawnrun_records::RecordReader;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum Mode {
+enum BenchMode {
     /// The training pipeline: the trainer's batches.
     Train,
     /// Bare JPEG decode to RGB of the same images: the limit.
@@ -47,7 +47,7 @@ struct Args {
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
     #[arg(long, value_enum, default_value = "train")]
-    mode: Mode,
+    mode: BenchMode,
     #[arg(long)]
     json: bool,
 }
@@ -74,8 +74,8 @@ fn run(args: Args) -> Result<()> {
         bail!("{}: no `{}` shards", args.records.display(), args.prefix);
     }
     let rate = match args.mode {
-        Mode::Train => train_rate(&args, files)?,
-        Mode::Decode => decode_rate(&args, &files)?,
+        BenchMode::Train => train_rate(&args, files)?,
+        BenchMode::Decode => decode_rate(&args, &files)?,
     };
     if args.json {
         println!(
@@ -89,7 +89,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn train_rate(args: &Args, files: Vec<PathBuf>) -> Result<f64> {
-    let total = dawnrun_data::pipeline::count_records(&files)?;
+    let total = count_records(&files)?;
     let mut pipeline = TrainPipeline::start(TrainConfig {
         files,
         rank: 0,

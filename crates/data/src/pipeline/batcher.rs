@@ -17,10 +17,10 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::reader::{Key, Request};
 use super::worker::{Done, Image, Outcome};
-use super::{send_or_stop, Error, Msg, Shared, Stage, StopSignal};
+use super::{send_or_stop, BatcherMsg, PipelineError, Shared, Stage, StopSignal};
 use crate::batch::Batch;
 
-pub(super) enum Mode {
+pub(super) enum Batching {
     Train {
         batch_size: usize,
         batches_per_epoch: u64,
@@ -33,10 +33,10 @@ pub(super) enum Mode {
 }
 
 pub(super) struct Batcher {
-    mode: Mode,
+    mode: Batching,
     shared: Arc<Shared>,
     requests: Sender<Request>,
-    output: Sender<Msg>,
+    output: Sender<BatcherMsg>,
     stop: StopSignal,
 }
 
@@ -81,10 +81,10 @@ enum Next {
 
 impl Batcher {
     pub(super) fn new(
-        mode: Mode,
+        mode: Batching,
         shared: Arc<Shared>,
         requests: Sender<Request>,
-        output: Sender<Msg>,
+        output: Sender<BatcherMsg>,
         stop: StopSignal,
     ) -> Self {
         Self {
@@ -98,7 +98,7 @@ impl Batcher {
 
     pub(super) fn run(self, results: Receiver<Done>) {
         let (mut key, mut batches_left) = match self.mode {
-            Mode::Train {
+            Batching::Train {
                 batch_size,
                 batches_per_epoch,
                 start_epoch,
@@ -108,7 +108,7 @@ impl Batcher {
                 (start_epoch, skip_batches * batch_size as u64),
                 batches_per_epoch - skip_batches,
             ),
-            Mode::Eval { .. } => ((0, 0), 0),
+            Batching::Eval { .. } => ((0, 0), 0),
         };
         let mut pending: BTreeMap<Key, Outcome> = BTreeMap::new();
         let mut filling = Filling::default();
@@ -125,7 +125,7 @@ impl Batcher {
             crossbeam_channel::select! {
                 recv(results) -> done => match done {
                     Ok(done) => {
-                        if let (Outcome::Skipped(_), Mode::Train { .. }) = (&done.outcome, &self.mode) {
+                        if let (Outcome::Skipped(_), Batching::Train { .. }) = (&done.outcome, &self.mode) {
                             // Ask for the replacement now, not when this key's turn comes.
                             // The reader may be gone after an error: nothing to do then.
                             let _ = self.requests.send(Request::More { epoch: done.key.0 });
@@ -133,8 +133,8 @@ impl Batcher {
                         pending.insert(done.key, done.outcome);
                     }
                     Err(_) => {
-                        let stopped = Error::Stopped { stage: Stage::Decode };
-                        send_or_stop(&self.output, Msg::Error(Stage::Batcher, stopped), &self.stop);
+                        let stopped = PipelineError::Stopped { stage: Stage::Decode };
+                        send_or_stop(&self.output, BatcherMsg::Error(Stage::Batcher, stopped), &self.stop);
                         return;
                     }
                 },
@@ -156,7 +156,7 @@ impl Batcher {
         match (outcome, &self.mode) {
             (
                 Outcome::Image(image),
-                Mode::Train {
+                Batching::Train {
                     batch_size,
                     batches_per_epoch,
                     ..
@@ -167,7 +167,11 @@ impl Batcher {
                 if filling.labels.len() < *batch_size {
                     return Next::Continue;
                 }
-                if !send_or_stop(&self.output, Msg::Batch(filling.take(false)), &self.stop) {
+                if !send_or_stop(
+                    &self.output,
+                    BatcherMsg::Batch(filling.take(false)),
+                    &self.stop,
+                ) {
                     return Next::Quit;
                 }
                 *batches_left -= 1;
@@ -178,7 +182,7 @@ impl Batcher {
                 }
                 Next::Continue
             }
-            (Outcome::Image(image), Mode::Eval { batch_size }) => {
+            (Outcome::Image(image), Batching::Eval { batch_size }) => {
                 self.shared.decoded.fetch_add(1, Ordering::Relaxed);
                 let group = seq / *batch_size as u64;
                 if !filling.labels.is_empty() && group != filling.group && !self.emit(filling) {
@@ -195,14 +199,14 @@ impl Batcher {
                 Next::Continue
             }
             (Outcome::Fatal(stage, e), _) => {
-                send_or_stop(&self.output, Msg::Error(stage, e), &self.stop);
+                send_or_stop(&self.output, BatcherMsg::Error(stage, e), &self.stop);
                 Next::Quit
             }
             (Outcome::End, _) => {
                 if !filling.labels.is_empty() && !self.emit(filling) {
                     return Next::Quit;
                 }
-                send_or_stop(&self.output, Msg::Done, &self.stop);
+                send_or_stop(&self.output, BatcherMsg::Done, &self.stop);
                 Next::Quit
             }
         }
@@ -210,6 +214,10 @@ impl Batcher {
 
     /// Sends the evaluation batch being filled; `false` when the pipeline is stopping.
     fn emit(&self, filling: &mut Filling) -> bool {
-        send_or_stop(&self.output, Msg::Batch(filling.take(true)), &self.stop)
+        send_or_stop(
+            &self.output,
+            BatcherMsg::Batch(filling.take(true)),
+            &self.stop,
+        )
     }
 }

@@ -1,10 +1,10 @@
 //! The input pipeline: shard files -> reader thread -> decode workers -> batcher -> consumer.
-//! Threads and bounded crossbeam channels, in the shape of burn's multithreaded loader
-//! (STYLE §1, §3.9): a message enum whose `Error` variant carries a stage's failure to the
-//! consumer, seeds derived per item, and a `Drop` that stops and joins every thread.
+//! Threads and bounded crossbeam channels, in the shape of burn's multithreaded loader: a
+//! message enum ([`BatcherMsg`]) whose `Error` variant carries a stage's failure to the consumer,
+//! seeds derived per item, and a `Drop` that stops and joins every thread.
 //!
 //! Data flow and ordering:
-//! 1. The reader reads this rank's records ([`crate::shards`]) and numbers them: key
+//! 1. The reader reads this rank's records ([`crate::epoch_share`]) and numbers them: key
 //!    `(epoch, seq)`, `seq` counting from 0 in each epoch in shuffle-buffer output order. It sends
 //!    raw record bytes (bounded queue), so parsing and decoding run in parallel on the workers.
 //! 2. Each worker parses the tf.Example, decodes, crops, resizes and flips one image. The crop and
@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::batch::Batch;
-use crate::shards::ShardError;
+use crate::epoch_share::EpochShareError;
 
 /// Records held by the shuffle buffer when a config does not say otherwise.
 pub const DEFAULT_SHUFFLE_BUFFER: usize = 2048;
@@ -115,20 +115,20 @@ impl fmt::Display for Stage {
 
 /// Errors of the pipeline. Each names the file and byte offset when one is involved.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum PipelineError {
     #[error("pipeline config: {what}")]
     Config { what: String },
     #[error(transparent)]
-    Shards(#[from] ShardError),
+    Shards(#[from] EpochShareError),
     #[error(transparent)]
-    Records(#[from] dawnrun_records::framing::Error),
+    Records(#[from] dawnrun_records::framing::FramingError),
     #[error(transparent)]
-    Index(#[from] dawnrun_records::index::Error),
+    Index(#[from] dawnrun_records::index::IndexError),
     #[error("{}: byte {offset}: bad tf.Example: {source}", .path.display())]
     Example {
         path: PathBuf,
         offset: u64,
-        source: dawnrun_records::imagenet::Error,
+        source: dawnrun_records::imagenet::ImagenetError,
     },
     #[error("{}: byte {offset}: label {label} outside 1..=2^31-1 (labels are 1-based, 0 is background)", .path.display())]
     Label {
@@ -144,7 +144,10 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("{stage} stage: {source}")]
-    InStage { stage: Stage, source: Box<Error> },
+    InStage {
+        stage: Stage,
+        source: Box<PipelineError>,
+    },
     #[error("the {stage} stage stopped without a message (a thread panicked?)")]
     Stopped { stage: Stage },
 }
@@ -170,9 +173,9 @@ pub struct PipelineStats {
 }
 
 /// What the batcher hands to the consumer.
-enum Msg {
+enum BatcherMsg {
     Batch(Batch),
-    Error(Stage, Error),
+    Error(Stage, PipelineError),
     /// Evaluation only: every record delivered.
     Done,
 }
@@ -197,7 +200,7 @@ impl StopSignal {
 
 /// The threads and channels common to both pipelines.
 struct Engine {
-    output: Option<Receiver<Msg>>,
+    output: Option<Receiver<BatcherMsg>>,
     stop: Option<Sender<()>>,
     threads: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -207,7 +210,7 @@ struct Engine {
 
 impl Engine {
     /// Blocks for the next message; `None` after the evaluation's end.
-    fn next(&mut self) -> Option<Result<Batch, Error>> {
+    fn next(&mut self) -> Option<Result<Batch, PipelineError>> {
         if self.finished {
             return None;
         }
@@ -216,21 +219,21 @@ impl Engine {
         let msg = output.recv();
         self.waited += start.elapsed();
         match msg {
-            Ok(Msg::Batch(batch)) => Some(Ok(batch)),
-            Ok(Msg::Done) => {
+            Ok(BatcherMsg::Batch(batch)) => Some(Ok(batch)),
+            Ok(BatcherMsg::Done) => {
                 self.finished = true;
                 None
             }
-            Ok(Msg::Error(stage, source)) => {
+            Ok(BatcherMsg::Error(stage, source)) => {
                 self.finished = true;
-                Some(Err(Error::InStage {
+                Some(Err(PipelineError::InStage {
                     stage,
                     source: Box::new(source),
                 }))
             }
             Err(_) => {
                 self.finished = true;
-                Some(Err(Error::Stopped {
+                Some(Err(PipelineError::Stopped {
                     stage: Stage::Batcher,
                 }))
             }
@@ -278,11 +281,11 @@ fn spawn(
     stage: Stage,
     name: &str,
     body: impl FnOnce() + Send + 'static,
-) -> Result<JoinHandle<()>, Error> {
+) -> Result<JoinHandle<()>, PipelineError> {
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(body)
-        .map_err(|source| Error::Spawn { stage, source })
+        .map_err(|source| PipelineError::Spawn { stage, source })
 }
 
 /// Starts reader, workers and batcher for `plan`; on a spawn failure, the threads already
@@ -293,8 +296,8 @@ fn start_engine(
     queue: usize,
     prefetch: usize,
     reader: reader::Plan,
-    batching: batcher::Mode,
-) -> Result<Engine, Error> {
+    batching: batcher::Batching,
+) -> Result<Engine, PipelineError> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let stop = StopSignal(stop_rx);
     let (task_tx, task_rx) = crossbeam_channel::bounded(queue);
@@ -348,8 +351,8 @@ pub struct TrainPipeline {
 
 impl TrainPipeline {
     /// Validates `config` and starts the threads; the first batch arrives on the first `next`.
-    pub fn start(config: TrainConfig) -> Result<Self, Error> {
-        let bad = |what: String| Err(Error::Config { what });
+    pub fn start(config: TrainConfig) -> Result<Self, PipelineError> {
+        let bad = |what: String| Err(PipelineError::Config { what });
         if config.files.is_empty() {
             return bad(format!("rank {}: no shard files given", config.rank));
         }
@@ -369,7 +372,7 @@ impl TrainPipeline {
             return bad(format!("min_scale {} must lie in (0, 1]", config.min_scale));
         }
         // Fail on a bad rank/world here, not in the reader thread.
-        crate::shards::EpochShare::new(
+        crate::epoch_share::EpochShare::new(
             config.files.len(),
             config.world,
             config.rank,
@@ -378,7 +381,7 @@ impl TrainPipeline {
         )?;
         let files: Arc<[PathBuf]> = config.files.clone().into();
         let queue = config.batch_size.max(4 * config.decode_threads.max(1));
-        let batching = batcher::Mode::Train {
+        let batching = batcher::Batching::Train {
             batch_size: config.batch_size,
             batches_per_epoch: config.batches_per_epoch,
             start_epoch: config.start_epoch,
@@ -399,8 +402,8 @@ impl TrainPipeline {
     /// The next batch, blocking until it is ready. After an error the pipeline is finished and
     /// every further call returns an error.
     #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Result<Batch, Error> {
-        self.engine.next().unwrap_or(Err(Error::Stopped {
+    pub fn next(&mut self) -> Result<Batch, PipelineError> {
+        self.engine.next().unwrap_or(Err(PipelineError::Stopped {
             stage: Stage::Batcher,
         }))
     }
@@ -418,9 +421,9 @@ pub struct EvalPipeline {
 }
 
 impl EvalPipeline {
-    pub fn start(config: EvalConfig) -> Result<Self, Error> {
+    pub fn start(config: EvalConfig) -> Result<Self, PipelineError> {
         if config.files.is_empty() || config.batch_size == 0 || config.image_px == 0 {
-            return Err(Error::Config {
+            return Err(PipelineError::Config {
                 what: format!(
                     "evaluation needs files ({} given), batch_size >= 1 ({}) and image_px >= 1 ({})",
                     config.files.len(),
@@ -431,7 +434,7 @@ impl EvalPipeline {
         }
         let files: Arc<[PathBuf]> = config.files.clone().into();
         let queue = config.batch_size.max(4 * config.decode_threads.max(1));
-        let batching = batcher::Mode::Eval {
+        let batching = batcher::Batching::Eval {
             batch_size: config.batch_size,
         };
         let engine = start_engine(
@@ -451,23 +454,9 @@ impl EvalPipeline {
 }
 
 impl Iterator for EvalPipeline {
-    type Item = Result<Batch, Error>;
+    type Item = Result<Batch, PipelineError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         self.engine.next()
     }
-}
-
-/// Records in `files`, from each file's `.idx` index when present and current, else by
-/// scanning record headers (a few bytes per record, no data read).
-pub fn count_records(files: &[PathBuf]) -> Result<u64, Error> {
-    let mut total = 0;
-    for file in files {
-        let idx = dawnrun_records::index::default_index_path(file);
-        total += match dawnrun_records::RecordIndex::load(&idx, file) {
-            Ok(index) => index.len() as u64,
-            Err(_) => dawnrun_records::framing::count_records(file)?,
-        };
-    }
-    Ok(total)
 }

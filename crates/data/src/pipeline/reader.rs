@@ -1,5 +1,5 @@
 //! The reader thread: this rank's records in pipeline order, as raw bytes with their keys.
-//! Training follows [`crate::shards`] epoch after epoch and answers the batcher's requests for
+//! Training follows [`crate::epoch_share`] epoch after epoch and answers the batcher's requests for
 //! spare records; evaluation reads every record once (sorted by aspect ratio for `rect`).
 
 use std::path::PathBuf;
@@ -8,10 +8,10 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use dawnrun_records::framing::{self, RecordReader};
 
-use super::{send_or_stop, Error, EvalConfig, StopSignal, TrainConfig};
+use super::{send_or_stop, EvalConfig, PipelineError, StopSignal, TrainConfig};
 use crate::crop::CropSpec;
+use crate::epoch_share::{EpochShare, RankRecords, ShuffleBuffer};
 use crate::seed::{derive_seed, rng_for, Stream};
-use crate::shards::{EpochShare, RankRecords, ShuffleBuffer};
 
 /// `(epoch, seq)`: an item's place in the delivered order. Evaluation uses epoch 0.
 pub(super) type Key = (u64, u64);
@@ -51,7 +51,7 @@ pub(super) struct Task {
 /// batcher in key order, after every item before them.
 pub(super) enum ReaderMsg {
     Task(Task),
-    Fatal(Key, Error),
+    Fatal(Key, PipelineError),
     End(Key),
 }
 
@@ -88,8 +88,10 @@ fn open_tagged(
     files: &[PathBuf],
     f: usize,
     stop: &StopSignal,
-) -> Result<impl Iterator<Item = Result<(usize, framing::Record), framing::Error>>, framing::Error>
-{
+) -> Result<
+    impl Iterator<Item = Result<(usize, framing::Record), framing::FramingError>>,
+    framing::FramingError,
+> {
     let stop = stop.clone();
     let reader = RecordReader::open(&files[f])?;
     Ok(reader
@@ -167,7 +169,7 @@ fn train(
                     }
                     Some(Err(e)) => ReaderMsg::Fatal(fatal_key, e.into()),
                     None => {
-                        let e = Error::NoRecords {
+                        let e = PipelineError::NoRecords {
                             rank: config.rank,
                             epoch,
                             files: files.len(),
@@ -344,7 +346,7 @@ fn read_at(
     files: &[PathBuf],
     file: usize,
     offset: u64,
-) -> Result<Vec<u8>, Error> {
+) -> Result<Vec<u8>, PipelineError> {
     let reader = match &mut readers[file] {
         Some(reader) => reader,
         slot => slot.insert(RecordReader::open(&files[file])?),
@@ -352,7 +354,7 @@ fn read_at(
     reader.seek(offset)?;
     match reader.next_record()? {
         Some(record) => Ok(record.data),
-        None => Err(framing::Error::NoRecordAt {
+        None => Err(framing::FramingError::NoRecordAt {
             path: files[file].clone(),
             offset,
         }

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::reader::{Job, Key, ReaderMsg, Task};
-use super::{send_or_stop, Error, SkippedImage, Stage, StopSignal};
+use super::{send_or_stop, PipelineError, SkippedImage, Stage, StopSignal};
 use crate::crop::{center_aspect, center_crop, sample_crop};
 use crate::decode::{Placement, Preprocessor};
 
@@ -34,7 +34,7 @@ pub(super) struct Image {
 pub(super) enum Outcome {
     Image(Image),
     Skipped(SkippedImage),
-    Fatal(Stage, Error),
+    Fatal(Stage, PipelineError),
     End,
 }
 
@@ -97,10 +97,10 @@ fn guarded(pre: &mut Preprocessor, files: &[PathBuf], task: Task) -> Outcome {
 }
 
 /// The record's 1-based label as a 0-based class, or the error naming the record.
-fn class_of(label: i64, path: &Path, offset: u64) -> Result<i32, Error> {
+fn class_of(label: i64, path: &Path, offset: u64) -> Result<i32, PipelineError> {
     match i32::try_from(label) {
         Ok(l) if l >= 1 => Ok(l - 1),
-        _ => Err(Error::Label {
+        _ => Err(PipelineError::Label {
             path: path.to_path_buf(),
             offset,
             label,
@@ -111,7 +111,7 @@ fn class_of(label: i64, path: &Path, offset: u64) -> Result<i32, Error> {
 fn process(pre: &mut Preprocessor, files: &[PathBuf], task: Task) -> Outcome {
     let at = (files[task.file].as_path(), task.offset);
     let bad_example = |source| {
-        let e = Error::Example {
+        let e = PipelineError::Example {
             path: at.0.to_path_buf(),
             offset: at.1,
             source,

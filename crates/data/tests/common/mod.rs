@@ -63,7 +63,7 @@ pub fn write_shards(
     let mut paths = Vec::new();
     let mut written = Vec::new();
     for f in 0..files {
-        let path = dir.join(dawnrun_records::shards::shard_name("train", f, files));
+        let path = dir.join(dawnrun_records::shard_set::shard_name("train", f, files));
         let mut writer = RecordWriter::create(&path).unwrap();
         for i in 0..per_file {
             let n = f * per_file + i;

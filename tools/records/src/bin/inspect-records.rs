@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use dawnrun_records::example::{Example, Feature, Kind};
+use dawnrun_records::example::{Example, Feature, ValueKind};
 use dawnrun_records::framing::{framed_len, RecordReader};
 use dawnrun_records::index::{default_index_path, RecordIndex};
 
@@ -148,9 +148,13 @@ const SHOW_PREFIX_BYTES: usize = 12;
 fn describe(feature: &Feature) -> String {
     let (kind, values): (&str, Vec<String>) = match &feature.kind {
         None => return "(no list)".to_owned(),
-        Some(Kind::BytesList(l)) => ("bytes", l.value.iter().map(|v| describe_bytes(v)).collect()),
-        Some(Kind::FloatList(l)) => ("float", l.value.iter().map(|v| format!("{v:?}")).collect()),
-        Some(Kind::Int64List(l)) => ("int64", l.value.iter().map(i64::to_string).collect()),
+        Some(ValueKind::BytesList(l)) => {
+            ("bytes", l.value.iter().map(|v| describe_bytes(v)).collect())
+        }
+        Some(ValueKind::FloatList(l)) => {
+            ("float", l.value.iter().map(|v| format!("{v:?}")).collect())
+        }
+        Some(ValueKind::Int64List(l)) => ("int64", l.value.iter().map(i64::to_string).collect()),
     };
     let more = values.len().saturating_sub(SHOW_VALUES);
     let mut text = format!("{kind}[{}] ", values.len());

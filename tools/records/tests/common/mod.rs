@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use dawnrun_records::example::{Example, Kind};
+use dawnrun_records::example::{Example, ValueKind};
 use serde_json::Value;
 
 /// The venv Python with TensorFlow: `$DAWNRUN_PYTHON`, else `<workspace>/.deps/venv/bin/python`.
@@ -70,9 +70,11 @@ pub fn ours(ex: &Example) -> BTreeMap<String, Values> {
     ex.features()
         .map(|(k, f)| {
             let v = match &f.kind {
-                Some(Kind::BytesList(l)) => Values::Bytes(l.value.iter().map(|b| hex(b)).collect()),
-                Some(Kind::FloatList(l)) => Values::Floats(l.value.clone()),
-                Some(Kind::Int64List(l)) => Values::Int64s(l.value.clone()),
+                Some(ValueKind::BytesList(l)) => {
+                    Values::Bytes(l.value.iter().map(|b| hex(b)).collect())
+                }
+                Some(ValueKind::FloatList(l)) => Values::Floats(l.value.clone()),
+                Some(ValueKind::Int64List(l)) => Values::Int64s(l.value.clone()),
                 None => Values::Unset,
             };
             (k.to_owned(), v)

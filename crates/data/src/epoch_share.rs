@@ -31,7 +31,7 @@ use crate::seed::{rng_for, Stream};
 
 /// Bad arguments to [`EpochShare::new`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ShardError {
+pub enum EpochShareError {
     #[error("world size is 0: need at least one rank")]
     NoRanks,
     #[error("rank {rank} is outside the world of {world} ranks")]
@@ -60,15 +60,15 @@ impl EpochShare {
         rank: u64,
         seed: u64,
         epoch: u64,
-    ) -> Result<Self, ShardError> {
+    ) -> Result<Self, EpochShareError> {
         if world == 0 {
-            return Err(ShardError::NoRanks);
+            return Err(EpochShareError::NoRanks);
         }
         if rank >= world {
-            return Err(ShardError::RankOutOfWorld { rank, world });
+            return Err(EpochShareError::RankOutOfWorld { rank, world });
         }
         if num_files == 0 {
-            return Err(ShardError::NoFiles { rank, world });
+            return Err(EpochShareError::NoFiles { rank, world });
         }
         let mut order: Vec<usize> = (0..num_files).collect();
         order.shuffle(&mut rng_for(Stream::FileOrder, &[seed, epoch]));
@@ -343,14 +343,17 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_refused() {
-        assert_eq!(EpochShare::new(3, 0, 0, 0, 0), Err(ShardError::NoRanks));
+        assert_eq!(
+            EpochShare::new(3, 0, 0, 0, 0),
+            Err(EpochShareError::NoRanks)
+        );
         assert_eq!(
             EpochShare::new(3, 2, 2, 0, 0),
-            Err(ShardError::RankOutOfWorld { rank: 2, world: 2 })
+            Err(EpochShareError::RankOutOfWorld { rank: 2, world: 2 })
         );
         assert_eq!(
             EpochShare::new(0, 2, 1, 0, 0),
-            Err(ShardError::NoFiles { rank: 1, world: 2 })
+            Err(EpochShareError::NoFiles { rank: 1, world: 2 })
         );
     }
 

@@ -1,12 +1,16 @@
-//! Shard names: `<prefix>-<index>-of-<count>`, e.g. `train-00000-of-01024`, as
-//! `build_imagenet_data.py` names them. build-records writes these names; the input pipeline
-//! finds a complete, consistent set with [`list_shards`] before reading anything.
+//! A set of shard files: names `<prefix>-<index>-of-<count>`, e.g. `train-00000-of-01024`, as
+//! `build_imagenet_data.py` names them; finding a complete, consistent set in a folder
+//! ([`list_shards`]); counting its records ([`count_records`]). build-records writes these
+//! names; the input pipeline and the trainer find and size the set before reading anything.
 
 use std::path::{Path, PathBuf};
 
+use crate::framing::{self, FramingError};
+use crate::index::{default_index_path, RecordIndex};
+
 /// Errors finding shards; each names the directory and prefix.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum ShardSetError {
     #[error("{}: cannot list shards", .dir.display())]
     ReadDir {
         dir: PathBuf,
@@ -73,7 +77,8 @@ pub fn parse_shard_name(name: &str) -> Option<ShardName> {
     })
 }
 
-/// True for names that are work in progress, never shards: `*.tmp` and dot files.
+/// True for names that are work in progress, never shards: `*.tmp` and dot files (which
+/// includes every [`crate::atomic`] temporary, `.<name>.<random>.tmp`).
 fn is_temporary(name: &str) -> bool {
     name.starts_with('.') || name.ends_with(".tmp")
 }
@@ -81,9 +86,9 @@ fn is_temporary(name: &str) -> bool {
 /// All shards `<prefix>-*-of-<count>` in `dir`, sorted by index. Errors if the directory cannot
 /// be read, holds none, mixes counts, or lacks any index below the count. Ignores temporary
 /// files and files of other prefixes.
-pub fn list_shards(dir: impl AsRef<Path>, prefix: &str) -> Result<Vec<PathBuf>, Error> {
+pub fn list_shards(dir: impl AsRef<Path>, prefix: &str) -> Result<Vec<PathBuf>, ShardSetError> {
     let dir = dir.as_ref();
-    let read_dir_err = |source| Error::ReadDir {
+    let read_dir_err = |source| ShardSetError::ReadDir {
         dir: dir.to_path_buf(),
         source,
     };
@@ -103,7 +108,7 @@ pub fn list_shards(dir: impl AsRef<Path>, prefix: &str) -> Result<Vec<PathBuf>, 
         }
     }
     if found.is_empty() {
-        return Err(Error::NoShards {
+        return Err(ShardSetError::NoShards {
             dir: dir.to_path_buf(),
             prefix: prefix.to_owned(),
         });
@@ -112,7 +117,7 @@ pub fn list_shards(dir: impl AsRef<Path>, prefix: &str) -> Result<Vec<PathBuf>, 
     counts.sort_unstable();
     counts.dedup();
     if counts.len() > 1 {
-        return Err(Error::CountsDisagree {
+        return Err(ShardSetError::CountsDisagree {
             dir: dir.to_path_buf(),
             prefix: prefix.to_owned(),
             counts,
@@ -126,7 +131,7 @@ pub fn list_shards(dir: impl AsRef<Path>, prefix: &str) -> Result<Vec<PathBuf>, 
     }
     let missing: Vec<usize> = (0..count).filter(|&i| !present[i]).collect();
     if let Some(&first) = missing.first() {
-        return Err(Error::Incomplete {
+        return Err(ShardSetError::Incomplete {
             dir: dir.to_path_buf(),
             count,
             missing: missing.len(),
@@ -134,6 +139,19 @@ pub fn list_shards(dir: impl AsRef<Path>, prefix: &str) -> Result<Vec<PathBuf>, 
         });
     }
     Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Records in `files`, from each file's `.idx` index ([`default_index_path`]) when present and
+/// current, else by scanning record headers (a few bytes per record, no data read).
+pub fn count_records(files: &[PathBuf]) -> Result<u64, FramingError> {
+    let mut total = 0;
+    for file in files {
+        total += match RecordIndex::load(default_index_path(file), file) {
+            Ok(index) => index.len() as u64,
+            Err(_) => framing::count_records(file)?,
+        };
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -218,7 +236,10 @@ mod tests {
         );
         // validation is incomplete (only 0 of 2).
         let err = list_shards(dir.path(), "validation").unwrap_err();
-        assert!(matches!(err, Error::Incomplete { missing: 1, .. }), "{err}");
+        assert!(
+            matches!(err, ShardSetError::Incomplete { missing: 1, .. }),
+            "{err}"
+        );
         assert!(
             err.to_string().contains("validation-00001-of-00002"),
             "{err}"
@@ -234,13 +255,36 @@ mod tests {
         );
         let err = list_shards(dir.path(), "train").unwrap_err();
         assert!(
-            matches!(&err, Error::CountsDisagree { counts, .. } if counts == &[4, 8]),
+            matches!(&err, ShardSetError::CountsDisagree { counts, .. } if counts == &[4, 8]),
             "{err}"
         );
         let err = list_shards(dir.path(), "validation").unwrap_err();
-        assert!(matches!(err, Error::NoShards { .. }), "{err}");
+        assert!(matches!(err, ShardSetError::NoShards { .. }), "{err}");
         let err = list_shards(dir.path().join("nope"), "train").unwrap_err();
-        assert!(matches!(err, Error::ReadDir { .. }));
+        assert!(matches!(err, ShardSetError::ReadDir { .. }));
         assert!(err.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn counts_records_with_and_without_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = (0..3)
+            .map(|i| dir.path().join(shard_name("train", i, 3)))
+            .collect();
+        for (i, file) in files.iter().enumerate() {
+            let mut w = crate::RecordWriter::create(file).unwrap();
+            for r in 0..(i + 2) {
+                w.write(&[r as u8; 10]).unwrap();
+            }
+            w.finish().unwrap();
+        }
+        assert_eq!(count_records(&files).unwrap(), 2 + 3 + 4);
+        RecordIndex::build(&files[1])
+            .unwrap()
+            .save(default_index_path(&files[1]))
+            .unwrap();
+        assert_eq!(count_records(&files).unwrap(), 2 + 3 + 4);
+        let err = count_records(&[dir.path().join("missing")]).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
     }
 }

@@ -1,21 +1,23 @@
 //! One shard: read its files, turn each into a tf.Example, write them under a temporary name,
 //! rename when complete; and the check that decides whether an existing shard is kept.
 //!
-//! Protocol for one shard (the rename is the commit point):
-//! 1. create `<name>.tmp` (truncating any leftover from a killed run);
+//! Protocol for one shard (the rename is the commit point), through
+//! [`RecordWriter::create_atomic`] and so [`dawnrun_records::atomic`]:
+//! 1. create a temporary `.<name>.<random>.tmp` beside `<name>`;
 //! 2. append one record per stored file, in the shard's assigned order;
-//! 3. flush and fsync, then rename `<name>.tmp` -> `<name>`;
-//! 4. on any error, remove `<name>.tmp` and report; `<name>` is never a partial file.
+//! 3. flush and fsync, rename the temporary to `<name>`, fsync the folder;
+//! 4. on any error the temporary is removed and the error reported; `<name>` is never a partial
+//!    file. A temporary left by a killed run is removed by the next run before it writes.
 
 use crate::inputs::InputFile;
 use crate::jpeg::{prepare, Prepared};
-use crate::manifest::{Note, ShardEntry};
 use crate::progress::Progress;
 use anyhow::{Context, Result};
+use dawnrun_records::manifest::{Note, ShardEntry};
 use dawnrun_records::{BBox, ImageRecord, RecordReader, RecordWriter};
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What every shard needs besides its own files.
 pub struct Labelling {
@@ -34,11 +36,6 @@ pub struct ShardJob<'a> {
     pub files: Vec<&'a InputFile>,
 }
 
-/// Temporary name of a shard while it is written.
-pub fn temp_path(out_dir: &Path, name: &str) -> PathBuf {
-    out_dir.join(format!("{name}.tmp"))
-}
-
 /// Writes `job` into `out_dir` following the module's protocol; returns its manifest entry.
 pub fn write_shard(
     job: &ShardJob,
@@ -46,28 +43,7 @@ pub fn write_shard(
     out_dir: &Path,
     progress: &Progress,
 ) -> Result<ShardEntry> {
-    let tmp = temp_path(out_dir, &job.name);
-    let result = write_records(job, labelling, &tmp, progress).and_then(|entry| {
-        let final_path = out_dir.join(&job.name);
-        fs::rename(&tmp, &final_path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), final_path.display()))?;
-        Ok(entry)
-    });
-    if result.is_err() {
-        // Best effort: the error being returned matters more than a failed clean-up, and a
-        // leftover .tmp is removed by the next run anyway.
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn write_records(
-    job: &ShardJob,
-    labelling: &Labelling,
-    tmp: &Path,
-    progress: &Progress,
-) -> Result<ShardEntry> {
-    let mut writer = RecordWriter::create(tmp)?;
+    let mut writer = RecordWriter::create_atomic(out_dir.join(&job.name))?;
     let mut entry = ShardEntry {
         records: 0,
         bytes: 0,

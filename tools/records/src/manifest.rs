@@ -1,40 +1,47 @@
-//! `<output>/build-records.json`: how the shards in a folder were made, and which are complete.
+//! `build-records.json`: how the shards in a folder were made, and which are complete.
 //!
-//! Written before the first shard and rewritten (temp name + rename) as shards complete, so after
-//! a kill it lists every shard that was finished and renamed before the last rewrite. A rerun
-//! keeps a shard only if the manifest lists it AND the file has the listed size AND a full read
-//! (both CRCs of every record) finds the listed record count; anything else is rewritten.
-//! A manifest whose configuration differs from the current one means the folder holds another
-//! build: refused unless `--force`.
+//! build-records writes it into its output folder before the first shard and rewrites it
+//! (atomically, [`crate::atomic::write`]) as shards complete, so after a kill it lists every
+//! shard that was finished before the last rewrite. A rerun keeps a shard only if the manifest
+//! lists it AND the file has the listed size AND a full read (both CRCs of every record) finds
+//! the listed record count; anything else is rewritten. A manifest whose configuration differs
+//! from the current one means the folder holds another build: refused unless `--force`.
 //!
 //! The configuration holds only what changes shard bytes (seed, splits, shard counts, the label
 //! list, texts, boxes and a digest of the input file list); not the input path or thread count,
 //! so a moved input tree or another machine resumes the same build.
+//!
+//! Readers other than build-records (the trainer) use [`read_in`] and the typed getters, e.g.
+//! [`Manifest::synsets`] for the class list.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// File name of the manifest inside the output folder.
-pub const MANIFEST_NAME: &str = "build-records.json";
+use crate::atomic::{self, AtomicError};
+
+/// File name of the manifest inside a records folder.
+pub const MANIFEST_FILE: &str = "build-records.json";
 
 /// Bumped when the meaning of any field or the record contents change.
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Errors reading and writing the manifest; each names the file.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{}: {source}", .path.display())]
-    Io {
+pub enum ManifestError {
+    #[error("{}: cannot read", .path.display())]
+    Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: not a build-records manifest: {source}", .path.display())]
+    #[error("{}: not a build-records manifest", .path.display())]
     Json {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error(transparent)]
+    Write(#[from] AtomicError),
 }
 
 /// One split's part of the configuration.
@@ -157,13 +164,30 @@ pub struct Manifest {
     pub shards: BTreeMap<String, ShardEntry>,
 }
 
+impl Manifest {
+    /// The label order: label = position + 1, so the class count is the length.
+    pub fn synsets(&self) -> &[String] {
+        &self.config.synsets
+    }
+
+    /// The entry of the completed shard with this file name (e.g. `train-00000-of-01024`).
+    pub fn shard(&self, file_name: &str) -> Option<&ShardEntry> {
+        self.shards.get(file_name)
+    }
+
+    /// The byte size the completed shard with this file name has, `None` when not listed.
+    pub fn shard_bytes(&self, file_name: &str) -> Option<u64> {
+        self.shard(file_name).map(|entry| entry.bytes)
+    }
+}
+
 /// Reads `path`; `Ok(None)` when it does not exist.
-pub fn load(path: &Path) -> Result<Option<Manifest>, Error> {
+pub fn load(path: &Path) -> Result<Option<Manifest>, ManifestError> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
-            return Err(Error::Io {
+            return Err(ManifestError::Read {
                 path: path.to_path_buf(),
                 source,
             })
@@ -171,23 +195,23 @@ pub fn load(path: &Path) -> Result<Option<Manifest>, Error> {
     };
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|source| Error::Json {
+        .map_err(|source| ManifestError::Json {
             path: path.to_path_buf(),
             source,
         })
 }
 
-/// Writes `manifest` to `path` atomically (temp name, then rename).
-pub fn save(path: &Path, manifest: &Manifest) -> Result<(), Error> {
+/// Reads `dir/build-records.json`; `Ok(None)` when the folder has none.
+pub fn read_in(dir: &Path) -> Result<Option<Manifest>, ManifestError> {
+    load(&dir.join(MANIFEST_FILE))
+}
+
+/// Writes `manifest` to `path` atomically ([`atomic::write`]), as pretty JSON with a final
+/// newline.
+pub fn save(path: &Path, manifest: &Manifest) -> Result<(), ManifestError> {
     let mut text = serde_json::to_string_pretty(manifest).expect("manifest types always serialize");
     text.push('\n');
-    let tmp = path.with_extension("json.tmp");
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    fs::write(&tmp, text).map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    Ok(atomic::write(path, text.as_bytes())?)
 }
 
 /// FNV-1a 64 as 16 hex digits: a stable digest (unlike std's hasher) for change detection.
@@ -226,7 +250,7 @@ mod tests {
     #[test]
     fn round_trips_and_names_the_first_difference() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(MANIFEST_NAME);
+        let path = dir.path().join(MANIFEST_FILE);
         assert!(load(&path).unwrap().is_none());
         let mut m = Manifest {
             tool: "t".into(),
@@ -245,6 +269,13 @@ mod tests {
         );
         save(&path, &m).unwrap();
         assert_eq!(load(&path).unwrap().unwrap(), m);
+        let read = read_in(dir.path()).unwrap().unwrap();
+        assert_eq!(read.synsets(), ["n1"]);
+        assert_eq!(read.shard_bytes("train-00000-of-00004"), Some(99));
+        assert_eq!(read.shard_bytes("train-00001-of-00004"), None);
+        assert!(read_in(&dir.path().join("elsewhere")).unwrap().is_none());
+        // Only the manifest: the temporary of the atomic write is gone.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
 
         assert_eq!(config().first_difference(&config()), None);
         let mut other = config();
@@ -264,9 +295,9 @@ mod tests {
     #[test]
     fn garbage_manifest_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(MANIFEST_NAME);
+        let path = dir.path().join(MANIFEST_FILE);
         fs::write(&path, "{not json").unwrap();
-        assert!(load(&path).unwrap_err().to_string().contains(MANIFEST_NAME));
+        assert!(load(&path).unwrap_err().to_string().contains(MANIFEST_FILE));
     }
 
     #[test]
