@@ -170,7 +170,9 @@ fn truncated_data_file_gives_an_error_naming_it() {
     file.set_len(len / 2).unwrap();
     drop(file);
     for err in [
-        checkpoint::restore(&mut g, &prefix).unwrap_err().to_string(),
+        checkpoint::restore(&mut g, &prefix)
+            .unwrap_err()
+            .to_string(),
         checkpoint::restore(&mut EvalGraph::build(&cfg()).unwrap(), &prefix)
             .unwrap_err()
             .to_string(),

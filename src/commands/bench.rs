@@ -7,19 +7,17 @@
 //! and rank 0 prints the result; `images_per_s` is then the global rate.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
 use dawnrun_data::pipeline::{TrainConfig, TrainPipeline, DEFAULT_SHUFFLE_BUFFER};
-use dawnrun_dist::stall::StallCheck;
-use dawnrun_dist::{Allreducer, World};
+use dawnrun_dist::World;
 use dawnrun_records::shard_set::{count_records, list_shards};
-use dawnrun_schedule::{Allreduce, Compression, DataFormat, Precision};
+use dawnrun_schedule::{Allreduce, DataFormat, Precision};
 
 use crate::model::{BatchRef, ModelConfig, TrainGraph};
 use crate::train::log::StepLog;
-use crate::train::loss_scale::LossScaler;
 use crate::train::step::{update, Replicas};
 
 #[derive(Args, Debug)]
@@ -66,14 +64,7 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
     cfg.data_format = DataFormat::Nhwc;
     let mut graph = TrainGraph::build(&cfg)?;
     graph.init()?;
-    let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
-    let mut replicas = Replicas {
-        world,
-        allreducer: Allreducer::new(args.allreduce, Compression::None, 64 << 20, &lens)?,
-        stall: StallCheck::new(world, Duration::from_secs(60)),
-        timeline: None,
-        scaler: LossScaler::Static(1.0),
-    };
+    let mut replicas = Replicas::with_defaults(world, args.allreduce, &graph)?;
     let log = StepLog::silent();
     let px = args.px as usize;
     let n = args.batch;
@@ -124,7 +115,14 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
         for i in 0..args.warmup + args.steps {
             let t = Instant::now();
             let batch = pipeline.next()?;
-            update(&mut graph, &mut replicas, &BatchRef::from(&batch), step, 0.01, &log)?;
+            update(
+                &mut graph,
+                &mut replicas,
+                &BatchRef::from(&batch),
+                step,
+                0.01,
+                &log,
+            )?;
             step += 1;
             if i >= args.warmup {
                 trainer_times.push(t.elapsed().as_secs_f64());

@@ -50,7 +50,8 @@ pub fn count_train_images(schedule: &Schedule, data_root: &Path) -> Result<u64> 
     let first = first_phase(schedule)?;
     let dir = data_root.join(&first.data_dir);
     let files = list_shards(&dir, &first.prefix)?;
-    count_records(&files).with_context(|| format!("{}: counting `{}` records", dir.display(), first.prefix))
+    count_records(&files)
+        .with_context(|| format!("{}: counting `{}` records", dir.display(), first.prefix))
 }
 
 /// Classes of the records in `dir`: the synset list of build-records' manifest; `None` when the
@@ -59,12 +60,18 @@ pub fn classes_in(dir: &Path) -> Result<Option<u32>> {
     match manifest::read_in(dir)? {
         None => Ok(None),
         Some(m) if m.synsets().is_empty() => {
-            bail!("{}: the build-records manifest lists no synsets", dir.display())
+            bail!(
+                "{}: the build-records manifest lists no synsets",
+                dir.display()
+            )
         }
         Some(m) => Ok(Some(m.synsets().len() as u32)),
     }
 }
 
 fn first_phase(schedule: &Schedule) -> Result<&dawnrun_schedule::Phase> {
-    schedule.phases.first().context("the schedule has no phases")
+    schedule
+        .phases
+        .first()
+        .context("the schedule has no phases")
 }

@@ -114,7 +114,10 @@ pub fn run(args: &EvalSweepArgs, world: &World) -> Result<()> {
         idle_timeout: Duration::from_secs_f64(args.idle_timeout_s),
     };
     if world.rank() == 0 && !args.watch && checkpoint::list(&ckpt_dir)?.is_empty() {
-        bail!("{}: no complete checkpoints to evaluate", ckpt_dir.display());
+        bail!(
+            "{}: no complete checkpoints to evaluate",
+            ckpt_dir.display()
+        );
     }
     eval::sweep(&cfg, world).with_context(|| format!("sweeping {}", args.run_dir.display()))
 }

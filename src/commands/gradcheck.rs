@@ -4,16 +4,12 @@
 //! compares their mean with the all-reduced result. Prints one JSON line on rank 0 and fails
 //! when they disagree beyond float tolerance.
 
-use std::time::Duration;
-
 use anyhow::{bail, Result};
 use clap::Args;
-use dawnrun_dist::stall::StallCheck;
-use dawnrun_dist::{Allreducer, World};
-use dawnrun_schedule::{Allreduce, Compression};
+use dawnrun_dist::World;
+use dawnrun_schedule::Allreduce;
 
 use crate::model::{BatchRef, ModelConfig, TrainGraph};
-use crate::train::loss_scale::LossScaler;
 use crate::train::step::{average_gradients, Replicas};
 
 #[derive(Args, Debug)]
@@ -71,14 +67,7 @@ pub fn run(args: &GradcheckArgs, world: &World) -> Result<()> {
     world.broadcast_f32(&mut state, 0)?;
     graph.state_from_host(&state)?;
 
-    let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
-    let mut replicas = Replicas {
-        world,
-        allreducer: Allreducer::new(args.allreduce, Compression::None, 64 << 20, &lens)?,
-        stall: StallCheck::new(world, Duration::from_secs(60)),
-        timeline: None,
-        scaler: LossScaler::Static(1.0),
-    };
+    let mut replicas = Replicas::with_defaults(world, args.allreduce, &graph)?;
     let own = batch_of(world.rank(), args);
     // The trainer's own first half of a step: gradients, readiness, all-reduce.
     let reduced = average_gradients(&mut graph, &mut replicas, &view(&own, args), 0)?.grads;
@@ -89,7 +78,10 @@ pub fn run(args: &GradcheckArgs, world: &World) -> Result<()> {
     let mut mean = vec![0.0f64; reduced.len()];
     for r in 0..world.size() {
         let batch = batch_of(r, args);
-        for (m, g) in mean.iter_mut().zip(graph.gradients(&view(&batch, args), 1.0)?.grads) {
+        for (m, g) in mean
+            .iter_mut()
+            .zip(graph.gradients(&view(&batch, args), 1.0)?.grads)
+        {
             *m += f64::from(g);
         }
     }

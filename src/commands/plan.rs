@@ -30,7 +30,10 @@ pub struct PlanArgs {
 
 pub fn main(args: PlanArgs) -> Result<()> {
     let schedule = Schedule::load(&args.schedule)?;
-    let data_root = args.data.clone().unwrap_or_else(|| schedule.run.data_root.clone());
+    let data_root = args
+        .data
+        .clone()
+        .unwrap_or_else(|| schedule.run.data_root.clone());
     let train_images = match args.data_facts.train_images {
         Some(n) => n,
         None => data_facts::count_train_images(&schedule, &data_root)

@@ -59,7 +59,10 @@ fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
             eprintln!("warning: {w}");
         }
     }
-    let data_root = args.data.clone().unwrap_or_else(|| schedule.run.data_root.clone());
+    let data_root = args
+        .data
+        .clone()
+        .unwrap_or_else(|| schedule.run.data_root.clone());
     // Rank 0 reads the facts and broadcasts them, so every rank plans with the same numbers.
     let (train_images, num_classes) = share_from_root(world, || {
         data_facts::resolve(&schedule, &data_root, &args.data_facts)

@@ -210,7 +210,10 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
 
 fn write_report(cfg: &SweepConfig, results: &[CheckpointResult]) -> Result<()> {
     run_dir::write_file(&cfg.run_dir.eval_table(), report::tsv(results).as_bytes())?;
-    run_dir::write_file(&cfg.run_dir.eval_results(), report::jsonl(results).as_bytes())?;
+    run_dir::write_file(
+        &cfg.run_dir.eval_results(),
+        report::jsonl(results).as_bytes(),
+    )?;
     let title = format!(
         "{}: validation accuracy per checkpoint",
         cfg.run_dir
@@ -218,12 +221,7 @@ fn write_report(cfg: &SweepConfig, results: &[CheckpointResult]) -> Result<()> {
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     );
-    super::plot::draw(
-        &cfg.run_dir.eval_plot(),
-        results,
-        cfg.target_top5,
-        &title,
-    )
+    super::plot::draw(&cfg.run_dir.eval_plot(), results, cfg.target_top5, &title)
 }
 
 fn evaluate_cached(

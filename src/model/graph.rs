@@ -11,9 +11,9 @@
 //! 3. [`TrainGraph::apply`]: feed the flat vector and the learning rate; momentum update.
 use super::layers::Net;
 use super::optim;
-use super::tf::{self, Var};
-use super::{loss, resnet, BuildContext, ModelError, ModelConfig};
 use super::saver::Saver;
+use super::tf::{self, Var};
+use super::{loss, resnet, BuildContext, ModelConfig, ModelError};
 use super::{CheckpointMeta, Checkpointable};
 use std::path::Path;
 use tensorflow::{
@@ -104,7 +104,10 @@ impl BatchInputs {
 
 /// The batch as tensors, checked: sizes agree and every label is in 0..num_classes (TF's OneHot
 /// would silently turn a bad label into an all-zero target).
-fn batch_tensors(batch: &BatchRef, num_classes: u32) -> Result<(Tensor<u8>, Tensor<i32>), ModelError> {
+fn batch_tensors(
+    batch: &BatchRef,
+    num_classes: u32,
+) -> Result<(Tensor<u8>, Tensor<i32>), ModelError> {
     let BatchRef {
         images,
         labels,
@@ -288,8 +291,8 @@ impl TrainGraph {
             optim::split_flat(&mut a, flat_grads_in.clone().into(), &vars).building("apply")?;
         let lr: Output = learning_rate.clone().into();
         let (m, nest) = (cfg.momentum, cfg.nesterov);
-        let apply = optim::apply_momentum(&mut a, &vars, &slots, &fed, lr, m, nest)
-            .building("apply")?;
+        let apply =
+            optim::apply_momentum(&mut a, &vars, &slots, &fed, lr, m, nest).building("apply")?;
         // All state, in one fixed order: trainables, BN moving statistics, momentum slots.
         let state_vars: Vec<&Var> = vars
             .iter()
@@ -368,7 +371,11 @@ impl TrainGraph {
     /// Forward + backward on one batch;
     /// returns unscaled flat gradients and the batch metrics, and updates the batch-norm moving
     /// statistics in the same run. Weights are not changed.
-    pub fn gradients(&mut self, batch: &BatchRef, loss_scale: f32) -> Result<StepOutput, ModelError> {
+    pub fn gradients(
+        &mut self,
+        batch: &BatchRef,
+        loss_scale: f32,
+    ) -> Result<StepOutput, ModelError> {
         self.step(batch, loss_scale)
     }
 
@@ -589,10 +596,12 @@ impl EvalGraph {
     pub fn init(&mut self) -> Result<(), ModelError> {
         let mut args = SessionRunArgs::new();
         args.add_target(&self.init);
-        self.session.run(&mut args).map_err(|source| ModelError::Run {
-            what: "init",
-            source,
-        })
+        self.session
+            .run(&mut args)
+            .map_err(|source| ModelError::Run {
+                what: "init",
+                source,
+            })
     }
 
     /// Counts on one batch.
@@ -603,10 +612,12 @@ impl EvalGraph {
         args.add_feed(&self.inputs.labels, 0, &lab);
         let [c1, c5, ls] =
             [&self.correct1, &self.correct5, &self.loss_sum].map(|o| request(&mut args, o));
-        self.session.run(&mut args).map_err(|source| ModelError::Run {
-            what: "evaluate",
-            source,
-        })?;
+        self.session
+            .run(&mut args)
+            .map_err(|source| ModelError::Run {
+                what: "evaluate",
+                source,
+            })?;
         let c1: f32 = fetch_scalar(&mut args, c1, "fetching top1 count")?;
         let c5: f32 = fetch_scalar(&mut args, c5, "fetching top5 count")?;
         let ls: f32 = fetch_scalar(&mut args, ls, "fetching loss sum")?;

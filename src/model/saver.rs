@@ -120,17 +120,19 @@ impl Saver {
         args.add_feed(&self.epoch, 0, &epoch_t);
         args.add_feed(&self.seconds, 0, &seconds_t);
         args.add_target(&self.save);
-        session
-            .run(&mut args)
-            .map_err(|source| ModelError::Run {
-                what: "writing a checkpoint",
-                source,
-            })
+        session.run(&mut args).map_err(|source| ModelError::Run {
+            what: "writing a checkpoint",
+            source,
+        })
     }
 
     /// Restores every variable of this graph from the bundle at `prefix` (all must be present
     /// with the same shapes) and returns the progress scalars.
-    pub(crate) fn read(&self, session: &Session, prefix: &Path) -> Result<CheckpointMeta, ModelError> {
+    pub(crate) fn read(
+        &self,
+        session: &Session,
+        prefix: &Path,
+    ) -> Result<CheckpointMeta, ModelError> {
         let prefix_t = Tensor::from(utf8(prefix)?.to_string());
         let mut args = SessionRunArgs::new();
         args.add_feed(&self.restore_prefix, 0, &prefix_t);

@@ -40,7 +40,9 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
             let wait = Instant::now();
             let batch = {
                 let _s = t.replicas.span(Lane::InputWait, "next batch");
-                pipeline.next().with_context(|| format!("step {step}: input pipeline"))?
+                pipeline
+                    .next()
+                    .with_context(|| format!("step {step}: input pipeline"))?
             };
             t.log.waited(wait.elapsed());
             let batch = BatchRef::from(&batch);
@@ -49,18 +51,17 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
             step += 1;
             last_loss = out.loss;
             let (scale, seconds) = (t.replicas.scaler.scale(), t.train_seconds());
-            t.log.after_step(step, phase, &out, batch.n * world.size(), scale, seconds);
+            t.log
+                .after_step(step, phase, &out, batch.n * world.size(), scale, seconds);
             if world.rank() == 0 && (plan.checkpoint_due(step) || step == t.end_step) {
-                let meta = CheckpointMeta { step, epoch: plan.epoch_at(step), train_seconds: seconds };
-                t.log.flush();
-                let prefix = checkpoint::save(&t.graph, &cfg.run_dir.checkpoints(), &meta)
-                    .with_context(|| format!("step {step}: saving a checkpoint"))?;
-                t.log.note(&format!("checkpoint {}", prefix.display()));
+                save_checkpoint(&t, &cfg, step, seconds)?;
             }
         }
         for s in &pipeline.stats().skipped {
             let (file, offset, cause) = (s.file.display(), s.offset, &s.cause);
-            t.log.note(&format!("skipped an undecodable JPEG: {file}: byte {offset}: {cause}"));
+            t.log.note(&format!(
+                "skipped an undecodable JPEG: {file}: byte {offset}: {cause}"
+            ));
             skipped_images += 1;
         }
     }
@@ -74,6 +75,21 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
     };
     finish(t, &cfg, &summary)?;
     Ok(summary)
+}
+
+/// Rank 0: the state after `step` steps, with its epoch and training seconds. The logs are
+/// flushed first, so they never lag behind a checkpoint.
+fn save_checkpoint(t: &Trainer, cfg: &RunConfig, step: u64, train_seconds: f64) -> Result<()> {
+    let meta = CheckpointMeta {
+        step,
+        epoch: cfg.plan.epoch_at(step),
+        train_seconds,
+    };
+    t.log.flush();
+    let prefix = checkpoint::save(&t.graph, &cfg.run_dir.checkpoints(), &meta)
+        .with_context(|| format!("step {step}: saving a checkpoint"))?;
+    t.log.note(&format!("checkpoint {}", prefix.display()));
+    Ok(())
 }
 
 /// Closes the timeline and, on rank 0, the logs; marks a finished run with `done.json`.
@@ -119,4 +135,3 @@ fn check_replicas_agree(world: &World, graph: &mut TrainGraph) -> Result<()> {
     }
     Ok(())
 }
-

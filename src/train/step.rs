@@ -9,10 +9,13 @@
 //! The training loop, `trainer bench` and `trainer gradcheck` all call these functions, so what
 //! is timed and checked is the step that trains.
 
+use std::time::Duration;
+
 use anyhow::{bail, Context, Result};
 use dawnrun_dist::stall::StallCheck;
 use dawnrun_dist::timeline::{Lane, Span, Timeline};
 use dawnrun_dist::{Allreducer, World};
+use dawnrun_schedule::{Allreduce, Compression};
 
 use super::log::StepLog;
 use super::loss_scale::{all_finite, LossScaler, Verdict};
@@ -27,7 +30,20 @@ pub struct Replicas<'w> {
     pub scaler: LossScaler,
 }
 
-impl Replicas<'_> {
+impl<'w> Replicas<'w> {
+    /// The step's defaults for `graph`, as `trainer bench` and `trainer gradcheck` measure it:
+    /// fp32 on the wire, 64 MiB fusion buffers, a 60 s stall warning, no timeline, loss scale 1.
+    pub fn with_defaults(world: &'w World, method: Allreduce, graph: &TrainGraph) -> Result<Self> {
+        let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
+        Ok(Replicas {
+            world,
+            allreducer: Allreducer::new(method, Compression::None, 64 << 20, &lens)?,
+            stall: StallCheck::new(world, Duration::from_secs(60)),
+            timeline: None,
+            scaler: LossScaler::Static(1.0),
+        })
+    }
+
     /// A timeline span for `lane` (nothing when no timeline was asked for).
     pub fn span(&self, lane: Lane, name: &'static str) -> Option<Span<'_>> {
         self.timeline.as_ref().map(|t| t.span(lane, name))
@@ -49,7 +65,10 @@ pub fn average_gradients(
             .with_context(|| format!("step {step}: forward/backward"))?
     };
     {
-        let _s = ex.span(Lane::Negotiate, "ready");
+        let _s = ex
+            .timeline
+            .as_ref()
+            .map(|t| t.span(Lane::Negotiate, "ready"));
         ex.stall.ready(ex.world, step);
     }
     ex.allreducer

@@ -26,9 +26,9 @@ use mpi::point_to_point::send_receive_into_with_tags;
 use mpi::topology::Communicator;
 use mpi::traits::*;
 
-use dawnrun_schedule::Compression;
 use crate::wire::{F16Wire, F32Wire, WireFormat};
 use crate::world::World;
+use dawnrun_schedule::Compression;
 
 /// MPI tag of ring messages; distinct from the stall check's so the two never match each other.
 pub(crate) const RING_TAG: i32 = 0x5249;

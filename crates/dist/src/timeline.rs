@@ -252,7 +252,7 @@ mod tests {
             let path = dir.path().join(format!("t{n_spans}.json"));
             let timeline = Timeline::create(&path, 3).unwrap();
             for i in 0..n_spans {
-                let phase = Lane::ALL[i % Lane::ALL.len()];
+                let lane = Lane::ALL[i % Lane::ALL.len()];
                 let _s = timeline.span(lane, format!("step {i}"));
             }
             timed(Some(&timeline), Lane::Update, "apply", || ());

@@ -8,7 +8,6 @@
 //!
 //! This module owns the element formats only; which chunk goes where is `ring`'s business.
 
-
 use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 use mpi::datatype::Equivalence;
@@ -204,5 +203,4 @@ mod tests {
             .contains("source has 2 elements, destination 3"));
         assert!(f16_bits_to_f32(&[0u16; 2], &mut [0.0; 1]).is_err());
     }
-
 }

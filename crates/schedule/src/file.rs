@@ -322,12 +322,15 @@ impl fmt::Display for Allreduce {
 
 /// Wire format of gradients in the all-reduce (`distributed.compression`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// fp32 as computed.
     #[default]
+    #[cfg_attr(feature = "clap", value(name = "none"))]
     None,
     /// Halved to fp16 on the wire.
+    #[cfg_attr(feature = "clap", value(name = "fp16"))]
     Fp16,
 }
 

@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dawnrun_dist::{
-    chunk_bounds, fingerprint_f32, Allreducer, Lane, StallCheck, Timeline,
-    World,
-};
+use dawnrun_dist::{chunk_bounds, fingerprint_f32, Allreducer, Lane, StallCheck, Timeline, World};
 use dawnrun_schedule::{Allreduce, Compression};
 use serde_json::json;
 
@@ -35,7 +32,7 @@ struct Args {
     #[arg(long, default_value = "both", value_parser = ["ring", "mpi", "both"])]
     method: String,
     /// Wire compression for the ring: `none` or `fp16` (MPI_Allreduce always sums f32).
-    #[arg(long, default_value = "none")]
+    #[arg(long, value_enum, default_value_t = Compression::None)]
     compression: Compression,
     /// Fusion buffer threshold in MiB.
     #[arg(long, default_value_t = 64.0)]
