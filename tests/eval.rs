@@ -154,7 +154,7 @@ fn a_second_sweep_reuses_results_and_an_exclude_list_changes_the_count() {
 }
 
 #[test]
-fn a_damaged_checkpoint_is_named_and_skipped() {
+fn a_damaged_checkpoint_is_named_skipped_and_fails_the_sweep() {
     let tmp = tempdir();
     let run = fresh_copy(tmp.path());
     let data = run.join("checkpoints/ckpt-32.data-00000-of-00001");
@@ -163,7 +163,15 @@ fn a_damaged_checkpoint_is_named_and_skipped() {
     f.set_len(len / 2).unwrap();
     let mut c = command(&bin("eval-sweep"));
     c.arg(&run);
-    let out = ok(c);
+    let out = run_(c);
+    // The report of the other checkpoints is written, and the exit code says one failed.
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(rows(&run).len(), 3);
+    assert!(
+        text(&out.stderr).contains("1 of 4 checkpoint(s) could not be evaluated"),
+        "{}",
+        text(&out.stderr)
+    );
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains("3 checkpoint(s): 3 evaluated now, 0 from earlier sweeps, 1 failed"),

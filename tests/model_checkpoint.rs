@@ -32,6 +32,8 @@ fn meta(step: u64) -> CheckpointMeta {
         step,
         epoch: step as f64 / 4.0,
         train_seconds: 12.25 + step as f64,
+        loss_scale: 512.0,
+        loss_scale_good_steps: step * 3,
     }
 }
 
@@ -69,10 +71,12 @@ fn checkpoint_opens_in_python_tensorflow_with_names_shapes_and_step() {
     assert_eq!(seen["global_step"], 7);
     assert_eq!(seen["epoch"], 1.75);
     assert_eq!(seen["train_seconds"], 19.25);
+    assert_eq!(seen["loss_scale"], 512.0);
+    assert_eq!(seen["loss_scale_good_steps"], 21);
     assert_eq!(seen["dtypes"]["global_step"], "int64");
     let shapes = seen["shapes"].as_object().unwrap();
-    // Every state variable plus the three progress scalars, nothing else.
-    assert_eq!(shapes.len(), g.state().len() + 3);
+    // Every state variable plus the five progress scalars, nothing else.
+    assert_eq!(shapes.len(), g.state().len() + 5);
     for v in g.state() {
         let shape: Vec<i64> = serde_json::from_value(shapes[&v.name].clone()).unwrap();
         assert_eq!(shape, v.shape, "{}", v.name);

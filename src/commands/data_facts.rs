@@ -45,6 +45,66 @@ pub fn resolve(schedule: &Schedule, data_root: &Path, given: &DataFacts) -> Resu
     Ok((train_images, num_classes))
 }
 
+/// What can be checked about the records before step 0, for every phase and not only the
+/// first (a missing folder for the 224 px phases would otherwise surface an hour into the run):
+/// each phase's folder holds a complete shard set; each shard has the size build-records'
+/// manifest recorded (a shard cut short at a record boundary passes every CRC and would
+/// silently shrink the epoch); every folder's manifest lists the same classes, and so does the
+/// evaluation folder's when it is present.
+pub fn check_all_phases(schedule: &Schedule, data_root: &Path) -> Result<()> {
+    let mut classes: Option<(std::path::PathBuf, Vec<String>)> = None;
+    let mut dirs: Vec<(std::path::PathBuf, &str, bool)> = schedule
+        .phases
+        .iter()
+        .map(|p| (data_root.join(&p.data_dir), p.prefix.as_str(), true))
+        .collect();
+    let eval_dir = data_root.join(&schedule.eval.data_dir);
+    dirs.push((
+        eval_dir.clone(),
+        schedule.eval.prefix.as_str(),
+        eval_dir.is_dir(),
+    ));
+    for (dir, prefix, required) in dirs {
+        if !required {
+            continue;
+        }
+        let files = list_shards(&dir, prefix)?;
+        let Some(m) = manifest::read_in(&dir)? else {
+            continue;
+        };
+        for file in &files {
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+            let Some(want) = name.as_deref().and_then(|n| m.shard_bytes(n)) else {
+                continue;
+            };
+            let have = std::fs::metadata(file)
+                .with_context(|| format!("{}: cannot read its size", file.display()))?
+                .len();
+            if have != want {
+                bail!(
+                    "{}: {have} bytes, but build-records wrote {want} (manifest {}): the shard was \
+                     cut short or changed; rebuild it with build-records",
+                    file.display(),
+                    dir.join(manifest::MANIFEST_FILE).display()
+                );
+            }
+        }
+        match &classes {
+            None => classes = Some((dir.clone(), m.synsets().to_vec())),
+            Some((first, synsets)) if synsets.as_slice() != m.synsets() => bail!(
+                "{} lists {} classes and {} lists {}, or in another order: every phase must use \
+                 records of the same classes",
+                first.display(),
+                synsets.len(),
+                dir.display(),
+                m.synsets().len()
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Records in the first phase's training shards.
 pub fn count_train_images(schedule: &Schedule, data_root: &Path) -> Result<u64> {
     let first = first_phase(schedule)?;

@@ -89,7 +89,7 @@ fn quiet_tensorflow_logs() {
 /// calls MPI_Abort), so no rank is left waiting in a collective for one that has given up.
 fn under_mpi(f: impl FnOnce(&World) -> Result<()>) -> Result<()> {
     let world = World::init().context("MPI")?;
-    world.install_abort_on_panic();
+    world.install_abort_on_panic(|| false);
     match f(&world) {
         Ok(()) => Ok(()),
         Err(e) => world.fail(&e),

@@ -10,8 +10,10 @@ use dawnrun_dist::World;
 use dawnrun_schedule::{Allreduce, Schedule};
 
 use super::data_facts::{self, DataFacts};
+use crate::checkpoint;
 use crate::model::ModelConfig;
-use crate::run_dir::{self, RunDir, RunInfo};
+use crate::run_dir::{self, LockHolder, RunDir, RunInfo};
+use crate::train::setup::TestFault;
 use crate::train::{self, RunConfig};
 
 #[derive(Args, Debug, Clone)]
@@ -63,8 +65,10 @@ fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
         .data
         .clone()
         .unwrap_or_else(|| schedule.run.data_root.clone());
-    // Rank 0 reads the facts and broadcasts them, so every rank plans with the same numbers.
+    // Rank 0 checks every phase's records and reads the facts, and broadcasts them, so every
+    // rank plans with the same numbers; a problem ends the job before step 0.
     let (train_images, num_classes) = share_from_root(world, || {
+        data_facts::check_all_phases(&schedule, &data_root)?;
         data_facts::resolve(&schedule, &data_root, &args.data_facts)
     })?;
     let plan = schedule
@@ -86,10 +90,20 @@ fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
     };
     let mut model = ModelConfig::from_run(&plan.run, num_classes);
     model.device = super::gpu_device(args.gpu, world);
-    if world.rank() == 0 {
+    // Rank 0 takes the run directory before writing anything in it, and holds it to the end.
+    let _lock = if world.rank() == 0 {
         let ckpt_dir = run_dir.checkpoints();
         std::fs::create_dir_all(&ckpt_dir)
             .with_context(|| format!("{}: cannot create", ckpt_dir.display()))?;
+        let lock = run_dir.lock(&LockHolder::this_process(world.hostname()))?;
+        if args.resume {
+            check_same_data(&run_dir, train_images, num_classes)?;
+        }
+        let removed = checkpoint::remove_stale_temps(&ckpt_dir)
+            + checkpoint::remove_stale_temps(run_dir.root());
+        if removed > 0 {
+            eprintln!("rank 0: removed {removed} temporary file(s) left by an interrupted run");
+        }
         run_dir::write_file(&run_dir.schedule_copy(), &schedule_text)?;
         let info = RunInfo {
             command: std::env::args().collect(),
@@ -102,7 +116,10 @@ fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
             plan: dawnrun_schedule::to_json(&plan, &[])?,
         };
         run_dir::write_json(&run_dir.run_info(), &info)?;
-    }
+        Some(lock)
+    } else {
+        None
+    };
     let distributed = &schedule.distributed;
     let summary = train::run(
         RunConfig {
@@ -116,9 +133,11 @@ fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
             compression: distributed.compression,
             fusion_threshold_bytes: (distributed.fusion_threshold_mb * 1024.0 * 1024.0) as usize,
             stall_warning: Duration::from_secs_f64(distributed.stall_warning_s),
+            stall_shutdown: (distributed.stall_shutdown_s > 0.0)
+                .then(|| Duration::from_secs_f64(distributed.stall_shutdown_s)),
             timeline: args.timeline.clone(),
             decode_threads: super::decode_threads(args.decode_threads, world),
-            fail_at_step: fail_hook(world.rank()),
+            test_fault: test_fault(world.rank()),
             plan,
         },
         world,
@@ -133,13 +152,40 @@ fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
     Ok(())
 }
 
-/// The test hook: `DAWNRUN_FAIL_AT_STEP=S` makes the trainer fail at step S, on the rank named
-/// by `DAWNRUN_FAIL_RANK` (every rank when unset).
-fn fail_hook(rank: usize) -> Option<u64> {
+/// `--resume` continues a run only on the data it was planned for: the step numbers and the
+/// epoch of every checkpoint depend on the training image count. (Another world size is fine:
+/// the checkpoint's epoch maps to a step of the new plan.)
+fn check_same_data(run_dir: &RunDir, train_images: u64, num_classes: u32) -> Result<()> {
+    let path = run_dir.run_info();
+    if !path.exists() {
+        return Ok(());
+    }
+    let before: RunInfo = run_dir::read_json(&path)?;
+    if before.train_images != train_images || before.num_classes != num_classes {
+        bail!(
+            "--resume: {} was made with {} training images and {} classes; the records now give \
+             {train_images} images and {num_classes} classes. Resume on the same data (or pass \
+             --train-images/--num-classes as before), or start a new --run-dir",
+            path.display(),
+            before.train_images,
+            before.num_classes
+        );
+    }
+    Ok(())
+}
+
+/// The test hooks: `DAWNRUN_FAIL_AT_STEP=S` makes the trainer fail at step S and
+/// `DAWNRUN_FREEZE_AT_STEP=S` / `DAWNRUN_KILL_AT_STEP=S` make it stop / kill itself there, on
+/// the rank named by
+/// `DAWNRUN_FAIL_RANK` (every rank when unset).
+fn test_fault(rank: usize) -> Option<TestFault> {
     let num = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     match num("DAWNRUN_FAIL_RANK") {
         Some(r) if r as usize != rank => None,
-        _ => num("DAWNRUN_FAIL_AT_STEP"),
+        _ => num("DAWNRUN_FAIL_AT_STEP")
+            .map(TestFault::FailAt)
+            .or_else(|| num("DAWNRUN_FREEZE_AT_STEP").map(TestFault::FreezeAt))
+            .or_else(|| num("DAWNRUN_KILL_AT_STEP").map(TestFault::KillAt)),
     }
 }
 

@@ -16,7 +16,12 @@ pub struct CheckpointResult {
     pub top1: f64,
     pub top5: f64,
     pub loss: f64,
+    /// Validation images scored; top-1/top-5 are over these plus the skipped ones.
     pub images: u64,
+    /// Validation images skipped as undecodable, counted as misses (so a damaged file can
+    /// never raise the accuracy) and named on stderr by the rank that met them.
+    #[serde(default)]
+    pub skipped_images: u64,
     pub checkpoint: String,
 }
 
@@ -113,6 +118,7 @@ mod tests {
             top5,
             loss: 1.0,
             images: 500,
+            skipped_images: 0,
             checkpoint: format!("ckpt-{step}"),
         }
     }

@@ -179,8 +179,9 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
     write_report(cfg, &results)?;
     print!("{}", report::table(&results));
     let images = results.first().map_or(0, |r| r.images);
+    let skipped = results.first().map_or(0, |r| r.skipped_images);
     println!(
-        "{} checkpoint(s): {evaluated} evaluated now, {cached} from earlier sweeps, {} failed; {images} validation images scored per checkpoint{}",
+        "{} checkpoint(s): {evaluated} evaluated now, {cached} from earlier sweeps, {} failed; {images} validation images scored per checkpoint{}; {skipped} skipped as undecodable (counted as misses)",
         results.len(),
         failed.len(),
         match &cfg.exclude {
@@ -202,8 +203,12 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
         cfg.run_dir.eval_results().display(),
         cfg.run_dir.eval_plot().display()
     );
-    if results.is_empty() && !failed.is_empty() {
-        bail!("no checkpoint could be evaluated");
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} checkpoint(s) could not be evaluated (named above); the report covers the rest",
+            failed.len(),
+            failed.len() + results.len()
+        );
     }
     Ok(())
 }
@@ -254,7 +259,7 @@ fn evaluate_cached(
 fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<CheckpointResult> {
     let meta = checkpoint::restore(graph, prefix)
         .with_context(|| format!("{}: cannot restore", prefix.display()))?;
-    let pipeline = EvalPipeline::start(EvalConfig {
+    let mut pipeline = EvalPipeline::start(EvalConfig {
         files: cfg.files.clone(),
         batch_size: cfg.batch_size,
         image_px: cfg.image_px,
@@ -263,7 +268,7 @@ fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<C
         rect: cfg.rect,
     })?;
     let (mut top1, mut top5, mut loss, mut n) = (0usize, 0usize, 0.0f64, 0usize);
-    for batch in pipeline {
+    while let Some(batch) = pipeline.next() {
         let batch = batch.context("validation input")?;
         let batch = match &cfg.exclude {
             Some((_, names)) => without_excluded(batch, names),
@@ -280,10 +285,21 @@ fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<C
         loss += out.loss_sum;
         n += out.n;
     }
+    // Each image the decoder refused is named here and counted as a miss.
+    let skips = pipeline.stats().skipped;
+    for s in &skips {
+        eprintln!(
+            "{}: skipped an undecodable validation JPEG: {}: record at byte {}: {}",
+            prefix.display(),
+            s.file.display(),
+            s.offset,
+            s.cause
+        );
+    }
     if n == 0 {
         bail!("no validation images left to score");
     }
-    let pct = |c: usize| 100.0 * c as f64 / n as f64;
+    let pct = |c: usize| 100.0 * c as f64 / (n + skips.len()) as f64;
     Ok(CheckpointResult {
         step: meta.step,
         epoch: meta.epoch,
@@ -292,6 +308,7 @@ fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<C
         top5: pct(top5),
         loss: loss / n as f64,
         images: n as u64,
+        skipped_images: skips.len() as u64,
         checkpoint: prefix.display().to_string(),
     })
 }

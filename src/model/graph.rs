@@ -146,13 +146,13 @@ fn batch_tensors(
         .with_values(images)
         .map_err(|e| ModelError::Run {
             what: "copying images",
-            source: e,
+            source: e.into(),
         })?;
     let lab = Tensor::new(&[n as u64])
         .with_values(labels)
         .map_err(|e| ModelError::Run {
             what: "copying labels",
-            source: e,
+            source: e.into(),
         })?;
     Ok((img, lab))
 }
@@ -188,9 +188,10 @@ fn fetch_scalar<T: TensorType + Copy>(
     token: tensorflow::FetchToken,
     what: &'static str,
 ) -> Result<T, ModelError> {
-    let t = args
-        .fetch::<T>(token)
-        .map_err(|source| ModelError::Run { what, source })?;
+    let t = args.fetch::<T>(token).map_err(|source| ModelError::Run {
+        what,
+        source: source.into(),
+    })?;
     Ok(t[0])
 }
 
@@ -413,7 +414,7 @@ impl TrainGraph {
             .fetch::<f32>(g)
             .map_err(|source| ModelError::Run {
                 what: "fetching gradients",
-                source,
+                source: source.into(),
             })?
             .to_vec();
         Ok(StepOutput {
@@ -433,7 +434,7 @@ impl TrainGraph {
         self.run(&mut args, "state_to_host")?;
         let t = args.fetch::<f32>(token).map_err(|source| ModelError::Run {
             what: "fetching state",
-            source,
+            source: source.into(),
         })?;
         Ok(t.to_vec())
     }
@@ -461,13 +462,17 @@ impl TrainGraph {
         }
         Tensor::new(&[want as u64])
             .with_values(values)
-            .map_err(|source| ModelError::Run { what, source })
+            .map_err(|source| ModelError::Run {
+                what,
+                source: source.into(),
+            })
     }
 
     fn run(&self, args: &mut SessionRunArgs, what: &'static str) -> Result<(), ModelError> {
-        self.session
-            .run(args)
-            .map_err(|source| ModelError::Run { what, source })
+        self.session.run(args).map_err(|source| ModelError::Run {
+            what,
+            source: source.into(),
+        })
     }
 }
 
@@ -600,7 +605,7 @@ impl EvalGraph {
             .run(&mut args)
             .map_err(|source| ModelError::Run {
                 what: "init",
-                source,
+                source: source.into(),
             })
     }
 
@@ -616,7 +621,7 @@ impl EvalGraph {
             .run(&mut args)
             .map_err(|source| ModelError::Run {
                 what: "evaluate",
-                source,
+                source: source.into(),
             })?;
         let c1: f32 = fetch_scalar(&mut args, c1, "fetching top1 count")?;
         let c5: f32 = fetch_scalar(&mut args, c5, "fetching top5 count")?;

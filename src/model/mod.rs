@@ -50,6 +50,10 @@ pub struct CheckpointMeta {
     pub epoch: f64,
     /// Training wall-clock seconds so far (excluding evaluation and start-up).
     pub train_seconds: f64,
+    /// The loss scale at save time, and the run of finite steps dynamic scaling has counted
+    /// towards its next growth: a resumed run continues with them.
+    pub loss_scale: f64,
+    pub loss_scale_good_steps: u64,
 }
 
 /// A graph whose state can be written to and read from a TensorFlow tensor bundle. `checkpoint`
@@ -173,27 +177,55 @@ impl ModelConfig {
 pub enum ModelError {
     #[error("invalid model config: {0}")]
     Config(String),
-    #[error("building the graph ({what}): {source}")]
+    #[error("building the graph ({what})")]
     Build {
         what: String,
         #[source]
-        source: tensorflow::Status,
+        source: TfStatus,
     },
-    #[error("running {what}: {source}")]
+    #[error("running {what}")]
     Run {
         what: &'static str,
         #[source]
-        source: tensorflow::Status,
+        source: TfStatus,
     },
     #[error("{what}: {detail}")]
     Input { what: &'static str, detail: String },
     #[error("the checkpoint data file ends early (shorter than its index says)")]
     BundleTruncated {
         #[source]
-        source: tensorflow::Status,
+        source: TfStatus,
     },
     #[error("{}: checkpoint path is not valid UTF-8", .0.display())]
     NotUtf8(PathBuf),
+}
+
+/// A TensorFlow status as a cause: its code and message, without the hint TensorFlow appends
+/// to every resource-exhausted error (about listing tensor allocations on out-of-memory), which
+/// is misleading when the resource is the disk.
+#[derive(Debug)]
+pub struct TfStatus(pub tensorflow::Status);
+
+impl From<tensorflow::Status> for TfStatus {
+    fn from(s: tensorflow::Status) -> Self {
+        TfStatus(s)
+    }
+}
+
+impl std::fmt::Display for TfStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&without_oom_hint(&self.0.to_string()))
+    }
+}
+
+impl std::error::Error for TfStatus {}
+
+/// `message` up to TensorFlow's out-of-memory hint, trimmed.
+fn without_oom_hint(message: &str) -> String {
+    let cut = message
+        .find("Hint: If you want to see a list of allocated tensors")
+        .unwrap_or(message.len());
+    message[..cut].trim_end().to_string()
 }
 
 /// Adds the stage name to a TF build error.
@@ -205,7 +237,21 @@ impl<T> BuildContext<T> for Result<T, tensorflow::Status> {
     fn building(self, what: &str) -> Result<T, ModelError> {
         self.map_err(|source| ModelError::Build {
             what: what.to_string(),
-            source,
+            source: source.into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_oom_hint;
+
+    #[test]
+    fn the_out_of_memory_hint_is_cut_from_a_disk_error() {
+        let tf = "RESOURCE_EXHAUSTED: runs/x/.ckpt-5.tmp1.data-00000-of-00001; No space left on device\n\t [[{{node checkpoint/SaveV2}}]]\nHint: If you want to see a list of allocated tensors when OOM happens, add report_tensor_allocations_upon_oom to RunOptions for current allocation info.";
+        let clean = without_oom_hint(tf);
+        assert!(clean.ends_with("[[{{node checkpoint/SaveV2}}]]"), "{clean}");
+        assert!(clean.contains("No space left on device"));
+        assert_eq!(without_oom_hint("plain"), "plain");
     }
 }

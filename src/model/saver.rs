@@ -13,6 +13,8 @@ use tensorflow::{
 pub(crate) const STEP_KEY: &str = "global_step";
 pub(crate) const EPOCH_KEY: &str = "dawnrun/epoch";
 pub(crate) const SECONDS_KEY: &str = "dawnrun/train_seconds";
+pub(crate) const SCALE_KEY: &str = "dawnrun/loss_scale";
+pub(crate) const GOOD_STEPS_KEY: &str = "dawnrun/loss_scale_good_steps";
 
 /// Handles of the save and restore ops of one graph.
 pub(crate) struct Saver {
@@ -20,12 +22,15 @@ pub(crate) struct Saver {
     step: Operation,
     epoch: Operation,
     seconds: Operation,
+    scale: Operation,
+    good_steps: Operation,
     save: Operation,
     restore_prefix: Operation,
     /// Runs every variable's Assign from RestoreV2.
     restore: Operation,
-    /// RestoreV2 outputs of step (i64), epoch (f64), seconds (f64).
-    restored_meta: [Output; 3],
+    /// RestoreV2 outputs of step (i64), epoch (f64), seconds (f64), loss scale (f64), good
+    /// steps (i64).
+    restored_meta: [Output; 5],
 }
 
 impl Saver {
@@ -33,9 +38,16 @@ impl Saver {
     /// `vars` are saved under their node names, in order, then the three progress scalars.
     pub(crate) fn build(scope: &mut Scope, vars: &[&Var]) -> Result<Saver, Status> {
         let mut names: Vec<String> = vars.iter().map(|v| v.name.clone()).collect();
-        names.extend([STEP_KEY, EPOCH_KEY, SECONDS_KEY].map(String::from));
+        let keys = [STEP_KEY, EPOCH_KEY, SECONDS_KEY, SCALE_KEY, GOOD_STEPS_KEY];
+        names.extend(keys.map(String::from));
         let mut dtypes: Vec<DataType> = vars.iter().map(|v| v.dtype).collect();
-        dtypes.extend([DataType::Int64, DataType::Double, DataType::Double]);
+        dtypes.extend([
+            DataType::Int64,
+            DataType::Double,
+            DataType::Double,
+            DataType::Double,
+            DataType::Int64,
+        ]);
 
         let string_ph = |s: &mut Scope, name: &str| {
             ops::Placeholder::new()
@@ -53,11 +65,15 @@ impl Saver {
         let step = scalar_ph(scope, "step", DataType::Int64)?;
         let epoch = scalar_ph(scope, "epoch", DataType::Double)?;
         let seconds = scalar_ph(scope, "train_seconds", DataType::Double)?;
+        let scale = scalar_ph(scope, "loss_scale", DataType::Double)?;
+        let good_steps = scalar_ph(scope, "loss_scale_good_steps", DataType::Int64)?;
         let names_t: Output = ops::constant(&names[..], scope)?.into();
         let slices: Output = ops::constant(&vec![String::new(); names.len()][..], scope)?.into();
 
         let mut tensors: Vec<Output> = vars.iter().map(|v| v.read.clone()).collect();
-        tensors.extend([step.clone(), epoch.clone(), seconds.clone()].map(Output::from));
+        tensors.extend(
+            [&step, &epoch, &seconds, &scale, &good_steps].map(|o| Output::from(o.clone())),
+        );
         let save = tf::save_v2(
             scope,
             save_prefix.clone().into(),
@@ -90,6 +106,8 @@ impl Saver {
             step,
             epoch,
             seconds,
+            scale,
+            good_steps,
             save,
             restore_prefix,
             restore,
@@ -97,6 +115,8 @@ impl Saver {
                 restored[n].clone(),
                 restored[n + 1].clone(),
                 restored[n + 2].clone(),
+                restored[n + 3].clone(),
+                restored[n + 4].clone(),
             ],
         })
     }
@@ -114,15 +134,19 @@ impl Saver {
         let step_t = Tensor::from(meta.step as i64);
         let epoch_t = Tensor::from(meta.epoch);
         let seconds_t = Tensor::from(meta.train_seconds);
+        let scale_t = Tensor::from(meta.loss_scale);
+        let good_t = Tensor::from(meta.loss_scale_good_steps as i64);
         let mut args = SessionRunArgs::new();
         args.add_feed(&self.save_prefix, 0, &prefix_t);
         args.add_feed(&self.step, 0, &step_t);
         args.add_feed(&self.epoch, 0, &epoch_t);
         args.add_feed(&self.seconds, 0, &seconds_t);
+        args.add_feed(&self.scale, 0, &scale_t);
+        args.add_feed(&self.good_steps, 0, &good_t);
         args.add_target(&self.save);
         session.run(&mut args).map_err(|source| ModelError::Run {
             what: "writing a checkpoint",
-            source,
+            source: source.into(),
         })
     }
 
@@ -137,18 +161,22 @@ impl Saver {
         let mut args = SessionRunArgs::new();
         args.add_feed(&self.restore_prefix, 0, &prefix_t);
         args.add_target(&self.restore);
-        let [s, e, t] = &self.restored_meta;
+        let [s, e, t, sc, g] = &self.restored_meta;
         let step = args.request_fetch(&s.operation, s.index);
         let epoch = args.request_fetch(&e.operation, e.index);
         let seconds = args.request_fetch(&t.operation, t.index);
+        let scale = args.request_fetch(&sc.operation, sc.index);
+        let good_steps = args.request_fetch(&g.operation, g.index);
         let failed = |source: Status| {
             // TF says only "Read less bytes than requested": the caller names the file.
             if source.code() == tensorflow::Code::OutOfRange {
-                ModelError::BundleTruncated { source }
+                ModelError::BundleTruncated {
+                    source: source.into(),
+                }
             } else {
                 ModelError::Run {
                     what: "restoring a checkpoint",
-                    source,
+                    source: source.into(),
                 }
             }
         };
@@ -156,10 +184,14 @@ impl Saver {
         let step = args.fetch::<i64>(step).map_err(failed)?[0];
         let epoch = args.fetch::<f64>(epoch).map_err(failed)?[0];
         let train_seconds = args.fetch::<f64>(seconds).map_err(failed)?[0];
+        let loss_scale = args.fetch::<f64>(scale).map_err(failed)?[0];
+        let good_steps = args.fetch::<i64>(good_steps).map_err(failed)?[0];
         Ok(CheckpointMeta {
             step: step.max(0) as u64,
             epoch,
             train_seconds,
+            loss_scale,
+            loss_scale_good_steps: good_steps.max(0) as u64,
         })
     }
 }

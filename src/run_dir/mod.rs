@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! runs/<name>/
+//!   trainer.lock                     held by the one trainer writing here (LockHolder inside)
 //!   run.json  schedule.yaml          how the run was made (RunInfo, the schedule as given)
 //!   checkpoints/ckpt-<step>.*        TensorFlow checkpoints (names owned by `checkpoint`)
 //!   metrics.jsonl  events.out.tfevents.*   the step log and its TensorBoard copy
@@ -16,7 +17,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// Paths under one run directory. Cheap to clone; owns no handle.
@@ -37,6 +40,51 @@ impl RunDir {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// `trainer.lock`: locked by the trainer that writes this directory.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("trainer.lock")
+    }
+
+    /// Takes the run directory for one trainer: an advisory lock on `trainer.lock` that the OS
+    /// releases when the process ends however it ends (kill -9 leaves no stale lock). A second
+    /// trainer is refused at once with the holder's host, PID and start time. Readers (eval-sweep
+    /// `--watch`) do not lock.
+    pub fn lock(&self, holder: &LockHolder) -> Result<RunLock> {
+        let path = self.lock_file();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let who = serde_json::from_str::<LockHolder>(&text)
+                    .map_or_else(|_| "another process".to_string(), |h| h.describe());
+                bail!(
+                    "{} is in use by {who}; one trainer per run directory: wait for it, stop it, \
+                     or choose another --run-dir",
+                    self.root.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("{}: cannot lock", path.display()))
+            }
+        }
+        let mut text = serde_json::to_vec_pretty(holder).context("serialising the lock holder")?;
+        text.push(b'\n');
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)).map(|_| ()))
+            .and_then(|()| file.write_all(&text))
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        Ok(RunLock { _file: file })
     }
 
     /// `run.json`: the command line, world size, data facts and the resolved plan.
@@ -111,11 +159,60 @@ pub struct RunInfo {
     pub plan: serde_json::Value,
 }
 
+/// Who holds a run directory: what `trainer.lock` says, for the message a second trainer gets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockHolder {
+    pub host: String,
+    pub pid: u32,
+    /// Seconds since the Unix epoch.
+    pub started_unix_s: u64,
+    pub command: Vec<String>,
+}
+
+impl LockHolder {
+    /// This process, now.
+    pub fn this_process(host: &str) -> Self {
+        LockHolder {
+            host: host.to_string(),
+            pid: std::process::id(),
+            started_unix_s: unix_now(),
+            command: std::env::args().collect(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let ago = unix_now().saturating_sub(self.started_unix_s);
+        format!(
+            "a trainer (PID {} on host {}, started {ago} s ago at Unix time {}: `{}`)",
+            self.pid,
+            self.host,
+            self.started_unix_s,
+            self.command.join(" ")
+        )
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The held lock of a run directory; released when dropped or when the process ends.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
 /// `done.json`: the trainer's last step is done and its checkpoint saved.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Done {
     pub final_step: u64,
     pub train_seconds: f64,
+    /// Images skipped as undecodable by this trainer process (since its start or resume), summed
+    /// over all ranks.
+    #[serde(default)]
+    pub skipped_images: u64,
 }
 
 /// Writes `value` as pretty JSON, whole or not at all.
@@ -156,12 +253,32 @@ mod tests {
     }
 
     #[test]
+    fn a_second_lock_is_refused_naming_the_holder_and_freed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = RunDir::new(dir.path());
+        let first = d.lock(&LockHolder::this_process("hostA")).unwrap();
+        let err = format!(
+            "{:#}",
+            d.lock(&LockHolder::this_process("hostB")).unwrap_err()
+        );
+        assert!(err.contains("in use by a trainer"), "{err}");
+        assert!(
+            err.contains(&format!("PID {}", std::process::id())),
+            "{err}"
+        );
+        assert!(err.contains("host hostA"), "{err}");
+        drop(first);
+        let _again = d.lock(&LockHolder::this_process("hostB")).unwrap();
+    }
+
+    #[test]
     fn json_round_trips_through_the_atomic_writer() {
         let dir = tempfile::tempdir().unwrap();
         let d = RunDir::new(dir.path());
         let done = Done {
             final_step: 7,
             train_seconds: 1.5,
+            skipped_images: 2,
         };
         write_json(&d.done(), &done).unwrap();
         let back: Done = read_json(&d.done()).unwrap();

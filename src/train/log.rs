@@ -37,6 +37,20 @@ pub struct StepRecord {
     pub loss_scale: f32,
     /// Fraction of the interval's wall time spent waiting for the input pipeline.
     pub input_wait: f64,
+    /// Images skipped as undecodable so far, summed over all ranks.
+    pub skipped_images: u64,
+    pub elapsed_s: f64,
+}
+
+/// The counts after a step that are not the graph's output.
+#[derive(Debug, Clone, Copy)]
+pub struct Tally {
+    /// Images trained on in this step, over all ranks.
+    pub images: usize,
+    pub loss_scale: f32,
+    /// Images skipped so far, over all ranks.
+    pub skipped_images: u64,
+    /// Training seconds so far.
     pub elapsed_s: f64,
 }
 
@@ -170,16 +184,8 @@ impl StepLog {
 
     /// After each step: `steps_done` steps are applied, `images` were trained on over all ranks.
     /// On the plan's logging steps (and the last) it prints the step line and writes the record.
-    pub fn after_step(
-        &mut self,
-        steps_done: u64,
-        phase: &PhasePlan,
-        out: &StepOutput,
-        images: usize,
-        loss_scale: f32,
-        elapsed_s: f64,
-    ) {
-        self.window.images += images;
+    pub fn after_step(&mut self, steps_done: u64, phase: &PhasePlan, out: &StepOutput, t: Tally) {
+        self.window.images += t.images;
         if let Some(bar) = &self.bar {
             bar.set_position(steps_done);
         }
@@ -203,9 +209,10 @@ impl StepLog {
             image_px: phase.image_px as usize,
             top1: out.top1,
             top5: out.top5,
-            loss_scale,
+            loss_scale: t.loss_scale,
             input_wait: self.window.input_wait.as_secs_f64() / seconds,
-            elapsed_s,
+            skipped_images: t.skipped_images,
+            elapsed_s: t.elapsed_s,
         };
         self.window = Window::new();
         self.write(record);
@@ -264,8 +271,25 @@ impl Drop for StepLog {
     }
 }
 
+/// Writes until the channel closes. A write error (a full disk) is printed when it happens, not
+/// only when the run ends, and the writer stops; `finish` returns the same error.
 fn write_loop(
     rx: Receiver<LogMsg>,
+    metrics: BufWriter<File>,
+    path: PathBuf,
+    events: EventWriter,
+) -> Result<()> {
+    let result = write_records(&rx, metrics, path, events);
+    if let Err(e) = &result {
+        eprintln!("rank 0: warning: the step log stops here: {e:#}");
+        // Keep draining, so the step loop never blocks on a full channel.
+        for _ in rx {}
+    }
+    result
+}
+
+fn write_records(
+    rx: &Receiver<LogMsg>,
     mut metrics: BufWriter<File>,
     path: PathBuf,
     mut events: EventWriter,
@@ -288,6 +312,7 @@ fn write_loop(
                     ("image_size", r.image_px as f32),
                     ("epoch", r.epoch as f32),
                     ("loss_scale", r.loss_scale),
+                    ("skipped_images", r.skipped_images as f32),
                 ] {
                     events
                         .scalar(tag, step, value)

@@ -60,6 +60,30 @@ impl LossScaler {
         }
     }
 
+    /// (scale, good steps in a row): what a checkpoint keeps, so a resumed run continues with
+    /// the scale it had instead of starting high and skipping steps again.
+    pub fn state(&self) -> (f32, u32) {
+        match self {
+            LossScaler::Static(s) => (*s, 0),
+            LossScaler::Dynamic {
+                scale, good_steps, ..
+            } => (*scale, *good_steps),
+        }
+    }
+
+    /// Continues from a checkpoint's [`LossScaler::state`]. A static scale stays the schedule's.
+    pub fn resume(&mut self, saved_scale: f32, saved_good_steps: u32) {
+        if let LossScaler::Dynamic {
+            scale, good_steps, ..
+        } = self
+        {
+            if saved_scale.is_finite() && saved_scale > 0.0 {
+                *scale = saved_scale;
+                *good_steps = saved_good_steps;
+            }
+        }
+    }
+
     /// Updates the state after a step whose gradients were `finite` (or not).
     pub fn update(&mut self, finite: bool) -> Verdict {
         match self {
@@ -131,6 +155,20 @@ mod tests {
         s.update(true);
         s.update(true);
         assert_eq!(s.scale(), 512.0);
+    }
+
+    #[test]
+    fn dynamic_state_survives_a_resume_and_static_keeps_its_setting() {
+        let mut s = LossScaler::dynamic();
+        s.update(false);
+        s.update(true);
+        let (scale, good) = s.state();
+        let mut resumed = LossScaler::dynamic();
+        resumed.resume(scale, good);
+        assert_eq!(resumed, s);
+        let mut fixed = LossScaler::Static(256.0);
+        fixed.resume(8.0, 3);
+        assert_eq!(fixed.state(), (256.0, 0));
     }
 
     #[test]

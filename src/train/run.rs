@@ -8,7 +8,10 @@ use anyhow::{bail, Context, Result};
 use dawnrun_dist::timeline::Lane;
 use dawnrun_dist::World;
 
-use super::setup::{start_pipeline, RunConfig, Trainer};
+use dawnrun_data::pipeline::TrainPipeline;
+
+use super::log::Tally;
+use super::setup::{start_pipeline, RunConfig, TestFault, Trainer};
 use super::step::update;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::model::{BatchRef, TrainGraph};
@@ -20,49 +23,48 @@ pub struct RunSummary {
     pub final_step: u64,
     pub train_seconds: f64,
     pub last_loss: f32,
-    pub skipped_images: usize,
+    /// Images skipped as undecodable, summed over all ranks.
+    pub skipped_images: u64,
 }
 
 pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
     let plan = &cfg.plan;
     let mut t = Trainer::setup(&cfg, world)?;
-    let (mut step, mut last_loss, mut skipped_images) = (t.first_step, f32::NAN, 0);
+    let (mut step, mut last_loss) = (t.first_step, f32::NAN);
     for phase in plan.phases_from(step) {
         if step >= t.end_step {
             break;
         }
         t.log.start_phase(phase, world.size());
         let mut pipeline = start_pipeline(&cfg, phase, step, world)?;
+        let mut reported = 0;
         while step < phase.end_step.min(t.end_step) {
-            if cfg.fail_at_step == Some(step) {
-                bail!("step {step}: failing on purpose (DAWNRUN_FAIL_AT_STEP)");
-            }
+            inject(cfg.test_fault, step)?;
             let wait = Instant::now();
             let batch = {
-                let _s = t.replicas.span(Lane::InputWait, "next batch");
+                let _s = t.replicas.enter(step, Lane::InputWait, "next batch");
                 pipeline
                     .next()
                     .with_context(|| format!("step {step}: input pipeline"))?
             };
             t.log.waited(wait.elapsed());
+            t.replicas.skipped_here += report_skips(&pipeline, &mut reported, world.rank());
             let batch = BatchRef::from(&batch);
             let lr = plan.lr_at(step);
             let out = update(&mut t.graph, &mut t.replicas, &batch, step, lr, &t.log)?;
             step += 1;
             last_loss = out.loss;
-            let (scale, seconds) = (t.replicas.scaler.scale(), t.train_seconds());
-            t.log
-                .after_step(step, phase, &out, batch.n * world.size(), scale, seconds);
-            if world.rank() == 0 && (plan.checkpoint_due(step) || step == t.end_step) {
+            let seconds = t.train_seconds();
+            let tally = Tally {
+                images: batch.n * world.size(),
+                loss_scale: t.replicas.scaler.scale(),
+                skipped_images: t.replicas.skipped_everywhere,
+                elapsed_s: seconds,
+            };
+            t.log.after_step(step, phase, &out, tally);
+            if plan.checkpoint_due(step) || step == t.end_step {
                 save_checkpoint(&t, &cfg, step, seconds)?;
             }
-        }
-        for s in &pipeline.stats().skipped {
-            let (file, offset, cause) = (s.file.display(), s.offset, &s.cause);
-            t.log.note(&format!(
-                "skipped an undecodable JPEG: {file}: byte {offset}: {cause}"
-            ));
-            skipped_images += 1;
         }
     }
     check_replicas_agree(world, &mut t.graph)?;
@@ -71,25 +73,76 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
         final_step: step,
         train_seconds: t.train_seconds(),
         last_loss,
-        skipped_images,
+        skipped_images: t.replicas.skipped_everywhere,
     };
     finish(t, &cfg, &summary)?;
     Ok(summary)
 }
 
-/// Rank 0: the state after `step` steps, with its epoch and training seconds. The logs are
-/// flushed first, so they never lag behind a checkpoint.
+/// The state after `step` steps, with its epoch, training seconds and loss scale, written by
+/// rank 0 while the other ranks wait: no rank can fail and end the job half-way through a
+/// write (a failed write removes its temporary files and says the checkpoint was not written).
+/// The logs are flushed first, so they never lag behind a checkpoint.
 fn save_checkpoint(t: &Trainer, cfg: &RunConfig, step: u64, train_seconds: f64) -> Result<()> {
-    let meta = CheckpointMeta {
-        step,
-        epoch: cfg.plan.epoch_at(step),
-        train_seconds,
-    };
-    t.log.flush();
-    let prefix = checkpoint::save(&t.graph, &cfg.run_dir.checkpoints(), &meta)
-        .with_context(|| format!("step {step}: saving a checkpoint"))?;
-    t.log.note(&format!("checkpoint {}", prefix.display()));
+    let world = t.replicas.world;
+    if world.rank() == 0 {
+        let (scale, good_steps) = t.replicas.scaler.state();
+        let meta = CheckpointMeta {
+            step,
+            epoch: cfg.plan.epoch_at(step),
+            train_seconds,
+            loss_scale: f64::from(scale),
+            loss_scale_good_steps: u64::from(good_steps),
+        };
+        t.log.flush();
+        let prefix = checkpoint::save(&t.graph, &cfg.run_dir.checkpoints(), &meta)
+            .with_context(|| format!("step {step}: checkpoint ckpt-{step} was not written"))?;
+        t.log.note(&format!("checkpoint {}", prefix.display()));
+    }
+    if let Some(w) = &t.replicas.watchdog {
+        w.mark(step, Lane::Update);
+    }
+    world.barrier();
     Ok(())
+}
+
+/// The test hook of [`TestFault`].
+fn inject(fault: Option<TestFault>, step: u64) -> Result<()> {
+    match fault {
+        Some(TestFault::FailAt(s)) if s == step => {
+            bail!("step {step}: failing on purpose (DAWNRUN_FAIL_AT_STEP)")
+        }
+        Some(TestFault::FreezeAt(s)) if s == step => signal_self("STOP", step),
+        Some(TestFault::KillAt(s)) if s == step => signal_self("KILL", step),
+        _ => Ok(()),
+    }
+}
+
+fn signal_self(signal: &str, step: u64) -> Result<()> {
+    eprintln!("step {step}: sending SIG{signal} to myself on purpose (test hook)");
+    let pid = std::process::id().to_string();
+    std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .with_context(|| format!("kill -{signal}"))?;
+    Ok(())
+}
+
+/// Names, on this rank's stderr, the images its pipeline skipped since the last call (whichever
+/// rank meets a bad image names it); returns how many were new.
+fn report_skips(pipeline: &TrainPipeline, reported: &mut usize, rank: usize) -> u64 {
+    let stats = pipeline.stats();
+    let new = stats.skipped.get(*reported..).unwrap_or_default();
+    for s in new {
+        eprintln!(
+            "rank {rank}: skipped an undecodable JPEG: {}: record at byte {}: {}",
+            s.file.display(),
+            s.offset,
+            s.cause
+        );
+    }
+    *reported = stats.skipped.len();
+    new.len() as u64
 }
 
 /// Closes the timeline and, on rank 0, the logs; marks a finished run with `done.json`.
@@ -110,6 +163,7 @@ fn finish(t: Trainer, cfg: &RunConfig, summary: &RunSummary) -> Result<()> {
         let done = Done {
             final_step: step,
             train_seconds: summary.train_seconds,
+            skipped_images: summary.skipped_images,
         };
         run_dir::write_json(&cfg.run_dir.done(), &done)?;
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use dawnrun_data::pipeline::{TrainConfig, TrainPipeline, DEFAULT_SHUFFLE_BUFFER};
-use dawnrun_dist::stall::StallCheck;
+use dawnrun_dist::stall::{watchdog_grace, StallCheck, Watchdog};
 use dawnrun_dist::timeline::Timeline;
 use dawnrun_dist::{Allreducer, World};
 use dawnrun_records::shard_set::list_shards;
@@ -39,10 +39,26 @@ pub struct RunConfig {
     pub compression: Compression,
     pub fusion_threshold_bytes: usize,
     pub stall_warning: Duration,
+    /// End the job when a rank has not reached a step for this long (`None`: never).
+    pub stall_shutdown: Option<Duration>,
     pub timeline: Option<PathBuf>,
     pub decode_threads: usize,
-    /// Test hook (`DAWNRUN_FAIL_AT_STEP`): this rank fails when reaching this step.
-    pub fail_at_step: Option<u64>,
+    /// Test hook: a fault this rank injects into itself.
+    pub test_fault: Option<TestFault>,
+}
+
+/// Faults the process tests inject through the environment (`DAWNRUN_FAIL_AT_STEP`,
+/// `DAWNRUN_FREEZE_AT_STEP`, `DAWNRUN_KILL_AT_STEP`, with `DAWNRUN_FAIL_RANK`): the real failures they stand for cannot
+/// be summoned on demand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestFault {
+    /// Return an error on reaching this step.
+    FailAt(u64),
+    /// Stop this process (SIGSTOP) on reaching this step, as a hung NFS read or a stuck driver
+    /// would freeze a rank: nothing in it runs any more, not even its threads.
+    FreezeAt(u64),
+    /// Kill this process (SIGKILL) on reaching this step: no cleanup of any kind runs.
+    KillAt(u64),
 }
 
 /// A run ready for its first step: what the loop in `run.rs` drives.
@@ -104,12 +120,22 @@ impl<'w> Trainer<'w> {
             allreducer.plan().groups().len(),
             cfg.allreduce,
         ));
+        let mut scaler = cfg.loss_scale.clone();
+        if position.step > 0 {
+            scaler.resume(position.loss_scale as f32, position.good_steps as u32);
+        }
+        let watchdog = cfg
+            .stall_shutdown
+            .map(|limit| Watchdog::start(world, limit + watchdog_grace(limit), position.step));
         let replicas = Replicas {
             world,
             allreducer,
-            stall: StallCheck::new(world, cfg.stall_warning),
+            stall: StallCheck::new(world, cfg.stall_warning, cfg.stall_shutdown),
+            watchdog,
             timeline,
-            scaler: cfg.loss_scale.clone(),
+            scaler,
+            skipped_here: 0,
+            skipped_everywhere: 0,
         };
         Ok(Trainer {
             graph,
@@ -133,6 +159,9 @@ impl<'w> Trainer<'w> {
 struct Position {
     step: u64,
     train_seconds: f64,
+    /// The loss scaler's state at the checkpoint (unused on a fresh start).
+    loss_scale: f64,
+    good_steps: u64,
 }
 
 /// Rank 0: the newest complete checkpoint when resuming, else a fresh start. A fresh start into
@@ -170,6 +199,8 @@ fn restore_or_start(
             Ok(Position {
                 step,
                 train_seconds: meta.train_seconds,
+                loss_scale: meta.loss_scale,
+                good_steps: meta.loss_scale_good_steps,
             })
         }
         (None, true) => {
@@ -208,16 +239,23 @@ fn broadcast_state(world: &World, graph: &mut TrainGraph, position: &mut Positio
             .state_from_host(&state)
             .context("loading the broadcast variables")?;
     }
-    let mut pos = [position.step as f64, position.train_seconds];
+    let mut pos = [
+        position.step as f64,
+        position.train_seconds,
+        position.loss_scale,
+        position.good_steps as f64,
+    ];
     let mut bytes: Vec<u8> = pos.iter().flat_map(|v| v.to_le_bytes()).collect();
     world
         .broadcast_bytes(&mut bytes, 0)
         .context("broadcasting the start position")?;
-    for (i, chunk) in bytes.chunks_exact(8).enumerate().take(2) {
+    for (i, chunk) in bytes.chunks_exact(8).enumerate().take(pos.len()) {
         pos[i] = f64::from_le_bytes(chunk.try_into().expect("8-byte chunk"));
     }
     position.step = pos[0] as u64;
     position.train_seconds = pos[1];
+    position.loss_scale = pos[2];
+    position.good_steps = pos[3] as u64;
     Ok(())
 }
 

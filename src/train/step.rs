@@ -2,8 +2,11 @@
 //!
 //! 1. gradients: forward + backward of this rank's batch; unscaled flat gradients to the host;
 //! 2. ready: tell rank 0 this rank reached the step (the stall check);
-//! 3. all-reduce: average the gradients over ranks (bitwise identical everywhere with the ring);
-//! 4. verdict: finite or not, decided by the loss scaler (apply, skip, or stop);
+//! 3. all-reduce: average the gradients over ranks (bitwise identical everywhere with the ring),
+//!    and sum the few per-step scalars (loss, batch accuracy, skipped images) in one small
+//!    `MPI_Allreduce`;
+//! 4. verdict: finite or not, decided by the loss scaler on the shared loss and the averaged
+//!    gradients, so every rank applies or skips the same step;
 //! 5. apply: momentum update at this step's learning rate.
 //!
 //! The training loop, `trainer bench` and `trainer gradcheck` all call these functions, so what
@@ -14,7 +17,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use dawnrun_dist::stall::StallCheck;
 use dawnrun_dist::timeline::{Lane, Span, Timeline};
-use dawnrun_dist::{Allreducer, World};
+use dawnrun_dist::{Allreducer, Watchdog, World};
 use dawnrun_schedule::{Allreduce, Compression};
 
 use super::log::StepLog;
@@ -26,32 +29,46 @@ pub struct Replicas<'w> {
     pub world: &'w World,
     pub allreducer: Allreducer,
     pub stall: StallCheck,
+    /// Ends the job when this rank stops making progress (`None`: stall shutdown off).
+    pub watchdog: Option<Watchdog>,
     pub timeline: Option<Timeline>,
     pub scaler: LossScaler,
+    /// Images this rank's pipelines skipped so far (the loop keeps it current) ...
+    pub skipped_here: u64,
+    /// ... and the sum over all ranks, as of the last step.
+    pub skipped_everywhere: u64,
 }
 
 impl<'w> Replicas<'w> {
     /// The step's defaults for `graph`, as `trainer bench` and `trainer gradcheck` measure it:
-    /// fp32 on the wire, 64 MiB fusion buffers, a 60 s stall warning, no timeline, loss scale 1.
+    /// fp32 on the wire, 64 MiB fusion buffers, a 60 s stall warning, no stall shutdown, no
+    /// timeline, loss scale 1.
     pub fn with_defaults(world: &'w World, method: Allreduce, graph: &TrainGraph) -> Result<Self> {
         let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
         Ok(Replicas {
             world,
             allreducer: Allreducer::new(method, Compression::None, 64 << 20, &lens)?,
-            stall: StallCheck::new(world, Duration::from_secs(60)),
+            stall: StallCheck::new(world, Duration::from_secs(60), None),
+            watchdog: None,
             timeline: None,
             scaler: LossScaler::Static(1.0),
+            skipped_here: 0,
+            skipped_everywhere: 0,
         })
     }
 
-    /// A timeline span for `lane` (nothing when no timeline was asked for).
-    pub fn span(&self, lane: Lane, name: &'static str) -> Option<Span<'_>> {
+    /// Marks progress (`step`, `lane`) for the watchdog and opens a timeline span for `lane`.
+    pub fn enter(&self, step: u64, lane: Lane, name: &'static str) -> Option<Span<'_>> {
+        if let Some(w) = &self.watchdog {
+            w.mark(step, lane);
+        }
         self.timeline.as_ref().map(|t| t.span(lane, name))
     }
 }
 
-/// Steps 1-3: this rank's gradients, averaged over all ranks. The batch-norm moving statistics
-/// are updated too (they stay local to each rank, as in Horovod).
+/// Steps 1-3: this rank's gradients, averaged over all ranks; the loss, total loss and batch
+/// accuracy in the output are the means over all ranks' batches. The batch-norm moving
+/// statistics are updated too (they stay local to each rank, as in Horovod).
 pub fn average_gradients(
     graph: &mut TrainGraph,
     ex: &mut Replicas,
@@ -59,21 +76,41 @@ pub fn average_gradients(
     step: u64,
 ) -> Result<StepOutput> {
     let mut out = {
-        let _s = ex.span(Lane::Compute, "gradients");
+        let _s = ex.enter(step, Lane::Compute, "gradients");
         graph
             .gradients(batch, ex.scaler.scale())
             .with_context(|| format!("step {step}: forward/backward"))?
     };
     {
+        if let Some(w) = &ex.watchdog {
+            w.mark(step, Lane::Negotiate);
+        }
         let _s = ex
             .timeline
             .as_ref()
             .map(|t| t.span(Lane::Negotiate, "ready"));
-        ex.stall.ready(ex.world, step);
+        ex.stall.ready(ex.world, step)?;
+    }
+    if let Some(w) = &ex.watchdog {
+        w.mark(step, Lane::Allreduce);
     }
     ex.allreducer
         .average(ex.world, &mut out.grads, ex.timeline.as_ref())
         .with_context(|| format!("step {step}: all-reduce"))?;
+    let mut shared = [
+        f64::from(out.loss),
+        f64::from(out.total_loss),
+        f64::from(out.top1),
+        f64::from(out.top5),
+        ex.skipped_here as f64,
+    ];
+    ex.world.sum_f64(&mut shared);
+    let n = ex.world.size() as f64;
+    out.loss = (shared[0] / n) as f32;
+    out.total_loss = (shared[1] / n) as f32;
+    out.top1 = (shared[2] / n) as f32;
+    out.top5 = (shared[3] / n) as f32;
+    ex.skipped_everywhere = shared[4].round() as u64;
     Ok(out)
 }
 
@@ -88,11 +125,12 @@ pub fn update(
     log: &StepLog,
 ) -> Result<StepOutput> {
     let out = average_gradients(graph, ex, batch, step)?;
-    // Every rank holds the same averaged gradients, so every rank reaches the same verdict.
+    // The loss is the mean over ranks and the gradients are averaged: a non-finite value on any
+    // rank makes both non-finite everywhere, so every rank reaches the same verdict.
     let finite = out.loss.is_finite() && all_finite(&out.grads);
     match ex.scaler.update(finite) {
         Verdict::Apply => {
-            let _s = ex.span(Lane::Update, "apply");
+            let _s = ex.enter(step, Lane::Update, "apply");
             graph
                 .apply(&out.grads, lr as f32)
                 .with_context(|| format!("step {step}: applying gradients"))?;

@@ -32,6 +32,8 @@ pub fn command(program: &Path) -> Command {
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
         .env_remove("DAWNRUN_FAIL_AT_STEP")
+        .env_remove("DAWNRUN_FREEZE_AT_STEP")
+        .env_remove("DAWNRUN_KILL_AT_STEP")
         .env_remove("DAWNRUN_FAIL_RANK");
     c
 }

@@ -16,5 +16,7 @@ print(json.dumps({
     "global_step": int(reader.get_tensor("global_step")),
     "epoch": float(reader.get_tensor("dawnrun/epoch")),
     "train_seconds": float(reader.get_tensor("dawnrun/train_seconds")),
+    "loss_scale": float(reader.get_tensor("dawnrun/loss_scale")),
+    "loss_scale_good_steps": int(reader.get_tensor("dawnrun/loss_scale_good_steps")),
     "values": {k: reader.get_tensor(k).reshape(-1).astype("float64").tolist() for k in wanted},
 }))

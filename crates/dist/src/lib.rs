@@ -28,6 +28,6 @@ pub mod world;
 pub use allreduce::{AllreduceError, Allreducer};
 pub use fusion::{FusionError, FusionPlan};
 pub use ring::{chunk_bounds, Ring, RingError};
-pub use stall::{StallBook, StallCheck};
+pub use stall::{StallBook, StallCheck, StallError, Watchdog, STALL_EXIT_CODE};
 pub use timeline::{Lane, Timeline, TimelineError};
 pub use world::{fingerprint, fingerprint_f32, World, WorldError};

@@ -5,8 +5,15 @@
 //! `rank 0: stall: ranks [2, 3] have not reached step 118 for 61 s`
 //!
 //! Without it a lagging rank (slow disk, dead data worker, swap) shows only as everybody's
-//! all-reduce taking forever. It warns and keeps waiting; it never aborts (a slow rank may
-//! recover; a dead one ends the job through MPI_Abort anyway).
+//! all-reduce taking forever. It warns and keeps waiting until the shutdown time (Horovod's stall
+//! shutdown, `distributed.stall_shutdown_s`): then rank 0 ends the job, naming the ranks that
+//! never arrived. A frozen rank (stopped, a hung NFS read, a stuck driver) never errors and never
+//! exits, so nothing else would end the job: the GPUs of every other rank would sit idle.
+//!
+//! Rank 0 can only name late ranks while it waits in [`StallCheck::ready`]. Every rank also runs
+//! a [`Watchdog`]: a thread that needs nothing from the other ranks, and ends the job when its
+//! own rank has made no progress for the shutdown time plus a grace period (rank 0 frozen, or a
+//! rank frozen after its readiness report, inside the all-reduce).
 //!
 //! Cost: one 8-byte `MPI_Bsend` per rank per step (buffered send: it returns at once, whatever
 //! rank 0 is doing) and on rank 0 a poll loop that ends as soon as the last report arrives. The
@@ -15,12 +22,32 @@
 //!
 //! [`StallBook`] is the pure bookkeeping (unit-tested); [`StallCheck`] does the messaging.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mpi::point_to_point::{Destination, Source};
 use mpi::topology::Communicator;
 
+use crate::timeline::Lane;
 use crate::world::World;
+
+/// Exit code of a job ended by the stall shutdown.
+pub const STALL_EXIT_CODE: i32 = 3;
+
+/// Rank 0 gave up waiting for late ranks.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stall shutdown: ranks {late:?} have not reached step {step} after {} s \
+     (distributed.stall_shutdown_s); a rank is frozen or far behind",
+    .waited.as_secs()
+)]
+pub struct StallError {
+    pub late: Vec<usize>,
+    pub step: u64,
+    pub waited: Duration,
+}
 
 /// MPI tag of readiness reports.
 const STALL_TAG: i32 = 0x5354;
@@ -95,35 +122,42 @@ impl WarnClock {
     }
 }
 
-/// The stall check's messaging; one per run, made in `bin/`, called once per step.
+/// The stall check's messaging; one per run, called once per step.
 #[derive(Debug)]
 pub struct StallCheck {
     warn_after: Duration,
+    shutdown_after: Option<Duration>,
     book: StallBook,
 }
 
 impl StallCheck {
     /// `warn_after`: how long rank 0 waits for a late rank before the first warning
-    /// (Horovod's default is 60 s).
-    pub fn new(world: &World, warn_after: Duration) -> StallCheck {
+    /// (Horovod's default is 60 s); `shutdown_after`: when it gives up (`None`: never).
+    pub fn new(
+        world: &World,
+        warn_after: Duration,
+        shutdown_after: Option<Duration>,
+    ) -> StallCheck {
         StallCheck {
             warn_after,
+            shutdown_after,
             book: StallBook::new(world.size()),
         }
     }
 
     /// Call on every rank just before step `step`'s all-reduce. Ranks > 0 send their report and
     /// return at once; rank 0 returns when every rank has reported `step`, printing a warning to
-    /// stderr each `warn_after` until then. One process: returns at once.
-    pub fn ready(&mut self, world: &World, step: u64) {
+    /// stderr each `warn_after` until then, and fails after `shutdown_after` (the caller ends the
+    /// job with the error). One process: returns at once.
+    pub fn ready(&mut self, world: &World, step: u64) -> Result<(), StallError> {
         let comm = world.comm();
         if world.size() <= 1 {
-            return;
+            return Ok(());
         }
         if world.rank() != 0 {
             comm.process_at_rank(0)
                 .buffered_send_with_tag(&step, STALL_TAG);
-            return;
+            return Ok(());
         }
         let start = Instant::now();
         let mut clock = WarnClock::new(self.warn_after);
@@ -137,9 +171,12 @@ impl StallCheck {
             }
             let late = self.book.late(step);
             if late.is_empty() {
-                return;
+                return Ok(());
             }
             let waited = start.elapsed();
+            if self.shutdown_after.is_some_and(|limit| waited >= limit) {
+                return Err(StallError { late, step, waited });
+            }
             if clock.due(waited) {
                 eprintln!("{}", StallBook::warning(&late, step, waited));
             }
@@ -150,6 +187,110 @@ impl StallCheck {
             }
         }
     }
+}
+
+/// What the watchdog thread reads: the step and lane of this rank's last progress, and when.
+#[derive(Debug)]
+struct Progress {
+    origin: Instant,
+    /// Milliseconds since `origin` of the last mark.
+    at_ms: AtomicU64,
+    step: AtomicU64,
+    lane: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// The grace a watchdog adds to the shutdown time, so that rank 0's [`StallCheck::ready`], which
+/// can name the late ranks, normally ends the job first.
+pub fn watchdog_grace(shutdown_after: Duration) -> Duration {
+    (shutdown_after / 10).clamp(Duration::from_secs(2), Duration::from_secs(60))
+}
+
+/// Whether a rank that last made progress `since` ago has stalled past `limit`. Pure.
+pub fn stalled(since: Duration, limit: Duration) -> bool {
+    since > limit
+}
+
+/// A thread per rank that ends the whole job when this rank makes no progress for `limit`.
+/// Progress is a [`Watchdog::mark`] call (the trainer marks every lane of every step); stopping
+/// is dropping it. It needs nothing from the other ranks, so a frozen peer cannot stop it.
+pub struct Watchdog {
+    progress: Arc<Progress>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Starts the thread; progress counts from now, at `step`.
+    pub fn start(world: &World, limit: Duration, step: u64) -> Watchdog {
+        let progress = Arc::new(Progress {
+            origin: Instant::now(),
+            at_ms: AtomicU64::new(0),
+            step: AtomicU64::new(step),
+            lane: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let (rank, size) = (world.rank(), world.size());
+        let seen = Arc::clone(&progress);
+        let poll = (limit / 20).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let thread = std::thread::Builder::new()
+            .name("stall-watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(poll);
+                if seen.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                let now = seen.origin.elapsed();
+                let since = now.saturating_sub(Duration::from_millis(seen.at_ms.load(Ordering::Acquire)));
+                if stalled(since, limit) {
+                    let lane = Lane::ALL[seen.lane.load(Ordering::Acquire) % Lane::ALL.len()];
+                    eprintln!(
+                        "rank {rank}: stall shutdown: no progress for {} s at step {} (this rank waits in `{}`); \
+                         a rank of {size} is frozen or far behind: ending the job",
+                        since.as_secs(),
+                        seen.step.load(Ordering::Acquire),
+                        lane.name()
+                    );
+                    end_job(size);
+                }
+            })
+            .expect("spawning the stall watchdog thread");
+        Watchdog {
+            progress,
+            thread: Some(thread),
+        }
+    }
+
+    /// This rank is at `step`, in `lane`, now. Three relaxed-cost atomic stores.
+    pub fn mark(&self, step: u64, lane: Lane) {
+        let p = &self.progress;
+        p.step.store(step, Ordering::Release);
+        p.lane.store(lane.index(), Ordering::Release);
+        p.at_ms
+            .store(p.origin.elapsed().as_millis() as u64, Ordering::Release);
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.progress.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Ends the job from the watchdog thread: `MPI_Abort` (outside the Funneled thread level, as the
+/// panic hook does; Open MPI honours it), and a hard exit should even that not return.
+fn end_job(size: usize) -> ! {
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(20));
+        std::process::abort();
+    });
+    if size > 1 && mpi::environment::is_initialized() && !mpi::environment::is_finalized() {
+        use mpi::topology::SimpleCommunicator;
+        SimpleCommunicator::world().abort(STALL_EXIT_CODE)
+    }
+    std::process::exit(STALL_EXIT_CODE)
 }
 
 #[cfg(test)]
@@ -193,6 +334,39 @@ mod tests {
         book.record(99, 10);
         assert!(book.late(10).is_empty());
         assert_eq!(book.late(11), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_watchdog_fires_only_past_its_limit_and_its_grace_is_bounded() {
+        let limit = Duration::from_secs(10);
+        assert!(!stalled(Duration::from_secs(10), limit));
+        assert!(stalled(Duration::from_millis(10_001), limit));
+        assert_eq!(
+            watchdog_grace(Duration::from_secs(5)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            watchdog_grace(Duration::from_secs(600)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            watchdog_grace(Duration::from_secs(100)),
+            Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn the_shutdown_message_names_ranks_step_and_wait() {
+        let e = StallError {
+            late: vec![1],
+            step: 22,
+            waited: Duration::from_millis(600_400),
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("ranks [1] have not reached step 22 after 600 s"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -72,6 +72,11 @@ impl Lane {
         }
     }
 
+    /// This lane's position in [`Lane::ALL`].
+    pub fn index(self) -> usize {
+        self.tid()
+    }
+
     fn tid(self) -> usize {
         Lane::ALL
             .iter()

@@ -13,7 +13,7 @@
 //!
 //! A returned error is the caller's to turn into an abort: [`World::fail`].
 
-use mpi::collective::{CommunicatorCollectives, Root};
+use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::datatype::PartitionMut;
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
@@ -259,6 +259,18 @@ impl World {
         Ok(Some(per_rank))
     }
 
+    /// Sums `values` element-wise over all ranks, in place (`MPI_Allreduce`, f64). For the few
+    /// per-step scalars (loss, skip counts), not for gradients: the result may differ in the last
+    /// bit between ranks, but a non-finite input makes the sum non-finite on every rank.
+    pub fn sum_f64(&self, values: &mut [f64]) {
+        if self.size == 1 {
+            return;
+        }
+        let send = values.to_vec();
+        self.comm
+            .all_reduce_into(&send[..], values, SystemOperation::sum());
+    }
+
     /// Waits until every rank is here.
     pub fn barrier(&self) {
         self.comm.barrier();
@@ -291,10 +303,16 @@ impl World {
     /// The hook may run on a non-main thread (a pipeline worker). Calling `MPI_Abort` there is
     /// outside what thread level Funneled promises, but it is the only way to end the job from
     /// that point, and Open MPI 4.1 honours it (killing the job is all we ask of it).
-    pub fn install_abort_on_panic(&self) {
+    ///
+    /// `caught()` is asked first: when it says the panicking thread will catch the panic itself
+    /// (a JPEG decode worker turns a decoder panic into a skipped image), the hook only prints.
+    pub fn install_abort_on_panic(&self, caught: fn() -> bool) {
         let rank = self.rank;
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            if caught() {
+                return;
+            }
             let message = info
                 .payload()
                 .downcast_ref::<&str>()

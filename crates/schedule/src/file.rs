@@ -207,6 +207,8 @@ pub struct DistributedSettings {
     pub compression: Compression,
     /// Warn when a rank waits this long in a collective. Default 60 s.
     pub stall_warning_s: f64,
+    /// End the job when a rank has not reached a step for this long. Default 600 s; 0 = never.
+    pub stall_shutdown_s: f64,
 }
 
 impl Default for DistributedSettings {
@@ -216,6 +218,7 @@ impl Default for DistributedSettings {
             fusion_threshold_mb: 64.0,
             compression: Compression::default(),
             stall_warning_s: 60.0,
+            stall_shutdown_s: 600.0,
         }
     }
 }

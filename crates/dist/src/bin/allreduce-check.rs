@@ -71,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    world.install_abort_on_panic();
+    world.install_abort_on_panic(|| false);
     match run(&world, &args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -112,7 +112,7 @@ fn run(world: &World, args: &Args) -> Result<bool> {
         )?),
         None => None,
     };
-    let mut stall = StallCheck::new(world, Duration::from_secs_f64(args.stall_warning_s));
+    let mut stall = StallCheck::new(world, Duration::from_secs_f64(args.stall_warning_s), None);
 
     check_broadcasts(world)?;
     let input: Vec<f32> = (0..args.floats).map(|i| value(rank, i)).collect();
@@ -146,7 +146,7 @@ fn run(world: &World, args: &Args) -> Result<bool> {
                 let _span = timeline
                     .as_ref()
                     .map(|t| t.span(Lane::Negotiate, "stall check"));
-                stall.ready(world, step);
+                stall.ready(world, step)?;
             }
             world.barrier();
             let start = Instant::now();

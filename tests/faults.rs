@@ -1,0 +1,255 @@
+//! What goes wrong in a long multi-rank run, through the real binaries: a frozen rank, a rank
+//! killed with SIGKILL, a second trainer on the same run directory, a full disk, a missing
+//! later-phase data folder, a shard cut short at a record boundary. Each must end in a named
+//! error or a clean resume, never in a hang or a silent success.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const P1: &str = r#"{epoch: [0, 2], lr: [0.05, 0.1], lr_method: linear, batch_size: 8, image_size: 32, data_dir: "48"}"#;
+
+fn faults_schedule(dir: &Path, name: &str, extra: &str, phases: &[&str]) -> PathBuf {
+    let extra = format!("  log_every_steps: 2\n  checkpoint_every_steps: 4\n{extra}");
+    schedule(dir, name, &extra, phases)
+}
+
+/// Runs `cmd`; a command still running after `limit` is killed and the test fails: a hang is
+/// the very thing these tests exist to catch.
+fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
+    let desc = format!("{cmd:?}");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "{desc} still ran after {limit:?}: it hung\nstderr:\n{}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn complete_checkpoints(run_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(run_dir.join("checkpoints"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("ckpt-") && n.ends_with(".index"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_frozen_rank_ends_the_job_naming_it_the_step_and_the_wait() {
+    let tmp = tempdir();
+    let sched = faults_schedule(
+        tmp.path(),
+        "frozen",
+        "distributed:\n  stall_warning_s: 1\n  stall_shutdown_s: 4\n",
+        &[P1],
+    );
+    let run_dir = tmp.path().join("run");
+    let mut c = mpirun(2, &bin("trainer"));
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .env("DAWNRUN_FAIL_RANK", "1")
+        .env("DAWNRUN_FREEZE_AT_STEP", "5");
+    // SIGSTOP: rank 1 never errors, never exits; only the stall shutdown can end the job.
+    let out = run_bounded(c, Duration::from_secs(240));
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("freezing") || err.contains("SIGSTOP"), "{err}");
+    assert!(
+        err.contains("stall shutdown: ranks [1] have not reached step 5 after 4 s"),
+        "{err}"
+    );
+    // The checkpoint due at step 4 landed before the freeze.
+    assert_eq!(complete_checkpoints(&run_dir), ["ckpt-4.index"]);
+}
+
+#[test]
+fn a_rank_killed_with_sigkill_ends_the_job_and_the_run_resumes_to_the_end() {
+    let tmp = tempdir();
+    let sched = faults_schedule(tmp.path(), "killed", "", &[P1]);
+    let run_dir = tmp.path().join("run");
+    let mut c = mpirun(2, &bin("trainer"));
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .env("DAWNRUN_FAIL_RANK", "1")
+        .env("DAWNRUN_KILL_AT_STEP", "10");
+    let out = run_bounded(c, Duration::from_secs(240));
+    assert!(!out.status.success(), "{}", text(&out.stderr));
+    assert!(!run_dir.join("done.json").exists());
+    assert_eq!(
+        complete_checkpoints(&run_dir),
+        ["ckpt-4.index", "ckpt-8.index"]
+    );
+
+    let mut c = mpirun(2, &bin("trainer"));
+    c.arg(&sched).arg("--run-dir").arg(&run_dir).arg("--resume");
+    let out = run_bounded(c, Duration::from_secs(240));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("resuming from") && err.contains("ckpt-8"),
+        "{err}"
+    );
+    // 256 images, batch 8 x 2 ranks: 16 steps per epoch, 32 in all.
+    assert!(run_dir.join("done.json").exists());
+    assert!(complete_checkpoints(&run_dir).contains(&"ckpt-32.index".to_string()));
+}
+
+#[test]
+fn a_second_trainer_on_a_run_directory_is_refused_naming_the_first() {
+    let tmp = tempdir();
+    let sched = faults_schedule(tmp.path(), "twice", "", &[P1]);
+    let run_dir = tmp.path().join("run");
+    // The first trainer freezes itself at step 6, holding the directory.
+    let mut first = command(&bin("trainer"));
+    first
+        .arg(&sched)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .env("DAWNRUN_FREEZE_AT_STEP", "6")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut first = first.spawn().expect("spawn");
+    let start = Instant::now();
+    while !complete_checkpoints(&run_dir).contains(&"ckpt-4.index".to_string()) {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for resume in [false, true] {
+        let mut c = command(&bin("trainer"));
+        c.arg(&sched).arg("--run-dir").arg(&run_dir);
+        if resume {
+            c.arg("--resume");
+        }
+        let out = run_bounded(c, Duration::from_secs(120));
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("is in use by a trainer"), "{err}");
+        assert!(err.contains(&format!("PID {}", first.id())), "{err}");
+    }
+    let metrics_before = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    // kill -9 releases the lock with the process: a resume then runs to the end.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched).arg("--run-dir").arg(&run_dir).arg("--resume");
+    let out = run_bounded(c, Duration::from_secs(240));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let metrics_after = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert!(metrics_after.starts_with(&metrics_before));
+    let steps: Vec<u64> = metrics(&run_dir)
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    // Steps 2 and 4 from the first trainer, then 6.. from the resume: no step logged twice.
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+    // 256 images at batch 8 on one rank: 32 steps per epoch, 64 in all.
+    assert_eq!(steps.last(), Some(&64));
+}
+
+#[test]
+fn a_full_disk_says_the_checkpoint_was_not_written_and_leaves_no_partial_files() {
+    let tmp = tempdir();
+    let sched = faults_schedule(tmp.path(), "full", "", &[P1]);
+    let mount = tmp.path().join("small");
+    std::fs::create_dir_all(&mount).unwrap();
+    // 8 MiB holds the logs but not a ResNet-18 checkpoint (about 90 MB with momentum).
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .expect("mount");
+    assert!(
+        status.success(),
+        "mounting a tmpfs needs root (CI and this box run as root)"
+    );
+    let run_dir = mount.join("run");
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched).arg("--run-dir").arg(&run_dir);
+    let out = run_bounded(c, Duration::from_secs(240));
+    let err = text(&out.stderr);
+    let leftovers: Vec<String> = std::fs::read_dir(run_dir.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let _ = Command::new("umount").arg(&mount).status();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("checkpoint ckpt-4 was not written"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(!err.contains("report_tensor_allocations_upon_oom"), "{err}");
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_missing_later_phase_folder_is_refused_before_step_0() {
+    let tmp = tempdir();
+    let later = r#"{epoch: [2, 3], lr: [0.1, 0.01], lr_method: exp, batch_size: 8, image_size: 32, data_dir: "absent"}"#;
+    let sched = faults_schedule(tmp.path(), "later", "", &[P1, later]);
+    let run_dir = tmp.path().join("run");
+    let mut c = mpirun(2, &bin("trainer"));
+    c.arg(&sched).arg("--run-dir").arg(&run_dir);
+    let out = run_bounded(c, Duration::from_secs(240));
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("absent"), "{err}");
+    assert!(!err.contains("step 0:"), "{err}");
+    assert!(complete_checkpoints(&run_dir).is_empty());
+    assert!(!run_dir.join("metrics.jsonl").exists());
+}
+
+#[test]
+fn a_shard_cut_at_a_record_boundary_is_refused_naming_it() {
+    let tmp = tempdir();
+    let records = tmp.path().join("records");
+    for size in ["48", "64"] {
+        let dst = records.join(size);
+        std::fs::create_dir_all(&dst).unwrap();
+        for e in std::fs::read_dir(fixture().join("records").join(size)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+    // Cut train shard 2 after its first record: every CRC still checks out.
+    let shard = records.join("48").join("train-00002-of-00004");
+    let bytes = std::fs::read(&shard).unwrap();
+    let first_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    std::fs::write(&shard, &bytes[..8 + 4 + first_len + 4]).unwrap();
+    let _ = std::fs::remove_file(shard.with_extension("idx"));
+    let sched = faults_schedule(tmp.path(), "cut", "", &[P1]);
+    let run_dir = tmp.path().join("run");
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .arg("--data")
+        .arg(&records);
+    let out = run_bounded(c, Duration::from_secs(240));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("train-00002-of-00004"), "{err}");
+    assert!(err.contains("cut short"), "{err}");
+    assert!(complete_checkpoints(&run_dir).is_empty());
+}
