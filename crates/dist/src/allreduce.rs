@@ -28,7 +28,7 @@ pub enum AllreduceError {
         given: usize,
         expected: usize,
     },
-    #[error("rank {rank}: fusion group {group} of {groups}: {source}")]
+    #[error("rank {rank}: fusion group {group} of {groups}")]
     Ring {
         rank: usize,
         group: usize,

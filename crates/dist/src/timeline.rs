@@ -23,7 +23,7 @@ use serde_json::json;
 /// Errors writing the timeline file.
 #[derive(Debug, thiserror::Error)]
 pub enum TimelineError {
-    #[error("timeline {}: {source}", .path.display())]
+    #[error("timeline {}: cannot write", .path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
