@@ -18,12 +18,28 @@ use zune_jpeg::JpegDecoder;
 
 use crate::crop::CropBox;
 
+/// Default of [`Preprocessor::with_max_pixels`] and of the schedule's `run.max_image_pixels`:
+/// 100 megapixels, far above any ImageNet photo (the largest is under 40 MP) and far below what
+/// a forged header can claim (65535 x 65535 = 4.3 gigapixels, 12.9 GB of RGB).
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 100_000_000;
+
 /// Why one image could not be turned into pixels. Per-image damage: the pipeline skips the
 /// image, counts it and names its record; it never stops the run.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("JPEG decode failed: {cause}")]
     Jpeg { cause: String },
+    /// The marker structure is broken (see [`check_structure`]): TensorFlow's
+    /// `tf.io.decode_jpeg` refuses these files, so we do too.
+    #[error("damaged JPEG: byte {offset}: {what}")]
+    Structure { offset: usize, what: &'static str },
+    #[error("JPEG header says {width}x{height} = {pixels} pixels, above the limit of {limit} (run.max_image_pixels)")]
+    TooLarge {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
     #[error("JPEG has {components} colour components after conversion; expected 1 or 3")]
     Components { components: usize },
     #[error("JPEG is {width}x{height} pixels: nothing to crop")]
@@ -59,17 +75,42 @@ pub struct Placement {
 
 /// Reusable per-worker state: the resizer's scratch buffers and the decoded image, so a worker
 /// allocates once, not per image.
-#[derive(Default)]
 pub struct Preprocessor {
     resizer: Resizer,
     /// The last decoded image, `[height, width, 3]` u8.
     rgb: Vec<u8>,
     gray: Vec<u8>,
+    /// Images whose header claims more pixels are refused before any pixel buffer exists.
+    max_pixels: u64,
+}
+
+impl Default for Preprocessor {
+    fn default() -> Self {
+        Self {
+            resizer: Resizer::default(),
+            rgb: Vec::new(),
+            gray: Vec::new(),
+            max_pixels: DEFAULT_MAX_IMAGE_PIXELS,
+        }
+    }
 }
 
 impl Preprocessor {
+    /// A preprocessor with the [`DEFAULT_MAX_IMAGE_PIXELS`] limit.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Refuse ([`DecodeError::TooLarge`]) any JPEG whose header claims more than `max_pixels`
+    /// pixels, before allocating for it: a decompression bomb is one more skipped image.
+    pub fn with_max_pixels(mut self, max_pixels: u64) -> Self {
+        self.max_pixels = max_pixels;
+        self
+    }
+
+    /// The pixel limit in force.
+    pub fn max_pixels(&self) -> u64 {
+        self.max_pixels
     }
 
     /// Decodes `jpeg`, asks `place(width, height)` for the crop and flip, and resizes the crop
@@ -103,11 +144,23 @@ impl Preprocessor {
 
     /// Decodes `jpeg` to RGB in the internal buffer and returns (width, height). Grayscale is
     /// expanded to three equal channels, CMYK/YCCK converted by zune; anything else is refused.
+    ///
+    /// Before zune sees the bytes, [`check_structure`] walks the marker structure: the frame
+    /// size is checked against the pixel limit, and a file that ends before its EOI marker
+    /// (truncated, or written without one) is refused, as `tf.io.decode_jpeg` refuses it.
     pub fn decode(&mut self, jpeg: &[u8]) -> Result<(u32, u32), DecodeError> {
+        fault::maybe_panic(jpeg);
+        check_structure(jpeg, self.max_pixels)?;
         let jpeg_err = |e: zune_jpeg::errors::DecodeErrors| DecodeError::Jpeg {
             cause: e.to_string(),
         };
-        let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
+        // zune's own default caps sides at 16384; TensorFlow decodes up to 65535, and our limit
+        // is the pixel count, already checked.
+        let options = DecoderOptions::default()
+            .jpeg_set_out_colorspace(ColorSpace::RGB)
+            .set_max_width(usize::from(u16::MAX))
+            .set_max_height(usize::from(u16::MAX))
+            .set_strict_mode(true);
         let mut decoder = JpegDecoder::new_with_options(jpeg, options);
         decoder.decode_headers().map_err(jpeg_err)?;
         // JPEG sides are 16-bit, so they always fit u32.
@@ -206,6 +259,208 @@ pub fn jpeg_size(jpeg: &[u8]) -> Result<(u32, u32), DecodeError> {
             })
         }
     }
+}
+
+/// What [`check_structure`] learns on its way through a JPEG's markers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Structure {
+    pub width: u32,
+    pub height: u32,
+    /// Colour components in the frame (1 grey, 3 YCbCr/RGB, 4 CMYK/YCCK).
+    pub components: u8,
+    /// A progressive (SOF2/SOF6/SOF10/SOF14) frame.
+    pub progressive: bool,
+    /// Byte offset just past the EOI marker; bytes after it are ignored, as libjpeg does.
+    pub end: usize,
+}
+
+/// Walks the marker structure of `jpeg` without decoding pixels, the check `Preprocessor::decode`
+/// runs before zune-jpeg: SOI first; every marker segment whole; the frame header (SOFn) present
+/// once, with non-zero sides and at most `max_pixels` pixels (checked as soon as the SOF is read,
+/// so a forged 65535 x 65535 header costs nothing); each scan's entropy-coded data followed by a
+/// marker; and an EOI marker after the last scan. Bytes after EOI are ignored.
+///
+/// Why: zune-jpeg (0.4, even in strict mode) decodes a file cut short or missing its EOI,
+/// filling the missing blocks, while TensorFlow's `tf.io.decode_jpeg` (libjpeg-turbo) refuses
+/// it ("Premature end of JPEG data"). Requiring the EOI marker is the rule that matches
+/// TensorFlow on truncated files; `tests/jpeg_verdicts.rs` compares the two on generated files.
+///
+/// Known disagreements with TensorFlow 2.13 (the contract test lists them by name):
+/// - A file whose only damage is a missing final `0xD9` byte (so it ends in a lone `0xFF`) is
+///   refused here. TensorFlow decodes some of these (with restart markers, or 4-component
+///   CMYK) and refuses others (plain baseline): libjpeg's fake-EOI insertion at end of input
+///   succeeds or not depending on how far its Huffman decoder had read ahead, which a
+///   structural check cannot reproduce. Refusing them all never trains on a cut file.
+/// - Garbage bytes (without `0xFF`) inside the entropy-coded data: libjpeg only warns ("bad
+///   Huffman code", "extraneous bytes before marker") and TensorFlow decodes the damaged
+///   pixels. zune-jpeg decodes them too unless the garbage forms an invalid Huffman code,
+///   which zune-jpeg always refuses (strict or not). We keep zune's refusal: skipping an image
+///   TensorFlow would train on with garbage pixels is the safe direction. Where TensorFlow
+///   refuses such files (progressive grayscale in the test), we refuse them too.
+pub fn check_structure(jpeg: &[u8], max_pixels: u64) -> Result<Structure, DecodeError> {
+    let err = |offset: usize, what: &'static str| DecodeError::Structure { offset, what };
+    if jpeg.len() < 2 || jpeg[0] != 0xFF || jpeg[1] != 0xD8 {
+        return Err(err(0, "no SOI marker: not a JPEG"));
+    }
+    let mut frame: Option<Structure> = None;
+    let mut scans = 0usize;
+    let mut i = 2;
+    loop {
+        // Find the next marker. libjpeg skips (with a warning) bytes that are not one.
+        while i < jpeg.len() && jpeg[i] != 0xFF {
+            i += 1;
+        }
+        // Fill bytes: any number of 0xFF before the marker code.
+        while i < jpeg.len() && jpeg[i] == 0xFF {
+            i += 1;
+        }
+        if i >= jpeg.len() {
+            return Err(err(
+                jpeg.len(),
+                "file ends before the EOI marker (truncated)",
+            ));
+        }
+        let marker = jpeg[i];
+        let at = i - 1;
+        i += 1;
+        match marker {
+            0xD9 => {
+                let Some(mut frame) = frame else {
+                    return Err(err(at, "EOI before any frame header"));
+                };
+                if scans == 0 {
+                    return Err(err(at, "EOI before any scan"));
+                }
+                frame.end = i;
+                return Ok(frame);
+            }
+            0xD8 => return Err(err(at, "a second SOI marker")),
+            // Restart markers between segments and TEM carry no length.
+            0xD0..=0xD7 | 0x01 => continue,
+            0x02..=0xBF => return Err(err(at, "not a JPEG marker")),
+            _ => {}
+        }
+        if i + 2 > jpeg.len() {
+            return Err(err(jpeg.len(), "file ends inside a segment length"));
+        }
+        let length = usize::from(u16::from_be_bytes([jpeg[i], jpeg[i + 1]]));
+        if length < 2 {
+            return Err(err(i, "segment length below 2"));
+        }
+        let body = &jpeg[i + 2..];
+        if length - 2 > body.len() {
+            return Err(err(at, "file ends inside a marker segment (truncated)"));
+        }
+        let body = &body[..length - 2];
+        i += length;
+        match marker {
+            // SOFn: every frame type except DHT (C4), JPG (C8) and DAC (CC).
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                if frame.is_some() {
+                    return Err(err(at, "a second frame header (SOF)"));
+                }
+                if body.len() < 6 {
+                    return Err(err(at, "frame header (SOF) too short"));
+                }
+                let height = u32::from(u16::from_be_bytes([body[1], body[2]]));
+                let width = u32::from(u16::from_be_bytes([body[3], body[4]]));
+                let components = body[5];
+                if width == 0 || height == 0 {
+                    return Err(DecodeError::Empty { width, height });
+                }
+                let pixels = u64::from(width) * u64::from(height);
+                if pixels > max_pixels {
+                    return Err(DecodeError::TooLarge {
+                        width,
+                        height,
+                        pixels,
+                        limit: max_pixels,
+                    });
+                }
+                if components == 0 || body.len() < 6 + 3 * usize::from(components) {
+                    return Err(err(at, "frame header (SOF) lists too few components"));
+                }
+                frame = Some(Structure {
+                    width,
+                    height,
+                    components,
+                    progressive: matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE),
+                    end: 0,
+                });
+            }
+            0xDA => {
+                if frame.is_none() {
+                    return Err(err(at, "scan (SOS) before the frame header"));
+                }
+                scans += 1;
+                // Entropy-coded data runs to the next marker that is neither a stuffed 0xFF00
+                // nor a restart marker.
+                loop {
+                    match jpeg[i..].iter().position(|&b| b == 0xFF) {
+                        None => {
+                            return Err(err(
+                                jpeg.len(),
+                                "file ends inside the entropy-coded data (truncated, no EOI)",
+                            ))
+                        }
+                        Some(p) => i += p,
+                    }
+                    match jpeg.get(i + 1) {
+                        None => {
+                            return Err(err(
+                                jpeg.len(),
+                                "file ends inside the entropy-coded data (truncated, no EOI)",
+                            ))
+                        }
+                        Some(0x00) | Some(0xD0..=0xD7) => i += 2,
+                        Some(0xFF) => i += 1,
+                        Some(_) => break,
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A test-only way to make the decode path panic, for checking that a decoder panic becomes a
+/// skipped image. Off unless [`arm_decode_panic`] was called; costs one relaxed atomic load per
+/// image.
+mod fault {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    static MARKER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+    pub(super) fn arm(marker: Option<&[u8]>) {
+        let mut m = MARKER.lock().unwrap_or_else(|e| e.into_inner());
+        m.clear();
+        if let Some(marker) = marker {
+            m.extend_from_slice(marker);
+        }
+        ARMED.store(marker.is_some(), Ordering::SeqCst);
+    }
+
+    pub(super) fn maybe_panic(jpeg: &[u8]) {
+        if !ARMED.load(Ordering::Relaxed) {
+            return;
+        }
+        let hit = {
+            let m = MARKER.lock().unwrap_or_else(|e| e.into_inner());
+            !m.is_empty() && jpeg.windows(m.len()).any(|w| w == &m[..])
+        };
+        if hit {
+            panic!("injected decoder panic (test hook)");
+        }
+    }
+}
+
+/// Test hook: from now on, decoding any JPEG that contains the byte string `marker` panics
+/// (as a decoder bug would); `None` disarms. For tests of the skip-on-panic path only.
+#[doc(hidden)]
+pub fn arm_decode_panic(marker: Option<&[u8]>) {
+    fault::arm(marker);
 }
 
 /// Mirrors every row of an `[h, width, 3]` image left-right in place.

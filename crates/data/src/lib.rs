@@ -19,10 +19,10 @@ pub mod seed;
 
 pub use batch::Batch;
 pub use crop::{center_crop, sample_crop, CropBox, CropSpec};
-pub use decode::{DecodeError, Placement, Preprocessor};
+pub use decode::{DecodeError, Placement, Preprocessor, DEFAULT_MAX_IMAGE_PIXELS};
 // Lives in dawnrun_records::shard_set; re-exported for existing callers.
 pub use dawnrun_records::shard_set::count_records;
 pub use pipeline::{
-    EvalConfig, EvalPipeline, PipelineError, PipelineStats, SkippedImage, TrainConfig,
-    TrainPipeline,
+    panic_is_caught, EvalConfig, EvalPipeline, PipelineError, PipelineStats, SkippedImage,
+    TrainConfig, TrainPipeline,
 };

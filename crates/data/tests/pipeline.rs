@@ -27,6 +27,8 @@ fn eval_config(
         crop_fraction,
         decode_threads,
         rect,
+        max_image_pixels: dawnrun_data::DEFAULT_MAX_IMAGE_PIXELS,
+        num_classes: CLASSES as u32,
     }
 }
 

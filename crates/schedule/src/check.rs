@@ -11,6 +11,9 @@ use crate::file::{CropMode, LossScale, LrMethod, Precision, Schedule, ScheduleEr
 /// Depths with a ResNet definition (basic blocks for 18/34, bottlenecks above).
 pub const DEPTHS: [u32; 5] = [18, 34, 50, 101, 152];
 
+/// Smallest image side: ResNet halves the resolution five times (total stride 32).
+pub const MIN_IMAGE_PX: i64 = 32;
+
 type Check = Result<(), ScheduleError>;
 
 /// Check every field and the relations between phases; return the warnings.
@@ -61,7 +64,14 @@ fn check_run(s: &Schedule) -> Check {
         }
     }
     positive_steps(s, "run.checkpoint_every_steps", run.checkpoint_every_steps)?;
-    positive_steps(s, "run.log_every_steps", run.log_every_steps)
+    positive_steps(s, "run.log_every_steps", run.log_every_steps)?;
+    if run.max_image_pixels == 0 {
+        return Err(s.invalid(
+            "run.max_image_pixels",
+            "must be at least 1 pixel (it is the largest width x height a JPEG may claim)".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn check_eval(s: &Schedule) -> Check {
@@ -103,6 +113,12 @@ fn check_distributed(s: &Schedule) -> Check {
         "distributed.stall_warning_s",
         d.stall_warning_s,
         Range::Positive,
+    )?;
+    in_range(
+        s,
+        "distributed.stall_shutdown_s",
+        d.stall_shutdown_s,
+        Range::NonNegative,
     )
 }
 
@@ -120,6 +136,12 @@ fn check_phases(s: &Schedule) -> Check {
             return Err(s.invalid(
                 &field("epoch"),
                 format!("epochs must be finite numbers, got [{start}, {end}]"),
+            ));
+        }
+        if end < start {
+            return Err(s.invalid(
+                &field("epoch"),
+                format!("reversed range [{start}, {end}]: the phase ends before it starts; write [{end}, {start}]?"),
             ));
         }
         if i == 0 && start != 0.0 {
@@ -282,6 +304,15 @@ fn image_px(s: &Schedule, field: &str, size: crate::file::ImageSize) -> Check {
             ),
         ));
     }
+    if size.height < MIN_IMAGE_PX {
+        return Err(s.invalid(
+            field,
+            format!(
+                "{} pixels is below {MIN_IMAGE_PX}, ResNet's total stride: the last stage would have no pixels",
+                size.height
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -406,6 +437,84 @@ mod tests {
     }
 
     #[test]
+    fn a_reversed_epoch_range_is_called_reversed_not_a_gap() {
+        let e = refuse(|t| t.replace("epoch: [6, 21]", "epoch: [5, 3]"));
+        assert_eq!(e, "s.yaml:8:6: phases[1].epoch: reversed range [5, 3]: the phase ends before it starts; write [3, 5]?");
+        let e = refuse(|t| t.replace("epoch: [6, 21]", "epoch: [21, 6]"));
+        assert!(e.contains("phases[1].epoch: reversed range [21, 6]"), "{e}");
+        let e = refuse(|t| t.replace("epoch: [0, 6]", "epoch: [6, 0]"));
+        assert_eq!(e, "s.yaml:2:5: phases[0].epoch: reversed range [6, 0]: the phase ends before it starts; write [0, 6]?");
+    }
+
+    #[test]
+    fn image_sizes_below_resnets_stride_are_refused_at_their_line() {
+        let e = refuse(|t| t.replace("image_size: 128,", "image_size: 7,"));
+        assert_eq!(e, "s.yaml:8:72: phases[1].image_size: 7 pixels is below 32, ResNet's total stride: the last stage would have no pixels");
+        let e = refuse(|t| t.replace("[128, 128]", "[31, 31]"));
+        starts(
+            &e,
+            "s.yaml:6:5: phases[0].image_size: 31 pixels is below 32",
+        );
+        let e = refuse(|t| format!("eval:\n  batch_size: 10\n  image_size: 7\n{t}"));
+        starts(&e, "s.yaml:3:3: eval.image_size: 7 pixels is below 32");
+        Schedule::from_str(
+            &format!(
+                "eval: {{image_size: 32}}\n{}",
+                PHASES.replace("image_size: 128,", "image_size: 32,")
+            ),
+            "s.yaml",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn max_image_pixels_and_stall_shutdown_are_read_and_checked() {
+        let s = Schedule::from_str(PHASES, "s.yaml").unwrap();
+        assert_eq!(s.run.max_image_pixels, 100_000_000);
+        assert_eq!(s.distributed.stall_shutdown_s, 600.0);
+        let s = Schedule::from_str(
+            &format!("run: {{max_image_pixels: 5000}}\ndistributed:\n  stall_warning_s: 30\n  stall_shutdown_s: 0\n{PHASES}"),
+            "s.yaml",
+        )
+        .unwrap();
+        assert_eq!(s.run.max_image_pixels, 5000);
+        assert_eq!(s.distributed.stall_shutdown_s, 0.0);
+        starts(
+            &refuse(|t| format!("run:\n  seed: 1\n  max_image_pixels: 0\n{t}")),
+            "s.yaml:3:3: run.max_image_pixels: must be at least 1 pixel",
+        );
+        starts(
+            &refuse(|t| format!("run:\n  max_image_pixels: -4\n{t}")),
+            "s.yaml:2:21: run.max_image_pixels: invalid type: integer `-4`",
+        );
+        starts(
+            &refuse(|t| format!("distributed:\n  stall_shutdown_s: -1\n{t}")),
+            "s.yaml:2:3: distributed.stall_shutdown_s: must be in [0, inf), got -1",
+        );
+    }
+
+    #[test]
+    fn a_non_utf8_file_names_the_line_and_column_of_the_bad_byte() {
+        let dir =
+            std::env::temp_dir().join(format!("dawnrun-schedule-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.yaml");
+        let mut bytes = b"run:\n  name: caf\xc3\xa9\n  seed: \xff1\n".to_vec();
+        bytes.extend_from_slice(PHASES.as_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Schedule::load(&path).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(e, ScheduleError::NotUtf8 { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:3:9: not UTF-8 text: invalid byte 0xff at byte offset 27",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
     fn exp_needs_positive_lr_and_lr_cannot_be_negative() {
         let e = refuse(|t| t.replace("lr: [2.0, 0.45]", "lr: [2.0, 0.0]"));
         assert_eq!(e, "s.yaml:8:22: phases[1].lr: lr_method exp needs both ends > 0 (lr = lr0 * (lr1/lr0)^t), got [2, 0]");
@@ -509,10 +618,13 @@ mod tests {
     fn a_missing_file_names_the_path() {
         let e = Schedule::load("/nonexistent/dir/x.yaml").unwrap_err();
         assert!(matches!(e, ScheduleError::Read { .. }));
-        starts(
-            &e.to_string(),
-            "/nonexistent/dir/x.yaml: cannot read schedule:",
+        assert_eq!(
+            e.to_string(),
+            "/nonexistent/dir/x.yaml: cannot read schedule"
         );
+        // The cause is the error's source, not repeated in its message.
+        let source = std::error::Error::source(&e).unwrap().to_string();
+        assert!(source.contains("No such file"), "{source}");
     }
 
     #[test]

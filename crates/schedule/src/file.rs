@@ -18,10 +18,19 @@ use crate::spans::{Location, SourceMap};
 /// column and field.
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("{}: cannot read schedule: {source}", .path.display())]
+    #[error("{}: cannot read schedule", .path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
+    },
+    /// The file is not UTF-8 text; `location` is the first invalid byte (its column counted in
+    /// characters of the valid text before it).
+    #[error("{}:{location}: not UTF-8 text: invalid byte {byte:#04x} at byte offset {offset}", .path.display())]
+    NotUtf8 {
+        path: PathBuf,
+        location: Location,
+        offset: usize,
+        byte: u8,
     },
     /// Raised by serde_yaml: bad syntax, unknown key, missing key, wrong type, unknown variant.
     #[error("{}:{location}: {message}", .path.display())]
@@ -129,6 +138,9 @@ pub struct RunSettings {
     pub log_every_steps: u64,
     /// Master seed for weights and data order. Default 0.
     pub seed: u64,
+    /// A JPEG whose header claims more pixels than this is skipped (named in the log) before
+    /// any memory is allocated for it: a guard against decompression bombs. Default 100,000,000.
+    pub max_image_pixels: u64,
 }
 
 impl Default for RunSettings {
@@ -150,6 +162,7 @@ impl Default for RunSettings {
             checkpoint_every_steps: 625,
             log_every_steps: 625,
             seed: 0,
+            max_image_pixels: 100_000_000,
         }
     }
 }
@@ -207,7 +220,8 @@ pub struct DistributedSettings {
     pub compression: Compression,
     /// Warn when a rank waits this long in a collective. Default 60 s.
     pub stall_warning_s: f64,
-    /// End the job when a rank has not reached a step for this long. Default 600 s; 0 = never.
+    /// End the job when a rank has not reached a step for this long (Horovod's stall
+    /// shutdown). Default 600 s; 0 turns it off.
     pub stall_shutdown_s: f64,
 }
 

@@ -40,6 +40,7 @@
 //!   checkpoint_every_steps: 625 # [625] and after the last step
 //!   log_every_steps: 625        # [625]
 //!   seed: 0                     # [0]
+//!   max_image_pixels: 100000000 # [100000000] JPEGs claiming more pixels are skipped unread
 //! eval:
 //!   data_dir: "320"             # ["320"]
 //!   prefix: validation          # [validation]
@@ -54,13 +55,15 @@
 //!   allreduce: ring             # [ring] ring | mpi
 //!   fusion_threshold_mb: 64     # [64]
 //!   compression: none           # [none] none | fp16
-//!   stall_warning_s: 60         # [60]
+//!   stall_warning_s: 60         # [60] warn when a rank is this late to a step
+//!   stall_shutdown_s: 600       # [600] end the job when a rank is this late; 0: never
 //! phases:                       # required, contiguous, first starts at epoch 0
 //!   - {epoch: [0, 6], lr: [1.0, 2.0], lr_method: linear, batch_size: 740,
 //!      image_size: [128, 128], data_dir: "160", prefix: train, min_scale: 0.08}
 //! ```
 //! In a phase, `epoch`, `lr`, `lr_method` (linear | exp), `batch_size` (per rank),
 //! `image_size` and `data_dir` are required; `prefix` [train] and `min_scale` [0.08] are not.
+//! Every `image_size` (phases and eval) is at least 32, ResNet's total stride.
 #![deny(unsafe_code)]
 
 pub mod check;

@@ -15,11 +15,12 @@ impl Schedule {
     /// Read, parse and check the schedule at `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Schedule, ScheduleError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ScheduleError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ScheduleError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Schedule::from_str(&text, path)
+        let text = utf8(&bytes, path)?;
+        Schedule::from_str(text, path)
     }
 
     /// Parse and check `text`; `path` is only used in messages and for the default name.
@@ -44,6 +45,26 @@ impl Schedule {
         schedule.origin.warnings = check::check(&schedule)?;
         Ok(schedule)
     }
+}
+
+/// `bytes` as text, or [`ScheduleError::NotUtf8`] at the line and column of the first byte
+/// that is not UTF-8.
+fn utf8<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a str, ScheduleError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let offset = e.valid_up_to();
+        // Everything before `offset` is valid UTF-8.
+        let before = std::str::from_utf8(&bytes[..offset]).unwrap_or_default();
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        ScheduleError::NotUtf8 {
+            path: path.to_path_buf(),
+            location: Location {
+                line: before.matches('\n').count() + 1,
+                column: before[line_start..].chars().count() + 1,
+            },
+            offset,
+            byte: bytes[offset],
+        }
+    })
 }
 
 /// serde_yaml's message ends in " at line L column C"; the location moves to the front.
@@ -179,9 +200,10 @@ mod tests {
                 r.decay_bn,
                 r.decay_bias,
                 r.checkpoint_every_steps,
-                r.seed
+                r.seed,
+                r.max_image_pixels
             ),
-            (true, false, true, 625, 0)
+            (true, false, true, 625, 0, 100_000_000)
         );
         let e = &s.eval;
         assert_eq!(
@@ -203,9 +225,10 @@ mod tests {
                 d.allreduce,
                 d.fusion_threshold_mb,
                 d.compression,
-                d.stall_warning_s
+                d.stall_warning_s,
+                d.stall_shutdown_s
             ),
-            (Allreduce::Ring, 64.0, Compression::None, 60.0)
+            (Allreduce::Ring, 64.0, Compression::None, 60.0, 600.0)
         );
     }
 }

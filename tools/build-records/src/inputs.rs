@@ -19,7 +19,7 @@ pub enum InputsError {
     MissingSplit(PathBuf),
     #[error("{}: holds no images (expected <synset>/<images> folders inside)", .0.display())]
     EmptySplit(PathBuf),
-    #[error("{}: cannot read: {source}", .path.display())]
+    #[error("{}: cannot read", .path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -27,8 +27,10 @@ pub const FOOTER_LEN: u64 = 4;
 /// I/O buffer size for readers and writers: big enough that a 100 KB JPEG record is a handful of
 /// system calls, small enough that many open shards cost little memory.
 const BUF_BYTES: usize = 256 * 1024;
-/// Largest up-front allocation for one record's data; longer records grow the buffer as bytes
-/// actually arrive, so a damaged length (with CRC checks off) cannot ask for terabytes.
+/// Largest up-front allocation for one record's data from a source of unknown size; longer
+/// records grow the buffer as bytes actually arrive, so a lying length cannot ask for
+/// terabytes. A file's reader also knows the file's size: a length reaching past the end is
+/// refused as truncation before anything is allocated.
 const MAX_PREALLOC: u64 = 64 << 20;
 
 /// Bytes a record with `data_len` data bytes occupies on disk (header + data + footer).
@@ -199,6 +201,8 @@ pub struct RecordReader<R = BufReader<File>> {
     pos: u64,
     check_data_crc: bool,
     failed: bool,
+    /// The source's total length when known (a file): bounds every allocation.
+    source_len: Option<u64>,
 }
 
 impl RecordReader<BufReader<File>> {
@@ -209,10 +213,17 @@ impl RecordReader<BufReader<File>> {
             path: path.to_path_buf(),
             source,
         })?;
-        Ok(Self::from_reader(
-            BufReader::with_capacity(BUF_BYTES, file),
-            path,
-        ))
+        let len = file.metadata().map_err(|source| FramingError::Read {
+            path: path.to_path_buf(),
+            offset: 0,
+            source,
+        })?;
+        let mut reader = Self::from_reader(BufReader::with_capacity(BUF_BYTES, file), path);
+        // Only regular files have a length that bounds what can be read.
+        if len.is_file() {
+            reader.source_len = Some(len.len());
+        }
+        Ok(reader)
     }
 }
 
@@ -225,6 +236,7 @@ impl<R: Read> RecordReader<R> {
             pos: 0,
             check_data_crc: true,
             failed: false,
+            source_len: None,
         }
     }
 
@@ -278,6 +290,19 @@ impl<R: Read> RecordReader<R> {
             });
         }
         let len = check_header(&header, &self.path, offset)?;
+        let present = self
+            .source_len
+            .map_or(u64::MAX, |total| total.saturating_sub(self.pos));
+        if len.saturating_add(FOOTER_LEN) > present {
+            // A length (with a valid CRC) reaching past the end of the file: truncated, or
+            // lying. Refused before allocating anything for it.
+            return Err(FramingError::TruncatedData {
+                path: self.path.clone(),
+                offset,
+                len,
+                got: present,
+            });
+        }
 
         buf.clear();
         buf.reserve(len.min(MAX_PREALLOC) as usize);

@@ -104,6 +104,9 @@ fn train_rate(args: &Args, files: Vec<PathBuf>) -> Result<f64> {
         decode_threads: args.threads,
         prefetch_batches: 2,
         shuffle_buffer: DEFAULT_SHUFFLE_BUFFER,
+        max_image_pixels: dawnrun_data::DEFAULT_MAX_IMAGE_PIXELS,
+        // A throughput benchmark: any stored label is accepted.
+        num_classes: i32::MAX as u32,
     })?;
     let warm = Instant::now();
     while warm.elapsed().as_secs_f64() < args.warmup {

@@ -36,6 +36,8 @@ mod batcher;
 mod reader;
 mod worker;
 
+pub use worker::panic_is_caught;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -76,6 +78,12 @@ pub struct TrainConfig {
     /// Records held by the shuffle buffer ([`DEFAULT_SHUFFLE_BUFFER`]); memory is about this
     /// many encoded JPEGs.
     pub shuffle_buffer: usize,
+    /// JPEGs whose header claims more pixels are skipped before any allocation (the schedule's
+    /// `run.max_image_pixels`; [`crate::decode::DEFAULT_MAX_IMAGE_PIXELS`]).
+    pub max_image_pixels: u64,
+    /// Classes of the network: a record whose stored (1-based) label is outside
+    /// `1..=num_classes` stops the pipeline with [`PipelineError::Label`].
+    pub num_classes: u32,
 }
 
 /// What the evaluation pipeline reads and produces.
@@ -93,6 +101,10 @@ pub struct EvalConfig {
     /// Rectangular validation (fast.ai's imagenet18): records sorted by aspect ratio, each
     /// batch resized to one shape of its own whose short side is `image_px`.
     pub rect: bool,
+    /// As [`TrainConfig::max_image_pixels`].
+    pub max_image_pixels: u64,
+    /// As [`TrainConfig::num_classes`].
+    pub num_classes: u32,
 }
 
 /// The stage a pipeline error came from.
@@ -124,26 +136,30 @@ pub enum PipelineError {
     Records(#[from] dawnrun_records::framing::FramingError),
     #[error(transparent)]
     Index(#[from] dawnrun_records::index::IndexError),
-    #[error("{}: byte {offset}: bad tf.Example: {source}", .path.display())]
+    #[error("{}: byte {offset}: bad tf.Example", .path.display())]
     Example {
         path: PathBuf,
         offset: u64,
         source: dawnrun_records::imagenet::ImagenetError,
     },
-    #[error("{}: byte {offset}: label {label} outside 1..=2^31-1 (labels are 1-based, 0 is background)", .path.display())]
+    /// Not a per-image skip: a label outside the network's classes means the records were made
+    /// for another class list.
+    #[error("{}: byte {offset}: label {label} (as stored, 1-based) outside the network's classes 1..={num_classes}: these records do not belong to this network", .path.display())]
     Label {
         path: PathBuf,
         offset: u64,
+        /// As stored in `image/class/label` (1-based).
         label: i64,
+        num_classes: u32,
     },
     #[error("rank {rank}: epoch {epoch}: its {files} shard file(s) hold no records")]
     NoRecords { rank: u64, epoch: u64, files: usize },
-    #[error("cannot start the {stage} thread: {source}")]
+    #[error("cannot start the {stage} thread")]
     Spawn {
         stage: Stage,
         source: std::io::Error,
     },
-    #[error("{stage} stage: {source}")]
+    #[error("{stage} stage")]
     InStage {
         stage: Stage,
         source: Box<PipelineError>,
@@ -292,6 +308,7 @@ fn spawn(
 /// started are stopped and joined by the partially built engine's drop.
 fn start_engine(
     files: Arc<[PathBuf]>,
+    limits: worker::Limits,
     decode_threads: usize,
     queue: usize,
     prefetch: usize,
@@ -330,7 +347,7 @@ fn start_engine(
         engine.threads.push(spawn(
             Stage::Decode,
             &format!("dawnrun-dec-{i}"),
-            move || worker::run(f, tasks, results, s),
+            move || worker::run(f, limits, tasks, results, s),
         )?);
     }
     drop((task_rx, result_tx));
@@ -341,6 +358,21 @@ fn start_engine(
             batcher.run(result_rx)
         })?);
     Ok(engine)
+}
+
+/// The per-record checks of both configs, validated.
+fn limits(max_pixels: u64, num_classes: u32) -> Result<worker::Limits, PipelineError> {
+    if max_pixels == 0 || num_classes == 0 || num_classes > i32::MAX as u32 {
+        return Err(PipelineError::Config {
+            what: format!(
+                "max_image_pixels ({max_pixels}) and num_classes ({num_classes}) must be at least 1, num_classes at most 2^31-1"
+            ),
+        });
+    }
+    Ok(worker::Limits {
+        max_pixels,
+        num_classes,
+    })
 }
 
 /// Training batches for one rank, endlessly: epoch after epoch, each exactly
@@ -371,6 +403,7 @@ impl TrainPipeline {
         if !(config.min_scale > 0.0 && config.min_scale <= 1.0) {
             return bad(format!("min_scale {} must lie in (0, 1]", config.min_scale));
         }
+        let limits = limits(config.max_image_pixels, config.num_classes)?;
         // Fail on a bad rank/world here, not in the reader thread.
         crate::epoch_share::EpochShare::new(
             config.files.len(),
@@ -390,6 +423,7 @@ impl TrainPipeline {
         let (threads, prefetch) = (config.decode_threads, config.prefetch_batches);
         let engine = start_engine(
             files,
+            limits,
             threads,
             queue,
             prefetch,
@@ -432,6 +466,7 @@ impl EvalPipeline {
                 ),
             });
         }
+        let limits = limits(config.max_image_pixels, config.num_classes)?;
         let files: Arc<[PathBuf]> = config.files.clone().into();
         let queue = config.batch_size.max(4 * config.decode_threads.max(1));
         let batching = batcher::Batching::Eval {
@@ -439,6 +474,7 @@ impl EvalPipeline {
         };
         let engine = start_engine(
             files,
+            limits,
             config.decode_threads,
             queue,
             2,

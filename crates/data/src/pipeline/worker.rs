@@ -1,6 +1,7 @@
 //! A decode worker: record bytes -> (label, pixels), or a skip notice for an undecodable JPEG,
 //! or a fatal error for a record whose Example is broken. Runs `decode_threads` times.
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,13 +39,53 @@ pub(super) enum Outcome {
     End,
 }
 
+/// What every worker checks on every record, from the pipeline's config.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Images whose JPEG header claims more pixels are skipped before decoding.
+    pub max_pixels: u64,
+    /// Stored (1-based) labels must lie in `1..=num_classes`.
+    pub num_classes: u32,
+}
+
+thread_local! {
+    /// True while this thread runs inside [`guarded`]'s `catch_unwind`.
+    static IN_GUARDED_DECODE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True only on a thread that is currently inside a decode worker's `catch_unwind` region, where
+/// a panic becomes one more skipped image. A process-wide panic hook (the trainer's, which
+/// aborts the MPI job) calls this first and lets such a panic unwind to the worker instead.
+/// False on every other thread, and on a worker thread between images.
+pub fn panic_is_caught() -> bool {
+    IN_GUARDED_DECODE.with(Cell::get)
+}
+
+/// Sets the flag for its lifetime; resets it on drop, which runs after the panic hook when
+/// a panic unwinds through it.
+struct CaughtRegion;
+
+impl CaughtRegion {
+    fn enter() -> Self {
+        IN_GUARDED_DECODE.with(|f| f.set(true));
+        CaughtRegion
+    }
+}
+
+impl Drop for CaughtRegion {
+    fn drop(&mut self) {
+        IN_GUARDED_DECODE.with(|f| f.set(false));
+    }
+}
+
 pub(super) fn run(
     files: Arc<[PathBuf]>,
+    limits: Limits,
     tasks: Receiver<ReaderMsg>,
     results: Sender<Done>,
     stop: StopSignal,
 ) {
-    let mut pre = Preprocessor::new();
+    let mut pre = Preprocessor::new().with_max_pixels(limits.max_pixels);
     loop {
         let msg = crossbeam_channel::select! {
             recv(tasks) -> msg => match msg {
@@ -56,7 +97,7 @@ pub(super) fn run(
         let done = match msg {
             ReaderMsg::Task(task) => Done {
                 key: task.key,
-                outcome: guarded(&mut pre, &files, task),
+                outcome: guarded(&mut pre, &files, limits, task),
             },
             ReaderMsg::Fatal(key, e) => Done {
                 key,
@@ -74,14 +115,19 @@ pub(super) fn run(
 }
 
 /// [`process`], with a decoder panic turned into a skipped image: a JPEG crafted to crash a
-/// decoder is per-image damage like any other. (Under the trainer, whose panic hook aborts the
-/// MPI job, the hook runs first; this guard matters for the tools and the tests.)
-fn guarded(pre: &mut Preprocessor, files: &[PathBuf], task: Task) -> Outcome {
+/// decoder is per-image damage like any other. While it runs, [`panic_is_caught`] is true on
+/// this thread, so a process-wide panic hook (the trainer's aborts the MPI job) can tell this
+/// panic will be caught and leave it alone.
+fn guarded(pre: &mut Preprocessor, files: &[PathBuf], limits: Limits, task: Task) -> Outcome {
     let (file, offset) = (task.file, task.offset);
-    match catch_unwind(AssertUnwindSafe(|| process(pre, files, task))) {
+    let result = {
+        let _region = CaughtRegion::enter();
+        catch_unwind(AssertUnwindSafe(|| process(pre, files, limits, task)))
+    };
+    match result {
         Ok(outcome) => outcome,
         Err(panic) => {
-            *pre = Preprocessor::new();
+            *pre = Preprocessor::new().with_max_pixels(limits.max_pixels);
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -96,19 +142,23 @@ fn guarded(pre: &mut Preprocessor, files: &[PathBuf], task: Task) -> Outcome {
     }
 }
 
-/// The record's 1-based label as a 0-based class, or the error naming the record.
-fn class_of(label: i64, path: &Path, offset: u64) -> Result<i32, PipelineError> {
-    match i32::try_from(label) {
-        Ok(l) if l >= 1 => Ok(l - 1),
-        _ => Err(PipelineError::Label {
+/// The record's 1-based label as a 0-based class, or the error naming the record, the label as
+/// stored and the class range.
+fn class_of(label: i64, num_classes: u32, path: &Path, offset: u64) -> Result<i32, PipelineError> {
+    if label >= 1 && label <= i64::from(num_classes) {
+        // num_classes <= i32::MAX is checked when the pipeline starts.
+        Ok(label as i32 - 1)
+    } else {
+        Err(PipelineError::Label {
             path: path.to_path_buf(),
             offset,
             label,
-        }),
+            num_classes,
+        })
     }
 }
 
-fn process(pre: &mut Preprocessor, files: &[PathBuf], task: Task) -> Outcome {
+fn process(pre: &mut Preprocessor, files: &[PathBuf], limits: Limits, task: Task) -> Outcome {
     let at = (files[task.file].as_path(), task.offset);
     let bad_example = |source| {
         let e = PipelineError::Example {
@@ -136,7 +186,8 @@ fn process(pre: &mut Preprocessor, files: &[PathBuf], task: Task) -> Outcome {
                     flip: rng.gen_bool(0.5),
                 }
             };
-            render(pre, jpeg, (label, None), (image_px, image_px), place, at)
+            let labelled = (label, limits.num_classes, None);
+            render(pre, jpeg, labelled, (image_px, image_px), place, at)
         }
         Job::Eval {
             fraction,
@@ -158,22 +209,27 @@ fn process(pre: &mut Preprocessor, files: &[PathBuf], task: Task) -> Outcome {
                 };
                 Placement { crop, flip: false }
             };
-            let labelled = (record.label, Some(record.filename.clone()));
+            let labelled = (
+                record.label,
+                limits.num_classes,
+                Some(record.filename.clone()),
+            );
             render(pre, &record.encoded, labelled, (width, height), place, at)
         }
     }
 }
 
-/// Decodes and resizes one image to `width x height`; `(label, filename)` ride along.
+/// Decodes and resizes one image to `width x height`; `(label, filename)` ride along, the label
+/// checked against `num_classes` first.
 fn render(
     pre: &mut Preprocessor,
     jpeg: &[u8],
-    (label, filename): (i64, Option<String>),
+    (label, num_classes, filename): (i64, u32, Option<String>),
     (width, height): (u32, u32),
     place: impl FnOnce(u32, u32) -> Placement,
     (path, offset): (&Path, u64),
 ) -> Outcome {
-    let label = match class_of(label, path, offset) {
+    let label = match class_of(label, num_classes, path, offset) {
         Ok(label) => label,
         Err(e) => return Outcome::Fatal(Stage::Decode, e),
     };

@@ -129,5 +129,56 @@ pub fn train_config(
         decode_threads: 2,
         prefetch_batches: 2,
         shuffle_buffer: 8,
+        max_image_pixels: dawnrun_data::DEFAULT_MAX_IMAGE_PIXELS,
+        num_classes: CLASSES as u32,
     }
+}
+
+/// The venv Python with TensorFlow and PIL: `$DAWNRUN_PYTHON`, else
+/// `<workspace>/.deps/venv/bin/python`. Missing Python fails the test: the comparison with
+/// TensorFlow is never skipped silently.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("DAWNRUN_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let fallback = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.deps/venv/bin/python");
+    assert!(
+        fallback.exists(),
+        "no Python with TensorFlow: set DAWNRUN_PYTHON or run `make setup` (looked for {})",
+        fallback.display()
+    );
+    fallback
+}
+
+/// Runs `tests/py/<script>` with `args`, asserts success and parses its stdout as JSON.
+pub fn run_py(script: &str, args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(script);
+    let out = std::process::Command::new(python())
+        .arg(&path)
+        .args(args)
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python {script}: {e} (run `make setup`)"));
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{script}: stdout is not JSON ({e}): {stdout}"))
+}
+
+/// Decodes `jpeg` the way a decode worker does (the whole image resized to 16x16) with the
+/// given pixel limit.
+pub fn worker_decode(jpeg: &[u8], max_pixels: u64) -> Result<(), dawnrun_data::DecodeError> {
+    let mut pre = dawnrun_data::Preprocessor::new().with_max_pixels(max_pixels);
+    let mut out = vec![0u8; 16 * 16 * 3];
+    pre.run(jpeg, 16, 16, &mut out, |w, h| dawnrun_data::Placement {
+        crop: dawnrun_data::CropBox::full(w, h),
+        flip: false,
+    })
 }
