@@ -253,3 +253,88 @@ fn a_shard_cut_at_a_record_boundary_is_refused_naming_it() {
     assert!(err.contains("cut short"), "{err}");
     assert!(complete_checkpoints(&run_dir).is_empty());
 }
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn damaged_and_panicking_jpegs_are_skipped_named_and_counted_over_all_ranks() {
+    let tmp = tempdir();
+    let images = tmp.path().join("images").join("48");
+    copy_tree(&fixture().join("images").join("48"), &images);
+    let class_dir = images.join("train").join("n01000000");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&class_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    // One JPEG cut at 40% (TensorFlow's decode_jpeg refuses it) ...
+    let bytes = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], &bytes[..bytes.len() * 2 / 5]).unwrap();
+    // ... and one whose comment segment trips the injected decoder panic.
+    let bytes = std::fs::read(&files[1]).unwrap();
+    let marker = b"dawnrun-panic";
+    let mut marked = bytes[..2].to_vec();
+    marked.extend_from_slice(&[0xFF, 0xFE, 0, (marker.len() + 2) as u8]);
+    marked.extend_from_slice(marker);
+    marked.extend_from_slice(&bytes[2..]);
+    std::fs::write(&files[1], marked).unwrap();
+    let records = tmp.path().join("records");
+    let mut c = command(&tool("build-records"));
+    c.arg("--input")
+        .arg(&images)
+        .arg("--output")
+        .arg(records.join("48"))
+        .args(["--train-shards", "4", "--validation-shards", "2"]);
+    ok(c);
+
+    let sched = faults_schedule(tmp.path(), "bad-jpegs", "", &[P1]);
+    let run_dir = tmp.path().join("run");
+    let mut c = mpirun(2, &bin("trainer"));
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .arg("--data")
+        .arg(&records)
+        .env("DAWNRUN_DECODE_PANIC_MARKER", "dawnrun-panic");
+    let out = run_bounded(c, Duration::from_secs(240));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let named: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("skipped an undecodable JPEG") && l.contains("train-0000"))
+        .collect();
+    assert!(
+        named.iter().any(|l| l.contains("injected decoder panic")),
+        "{err}"
+    );
+    assert!(
+        named.iter().any(|l| !l.contains("injected decoder panic")),
+        "{err}"
+    );
+    assert!(named.iter().all(|l| l.contains("record at byte")), "{err}");
+    assert!(
+        !err.contains("panic:"),
+        "a caught decoder panic must not reach the abort hook\n{err}"
+    );
+    // Two epochs: each bad image is met once per epoch, by whichever rank reads its shard.
+    let done: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("done.json")).unwrap()).unwrap();
+    assert_eq!(
+        done["skipped_images"].as_u64(),
+        Some(named.len() as u64),
+        "{err}"
+    );
+    assert!(named.len() >= 2, "{err}");
+    let last = metrics(&run_dir).pop().unwrap();
+    assert_eq!(last["skipped_images"], done["skipped_images"]);
+}

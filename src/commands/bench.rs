@@ -111,6 +111,8 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
             decode_threads: super::decode_threads(args.decode_threads, world),
             prefetch_batches: 2,
             shuffle_buffer: DEFAULT_SHUFFLE_BUFFER,
+            max_image_pixels: dawnrun_data::decode::DEFAULT_MAX_IMAGE_PIXELS,
+            num_classes: args.classes,
         })?;
         for i in 0..args.warmup + args.steps {
             let t = Instant::now();

@@ -106,6 +106,7 @@ pub fn run(args: &EvalSweepArgs, world: &World) -> Result<()> {
         image_px: ev.image_size.height as u32,
         crop_fraction,
         rect: args.rect || ev.rect_val,
+        max_image_pixels: schedule.run.max_image_pixels,
         decode_threads: super::decode_threads(args.decode_threads, world),
         exclude,
         target_top5: args.target_top5.unwrap_or(ev.target_top5),

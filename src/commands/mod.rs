@@ -89,7 +89,8 @@ fn quiet_tensorflow_logs() {
 /// calls MPI_Abort), so no rank is left waiting in a collective for one that has given up.
 fn under_mpi(f: impl FnOnce(&World) -> Result<()>) -> Result<()> {
     let world = World::init().context("MPI")?;
-    world.install_abort_on_panic(|| false);
+    // A JPEG decoder panic in a pipeline worker becomes a skipped image, not the job's end.
+    world.install_abort_on_panic(dawnrun_data::panic_is_caught);
     match f(&world) {
         Ok(()) => Ok(()),
         Err(e) => world.fail(&e),

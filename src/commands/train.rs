@@ -55,6 +55,7 @@ pub fn main(args: TrainArgs) -> Result<()> {
 }
 
 fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
+    arm_decode_panic_hook();
     let schedule = Schedule::load(schedule_path)?;
     if world.rank() == 0 {
         for w in schedule.warnings() {
@@ -172,6 +173,14 @@ fn check_same_data(run_dir: &RunDir, train_images: u64, num_classes: u32) -> Res
         );
     }
     Ok(())
+}
+
+/// Test hook `DAWNRUN_DECODE_PANIC_MARKER=text`: decoding a JPEG that holds `text` panics, as a
+/// decoder bug would, so the tests can show that such a panic is one more skipped image.
+fn arm_decode_panic_hook() {
+    if let Some(marker) = std::env::var_os("DAWNRUN_DECODE_PANIC_MARKER") {
+        dawnrun_data::decode::arm_decode_panic(Some(marker.as_encoded_bytes()));
+    }
 }
 
 /// The test hooks: `DAWNRUN_FAIL_AT_STEP=S` makes the trainer fail at step S and

@@ -34,6 +34,8 @@ pub struct SweepConfig {
     pub image_px: u32,
     pub crop_fraction: f64,
     pub rect: bool,
+    /// Larger JPEGs are skipped before decoding (decompression bombs).
+    pub max_image_pixels: u64,
     pub decode_threads: usize,
     /// `image/filename`s (or their base names) to leave out.
     pub exclude: Option<(PathBuf, HashSet<String>)>,
@@ -266,6 +268,8 @@ fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<C
         crop_fraction: cfg.crop_fraction,
         decode_threads: cfg.decode_threads,
         rect: cfg.rect,
+        max_image_pixels: cfg.max_image_pixels,
+        num_classes: cfg.model.num_classes,
     })?;
     let (mut top1, mut top5, mut loss, mut n) = (0usize, 0usize, 0.0f64, 0usize);
     while let Some(batch) = pipeline.next() {

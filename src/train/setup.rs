@@ -284,6 +284,8 @@ pub fn start_pipeline(
         decode_threads: cfg.decode_threads,
         prefetch_batches: 2,
         shuffle_buffer: DEFAULT_SHUFFLE_BUFFER,
+        max_image_pixels: cfg.plan.run.max_image_pixels,
+        num_classes: cfg.model.num_classes,
     };
     TrainPipeline::start(config).with_context(|| {
         format!(

@@ -34,6 +34,7 @@ pub fn command(program: &Path) -> Command {
         .env_remove("DAWNRUN_FAIL_AT_STEP")
         .env_remove("DAWNRUN_FREEZE_AT_STEP")
         .env_remove("DAWNRUN_KILL_AT_STEP")
+        .env_remove("DAWNRUN_DECODE_PANIC_MARKER")
         .env_remove("DAWNRUN_FAIL_RANK");
     c
 }
