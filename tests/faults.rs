@@ -338,3 +338,76 @@ fn damaged_and_panicking_jpegs_are_skipped_named_and_counted_over_all_ranks() {
     let last = metrics(&run_dir).pop().unwrap();
     assert_eq!(last["skipped_images"], done["skipped_images"]);
 }
+
+/// `python tests/py/read_checkpoint.py PREFIX` as JSON.
+fn read_checkpoint(prefix: &Path) -> serde_json::Value {
+    let mut c = command(&python());
+    c.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/py/read_checkpoint.py"
+    ))
+    .arg(prefix);
+    serde_json::from_slice(&ok(c).stdout).unwrap()
+}
+
+#[test]
+fn a_resume_keeps_the_loss_scale_cleans_up_and_refuses_other_data() {
+    let tmp = tempdir();
+    let sched = faults_schedule(tmp.path(), "scale", "  loss_scale: dynamic\n", &[P1]);
+    let run_dir = tmp.path().join("run");
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(["--max-steps", "8"]);
+    ok(c);
+    let at8 = read_checkpoint(&run_dir.join("checkpoints/ckpt-8"));
+    assert_eq!(at8["loss_scale"], 32768.0);
+    assert_eq!(at8["loss_scale_good_steps"], 8);
+
+    // What a crash during a save leaves behind.
+    let stale = run_dir.join("checkpoints/.ckpt-12.tmp4242.data-00000-of-00001");
+    std::fs::write(&stale, vec![0u8; 4096]).unwrap();
+
+    // Records of another size: the plan's steps would not match the checkpoints.
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .arg("--resume")
+        .args(["--train-images", "200"]);
+    let out = run(c);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("was made with 256 training images"), "{err}");
+
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .arg("--resume")
+        .args(["--max-steps", "16"]);
+    let out = ok(c);
+    let err = text(&out.stderr);
+    assert!(err.contains("removed 1 temporary file(s)"), "{err}");
+    assert!(!stale.exists());
+    // The run of good steps went on from 8 instead of restarting at 0.
+    let at16 = read_checkpoint(&run_dir.join("checkpoints/ckpt-16"));
+    assert_eq!(at16["loss_scale_good_steps"], 16);
+}
+
+#[test]
+fn a_label_beyond_the_networks_classes_names_its_record() {
+    let tmp = tempdir();
+    let sched = faults_schedule(tmp.path(), "labels", "", &[P1]);
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(tmp.path().join("run"))
+        .args(["--num-classes", "3"]);
+    let out = run_bounded(c, Duration::from_secs(240));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("label 4 (as stored, 1-based)"), "{err}");
+    assert!(err.contains("train-0000") && err.contains("byte "), "{err}");
+}
