@@ -6,18 +6,6 @@ mod common;
 use common::*;
 use dawnrun_data::{EvalConfig, EvalPipeline, PipelineError, TrainPipeline};
 
-/// `e` and its sources, joined as the binaries print them.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 fn eval(files: Vec<std::path::PathBuf>, max_image_pixels: u64, num_classes: u32) -> EvalConfig {
     EvalConfig {
         files,

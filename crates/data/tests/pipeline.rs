@@ -180,7 +180,7 @@ fn damaged_record_frame_stops_with_file_and_offset() {
     let error = (0..10)
         .find_map(|_| pipeline.next().err())
         .expect("the damaged record must stop the pipeline");
-    let message = error.to_string();
+    let message = chain(&error);
     assert!(
         message.contains(&target.file.display().to_string()),
         "{message}"
@@ -209,11 +209,7 @@ fn damaged_frame_inside_the_skipped_part_still_stops_the_resume() {
         ..train_config(files, 0, 1, 3)
     };
     returns("a resume over a damaged record", move || {
-        let message = TrainPipeline::start(config)
-            .unwrap()
-            .next()
-            .unwrap_err()
-            .to_string();
+        let message = chain(&TrainPipeline::start(config).unwrap().next().unwrap_err());
         assert!(message.contains("byte 0"), "{message}");
     });
 }
@@ -381,7 +377,7 @@ fn missing_file_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("train-00000-of-00001");
     let mut pipeline = TrainPipeline::start(train_config(vec![missing.clone()], 0, 1, 1)).unwrap();
-    let message = pipeline.next().unwrap_err().to_string();
+    let message = chain(&pipeline.next().unwrap_err());
     assert!(
         message.contains(&missing.display().to_string()),
         "{message}"

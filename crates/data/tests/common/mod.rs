@@ -182,3 +182,15 @@ pub fn worker_decode(jpeg: &[u8], max_pixels: u64) -> Result<(), dawnrun_data::D
         flip: false,
     })
 }
+
+/// `e` and its sources joined with ": ", as the binaries print an error (anyhow's `{:#}`).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
