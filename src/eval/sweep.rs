@@ -272,7 +272,7 @@ fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<C
         num_classes: cfg.model.num_classes,
     })?;
     let (mut top1, mut top5, mut loss, mut n) = (0usize, 0usize, 0.0f64, 0usize);
-    while let Some(batch) = pipeline.next() {
+    for batch in pipeline.by_ref() {
         let batch = batch.context("validation input")?;
         let batch = match &cfg.exclude {
             Some((_, names)) => without_excluded(batch, names),
