@@ -86,6 +86,7 @@ fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
     };
     let mut model = ModelConfig::from_run(&plan.run, num_classes);
     model.device = super::gpu_device(args.gpu, world);
+    super::check_device(model.device.as_deref(), world)?;
     if world.rank() == 0 {
         let ckpt_dir = run_dir.checkpoints();
         std::fs::create_dir_all(&ckpt_dir)

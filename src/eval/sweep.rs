@@ -32,7 +32,7 @@ pub struct SweepConfig {
     pub files: Vec<PathBuf>,
     pub batch_size: usize,
     pub image_px: u32,
-    pub crop_fraction: f64,
+    pub crop: dawnrun_data::EvalCrop,
     pub rect: bool,
     pub decode_threads: usize,
     /// `image/filename`s (or their base names) to leave out.
@@ -58,8 +58,8 @@ fn settings_key(cfg: &SweepConfig) -> String {
     let mut excluded: Vec<&String> = cfg.exclude.iter().flat_map(|(_, s)| s.iter()).collect();
     excluded.sort();
     let text = format!(
-        "{files:?}|{}|{}|{}|{}|{:?}|{:?}",
-        cfg.batch_size, cfg.image_px, cfg.crop_fraction, cfg.rect, excluded, cfg.model.precision
+        "{files:?}|{}|{}|{:?}|{}|{:?}|{:?}",
+        cfg.batch_size, cfg.image_px, cfg.crop, cfg.rect, excluded, cfg.model.precision
     );
     format!("{:016x}", dawnrun_dist::fingerprint(text.as_bytes()))
 }
@@ -258,7 +258,7 @@ fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<C
         files: cfg.files.clone(),
         batch_size: cfg.batch_size,
         image_px: cfg.image_px,
-        crop_fraction: cfg.crop_fraction,
+        crop: cfg.crop,
         decode_threads: cfg.decode_threads,
         rect: cfg.rect,
     })?;
