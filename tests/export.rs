@@ -92,7 +92,11 @@ fn check_in_python(export: &Path, crop: &str, tmp: &Path) -> serde_json::Value {
     std::fs::write(&pixels, &dump.stdout).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/check_export.py");
     let mut c = command(&python());
-    c.arg(script).arg(export).args(&files).arg("--pixels").arg(&pixels);
+    c.arg(script)
+        .arg(export)
+        .args(&files)
+        .arg("--pixels")
+        .arg(&pixels);
     let out = ok(c);
     let stdout = text(&out.stdout);
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
@@ -138,7 +142,10 @@ fn export_loads_in_tensorflow_alone_and_scores_as_eval_sweep() {
     );
 
     let got = check_in_python(&out, "central:0.8", tmp.path());
-    assert_eq!(got["signatures"], serde_json::json!(["images", "serving_default"]));
+    assert_eq!(
+        got["signatures"],
+        serde_json::json!(["images", "serving_default"])
+    );
     assert_eq!(got["images"].as_u64(), Some(64));
     let top1 = got["top1"].as_f64().unwrap();
     let want = best["top1"].as_f64().unwrap();
@@ -147,15 +154,21 @@ fn export_loads_in_tensorflow_alone_and_scores_as_eval_sweep() {
         "export top-1 {top1} vs eval-sweep {want} for step {step}"
     );
     // The synsets in label order, as build-records numbered them (label 1 = first line).
-    let synsets: Vec<String> =
-        serde_json::from_value(got["synsets"].clone()).unwrap();
+    let synsets: Vec<String> = serde_json::from_value(got["synsets"].clone()).unwrap();
     assert_eq!(synsets.len(), CLASSES);
     let mut sorted = synsets.clone();
     sorted.sort();
     assert_eq!(synsets, sorted);
     let diff = got["pixels"]["mean_abs_diff"].as_f64().unwrap();
-    assert!(diff <= 3.0, "export preprocessing vs pipeline: {}", got["pixels"]);
-    eprintln!("export top-1 {top1} vs eval-sweep {want}; pixels {}", got["pixels"]);
+    assert!(
+        diff <= 3.0,
+        "export preprocessing vs pipeline: {}",
+        got["pixels"]
+    );
+    eprintln!(
+        "export top-1 {top1} vs eval-sweep {want}; pixels {}",
+        got["pixels"]
+    );
 
     // saved_model_cli from the venv lists both signatures.
     let cli = python().with_file_name("saved_model_cli");
@@ -188,9 +201,19 @@ fn short_side_crop_is_the_same_in_eval_sweep_and_the_export() {
     assert!(res.status.success(), "{}", text(&res.stderr));
     let got = check_in_python(&out, "short_side:1.14", tmp.path());
     let diff = got["pixels"]["mean_abs_diff"].as_f64().unwrap();
-    assert!(diff <= 3.0, "short_side: export vs pipeline {}", got["pixels"]);
-    let (top1, want) = (got["top1"].as_f64().unwrap(), last["top1"].as_f64().unwrap());
-    assert!((top1 - want).abs() <= 1.0, "short_side top-1 {top1} vs {want}");
+    assert!(
+        diff <= 3.0,
+        "short_side: export vs pipeline {}",
+        got["pixels"]
+    );
+    let (top1, want) = (
+        got["top1"].as_f64().unwrap(),
+        last["top1"].as_f64().unwrap(),
+    );
+    assert!(
+        (top1 - want).abs() <= 1.0,
+        "short_side top-1 {top1} vs {want}"
+    );
 }
 
 #[test]
@@ -225,7 +248,11 @@ fn a_failed_export_leaves_nothing_at_out() {
     let err = text(&res.stderr);
     assert!(err.contains("no complete checkpoint for step 999"), "{err}");
     assert!(!out.exists());
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "no partial folder left");
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "no partial folder left"
+    );
 
     // A checkpoint whose data file is cut short fails while restoring, after the temporary
     // folder was made: it is removed, and --out never appears.

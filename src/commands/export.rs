@@ -156,10 +156,17 @@ fn choose(run_dir: &RunDir, args: &ExportArgs) -> Result<(u64, PathBuf)> {
     let want = if args.best {
         let path = run_dir.eval_results();
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("{}: cannot read (run eval-sweep first for --best)", path.display())
+            format!(
+                "{}: cannot read (run eval-sweep first for --best)",
+                path.display()
+            )
         })?;
         let mut best: Option<CheckpointResult> = None;
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
             let r: CheckpointResult = serde_json::from_str(line)
                 .with_context(|| format!("{}: line {}", path.display(), i + 1))?;
             // Ties go to the earlier checkpoint.

@@ -109,8 +109,8 @@ fn decode_threads(asked: Option<usize>, world: &World) -> usize {
 /// Stops with a clear message when TensorFlow does not list the device asked for; rank 0
 /// prints where the first convolution runs.
 fn check_device(device: Option<&str>, world: &World) -> Result<()> {
-    let line = crate::model::check_device(device)
-        .with_context(|| format!("rank {}", world.rank()))?;
+    let line =
+        crate::model::check_device(device).with_context(|| format!("rank {}", world.rank()))?;
     if world.rank() == 0 {
         eprintln!("{line}");
     }

@@ -14,12 +14,11 @@ use super::ModelError;
 
 /// The devices TensorFlow lists for this process, e.g. `/job:localhost/replica:0/task:0/device:CPU:0`.
 pub fn device_list() -> Result<Vec<String>, ModelError> {
-    let session = Session::new(&SessionOptions::new(), &Graph::new()).map_err(|source| {
-        ModelError::Run {
+    let session =
+        Session::new(&SessionOptions::new(), &Graph::new()).map_err(|source| ModelError::Run {
             what: "listing TensorFlow devices",
             source,
-        }
-    })?;
+        })?;
     let devices = session.device_list().map_err(|source| ModelError::Run {
         what: "listing TensorFlow devices",
         source,
@@ -66,8 +65,13 @@ pub fn check_device(asked: Option<&str>) -> Result<String, ModelError> {
             }
         }
         None => {
-            let gpu = listed.iter().find(|d| d.to_ascii_uppercase().contains("DEVICE:GPU:"));
-            let cpu = listed.first().cloned().unwrap_or_else(|| "(none listed)".into());
+            let gpu = listed
+                .iter()
+                .find(|d| d.to_ascii_uppercase().contains("DEVICE:GPU:"));
+            let cpu = listed
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "(none listed)".into());
             Ok(format!(
                 "device: the first convolution ({CONV}) is left to TensorFlow's placer, which \
                  puts it on {}; TensorFlow lists {}",

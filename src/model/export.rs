@@ -92,8 +92,11 @@ impl ExportGraph {
         let top_k = i64::from(cfg.num_classes.min(5));
         let (_probs, _classes) =
             outputs(&mut scope, logits, top_k as i32).building("probabilities and classes")?;
-        let asset = ops::constant(SYNSETS_FILE.to_string(), &mut scope.with_op_name(ASSET_TENSOR))
-            .building("asset tensor")?;
+        let asset = ops::constant(
+            SYNSETS_FILE.to_string(),
+            &mut scope.with_op_name(ASSET_TENSOR),
+        )
+        .building("asset tensor")?;
         let _ = asset;
         let vars: Vec<&Var> = net
             .trainable
@@ -183,8 +186,12 @@ fn preprocess_function(spec: &ExportSpec) -> Result<tensorflow::Function, Status
     let img = ops::DecodeJpeg::new()
         .channels(3)
         .build(jpeg.clone(), &mut s)?; // [h, w, 3] u8
-    let shape = ops::Shape::new().out_type(DataType::Int32).build(img.clone(), &mut s)?;
-    let shape = ops::Cast::new().DstT(DataType::Double).build(shape, &mut s)?;
+    let shape = ops::Shape::new()
+        .out_type(DataType::Int32)
+        .build(img.clone(), &mut s)?;
+    let shape = ops::Cast::new()
+        .DstT(DataType::Double)
+        .build(shape, &mut s)?;
     let zero = tf::const_i32(&mut s, &[0])?;
     let two = tf::const_i32(&mut s, &[2])?;
     let hw: Output = ops::slice(shape, zero, two, &mut s)?.into(); // [h, w] f64
@@ -239,7 +246,9 @@ fn preprocess_function(spec: &ExportSpec) -> Result<tensorflow::Function, Status
     let lo = ops::constant(0.0f32, &mut s)?;
     let hi = ops::constant(255.0f32, &mut s)?;
     let clipped = ops::clip_by_value(rounded, lo, hi, &mut s)?;
-    let bytes = ops::Cast::new().DstT(DataType::UInt8).build(clipped, &mut s)?;
+    let bytes = ops::Cast::new()
+        .DstT(DataType::UInt8)
+        .build(clipped, &mut s)?;
     let dims = tf::const_i32(&mut s, &[px, px, 3])?;
     let out = ops::reshape(bytes, dims, &mut s.with_op_name("image"))?;
     let graph = s.graph();
@@ -310,9 +319,10 @@ fn model_saver(scope: &mut Scope, vars: &[&Var]) -> Result<(Operation, Operation
         &reads,
         &dtypes,
     )?;
-    let done = ops::Identity::new()
-        .add_control_input(save)
-        .build(filename.clone(), &mut scope.with_op_name("control_dependency"))?;
+    let done = ops::Identity::new().add_control_input(save).build(
+        filename.clone(),
+        &mut scope.with_op_name("control_dependency"),
+    )?;
     let (_, restored) = tf::restore_v2(scope, filename.clone().into(), names_t, slices, &dtypes)?;
     let mut assigns = Vec::with_capacity(vars.len());
     for (var, value) in vars.iter().zip(restored) {

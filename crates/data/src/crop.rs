@@ -397,10 +397,26 @@ mod tests {
         // 500x375 at ratio 1.14: c = round(375 / 1.14) = round(328.947) = 329,
         // x = floor((500 - 329) / 2) = 85, y = floor((375 - 329) / 2) = 23.
         let m = EvalCrop::ShortSide { resize_ratio: 1.14 };
-        assert_eq!(eval_crop(500, 375, m, 224, 224), CropBox { x: 85, y: 23, w: 329, h: 329 });
+        assert_eq!(
+            eval_crop(500, 375, m, 224, 224),
+            CropBox {
+                x: 85,
+                y: 23,
+                w: 329,
+                h: 329
+            }
+        );
         // Portrait: 60x90 at ratio 1.5 -> c = 40, x = 10, y = 25.
         let m = EvalCrop::ShortSide { resize_ratio: 1.5 };
-        assert_eq!(eval_crop(60, 90, m, 32, 32), CropBox { x: 10, y: 25, w: 40, h: 40 });
+        assert_eq!(
+            eval_crop(60, 90, m, 32, 32),
+            CropBox {
+                x: 10,
+                y: 25,
+                w: 40,
+                h: 40
+            }
+        );
         for w in (1..400u32).step_by(13) {
             for h in (1..400u32).step_by(17) {
                 for r in [1.0, 1.14, 1.5, 0.5] {
@@ -424,7 +440,15 @@ mod tests {
         // 80x48 image, short 48, f = 1/1.14: k = 48 / 1.14 / 32 = 1.3158; output 48x32 ->
         // box round(63.16) x round(42.1) = 63 x 42 at ((80-63)/2, (48-42)/2) = (8, 3).
         let m = EvalCrop::ShortSide { resize_ratio: 1.14 };
-        assert_eq!(eval_crop(80, 48, m, 48, 32), CropBox { x: 8, y: 3, w: 63, h: 42 });
+        assert_eq!(
+            eval_crop(80, 48, m, 48, 32),
+            CropBox {
+                x: 8,
+                y: 3,
+                w: 63,
+                h: 42
+            }
+        );
         // A batch shape wider than the image: the width is clamped to the whole image.
         let b = eval_crop(50, 48, m, 64, 32);
         assert_eq!((b.x, b.w), (0, 50));

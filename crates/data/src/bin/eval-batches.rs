@@ -14,7 +14,10 @@ use dawnrun_records::imagenet::ImageRecord;
 use dawnrun_records::RecordReader;
 
 #[derive(Parser, Debug)]
-#[command(name = "eval-batches", about = "Dump the evaluation pipeline's images as JSON.")]
+#[command(
+    name = "eval-batches",
+    about = "Dump the evaluation pipeline's images as JSON."
+)]
 struct Args {
     /// Output side in pixels.
     #[arg(long)]
