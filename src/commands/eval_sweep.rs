@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use dawnrun_data::EvalCrop;
 use dawnrun_dist::World;
 use dawnrun_records::shard_set::list_shards;
 use dawnrun_schedule::{CropMode, Schedule};
@@ -89,11 +90,8 @@ pub fn run(args: &EvalSweepArgs, world: &World) -> Result<()> {
     }
     let mut model = ModelConfig::from_run(&schedule.run, info.num_classes);
     model.device = super::gpu_device(args.gpu, world);
-    let crop_fraction = match ev.crop_mode {
-        CropMode::Central => ev.crop_fraction,
-        // Resize the short side to size x ratio, then crop size: a central 1/ratio.
-        CropMode::ShortSide => 1.0 / ev.resize_ratio,
-    };
+    super::check_device(model.device.as_deref(), world)?;
+    let crop = eval_crop(ev);
     let exclude = match &args.exclude {
         Some(p) => Some((p.clone(), read_exclude(p)?)),
         None => None,
@@ -104,7 +102,7 @@ pub fn run(args: &EvalSweepArgs, world: &World) -> Result<()> {
         files,
         batch_size: args.batch_size.unwrap_or(ev.batch_size.max(1) as usize),
         image_px: ev.image_size.height as u32,
-        crop_fraction,
+        crop,
         rect: args.rect || ev.rect_val,
         max_image_pixels: schedule.run.max_image_pixels,
         decode_threads: super::decode_threads(args.decode_threads, world),
@@ -121,4 +119,17 @@ pub fn run(args: &EvalSweepArgs, world: &World) -> Result<()> {
         );
     }
     eval::sweep(&cfg, world).with_context(|| format!("sweeping {}", args.run_dir.display()))
+}
+
+/// The schedule's evaluation crop as the pipeline's [`EvalCrop`] (eval-sweep and `trainer
+/// export` frame images the same way).
+pub(super) fn eval_crop(ev: &dawnrun_schedule::EvalSettings) -> EvalCrop {
+    match ev.crop_mode {
+        CropMode::Central => EvalCrop::Central {
+            fraction: ev.crop_fraction,
+        },
+        CropMode::ShortSide => EvalCrop::ShortSide {
+            resize_ratio: ev.resize_ratio,
+        },
+    }
 }

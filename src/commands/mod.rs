@@ -1,4 +1,4 @@
-//! The command lines: `trainer` (train, plan, bench, gradcheck) and `eval-sweep`. Each
+//! The command lines: `trainer` (train, plan, bench, gradcheck, export) and `eval-sweep`. Each
 //! subcommand is a module; the binaries in `src/bin/` only call [`trainer_main`] or
 //! [`eval_sweep_main`]. This is the one place that reads argv and the environment, picks exit
 //! codes, and wraps MPI entry points so an error on any rank ends the whole job.
@@ -6,6 +6,7 @@
 mod bench;
 mod data_facts;
 mod eval_sweep;
+mod export;
 mod gradcheck;
 mod plan;
 mod train;
@@ -41,6 +42,8 @@ enum TrainerCommand {
     Bench(bench::BenchArgs),
     /// Under mpirun: compare the all-reduced gradient with the mean of per-batch gradients.
     Gradcheck(gradcheck::GradcheckArgs),
+    /// Write one checkpoint of a run as a TensorFlow SavedModel (JPEG and uint8 signatures).
+    Export(export::ExportArgs),
 }
 
 /// `trainer`'s `main`.
@@ -53,6 +56,7 @@ pub fn trainer_main() -> ExitCode {
         Some(TrainerCommand::Plan(args)) => plan::main(args),
         Some(TrainerCommand::Bench(args)) => under_mpi(|world| bench::run(&args, world)),
         Some(TrainerCommand::Gradcheck(args)) => under_mpi(|world| gradcheck::run(&args, world)),
+        Some(TrainerCommand::Export(args)) => export::main(args),
     })
 }
 
@@ -101,6 +105,17 @@ fn under_mpi(f: impl FnOnce(&World) -> Result<()>) -> Result<()> {
 fn decode_threads(asked: Option<usize>, world: &World) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     asked.unwrap_or_else(|| (cores / world.local_size().max(1)).max(1))
+}
+
+/// Stops with a clear message when TensorFlow does not list the device asked for; rank 0
+/// prints where the first convolution runs.
+fn check_device(device: Option<&str>, world: &World) -> Result<()> {
+    let line =
+        crate::model::check_device(device).with_context(|| format!("rank {}", world.rank()))?;
+    if world.rank() == 0 {
+        eprintln!("{line}");
+    }
+    Ok(())
 }
 
 /// `--gpu`: the GPU of this rank's index on its host.

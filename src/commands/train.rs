@@ -91,6 +91,7 @@ fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
     };
     let mut model = ModelConfig::from_run(&plan.run, num_classes);
     model.device = super::gpu_device(args.gpu, world);
+    super::check_device(model.device.as_deref(), world)?;
     // Rank 0 takes the run directory before writing anything in it, and holds it to the end.
     let _lock = if world.rank() == 0 {
         let ckpt_dir = run_dir.checkpoints();

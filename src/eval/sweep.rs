@@ -32,7 +32,7 @@ pub struct SweepConfig {
     pub files: Vec<PathBuf>,
     pub batch_size: usize,
     pub image_px: u32,
-    pub crop_fraction: f64,
+    pub crop: dawnrun_data::EvalCrop,
     pub rect: bool,
     /// Larger JPEGs are skipped before decoding (decompression bombs).
     pub max_image_pixels: u64,
@@ -60,8 +60,8 @@ fn settings_key(cfg: &SweepConfig) -> String {
     let mut excluded: Vec<&String> = cfg.exclude.iter().flat_map(|(_, s)| s.iter()).collect();
     excluded.sort();
     let text = format!(
-        "{files:?}|{}|{}|{}|{}|{:?}|{:?}",
-        cfg.batch_size, cfg.image_px, cfg.crop_fraction, cfg.rect, excluded, cfg.model.precision
+        "{files:?}|{}|{}|{:?}|{}|{:?}|{:?}",
+        cfg.batch_size, cfg.image_px, cfg.crop, cfg.rect, excluded, cfg.model.precision
     );
     format!("{:016x}", dawnrun_dist::fingerprint(text.as_bytes()))
 }
@@ -265,7 +265,7 @@ fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<C
         files: cfg.files.clone(),
         batch_size: cfg.batch_size,
         image_px: cfg.image_px,
-        crop_fraction: cfg.crop_fraction,
+        crop: cfg.crop,
         decode_threads: cfg.decode_threads,
         rect: cfg.rect,
         max_image_pixels: cfg.max_image_pixels,

@@ -14,7 +14,10 @@
 //!
 //! Files: `tf.rs` crate workarounds, `layers.rs` conv / batch norm / dense, `resnet.rs` the
 //! network, `loss.rs` cross-entropy, L2 and top-k, `optim.rs` flat gradients and momentum,
-//! `saver.rs` the SaveV2/RestoreV2 ops, `graph.rs` the two graphs with their sessions.
+//! `saver.rs` the SaveV2/RestoreV2 ops, `graph.rs` the two graphs with their sessions,
+//! `export.rs` the inference graph as a SavedModel, `device.rs` the `--gpu` device check.
+mod device;
+mod export;
 mod graph;
 mod layers;
 mod loss;
@@ -23,6 +26,8 @@ mod resnet;
 mod saver;
 pub(crate) mod tf;
 
+pub use device::{check_device, device_list};
+pub use export::{ExportGraph, ExportSpec, SYNSETS_FILE};
 pub use graph::{BatchRef, EvalGraph, EvalOutput, StepOutput, TrainGraph, VarInfo};
 
 use std::path::{Path, PathBuf};
@@ -196,6 +201,8 @@ pub enum ModelError {
         #[source]
         source: TfStatus,
     },
+    #[error("{0}")]
+    Device(String),
     #[error("{}: checkpoint path is not valid UTF-8", .0.display())]
     NotUtf8(PathBuf),
 }

@@ -4,7 +4,9 @@
 //! Training uses the random-resized crop of the 106-minute run's input pipeline, the same sampling
 //! as TensorFlow's `sample_distorted_bounding_box` and torchvision's `RandomResizedCrop`: area
 //! fraction uniform in `[min_scale, max_scale]`, aspect ratio log-uniform in `ratio`, up to
-//! `attempts` tries, else the whole image. Evaluation uses TensorFlow's `central_crop`.
+//! `attempts` tries, else the whole image. Evaluation uses [`eval_crop`]: TensorFlow's `central_crop`
+//! or fast.ai's short-side resize and centre crop, and imagenet18's rectangular batch shapes
+//! ([`rect_shape`], [`batch_aspect`]).
 
 use rand::Rng;
 
@@ -131,24 +133,109 @@ pub fn center_crop(width: u32, height: u32, fraction: f64) -> CropBox {
     }
 }
 
-/// The largest box of aspect `aspect` (width / height) centred inside `inner`, used by the
-/// rectangular validation to fit each image to its batch's shape without distortion.
-pub fn center_aspect(inner: CropBox, aspect: f64) -> CropBox {
-    let (iw, ih) = (f64::from(inner.w), f64::from(inner.h));
-    if !(aspect.is_finite() && aspect > 0.0) || inner.w == 0 || inner.h == 0 {
-        return inner;
+/// How evaluation frames an image, from the schedule's `eval.crop_mode`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EvalCrop {
+    /// `central`: keep the central `fraction` of the height and of the width
+    /// ([`center_crop`]), then resize that box to the output (a square output stretches a
+    /// non-square box, as the 106-minute run's TensorFlow evaluation did).
+    Central { fraction: f64 },
+    /// `short_side`: resize the short side to `output x resize_ratio`, then cut the central
+    /// output-sized window (fast.ai's `Resize(int(sz * 1.14))` + `CenterCrop(sz)`).
+    ShortSide { resize_ratio: f64 },
+}
+
+impl EvalCrop {
+    /// Source pixels per output pixel, divided by the source's short side: the window shown
+    /// at output size `px` (short output side) covers `short * window_fraction()` source
+    /// pixels along the short axis. `central` keeps `fraction` of each side; `short_side`
+    /// keeps `1 / resize_ratio` of the short side.
+    fn window_fraction(self) -> f64 {
+        let f = match self {
+            EvalCrop::Central { fraction } => fraction,
+            EvalCrop::ShortSide { resize_ratio } => 1.0 / resize_ratio,
+        };
+        if f.is_finite() && f > 0.0 {
+            f.min(1.0)
+        } else {
+            1.0
+        }
     }
-    let (w, h) = if iw / ih > aspect {
-        (((ih * aspect).round() as u32).clamp(1, inner.w), inner.h)
+}
+
+/// The evaluation crop box in source pixels of a `width x height` image for an
+/// `out_w x out_h` output. The rule, exactly:
+///
+/// * Square output, `central`: [`center_crop`] (TensorFlow's `central_crop`): each side keeps
+///   its central `fraction`, so a non-square image is stretched to the square.
+/// * Square output, `short_side`: a centred square of side `c = round(short / resize_ratio)`
+///   (clamped to `1..=short`, `short = min(width, height)`) at `x = floor((width - c) / 2)`,
+///   `y = floor((height - c) / 2)`. Resizing that square to the output is the same as resizing
+///   the short side to `out x resize_ratio` and cutting the central `out x out` window: the
+///   scale is `out / c = out x resize_ratio / short`. Nothing is distorted.
+/// * Rectangular output (rectangular validation, either mode): with `f` = `fraction` or
+///   `1 / resize_ratio` and `s = min(out_w, out_h)`, one output pixel covers
+///   `k = short x f / s` source pixels; the box is `round(out_w x k) x round(out_h x k)`,
+///   centred (offsets floored) and clamped to the image. When the batch's shape is more
+///   elongated than this image the clamp keeps the whole long side and the resize stretches it
+///   a little (imagenet18 padded with black instead).
+pub fn eval_crop(width: u32, height: u32, mode: EvalCrop, out_w: u32, out_h: u32) -> CropBox {
+    if width == 0 || height == 0 || out_w == 0 || out_h == 0 {
+        return CropBox::full(width, height);
+    }
+    let short = f64::from(width.min(height));
+    let f = mode.window_fraction();
+    let (bw, bh) = if out_w == out_h {
+        match mode {
+            EvalCrop::Central { fraction } => return center_crop(width, height, fraction),
+            EvalCrop::ShortSide { .. } => {
+                let c = ((short * f).round() as u32).clamp(1, width.min(height));
+                (c, c)
+            }
+        }
     } else {
-        (inner.w, ((iw / aspect).round() as u32).clamp(1, inner.h))
+        let k = short * f / f64::from(out_w.min(out_h));
+        let side = |out: u32, limit: u32| ((f64::from(out) * k).round() as u32).clamp(1, limit);
+        (side(out_w, width), side(out_h, height))
     };
     CropBox {
-        x: inner.x + (inner.w - w) / 2,
-        y: inner.y + (inner.h - h) / 2,
-        w,
-        h,
+        x: (width - bw) / 2,
+        y: (height - bh) / 2,
+        w: bw,
+        h: bh,
     }
+}
+
+/// The output `(width, height)` of one rectangular-validation batch, imagenet18's rule
+/// (fast.ai's DAWNBench entry, `training/dataloader.py` of cybertronai/imagenet18): each image's
+/// aspect `width / height` is rounded to 5 decimals; the images are sorted by it; each run of
+/// `batch_size` consecutive images gets the mean of its aspects (again rounded to 5 decimals)
+/// as `aspect`. The short output side is `px`; the long side is `trunc(px x aspect)` (landscape)
+/// or `trunc(px / aspect)` (portrait), then rounded down to a multiple of 8 (never below `px`
+/// here, so a batch near square stays `px x px`).
+pub fn rect_shape(px: u32, aspect: f64) -> (u32, u32) {
+    let long = |ratio: f64| -> u32 {
+        let l = (f64::from(px) * ratio).trunc() as u32;
+        (l / 8 * 8).max(px)
+    };
+    if !(aspect.is_finite() && aspect > 0.0) {
+        return (px, px);
+    }
+    if aspect >= 1.0 {
+        (long(aspect), px)
+    } else {
+        (px, long(1.0 / aspect))
+    }
+}
+
+/// imagenet18's batch aspect: the mean of the batch's aspects (each rounded to 5 decimals),
+/// rounded to 5 decimals.
+pub fn batch_aspect(aspects: &[f64]) -> f64 {
+    let r5 = |v: f64| (v * 1e5).round() / 1e5;
+    if aspects.is_empty() {
+        return 1.0;
+    }
+    r5(aspects.iter().map(|&a| r5(a)).sum::<f64>() / aspects.len() as f64)
 }
 
 #[cfg(test)]
@@ -306,21 +393,93 @@ mod tests {
     }
 
     #[test]
-    fn center_aspect_fits_inside_with_the_requested_shape() {
-        for w in (1..300u32).step_by(7) {
-            for h in (1..300u32).step_by(11) {
-                let inner = center_crop(w, h, 0.875);
-                for aspect in [0.5, 0.75, 1.0, 1.333, 2.0] {
-                    let b = center_aspect(inner, aspect);
-                    assert!(b.x >= inner.x && b.y >= inner.y);
-                    assert!(b.x + b.w <= inner.x + inner.w && b.y + b.h <= inner.y + inner.h);
-                    assert!(b.w == inner.w || b.h == inner.h, "one side is kept whole");
-                    if b.w > 4 && b.h > 4 {
-                        let got = f64::from(b.w) / f64::from(b.h);
-                        assert!((got / aspect - 1.0).abs() < 0.25, "{b:?} vs {aspect}");
-                    }
+    fn short_side_crop_is_the_central_square_of_short_over_ratio() {
+        // 500x375 at ratio 1.14: c = round(375 / 1.14) = round(328.947) = 329,
+        // x = floor((500 - 329) / 2) = 85, y = floor((375 - 329) / 2) = 23.
+        let m = EvalCrop::ShortSide { resize_ratio: 1.14 };
+        assert_eq!(
+            eval_crop(500, 375, m, 224, 224),
+            CropBox {
+                x: 85,
+                y: 23,
+                w: 329,
+                h: 329
+            }
+        );
+        // Portrait: 60x90 at ratio 1.5 -> c = 40, x = 10, y = 25.
+        let m = EvalCrop::ShortSide { resize_ratio: 1.5 };
+        assert_eq!(
+            eval_crop(60, 90, m, 32, 32),
+            CropBox {
+                x: 10,
+                y: 25,
+                w: 40,
+                h: 40
+            }
+        );
+        for w in (1..400u32).step_by(13) {
+            for h in (1..400u32).step_by(17) {
+                for r in [1.0, 1.14, 1.5, 0.5] {
+                    let b = eval_crop(w, h, EvalCrop::ShortSide { resize_ratio: r }, 32, 32);
+                    assert!(inside(b, w, h), "{w}x{h} at {r}: {b:?}");
+                    assert_eq!(b.w, b.h, "square window, no distortion");
+                    assert!(b.x * 2 + b.w == w || b.x * 2 + b.w + 1 == w);
                 }
             }
         }
+    }
+
+    #[test]
+    fn central_square_output_is_tensorflow_central_crop() {
+        let m = EvalCrop::Central { fraction: 0.8 };
+        assert_eq!(eval_crop(500, 375, m, 96, 96), center_crop(500, 375, 0.8));
+    }
+
+    #[test]
+    fn rectangular_windows_scale_the_output_shape() {
+        // 80x48 image, short 48, f = 1/1.14: k = 48 / 1.14 / 32 = 1.3158; output 48x32 ->
+        // box round(63.16) x round(42.1) = 63 x 42 at ((80-63)/2, (48-42)/2) = (8, 3).
+        let m = EvalCrop::ShortSide { resize_ratio: 1.14 };
+        assert_eq!(
+            eval_crop(80, 48, m, 48, 32),
+            CropBox {
+                x: 8,
+                y: 3,
+                w: 63,
+                h: 42
+            }
+        );
+        // A batch shape wider than the image: the width is clamped to the whole image.
+        let b = eval_crop(50, 48, m, 64, 32);
+        assert_eq!((b.x, b.w), (0, 50));
+        for w in (8..300u32).step_by(7) {
+            for h in (8..300u32).step_by(11) {
+                for (ow, oh) in [(48, 32), (32, 48), (32, 32), (296, 224)] {
+                    let b = eval_crop(w, h, EvalCrop::Central { fraction: 0.875 }, ow, oh);
+                    assert!(inside(b, w, h), "{w}x{h} -> {ow}x{oh}: {b:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rect_shapes_follow_imagenet18() {
+        // 224 x 1.33333 = 298.67 -> 298 -> 296; portrait the same on the height.
+        assert_eq!(rect_shape(224, 4.0 / 3.0), (296, 224));
+        assert_eq!(rect_shape(224, 0.75), (224, 296));
+        assert_eq!(rect_shape(224, 1.0), (224, 224));
+        // 32 x 1.2 = 38.4 -> 38 -> 32 (never below the short side).
+        assert_eq!(rect_shape(32, 1.2), (32, 32));
+        assert_eq!(rect_shape(32, 1.5), (48, 32));
+        assert_eq!(rect_shape(32, 2.0 / 3.0), (32, 48));
+        for px in [32u32, 128, 224, 288] {
+            for a in [0.3, 0.5, 0.75, 1.0, 1.2, 4.0 / 3.0, 2.0, 3.5] {
+                let (w, h) = rect_shape(px, a);
+                assert_eq!(w.min(h), px);
+                assert!(w.max(h) == px || w.max(h) % 8 == 0);
+            }
+        }
+        assert_eq!(batch_aspect(&[1.5, 1.333333, 1.0]), 1.27778);
+        assert_eq!(batch_aspect(&[]), 1.0);
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The modules in flow order:
 //! - `epoch_share` which files and records this rank reads in an epoch, shuffle buffer (pure)
-//! - `crop`     random-resized crop box, evaluation centre crop                        (pure)
+//! - `crop`     random-resized crop box, evaluation crops, rectangular batch shapes    (pure)
 //! - `decode`   JPEG bytes -> RGB -> crop + bilinear resize + flip into a batch slot
 //! - `batch`    `Batch { images [N, H, W, 3] u8, labels [N] i32 }`
 //! - `pipeline` reader thread -> decode workers -> batcher; bounded queues; clean shutdown
@@ -18,7 +18,7 @@ pub mod pipeline;
 pub mod seed;
 
 pub use batch::Batch;
-pub use crop::{center_crop, sample_crop, CropBox, CropSpec};
+pub use crop::{center_crop, eval_crop, sample_crop, CropBox, CropSpec, EvalCrop};
 pub use decode::{DecodeError, Placement, Preprocessor, DEFAULT_MAX_IMAGE_PIXELS};
 // Lives in dawnrun_records::shard_set; re-exported for existing callers.
 pub use dawnrun_records::shard_set::count_records;

@@ -57,7 +57,7 @@ fn an_injected_decoder_panic_is_a_counted_skip_and_the_hook_sees_it_caught() {
         files: vec![path.clone()],
         batch_size: 4,
         image_px: 16,
-        crop_fraction: 0.875,
+        crop: dawnrun_data::EvalCrop::Central { fraction: 0.875 },
         decode_threads: 2,
         rect: false,
         max_image_pixels: dawnrun_data::DEFAULT_MAX_IMAGE_PIXELS,

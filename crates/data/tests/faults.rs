@@ -11,7 +11,7 @@ fn eval(files: Vec<std::path::PathBuf>, max_image_pixels: u64, num_classes: u32)
         files,
         batch_size: 4,
         image_px: 16,
-        crop_fraction: 0.875,
+        crop: dawnrun_data::EvalCrop::Central { fraction: 0.875 },
         decode_threads: 2,
         rect: false,
         max_image_pixels,

@@ -24,7 +24,9 @@ fn eval_config(
         files,
         batch_size,
         image_px,
-        crop_fraction,
+        crop: dawnrun_data::EvalCrop::Central {
+            fraction: crop_fraction,
+        },
         decode_threads,
         rect,
         max_image_pixels: dawnrun_data::DEFAULT_MAX_IMAGE_PIXELS,

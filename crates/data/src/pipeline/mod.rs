@@ -95,11 +95,12 @@ pub struct EvalConfig {
     pub batch_size: usize,
     /// Output side in pixels (the short side when `rect`).
     pub image_px: u32,
-    /// Central fraction of height and width kept before resizing (0.8 in the reference).
-    pub crop_fraction: f64,
+    /// Which window of each image is kept ([`crate::crop::eval_crop`] states the rule).
+    pub crop: crate::crop::EvalCrop,
     pub decode_threads: usize,
     /// Rectangular validation (fast.ai's imagenet18): records sorted by aspect ratio, each
-    /// batch resized to one shape of its own whose short side is `image_px`.
+    /// batch resized to one shape of its own whose short side is `image_px`
+    /// ([`crate::crop::rect_shape`] and [`crate::crop::batch_aspect`] give imagenet18's rule).
     pub rect: bool,
     /// As [`TrainConfig::max_image_pixels`].
     pub max_image_pixels: u64,

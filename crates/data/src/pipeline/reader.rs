@@ -9,7 +9,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use dawnrun_records::framing::{self, RecordReader};
 
 use super::{send_or_stop, EvalConfig, PipelineError, StopSignal, TrainConfig};
-use crate::crop::CropSpec;
+use crate::crop::{batch_aspect, rect_shape, CropSpec, EvalCrop};
 use crate::epoch_share::{EpochShare, RankRecords, ShuffleBuffer};
 use crate::seed::{derive_seed, rng_for, Stream};
 
@@ -25,14 +25,11 @@ pub(super) enum Job {
         image_px: u32,
         augment_seed: u64,
     },
-    /// Centre crop of `fraction`, resized to `width` x `height`; with `keep_aspect` the crop is
-    /// narrowed to the output's aspect first (rectangular validation), else stretched as the
-    /// reference's square evaluation does.
+    /// The evaluation window ([`crate::crop::eval_crop`]) resized to `width` x `height`.
     Eval {
-        fraction: f64,
+        crop: EvalCrop,
         width: u32,
         height: u32,
-        keep_aspect: bool,
     },
 }
 
@@ -217,10 +214,9 @@ fn apply(request: Request, epoch: u64, target: &mut u64) -> bool {
 
 fn eval_job(config: &EvalConfig, width: u32, height: u32) -> Job {
     Job::Eval {
-        fraction: config.crop_fraction,
+        crop: config.crop,
         width,
         height,
-        keep_aspect: config.rect,
     }
 }
 
@@ -265,25 +261,10 @@ fn eval_in_order(
     send_or_stop(tasks, ReaderMsg::End((0, seq)), stop);
 }
 
-/// Output (width, height) for a batch whose median aspect (width / height) is `aspect`: the
-/// short side is `image_px`, the long side `image_px * aspect` rounded to a multiple of 8 (as
-/// fast.ai's rectangular validation did), never shorter than the short side.
-pub(super) fn rect_shape(image_px: u32, aspect: f64) -> (u32, u32) {
-    let long = |ratio: f64| -> u32 {
-        let px = f64::from(image_px) * ratio;
-        let rounded = ((px / 8.0).round() * 8.0) as u32;
-        rounded.max(image_px)
-    };
-    if aspect >= 1.0 {
-        (long(aspect), image_px)
-    } else {
-        (image_px, long(1.0 / aspect))
-    }
-}
-
-/// Rectangular evaluation: pass 1 reads every record's JPEG header for its aspect ratio, sorts
-/// by it (ties keep file order) and gives each run of `batch_size` one shape; pass 2 reads the
-/// records in that order by offset. Reads the set twice; only validation sets use it.
+/// Rectangular evaluation: pass 1 reads every record's JPEG header for its aspect ratio
+/// (rounded to 5 decimals), sorts by it (ties keep file order) and gives each run of
+/// `batch_size` the shape of imagenet18's rule (mean aspect of the run, [`rect_shape`]); pass 2
+/// reads the records in that order by offset. Reads the set twice; only validation sets use it.
 fn eval_rect(config: &EvalConfig, files: &[PathBuf], tasks: &Sender<ReaderMsg>, stop: &StopSignal) {
     let mut entries: Vec<(usize, u64, f64)> = Vec::new();
     for f in 0..files.len() {
@@ -301,7 +282,9 @@ fn eval_rect(config: &EvalConfig, files: &[PathBuf], tasks: &Sender<ReaderMsg>, 
                     let aspect = dawnrun_records::imagenet::decode_for_training(&r.data)
                         .ok()
                         .and_then(|(jpeg, _)| crate::decode::jpeg_size(jpeg).ok())
-                        .map_or(1.0, |(w, h)| f64::from(w) / f64::from(h));
+                        .map_or(1.0, |(w, h)| {
+                            (f64::from(w) / f64::from(h) * 1e5).round() / 1e5
+                        });
                     entries.push((file, r.offset, aspect));
                 }
                 Err(e) => {
@@ -318,7 +301,8 @@ fn eval_rect(config: &EvalConfig, files: &[PathBuf], tasks: &Sender<ReaderMsg>, 
     let mut readers: Vec<Option<RecordReader>> = (0..files.len()).map(|_| None).collect();
     let mut seq = 0;
     for group in entries.chunks(config.batch_size.max(1)) {
-        let (width, height) = rect_shape(config.image_px, group[group.len() / 2].2);
+        let aspects: Vec<f64> = group.iter().map(|e| e.2).collect();
+        let (width, height) = rect_shape(config.image_px, batch_aspect(&aspects));
         for &(file, offset, _) in group {
             let msg = match read_at(&mut readers, files, file, offset) {
                 Ok(data) => ReaderMsg::Task(Task {
@@ -359,29 +343,5 @@ fn read_at(
             offset,
         }
         .into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rect_shape;
-
-    #[test]
-    fn rect_shapes_keep_the_short_side_and_round_the_long_one() {
-        for px in [32u32, 128, 224, 288] {
-            for aspect in [0.3, 0.5, 0.75, 1.0, 1.2, 4.0 / 3.0, 2.0, 3.5] {
-                let (w, h) = rect_shape(px, aspect);
-                assert_eq!(w.min(h), px, "{px} at {aspect}");
-                let long = w.max(h);
-                assert!(long >= px);
-                assert!(long == px || long % 8 == 0, "{long} not a multiple of 8");
-                let got = f64::from(w) / f64::from(h);
-                let want = aspect.max(1.0 / aspect).min(1e9);
-                assert!((got.max(1.0 / got) / want - 1.0).abs() < 0.15 || long == px);
-            }
-        }
-        assert_eq!(rect_shape(224, 1.0), (224, 224));
-        assert_eq!(rect_shape(224, 4.0 / 3.0), (296, 224));
-        assert_eq!(rect_shape(224, 0.75), (224, 296));
     }
 }

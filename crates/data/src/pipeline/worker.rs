@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::reader::{Job, Key, ReaderMsg, Task};
 use super::{send_or_stop, PipelineError, SkippedImage, Stage, StopSignal};
-use crate::crop::{center_aspect, center_crop, sample_crop};
+use crate::crop::{eval_crop, sample_crop};
 use crate::decode::{Placement, Preprocessor};
 
 /// Worker -> batcher.
@@ -190,24 +190,17 @@ fn process(pre: &mut Preprocessor, files: &[PathBuf], limits: Limits, task: Task
             render(pre, jpeg, labelled, (image_px, image_px), place, at)
         }
         Job::Eval {
-            fraction,
+            crop,
             width,
             height,
-            keep_aspect,
         } => {
             let record = match ImageRecord::from_bytes(&task.data) {
                 Ok(r) => r,
                 Err(e) => return bad_example(e),
             };
-            let aspect = f64::from(width) / f64::from(height);
-            let place = |w, h| {
-                let centre = center_crop(w, h, fraction);
-                let crop = if keep_aspect {
-                    center_aspect(centre, aspect)
-                } else {
-                    centre
-                };
-                Placement { crop, flip: false }
+            let place = |w, h| Placement {
+                crop: eval_crop(w, h, crop, width, height),
+                flip: false,
             };
             let labelled = (
                 record.label,
