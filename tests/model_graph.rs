@@ -305,3 +305,109 @@ fn graph_pinned_to_a_device_runs() {
     g.apply(&out.grads, 0.1).unwrap();
     assert!(out.loss.is_finite());
 }
+
+/// A graph whose final layer ignores the image: fc kernel 0, fc bias `bias`, so the logits of
+/// every image are `bias` and the loss can be computed by hand. Returns the graph and its state.
+fn with_fixed_logits(cfg: &ModelConfig, bias: &[f32]) -> (TrainGraph, Vec<f32>) {
+    let mut g = built(cfg);
+    let mut state = g.state_to_host().unwrap();
+    let mut at = 0;
+    for v in g.state() {
+        let slot = &mut state[at..at + v.len];
+        if v.name == "resnet/fc/kernel" {
+            slot.fill(0.0);
+        } else if v.name == "resnet/fc/bias" {
+            slot.copy_from_slice(bias);
+        }
+        at += v.len;
+    }
+    g.state_from_host(&state).unwrap();
+    (g, state)
+}
+
+#[test]
+fn label_smoothing_gives_the_hand_computed_cross_entropy() {
+    let _cores = cores();
+    let bias = [0.5f32, -1.0, 2.0, 0.0];
+    let k = bias.len();
+    // log-softmax of the bias, in f64.
+    let max = bias.iter().cloned().fold(f32::MIN, f32::max) as f64;
+    let lse = max
+        + bias
+            .iter()
+            .map(|&b| (b as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+    let log_p: Vec<f64> = bias.iter().map(|&b| b as f64 - lse).collect();
+    let batch = blobs(4, 32, k, &mut Rng::new(5));
+    for smoothing in [0.0f64, 0.1, 0.3] {
+        let mut cfg = ModelConfig::new(18, k as u32);
+        cfg.label_smoothing = smoothing as f32;
+        let (mut g, _) = with_fixed_logits(&cfg, &bias);
+        let out = g.gradients(&batch.view(), 1.0).unwrap();
+        // Targets (1 - s) * one_hot + s / K; the loss is the batch mean of -sum t log p.
+        let expected: f64 = batch
+            .labels
+            .iter()
+            .map(|&label| {
+                (0..k)
+                    .map(|c| {
+                        let t = smoothing / k as f64
+                            + if c == label as usize {
+                                1.0 - smoothing
+                            } else {
+                                0.0
+                            };
+                        -t * log_p[c]
+                    })
+                    .sum::<f64>()
+            })
+            .sum::<f64>()
+            / batch.n as f64;
+        assert!(
+            (out.loss as f64 - expected).abs() < 1e-5,
+            "smoothing {smoothing}: loss {} vs hand {expected}",
+            out.loss
+        );
+    }
+}
+
+#[test]
+fn weight_decay_covers_kernels_and_bn_or_bias_only_when_asked() {
+    let _cores = cores();
+    let bias = [0.25f32, -0.5, 1.0, 0.75];
+    let batch = blobs(2, 32, 4, &mut Rng::new(9));
+    for (decay_bn, decay_bias) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut cfg = ModelConfig::new(18, 4);
+        cfg.weight_decay = 1e-3;
+        cfg.decay_bn = decay_bn;
+        cfg.decay_bias = decay_bias;
+        let (mut g, state) = with_fixed_logits(&cfg, &bias);
+        // 0.5 * sum w^2 over exactly the variables that should be decayed, from the state.
+        let (mut l2, mut at) = (0.0f64, 0);
+        for v in g.trainable().to_vec() {
+            let decayed = if v.name.ends_with("/kernel") {
+                true
+            } else if v.name.ends_with("/gamma") || v.name.ends_with("/beta") {
+                decay_bn
+            } else {
+                assert_eq!(v.name, "resnet/fc/bias");
+                decay_bias
+            };
+            if decayed {
+                l2 += state[at..at + v.len]
+                    .iter()
+                    .map(|&w| 0.5 * (w as f64) * (w as f64))
+                    .sum::<f64>();
+            }
+            at += v.len;
+        }
+        let out = g.gradients(&batch.view(), 1.0).unwrap();
+        let decay = (out.total_loss - out.loss) as f64;
+        let expected = 1e-3 * l2;
+        assert!(
+            (decay - expected).abs() <= 1e-4 * expected.max(1e-3),
+            "decay_bn {decay_bn} decay_bias {decay_bias}: total - loss = {decay}, hand {expected}"
+        );
+    }
+}

@@ -13,6 +13,7 @@ use super::data_facts::{self, DataFacts};
 use crate::checkpoint;
 use crate::model::ModelConfig;
 use crate::run_dir::{self, LockHolder, RunDir, RunInfo};
+use crate::train::loss_scale::LossScaler;
 use crate::train::setup::TestFault;
 use crate::train::{self, RunConfig};
 
@@ -130,7 +131,7 @@ fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
             run_dir,
             max_steps: args.max_steps,
             resume: args.resume,
-            loss_scale: plan.run.loss_scale.into(),
+            loss_scale: LossScaler::new(plan.run.loss_scale, plan.run.initial_loss_scale),
             allreduce: args.allreduce.unwrap_or(distributed.allreduce),
             compression: distributed.compression,
             fusion_threshold_bytes: (distributed.fusion_threshold_mb * 1024.0 * 1024.0) as usize,

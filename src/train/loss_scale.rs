@@ -34,12 +34,17 @@ const MIN_DYNAMIC_SCALE: f32 = 1.0 / 65536.0;
 pub const INITIAL_DYNAMIC_SCALE: f32 = 32768.0;
 pub const DEFAULT_GROWTH_INTERVAL: u32 = 2000;
 
-/// The one edge where the schedule's setting becomes the running scaler.
-impl From<dawnrun_schedule::LossScale> for LossScaler {
-    fn from(setting: dawnrun_schedule::LossScale) -> Self {
+impl LossScaler {
+    /// The one edge where the schedule's settings become the running scaler: `loss_scale`, and
+    /// `initial_loss_scale` where dynamic scaling starts.
+    pub fn new(setting: dawnrun_schedule::LossScale, initial: f64) -> Self {
         match setting {
             dawnrun_schedule::LossScale::Static(s) => LossScaler::Static(s as f32),
-            dawnrun_schedule::LossScale::Dynamic => LossScaler::dynamic(),
+            dawnrun_schedule::LossScale::Dynamic => LossScaler::Dynamic {
+                scale: initial as f32,
+                good_steps: 0,
+                growth_interval: DEFAULT_GROWTH_INTERVAL,
+            },
         }
     }
 }

@@ -63,6 +63,12 @@ fn check_run(s: &Schedule) -> Check {
             ));
         }
     }
+    if !(run.initial_loss_scale.is_finite() && run.initial_loss_scale > 0.0) {
+        return Err(s.invalid(
+            "run.initial_loss_scale",
+            format!("must be a positive number, got {}", run.initial_loss_scale),
+        ));
+    }
     positive_steps(s, "run.checkpoint_every_steps", run.checkpoint_every_steps)?;
     positive_steps(s, "run.log_every_steps", run.log_every_steps)?;
     if run.max_image_pixels == 0 {
@@ -561,6 +567,7 @@ mod tests {
             ("run:\n  seed: 3\n  depth: 19\n", "s.yaml:3:3: run.depth: ResNet depth must be one of [18, 34, 50, 101, 152], got 19"),
             ("run:\n  momentum: 1.0\n", "s.yaml:2:3: run.momentum: must be in [0, 1), got 1"),
             ("run:\n  loss_scale: 0\n", "s.yaml:2:3: run.loss_scale: must be a positive number or `dynamic`, got 0"),
+            ("run:\n  initial_loss_scale: -2\n", "s.yaml:2:3: run.initial_loss_scale: must be a positive number, got -2"),
             ("run:\n  loss_scale: dynamc\n", "s.yaml:2:15: run.loss_scale: invalid value: string \"dynamc\", expected a positive number or `dynamic`"),
             ("run:\n  precision: fp8\n", "s.yaml:2:14: run.precision: unknown variant `fp8`"),
             ("run:\n  checkpoint_every_steps: 0\n", "s.yaml:2:3: run.checkpoint_every_steps: must be at least 1 step"),

@@ -132,6 +132,9 @@ pub struct RunSettings {
     pub precision: Precision,
     /// Loss scale: a positive number (static) or `dynamic`. Default 1 (no scaling).
     pub loss_scale: LossScale,
+    /// Where `dynamic` loss scaling starts (it halves on overflow, doubles after 2000 finite
+    /// steps). Default 32768 (2^15), as TensorFlow's and Apex's dynamic scalers.
+    pub initial_loss_scale: f64,
     /// Save a checkpoint after every this many steps, and after the last. Default 625.
     pub checkpoint_every_steps: u64,
     /// Print a step line every this many steps. Default 625 (the reference run's log).
@@ -159,6 +162,7 @@ impl Default for RunSettings {
             label_smoothing: 0.0,
             precision: Precision::Fp32,
             loss_scale: LossScale::Static(1.0),
+            initial_loss_scale: 32768.0,
             checkpoint_every_steps: 625,
             log_every_steps: 625,
             seed: 0,

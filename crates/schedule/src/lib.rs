@@ -37,6 +37,7 @@
 //!   label_smoothing: 0.0        # [0]
 //!   precision: fp16             # [fp32] fp32 | bf16 | fp16
 //!   loss_scale: 256             # [1] a positive number or `dynamic`
+//!   initial_loss_scale: 32768   # [32768] where `dynamic` starts
 //!   checkpoint_every_steps: 625 # [625] and after the last step
 //!   log_every_steps: 625        # [625]
 //!   seed: 0                     # [0]
