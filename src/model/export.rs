@@ -98,12 +98,7 @@ impl ExportGraph {
         )
         .building("asset tensor")?;
         let _ = asset;
-        let vars: Vec<&Var> = net
-            .trainable
-            .iter()
-            .map(|(v, _)| v)
-            .chain(net.moving.iter())
-            .collect();
+        let vars: Vec<&Var> = net.inference_vars();
         let checkpoint = Saver::build(&mut scope.new_sub_scope("checkpoint"), &vars)
             .building("checkpoint ops")?;
         let (save_filename, save) =
@@ -163,19 +158,6 @@ impl Checkpointable for ExportGraph {
     }
 }
 
-/// The window fraction [`dawnrun_data::eval_crop`] uses, clamped the same way.
-fn window_fraction(crop: EvalCrop) -> f64 {
-    let f = match crop {
-        EvalCrop::Central { fraction } => fraction,
-        EvalCrop::ShortSide { resize_ratio } => 1.0 / resize_ratio,
-    };
-    if f.is_finite() && f > 0.0 {
-        f.min(1.0)
-    } else {
-        1.0
-    }
-}
-
 /// `dawnrun_preprocess(jpeg: string scalar) -> [S, S, 3] u8`, in a graph of its own.
 fn preprocess_function(spec: &ExportSpec) -> Result<tensorflow::Function, Status> {
     let mut s = Scope::new_root_scope();
@@ -195,7 +177,7 @@ fn preprocess_function(spec: &ExportSpec) -> Result<tensorflow::Function, Status
     let zero = tf::const_i32(&mut s, &[0])?;
     let two = tf::const_i32(&mut s, &[2])?;
     let hw: Output = ops::slice(shape, zero, two, &mut s)?.into(); // [h, w] f64
-    let f = ops::constant(window_fraction(spec.crop), &mut s)?;
+    let f = ops::constant(spec.crop.window_fraction(), &mut s)?;
     let half = ops::constant(0.5f64, &mut s)?;
     let (offset, size): (Output, Output) = match spec.crop {
         EvalCrop::Central { .. } => {

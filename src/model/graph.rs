@@ -572,12 +572,7 @@ impl EvalGraph {
             };
             build().building("eval metrics")?
         };
-        let vars: Vec<&Var> = net
-            .trainable
-            .iter()
-            .map(|(v, _)| v)
-            .chain(net.moving.iter())
-            .collect();
+        let vars: Vec<&Var> = net.inference_vars();
         let inits: Vec<Operation> = vars.iter().map(|v| v.init.clone()).collect();
         let init = tf::group(&mut scope, "init", &inits).building("init")?;
         let saver = Saver::build(&mut root.new_sub_scope("checkpoint"), &vars)

@@ -37,6 +37,16 @@ pub(crate) struct Net {
 }
 
 impl Net {
+    /// What inference needs: the trainables, then the batch-norm moving statistics (the
+    /// variables an evaluation graph and an export restore from a training checkpoint).
+    pub fn inference_vars(&self) -> Vec<&Var> {
+        self.trainable
+            .iter()
+            .map(|(v, _)| v)
+            .chain(self.moving.iter())
+            .collect()
+    }
+
     pub fn new(cfg: &ModelConfig, training: bool) -> Net {
         let cdt = match cfg.precision {
             Precision::Fp32 => DataType::Float,

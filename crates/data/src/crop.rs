@@ -150,7 +150,7 @@ impl EvalCrop {
     /// at output size `px` (short output side) covers `short * window_fraction()` source
     /// pixels along the short axis. `central` keeps `fraction` of each side; `short_side`
     /// keeps `1 / resize_ratio` of the short side.
-    fn window_fraction(self) -> f64 {
+    pub fn window_fraction(self) -> f64 {
         let f = match self {
             EvalCrop::Central { fraction } => fraction,
             EvalCrop::ShortSide { resize_ratio } => 1.0 / resize_ratio,
