@@ -284,6 +284,19 @@ fn a_failed_export_leaves_nothing_at_out() {
     assert!(!res.status.success());
     assert!(text(&res.stderr).contains("--out exists and is not empty"));
     assert!(out.join("keep").is_file());
+
+    // What a killed export left (its process is gone) goes with the next export to that name.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let leftover = tmp.path().join(format!(".model2.partial-{dead_pid}"));
+    std::fs::create_dir(&leftover).unwrap();
+    std::fs::write(leftover.join("saved_model.pb"), b"half").unwrap();
+    let out2 = tmp.path().join("model2");
+    let res = export(run, &out2, &[]);
+    assert!(res.status.success(), "{}", text(&res.stderr));
+    assert!(out2.join("saved_model.pb").is_file());
+    assert!(!leftover.exists());
 }
 
 #[test]

@@ -139,14 +139,29 @@ fn temporary_sibling(out: &Path) -> Result<PathBuf> {
     };
     std::fs::create_dir_all(&parent)
         .with_context(|| format!("{}: cannot create", parent.display()))?;
-    let tmp = parent.join(format!(
-        ".{}.partial-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let stem = format!(".{}.partial-", name.to_string_lossy());
+    remove_dead_partials(&parent, &stem);
+    let tmp = parent.join(format!("{stem}{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
     Ok(tmp)
+}
+
+/// Removes `<stem><pid>` folders in `dir` whose exporting process is gone (a killed export's
+/// leftovers); one of a live export is left alone.
+fn remove_dead_partials(dir: &Path, stem: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(stem).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// The checkpoint to export: `--step`, `--best` (eval.jsonl), or the newest complete one.
