@@ -651,7 +651,7 @@ pub fn check_structure(jpeg: &[u8], max_pixels: u64) -> Result<Structure, Decode
                 // Entropy-coded data runs to the next marker that is neither a stuffed 0xFF00
                 // nor a restart marker.
                 loop {
-                    match jpeg[i..].iter().position(|&b| b == 0xFF) {
+                    match memchr::memchr(0xFF, &jpeg[i..]) {
                         None => {
                             return Err(err(
                                 jpeg.len(),
