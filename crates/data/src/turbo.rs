@@ -86,10 +86,18 @@ impl Decompressor {
             // SAFETY: a null handle asks for the global (thread-local) error string.
             unsafe { message(std::ptr::null_mut()) }
         })?;
-        Ok(Self {
+        let this = Self {
             handle,
             header: None,
-        })
+        };
+        // The integer fast IDCT (libjpeg's JDCT_IFAST): what TensorFlow's decode_jpeg and
+        // decode_and_crop_jpeg use unless told otherwise, so our pixels match theirs.
+        // SAFETY: valid handle; plain parameter setter.
+        if unsafe { tj::tj3Set(this.handle.as_ptr(), tj::TJPARAM_TJPARAM_FASTDCT as CInt, 1) } != 0
+        {
+            return Err(this.error());
+        }
+        Ok(this)
     }
 
     fn error(&self) -> String {
