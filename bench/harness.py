@@ -4,8 +4,10 @@ Flow (each step appends samples to <results>/samples.jsonl as it goes, so a cras
   1. data: the default synthetic set and a larger generated set (make-synthetic; the pillow
      stand-in bench/py/make_folder.py if that binary is missing, said in the header);
   2. records: build-records vs build_records_tf.py vs reading the input files (page cache warm);
-  3. input pipeline at 128 px (160 records) and 224 px (320 records): pipeline-bench vs tf.data,
-     train mode and bare decode;
+  3. input pipeline at 128 px (160 records) and 224 px (320 records), on the synthetic set and on
+     a photo-like set (bench/py/make_photos.py): pipeline-bench vs tf.data, train mode and bare
+     whole-image decode (both sides read and parse the same records), and libjpeg-turbo's own
+     tjbench decode rate of the same JPEG files (full size and 1/2 scale) as the limit;
   4. training step: trainer bench vs the Keras step, with the pipeline and on a pre-made batch;
   5. all-reduce: ring vs MPI_Allreduce at np 2, 4, 8 for 1M and 25.6M floats;
   6. scaling: trainer bench images/s at np 2 vs np 1.
@@ -20,6 +22,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,6 +83,7 @@ class Bench:
         self.rows = {}
         self.params = {}
         self.missing = set()
+        self.rates = {}
 
     # ---- running commands -------------------------------------------------------------------
     def say(self, msg):
@@ -207,6 +211,21 @@ class Bench:
         self.say("data %s: %s" % (name, desc))
         return out, info
 
+    def make_photos(self, per_class):
+        """The photo-like set (bench/py/make_photos.py): 10 classes, 160 and 320 px trees."""
+        out = os.path.join(self.work, "photos")
+        shutil.rmtree(out, ignore_errors=True)
+        _, seconds = self.run([self.py, self.script("make_photos.py"), "--out", out, "--train-per-class",
+                               str(per_class), "--val-per-class", "5"])
+        desc = []
+        for size in ("160", "320"):
+            paths = [os.path.join(d, n) for d, _, ns in os.walk(os.path.join(out, size)) for n in ns]
+            desc.append("%s px tree %d files %.1f MB" % (size, len(paths), sum(map(os.path.getsize, paths)) / MB))
+        self.notes.append("- data `photos`: `bench/py/make_photos.py --train-per-class %d --val-per-class 5` (%s; "
+                          "quality 60-95, 4:2:0/4:2:2/4:4:4, 15%% progressive, 5%% grayscale) in %.1f s"
+                          % (per_class, ", ".join(desc), seconds))
+        return out
+
     # ---- 2. records -------------------------------------------------------------------------
     def records_rows(self, label, tree, train_shards, val_shards, n_files):
         tf_row = self.define("records/%s/tf" % label,
@@ -258,25 +277,32 @@ class Bench:
         return out_dir, "build_records_tf.py"
 
     # ---- 3. input pipeline ------------------------------------------------------------------
-    def pipeline_rows(self, records, px):
+    def pipeline_rows(self, records, px, data="synthetic", prefix="pipe"):
+        """Rows for one data set at one size; `prefix` keeps the synthetic rows' ids as they were."""
         unit = "images/s (2 threads)"
-        train_row = self.define("pipe/%d/train" % px,
-                                "pipeline %d px: decode+crop+resize+flip, pipeline-bench vs tf.data" % px, unit, "rate")
-        decode_row = self.define("pipe/%d/decode" % px,
-                                 "bare JPEG decode of the %d px rows' records: ours vs tf.data" % px, unit, "rate")
-        limit_row = self.define("pipe/%d/limit" % px,
-                                "pipeline %d px (ours column) vs our own bare decode (reference column)" % px,
+        on = "" if data == "synthetic" else " (%s)" % data
+        train_row = self.define("%s/%d/train" % (prefix, px),
+                                "pipeline %d px%s: decode+crop+resize+flip, pipeline-bench vs tf.data" % (px, on),
                                 unit, "rate")
+        decode_row = self.define("%s/%d/decode" % (prefix, px),
+                                 "bare whole-image JPEG decode of the %d px rows' records%s, records read and "
+                                 "parsed on both sides: ours (libjpeg-turbo) vs tf.data" % (px, on), unit, "rate")
+        limit_row = self.define("%s/%d/limit" % (prefix, px),
+                                "pipeline %d px%s (ours column) vs our own bare whole-image decode (reference column)"
+                                % (px, on), unit, "rate")
         common = ["--records", records, "--prefix", "train", "--px", str(px), "--batch", "64", "--threads", "2",
                   "--seconds", str(self.args.pipeline_seconds)]
 
         def ours(mode):
             def go():
-                v = self.run_json([self.exe("pipeline-bench")] + common + ["--mode", mode, "--json"],
-                                  ours=True)[-1]["images_per_s"]
+                out = self.run_json([self.exe("pipeline-bench")] + common + ["--mode", mode, "--json"],
+                                    ours=True)[-1]
+                v = out["images_per_s"]
                 # Our train rate is also the limit row's ours side; our decode rate its reference side.
                 if mode == "train":
-                    return {(train_row, "ours"): v, (limit_row, "ours"): v}
+                    self.rates.setdefault((prefix, px), []).append(v)
+                    return {(train_row, "ours"): (v, {"stages_us_per_image": out.get("stages_us_per_image")}),
+                            (limit_row, "ours"): v}
                 return {(decode_row, "ours"): v, (limit_row, "reference"): v}
             targets = ([(train_row, "ours"), (limit_row, "ours")] if mode == "train"
                        else [(decode_row, "ours"), (limit_row, "reference")])
@@ -293,6 +319,44 @@ class Bench:
 
         for mode in ("train", "decode"):
             self.alternate([ours(mode), reference(mode)])
+
+    def tjbench_rows(self, tree, px, data="synthetic", prefix="pipe"):
+        """The decode limit: libjpeg-turbo's tjbench (single-threaded) on a sample of the same JPEG
+        files, full size and 1/2 scale, as images/s x 2 cores. Ours: the pipeline's median rate."""
+        unit = "images/s (2 threads)"
+        on = "" if data == "synthetic" else " (%s)" % data
+        rows = {}
+        for scale in ("1/1", "1/2"):
+            rows[scale] = self.define(
+                "%s/%d/tjbench%s" % (prefix, px, "" if scale == "1/1" else "-half"),
+                "pipeline %d px%s (ours column) vs tjbench decode of the same JPEGs at %s scale, "
+                "1 thread x 2 (reference column)" % (px, on, scale), unit, "rate")
+        tj = shutil.which("tjbench")
+        files = sorted(os.path.join(d, n) for d, _, ns in os.walk(os.path.join(tree, "train")) for n in ns)
+        if not tj or not files:
+            for row in rows.values():
+                self.sample(row, "reference", error="tjbench not installed (Debian libjpeg-turbo-progs)")
+            return
+        sample = files[::max(1, len(files) // self.args.tjbench_files)][:self.args.tjbench_files]
+        for scale, row in rows.items():
+            seconds = 0.0
+            for f in sample:
+                cmd = [tj, f, "-benchtime", str(self.args.tjbench_seconds), "-warmup", "0.1", "-quiet"]
+                if scale != "1/1":
+                    cmd += ["-scale", scale]
+                try:
+                    out, _ = self.run(cmd)
+                except Failed as e:
+                    self.sample(row, "reference", error=str(e))
+                    break
+                mpix = float(out.strip().splitlines()[-1].split()[-1])
+                w, h = [int(v) for v in out.strip().splitlines()[-1].split()[4:6]]
+                seconds += w * h / (mpix * 1e6)
+            else:
+                self.sample(row, "reference", value=2 * len(sample) / seconds,
+                            extra={"files": len(sample), "tool": "tjbench %s" % scale})
+            if (prefix, px) in self.rates:
+                self.sample(row, "ours", value=statistics.median(self.rates[(prefix, px)]))
 
     # ---- 4. training step -------------------------------------------------------------------
     def steps_for(self, precision):
@@ -437,6 +501,7 @@ def parse_args(argv):
                     help="comma-separated sections to run")
     args = ap.parse_args(argv)
     args.pipeline_seconds = 3 if args.quick else 6
+    args.tjbench_files, args.tjbench_seconds = (6, 0.2) if args.quick else (16, 0.3)
     args.depth, args.classes = 18, 10
     args.steps, args.warmup = (5, 2) if args.quick else (20, 3)
     args.precisions = ["fp32"] if args.quick else ["fp32", "bf16"]
@@ -465,8 +530,15 @@ def main(argv=None):
             bench.notes.append("- records for the pipeline and trainer rows written by %s" % by160)
         if "pipeline" in only:
             bench.pipeline_rows(rec160, 128)
+            bench.tjbench_rows(os.path.join(synth, "160"), 128)
             rec320, _ = bench.prepare_records(os.path.join(synth, "320"), "rec320")
             bench.pipeline_rows(rec320, 224)
+            bench.tjbench_rows(os.path.join(synth, "320"), 224)
+            photos = bench.make_photos(40 if args.quick else 100)
+            for size, px in (("160", 128), ("320", 224)):
+                rec, _ = bench.prepare_records(os.path.join(photos, size), "photos%s" % size)
+                bench.pipeline_rows(rec, px, "photo-like", "photos")
+                bench.tjbench_rows(os.path.join(photos, size), px, "photo-like", "photos")
         if "train" in only:
             for precision in args.precisions:
                 bench.train_rows(rec160, precision)

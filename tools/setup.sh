@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what dawnrun needs on a fresh Debian machine, and nothing else. Idempotent: every step
 # checks first, so the second run takes seconds.
-#   1. Debian packages by name (Open MPI, clang/libclang for the mpi crate's bindgen, pkg-config).
+#   1. Debian packages by name (Open MPI, clang/libclang for the mpi crate's bindgen, pkg-config;
+#      cmake and nasm, which turbojpeg-sys needs to build its bundled libjpeg-turbo 3 with SIMD;
+#      libjpeg-turbo-progs for `tjbench`, the decode-rate limit in `make bench`).
 #   2. The TensorFlow 2.13 C library, taken from the tensorflow-cpu==2.13.0 PyPI wheel into
 #      .deps/libtensorflow, with a pkg-config file so tensorflow-sys links it and never downloads.
 #      LIBTENSORFLOW=/dir (holding libtensorflow.so*) uses your own build (e.g. a GPU one) instead.
@@ -13,7 +15,7 @@ mkdir -p "$deps"
 log() { echo "setup: $*" >&2; }
 
 # 1. Debian packages.
-pkgs=(openmpi-bin libopenmpi-dev libclang-dev clang pkg-config unzip)
+pkgs=(openmpi-bin libopenmpi-dev libclang-dev clang pkg-config unzip cmake nasm libjpeg-turbo-progs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

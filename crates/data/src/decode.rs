@@ -2,13 +2,27 @@
 //! batch slot. The per-image work of the decode workers; knows nothing of files or ranks (the
 //! caller adds the record's file and offset to errors).
 //!
-//! Decoding is `zune-jpeg` (pure Rust, ~1,500 images/s per core at 427x320 on this machine);
-//! zune 0.4 has no reduced-scale (DCT-scaled) decode, so every image is decoded at full size.
-//! Resizing is `fast_image_resize`'s bilinear convolution (~10x faster than `image::imageops`);
-//! the crop is given to the resizer as its source window, so the cropped pixels are never
-//! copied. The filter widens with the scale factor (area-averaging when shrinking, like PIL's
-//! bilinear and fast.ai's loader), where TensorFlow's `resize_bilinear` samples 4 pixels only;
-//! the result is smoother, never aliased.
+//! Decoding is libjpeg-turbo 3 (TurboJPEG API, [`crate::turbo`]), and it decodes only what the
+//! crop needs ([`DecodePath::Crop`], the default):
+//! 1. The crop box is chosen from the header alone (`place(width, height)`).
+//! 2. The DCT scale is the coarsest of 1/8, 1/4, 1/2 that still leaves the crop at least the
+//!    output size in both directions ([`scale_for`]); the IDCT then runs on 1x1, 2x2 or 4x4
+//!    blocks instead of 8x8.
+//! 3. Only the rows and (iMCU-aligned) columns around the crop are decoded
+//!    (`tj3SetCroppingRegion`: libjpeg's `jpeg_skip_scanlines` and `jpeg_crop_scanline`). Every
+//!    block is still entropy-decoded, so damage anywhere in the file is still seen.
+//! 4. One resize makes the output: `fast_image_resize`'s bilinear convolution over the crop's
+//!    exact (fractional, once scaled) window of the decoded region, written into the caller's
+//!    slot. The filter widens with the scale factor (area-averaging when shrinking, like PIL's
+//!    bilinear and fast.ai's loader), where TensorFlow's `resize_bilinear` samples 4 pixels
+//!    only: the result is smoother, never aliased.
+//!
+//! [`DecodePath::Full`] decodes the whole image at full size with the same library (the
+//! reference the crop path is tested against, and the "bare decode" benchmark);
+//! [`DecodePath::Zune`] is the previous pure-Rust path (zune-jpeg, whole image), kept for the
+//! comparison test and `pipeline-bench --decoder zune`.
+
+use std::time::{Duration, Instant};
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -17,6 +31,7 @@ use zune_jpeg::zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
 use crate::crop::CropBox;
+use crate::turbo;
 
 /// Default of [`Preprocessor::with_max_pixels`] and of the schedule's `run.max_image_pixels`:
 /// 100 megapixels, far above any ImageNet photo (the largest is under 40 MP) and far below what
@@ -73,30 +88,69 @@ pub struct Placement {
     pub flip: bool,
 }
 
-/// Reusable per-worker state: the resizer's scratch buffers and the decoded image, so a worker
-/// allocates once, not per image.
+/// Which decoder [`Preprocessor::run`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecodePath {
+    /// libjpeg-turbo, only the crop's rows and columns, at the coarsest DCT scale that serves.
+    #[default]
+    Crop,
+    /// libjpeg-turbo, the whole image at full size, then the crop is resized.
+    Full,
+    /// zune-jpeg (pure Rust), the whole image at full size: the path before libjpeg-turbo.
+    Zune,
+}
+
+/// Time spent in [`Preprocessor::run`], summed over images: decoding (header, entropy
+/// decoding, IDCT, colour conversion) and resizing plus flipping into the output slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeTimes {
+    pub decode: Duration,
+    pub resize: Duration,
+}
+
+/// The DCT scale denominator (1, 2, 4 or 8) for a `crop` resized to `out_w x out_h`: the
+/// coarsest that keeps at least the output size in both directions, so a crop is only ever
+/// shrunk by the resize, never enlarged by more than it would be at full scale.
+pub fn scale_for(crop: CropBox, out_w: u32, out_h: u32) -> u32 {
+    [8u32, 4, 2]
+        .into_iter()
+        .find(|&d| crop.w / d >= out_w && crop.h / d >= out_h)
+        .unwrap_or(1)
+}
+
+/// Reusable per-worker state: the TurboJPEG instance, the resizer's scratch buffers and the
+/// decoded region, so a worker allocates once, not per image (buffers only grow).
 pub struct Preprocessor {
     resizer: Resizer,
-    /// The last decoded image, `[height, width, 3]` u8.
+    turbo: Option<turbo::Decompressor>,
+    path: DecodePath,
+    /// The decoded image or region, `[height, width, 3]` u8.
     rgb: Vec<u8>,
-    gray: Vec<u8>,
+    /// CMYK files decode here first; zune's grayscale output too.
+    scratch: Vec<u8>,
     /// Images whose header claims more pixels are refused before any pixel buffer exists.
     max_pixels: u64,
+    times: DecodeTimes,
+    last_denom: u32,
 }
 
 impl Default for Preprocessor {
     fn default() -> Self {
         Self {
             resizer: Resizer::default(),
+            turbo: None,
+            path: DecodePath::default(),
             rgb: Vec::new(),
-            gray: Vec::new(),
+            scratch: Vec::new(),
             max_pixels: DEFAULT_MAX_IMAGE_PIXELS,
+            times: DecodeTimes::default(),
+            last_denom: 1,
         }
     }
 }
 
 impl Preprocessor {
-    /// A preprocessor with the [`DEFAULT_MAX_IMAGE_PIXELS`] limit.
+    /// A preprocessor with the [`DEFAULT_MAX_IMAGE_PIXELS`] limit and [`DecodePath::Crop`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -108,9 +162,33 @@ impl Preprocessor {
         self
     }
 
+    /// Use another decoder (benchmarks and comparison tests).
+    pub fn with_path(mut self, path: DecodePath) -> Self {
+        self.path = path;
+        self
+    }
+
     /// The pixel limit in force.
     pub fn max_pixels(&self) -> u64 {
         self.max_pixels
+    }
+
+    /// Time spent so far in decoding and in resizing (+ flipping), summed over `run` calls.
+    pub fn times(&self) -> DecodeTimes {
+        self.times
+    }
+
+    /// The DCT scale denominator (1, 2, 4, 8) the last `run` decoded at.
+    pub fn last_denom(&self) -> u32 {
+        self.last_denom
+    }
+
+    fn decompressor(&mut self) -> Result<&mut turbo::Decompressor, DecodeError> {
+        if self.turbo.is_none() {
+            let d = turbo::Decompressor::new().map_err(|cause| DecodeError::Jpeg { cause })?;
+            self.turbo = Some(d);
+        }
+        Ok(self.turbo.as_mut().expect("just set"))
     }
 
     /// Decodes `jpeg`, asks `place(width, height)` for the crop and flip, and resizes the crop
@@ -133,22 +211,154 @@ impl Preprocessor {
                 height: out_height,
             });
         }
-        let (width, height) = self.decode(jpeg)?;
-        let placement = place(width, height);
-        self.resize_into(width, height, placement.crop, out_width, out_height, out)?;
-        if placement.flip {
+        let started = Instant::now();
+        let decoded = match self.path {
+            DecodePath::Crop => self.decode_crop(jpeg, (out_width, out_height), place),
+            DecodePath::Full | DecodePath::Zune => {
+                let decoded = if self.path == DecodePath::Full {
+                    self.decode(jpeg)
+                } else {
+                    self.decode_zune(jpeg)
+                };
+                decoded.and_then(|(width, height)| {
+                    let placement = place(width, height);
+                    check_inside(placement.crop, width, height)?;
+                    let c = placement.crop;
+                    let window = [c.x, c.y, c.w, c.h].map(f64::from);
+                    Ok(((width, height), window, placement.flip))
+                })
+            }
+        };
+        let resizing = Instant::now();
+        self.times.decode += resizing - started;
+        let ((width, height), window, flip) = decoded?;
+        let resized = self.resize_into((width, height), window, (out_width, out_height), out);
+        if resized.is_ok() && flip {
             mirror_rows(out, out_width as usize);
         }
-        Ok(())
+        self.times.resize += resizing.elapsed();
+        resized
     }
 
-    /// Decodes `jpeg` to RGB in the internal buffer and returns (width, height). Grayscale is
-    /// expanded to three equal channels, CMYK/YCCK converted by zune; anything else is refused.
+    /// The crop path: header, placement, scale, region decode. Returns the decoded region's
+    /// size, the crop's window inside it (x, y, w, h, fractional once scaled) and the flip.
+    #[allow(clippy::type_complexity)]
+    fn decode_crop(
+        &mut self,
+        jpeg: &[u8],
+        (out_w, out_h): (u32, u32),
+        place: impl FnOnce(u32, u32) -> Placement,
+    ) -> Result<((u32, u32), [f64; 4], bool), DecodeError> {
+        fault::maybe_panic(jpeg);
+        let structure = check_structure(jpeg, self.max_pixels)?;
+        let jpeg_err = |cause: String| DecodeError::Jpeg { cause };
+        let header = self.decompressor()?.read_header(jpeg).map_err(jpeg_err)?;
+        let (width, height) = (header.width, header.height);
+        if (width, height) != (structure.width, structure.height) || width == 0 || height == 0 {
+            return Err(DecodeError::Empty { width, height });
+        }
+        let placement = place(width, height);
+        let crop = placement.crop;
+        check_inside(crop, width, height)?;
+        let d = scale_for(crop, out_w, out_h);
+        self.last_denom = d;
+        let (sw, sh) = (turbo::scaled(width, d), turbo::scaled(height, d));
+        // The scaled rows and columns that hold the crop; columns start on an iMCU boundary
+        // (TurboJPEG's rule). Files whose subsampling it cannot name are decoded whole.
+        let region = match header.mcu {
+            Some((mcu_w, _)) => {
+                let step = turbo::scaled(mcu_w, d).max(1);
+                let x0 = crop.x / d / step * step;
+                let y0 = crop.y / d;
+                let x1 = (crop.x + crop.w).div_ceil(d).min(sw);
+                let y1 = (crop.y + crop.h).div_ceil(d).min(sh);
+                turbo::Region {
+                    x: x0,
+                    y: y0,
+                    w: x1 - x0,
+                    h: y1 - y0,
+                }
+            }
+            None => turbo::Region {
+                x: 0,
+                y: 0,
+                w: sw,
+                h: sh,
+            },
+        };
+        let pixels = region.w as usize * region.h as usize;
+        let dec = self.turbo.as_mut().expect("created by read_header above");
+        match header.colour {
+            turbo::Colour::Rgb => {
+                self.rgb.resize(pixels * 3, 0);
+                dec.decompress(jpeg, d, Some(region), &mut self.rgb)
+                    .map_err(jpeg_err)?;
+            }
+            turbo::Colour::Cmyk => {
+                self.scratch.resize(pixels * 4, 0);
+                dec.decompress(jpeg, d, Some(region), &mut self.scratch)
+                    .map_err(jpeg_err)?;
+                self.rgb.resize(pixels * 3, 0);
+                cmyk_to_rgb(&self.scratch, &mut self.rgb);
+            }
+        }
+        let df = f64::from(d);
+        let (wx, wy) = (
+            (f64::from(crop.x) / df - f64::from(region.x)).max(0.0),
+            (f64::from(crop.y) / df - f64::from(region.y)).max(0.0),
+        );
+        let (ww, wh) = (f64::from(crop.w) / df, f64::from(crop.h) / df);
+        // Keep only the pixels the window touches, packed at the buffer's start (a memmove of
+        // the crop, a few microseconds): the resize then clamps at the crop's edges, as
+        // TensorFlow's resize of the cropped image does, instead of reading the neighbours
+        // that the iMCU-aligned region holds beyond them.
+        let (x0, y0) = (wx.floor() as u32, wy.floor() as u32);
+        let x1 = ((wx + ww).ceil() as u32).clamp(x0 + 1, region.w);
+        let y1 = ((wy + wh).ceil() as u32).clamp(y0 + 1, region.h);
+        pack_window(&mut self.rgb, region.w, (x0, y0, x1 - x0, y1 - y0));
+        let window = [wx - f64::from(x0), wy - f64::from(y0), ww, wh];
+        Ok(((x1 - x0, y1 - y0), window, placement.flip))
+    }
+
+    /// Decodes the whole of `jpeg` at full size to RGB in the internal buffer (libjpeg-turbo)
+    /// and returns (width, height). Grayscale is expanded to three equal channels by libjpeg,
+    /// CMYK/YCCK converted here.
     ///
-    /// Before zune sees the bytes, [`check_structure`] walks the marker structure: the frame
-    /// size is checked against the pixel limit, and a file that ends before its EOI marker
-    /// (truncated, or written without one) is refused, as `tf.io.decode_jpeg` refuses it.
+    /// Before libjpeg-turbo sees the bytes, [`check_structure`] walks the marker structure: the
+    /// frame size is checked against the pixel limit, and a file that ends before its EOI
+    /// marker (truncated, or written without one) is refused, as `tf.io.decode_jpeg` refuses it.
     pub fn decode(&mut self, jpeg: &[u8]) -> Result<(u32, u32), DecodeError> {
+        fault::maybe_panic(jpeg);
+        check_structure(jpeg, self.max_pixels)?;
+        let jpeg_err = |cause: String| DecodeError::Jpeg { cause };
+        let header = self.decompressor()?.read_header(jpeg).map_err(jpeg_err)?;
+        let (width, height) = (header.width, header.height);
+        if width == 0 || height == 0 {
+            return Err(DecodeError::Empty { width, height });
+        }
+        self.last_denom = 1;
+        let pixels = width as usize * height as usize;
+        let dec = self.turbo.as_mut().expect("created by read_header above");
+        match header.colour {
+            turbo::Colour::Rgb => {
+                self.rgb.resize(pixels * 3, 0);
+                dec.decompress(jpeg, 1, None, &mut self.rgb)
+                    .map_err(jpeg_err)?;
+            }
+            turbo::Colour::Cmyk => {
+                self.scratch.resize(pixels * 4, 0);
+                dec.decompress(jpeg, 1, None, &mut self.scratch)
+                    .map_err(jpeg_err)?;
+                self.rgb.resize(pixels * 3, 0);
+                cmyk_to_rgb(&self.scratch, &mut self.rgb);
+            }
+        }
+        Ok((width, height))
+    }
+
+    /// [`Self::decode`] with zune-jpeg, the decoder before libjpeg-turbo. Grayscale is
+    /// expanded to three equal channels, CMYK/YCCK converted by zune; anything else is refused.
+    pub fn decode_zune(&mut self, jpeg: &[u8]) -> Result<(u32, u32), DecodeError> {
         fault::maybe_panic(jpeg);
         check_structure(jpeg, self.max_pixels)?;
         let jpeg_err = |e: zune_jpeg::errors::DecodeErrors| DecodeError::Jpeg {
@@ -183,61 +393,107 @@ impl Preprocessor {
                 decoder.decode_into(&mut self.rgb).map_err(jpeg_err)?;
             }
             1 => {
-                self.gray.resize(pixels, 0);
-                decoder.decode_into(&mut self.gray).map_err(jpeg_err)?;
+                self.scratch.resize(pixels, 0);
+                decoder.decode_into(&mut self.scratch).map_err(jpeg_err)?;
                 self.rgb.clear();
-                self.rgb.extend(self.gray.iter().flat_map(|&v| [v, v, v]));
+                self.rgb
+                    .extend(self.scratch.iter().flat_map(|&v| [v, v, v]));
             }
             components => return Err(DecodeError::Components { components }),
         }
         Ok((width, height))
     }
 
-    /// The last decoded image, `[height, width, 3]` u8.
+    /// The last image (or, after a crop-path `run`, region) decoded, `[height, width, 3]` u8.
     pub fn rgb(&self) -> &[u8] {
         &self.rgb
     }
 
+    /// Resizes `window` (x, y, w, h) of the decoded `width x height` image in the internal
+    /// buffer to `out_width x out_height` into `out`.
     fn resize_into(
         &mut self,
-        width: u32,
-        height: u32,
-        crop: CropBox,
-        out_width: u32,
-        out_height: u32,
+        (width, height): (u32, u32),
+        window: [f64; 4],
+        (out_width, out_height): (u32, u32),
         out: &mut [u8],
     ) -> Result<(), DecodeError> {
-        let inside = crop.w >= 1
-            && crop.h >= 1
-            && u64::from(crop.x) + u64::from(crop.w) <= u64::from(width)
-            && u64::from(crop.y) + u64::from(crop.h) <= u64::from(height);
-        if !inside {
-            return Err(DecodeError::CropOutside {
-                crop,
-                width,
-                height,
-            });
-        }
         let resize_err = |cause: String| DecodeError::Resize {
             width: out_width,
             height: out_height,
             cause,
         };
-        let src = ImageRef::new(width, height, &self.rgb, PixelType::U8x3)
-            .map_err(|e| resize_err(e.to_string()))?;
+        let [x, y, w, h] = window;
+        // Rounding once scaled may leave the window a hair past the region's edge.
+        let (w, h) = (w.min(f64::from(width) - x), h.min(f64::from(height) - y));
+        let src = ImageRef::new(
+            width,
+            height,
+            &self.rgb[..width as usize * height as usize * 3],
+            PixelType::U8x3,
+        )
+        .map_err(|e| resize_err(e.to_string()))?;
         let mut dst = Image::from_slice_u8(out_width, out_height, out, PixelType::U8x3)
             .map_err(|e| resize_err(e.to_string()))?;
-        let options = ResizeOptions::new()
-            .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
-            .crop(
-                f64::from(crop.x),
-                f64::from(crop.y),
-                f64::from(crop.w),
-                f64::from(crop.h),
-            );
+        // After a DCT-scaled decode a crop of the usual shape shrinks by less than 2x, where
+        // TensorFlow's two-tap bilinear interpolation serves (and costs less than a convolution
+        // whose filter widens with the factor). A crop much longer than the output's shape can
+        // still shrink more in one direction: the convolution averages those, as do the
+        // whole-image paths always.
+        let two_taps = self.path == DecodePath::Crop
+            && w <= 2.0 * f64::from(out_width)
+            && h <= 2.0 * f64::from(out_height);
+        let algorithm = if two_taps {
+            ResizeAlg::Interpolation(FilterType::Bilinear)
+        } else {
+            ResizeAlg::Convolution(FilterType::Bilinear)
+        };
+        let options = ResizeOptions::new().resize_alg(algorithm).crop(x, y, w, h);
         self.resizer
             .resize(&src, &mut dst, &options)
             .map_err(|e| resize_err(e.to_string()))
+    }
+}
+
+/// Moves the `(x, y, w, h)` window of the `[_, width, 3]` image in `rgb` to the start of the
+/// buffer as a `[h, w, 3]` image. Rows move forward only, so copying in order is safe.
+fn pack_window(rgb: &mut [u8], width: u32, (x, y, w, h): (u32, u32, u32, u32)) {
+    let (stride, row) = (width as usize * 3, w as usize * 3);
+    if (x, y) == (0, 0) && w == width {
+        return;
+    }
+    for r in 0..h as usize {
+        let from = (y as usize + r) * stride + x as usize * 3;
+        rgb.copy_within(from..from + row, r * row);
+    }
+}
+
+/// `crop` must lie inside the `width x height` image and be non-empty.
+fn check_inside(crop: CropBox, width: u32, height: u32) -> Result<(), DecodeError> {
+    let inside = crop.w >= 1
+        && crop.h >= 1
+        && u64::from(crop.x) + u64::from(crop.w) <= u64::from(width)
+        && u64::from(crop.y) + u64::from(crop.h) <= u64::from(height);
+    if inside {
+        Ok(())
+    } else {
+        Err(DecodeError::CropOutside {
+            crop,
+            width,
+            height,
+        })
+    }
+}
+
+/// Adobe-inverted CMYK (what Photoshop and PIL write; libjpeg hands it over as stored) to RGB:
+/// R = C * K / 255 and likewise, rounded. The same conversion TensorFlow's `decode_jpeg`
+/// applies to 4-channel JPEGs.
+fn cmyk_to_rgb(cmyk: &[u8], rgb: &mut [u8]) {
+    for (src, dst) in cmyk.chunks_exact(4).zip(rgb.chunks_exact_mut(3)) {
+        let k = u32::from(src[3]);
+        for c in 0..3 {
+            dst[c] = ((u32::from(src[c]) * k + 127) / 255) as u8;
+        }
     }
 }
 
@@ -274,29 +530,28 @@ pub struct Structure {
     pub end: usize,
 }
 
-/// Walks the marker structure of `jpeg` without decoding pixels, the check `Preprocessor::decode`
-/// runs before zune-jpeg: SOI first; every marker segment whole; the frame header (SOFn) present
-/// once, with non-zero sides and at most `max_pixels` pixels (checked as soon as the SOF is read,
-/// so a forged 65535 x 65535 header costs nothing); each scan's entropy-coded data followed by a
-/// marker; and an EOI marker after the last scan. Bytes after EOI are ignored.
+/// Walks the marker structure of `jpeg` without decoding pixels, the check every decode path
+/// runs before the decoder: SOI first; every marker segment whole; the frame header (SOFn)
+/// present once, with non-zero sides and at most `max_pixels` pixels (checked as soon as the
+/// SOF is read, so a forged 65535 x 65535 header costs nothing); each scan's entropy-coded data
+/// followed by a marker; and an EOI marker after the last scan. Bytes after EOI are ignored.
 ///
-/// Why: zune-jpeg (0.4, even in strict mode) decodes a file cut short or missing its EOI,
-/// filling the missing blocks, while TensorFlow's `tf.io.decode_jpeg` (libjpeg-turbo) refuses
-/// it ("Premature end of JPEG data"). Requiring the EOI marker is the rule that matches
-/// TensorFlow on truncated files; `tests/jpeg_verdicts.rs` compares the two on generated files.
+/// Why: libjpeg (and so TurboJPEG) only warns on a file cut short ("Premature end of JPEG
+/// file") and fills the missing blocks, and zune-jpeg (0.4, even in strict mode) decodes such
+/// files too, while TensorFlow's `tf.io.decode_jpeg` refuses them. Requiring the EOI marker is
+/// the rule that matches TensorFlow on truncated files; `tests/jpeg_verdicts.rs` compares the
+/// two on generated files.
 ///
-/// Known disagreements with TensorFlow 2.13 (the contract test lists them by name):
-/// - A file whose only damage is a missing final `0xD9` byte (so it ends in a lone `0xFF`) is
-///   refused here. TensorFlow decodes some of these (with restart markers, or 4-component
-///   CMYK) and refuses others (plain baseline): libjpeg's fake-EOI insertion at end of input
-///   succeeds or not depending on how far its Huffman decoder had read ahead, which a
-///   structural check cannot reproduce. Refusing them all never trains on a cut file.
-/// - Garbage bytes (without `0xFF`) inside the entropy-coded data: libjpeg only warns ("bad
-///   Huffman code", "extraneous bytes before marker") and TensorFlow decodes the damaged
-///   pixels. zune-jpeg decodes them too unless the garbage forms an invalid Huffman code,
-///   which zune-jpeg always refuses (strict or not). We keep zune's refusal: skipping an image
-///   TensorFlow would train on with garbage pixels is the safe direction. Where TensorFlow
-///   refuses such files (progressive grayscale in the test), we refuse them too.
+/// Known disagreements with TensorFlow 2.13 (the contract test lists them by name): a file
+/// whose only damage is a missing final `0xD9` byte (so it ends in a lone `0xFF`) is refused
+/// here. TensorFlow decodes some of these (with restart markers, or 4-component CMYK) and
+/// refuses others (plain baseline): libjpeg's fake-EOI insertion at end of input succeeds or
+/// not depending on how far its Huffman decoder had read ahead, which a structural check cannot
+/// reproduce. Refusing them all never trains on a cut file.
+///
+/// Garbage bytes (without `0xFF`) inside the entropy-coded data pass this check: libjpeg-turbo
+/// warns ("bad Huffman code") and decodes the damaged pixels, as TensorFlow does (the
+/// zune-jpeg path refuses those that form an invalid Huffman code).
 pub fn check_structure(jpeg: &[u8], max_pixels: u64) -> Result<Structure, DecodeError> {
     let err = |offset: usize, what: &'static str| DecodeError::Structure { offset, what };
     if jpeg.len() < 2 || jpeg[0] != 0xFF || jpeg[1] != 0xD8 {
@@ -396,7 +651,7 @@ pub fn check_structure(jpeg: &[u8], max_pixels: u64) -> Result<Structure, Decode
                 // Entropy-coded data runs to the next marker that is neither a stuffed 0xFF00
                 // nor a restart marker.
                 loop {
-                    match jpeg[i..].iter().position(|&b| b == 0xFF) {
+                    match memchr::memchr(0xFF, &jpeg[i..]) {
                         None => {
                             return Err(err(
                                 jpeg.len(),
@@ -469,11 +724,10 @@ pub fn mirror_rows(image: &mut [u8], width: usize) {
         return;
     }
     for row in image.chunks_exact_mut(width * 3) {
-        for i in 0..width / 2 {
-            let j = width - 1 - i;
-            for c in 0..3 {
-                row.swap(i * 3 + c, j * 3 + c);
-            }
+        // The left half against the right half read backwards; an odd middle pixel stays.
+        let (left, right) = row.split_at_mut(width / 2 * 3);
+        for (l, r) in left.chunks_exact_mut(3).zip(right.rchunks_exact_mut(3)) {
+            l.swap_with_slice(r);
         }
     }
 }
@@ -685,6 +939,124 @@ mod tests {
             pre.run(&jpeg, 8, 8, &mut short, whole),
             Err(DecodeError::OutputLength { .. })
         ));
+    }
+
+    #[test]
+    fn scale_is_the_coarsest_that_keeps_the_output_size() {
+        let b = |w, h| CropBox { x: 0, y: 0, w, h };
+        assert_eq!(scale_for(b(100, 100), 128, 128), 1);
+        assert_eq!(scale_for(b(255, 400), 128, 128), 1);
+        assert_eq!(scale_for(b(256, 256), 128, 128), 2);
+        assert_eq!(scale_for(b(511, 600), 128, 128), 2);
+        assert_eq!(scale_for(b(512, 512), 128, 128), 4);
+        assert_eq!(scale_for(b(1024, 1100), 128, 128), 8);
+        assert_eq!(scale_for(b(4000, 3000), 128, 128), 8);
+        assert_eq!(scale_for(b(1, 1), 1, 1), 1);
+    }
+
+    #[test]
+    fn scaled_and_cropped_decodes_agree_with_the_full_decode() {
+        // A gradient image: every path must give nearly the same pixels for the same box.
+        let img = RgbImage::from_fn(400, 300, |x, y| {
+            image::Rgb([(x * 255 / 400) as u8, (y * 255 / 300) as u8, 128])
+        });
+        let jpeg = jpeg_of(&img);
+        let mut crop_path = Preprocessor::new();
+        let mut full = Preprocessor::new().with_path(DecodePath::Full);
+        for (crop, px, denom) in [
+            (
+                CropBox {
+                    x: 37,
+                    y: 21,
+                    w: 300,
+                    h: 250,
+                },
+                120,
+                2,
+            ),
+            (
+                CropBox {
+                    x: 0,
+                    y: 0,
+                    w: 400,
+                    h: 300,
+                },
+                70,
+                4,
+            ),
+            (
+                CropBox {
+                    x: 133,
+                    y: 55,
+                    w: 250,
+                    h: 240,
+                },
+                24,
+                8,
+            ),
+            (
+                CropBox {
+                    x: 101,
+                    y: 99,
+                    w: 60,
+                    h: 50,
+                },
+                32,
+                1,
+            ),
+        ] {
+            let n = (px * px * 3) as usize;
+            let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+            let place = |_, _| Placement { crop, flip: true };
+            crop_path.run(&jpeg, px, px, &mut a, place).unwrap();
+            assert_eq!(crop_path.last_denom(), denom, "{crop:?} -> {px}");
+            full.run(&jpeg, px, px, &mut b, place).unwrap();
+            let mad = a
+                .iter()
+                .zip(&b)
+                .map(|(&p, &q)| (i32::from(p) - i32::from(q)).abs())
+                .sum::<i32>() as f64
+                / n as f64;
+            assert!(mad < 1.5, "{crop:?} -> {px}: mean difference {mad}");
+        }
+        let t = crop_path.times();
+        assert!(t.decode > Duration::ZERO && t.resize > Duration::ZERO);
+    }
+
+    #[test]
+    fn libjpeg_errors_come_back_as_errors() {
+        // Intact marker structure, so only libjpeg can object: a 9-bit precision in the frame
+        // header, and a Huffman table with too many codes. Both make
+        // libjpeg call error_exit, which TurboJPEG turns into an error return.
+        let jpeg = jpeg_of(&quadrants(64, 48));
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        let mut precision = jpeg.clone();
+        precision[sof + 4] = 9;
+        let dht = jpeg.windows(2).position(|w| w == [0xFF, 0xC4]).unwrap();
+        let mut huffman = jpeg.clone();
+        for b in &mut huffman[dht + 5..dht + 21] {
+            *b = 0xFF; // 16 code-length counts of 255: more codes than fit
+        }
+        let mut out = vec![0u8; 8 * 8 * 3];
+        for path in [DecodePath::Crop, DecodePath::Full] {
+            let mut pre = Preprocessor::new().with_path(path);
+            for bad in [&precision, &huffman] {
+                let got = pre.run(bad, 8, 8, &mut out, |w, h| Placement {
+                    crop: CropBox::full(w, h),
+                    flip: false,
+                });
+                assert!(
+                    matches!(got, Err(DecodeError::Jpeg { .. })),
+                    "{path:?}: {got:?}"
+                );
+            }
+            // The next image decodes: a failed TurboJPEG instance is replaced.
+            pre.run(&jpeg, 8, 8, &mut out, |w, h| Placement {
+                crop: CropBox::full(w, h),
+                flip: false,
+            })
+            .unwrap();
+        }
     }
 
     #[test]

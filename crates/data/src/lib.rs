@@ -5,6 +5,7 @@
 //! - `epoch_share` which files and records this rank reads in an epoch, shuffle buffer (pure)
 //! - `crop`     random-resized crop box, evaluation crops, rectangular batch shapes    (pure)
 //! - `decode`   JPEG bytes -> RGB -> crop + bilinear resize + flip into a batch slot
+//! - `turbo`    the safe wrapper over libjpeg-turbo's TurboJPEG 3 API (the only `unsafe`)
 //! - `batch`    `Batch { images [N, H, W, 3] u8, labels [N] i32 }`
 //! - `pipeline` reader thread -> decode workers -> batcher; bounded queues; clean shutdown
 //! - `seed`     every random draw's seed as a pure function of (seed, epoch, rank, ...)   (pure)
@@ -16,13 +17,16 @@ pub mod decode;
 pub mod epoch_share;
 pub mod pipeline;
 pub mod seed;
+mod turbo;
 
 pub use batch::Batch;
 pub use crop::{center_crop, eval_crop, sample_crop, CropBox, CropSpec, EvalCrop};
-pub use decode::{DecodeError, Placement, Preprocessor, DEFAULT_MAX_IMAGE_PIXELS};
+pub use decode::{
+    DecodeError, DecodePath, DecodeTimes, Placement, Preprocessor, DEFAULT_MAX_IMAGE_PIXELS,
+};
 // Lives in dawnrun_records::shard_set; re-exported for existing callers.
 pub use dawnrun_records::shard_set::count_records;
 pub use pipeline::{
     panic_is_caught, EvalConfig, EvalPipeline, PipelineError, PipelineStats, SkippedImage,
-    TrainConfig, TrainPipeline,
+    StageTimes, TrainConfig, TrainPipeline,
 };

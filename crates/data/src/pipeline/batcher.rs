@@ -12,12 +12,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::reader::{Key, Request};
 use super::worker::{Done, Image, Outcome};
-use super::{send_or_stop, BatcherMsg, PipelineError, Shared, Stage, StopSignal};
+use super::{send_or_stop, BatcherMsg, PipelineError, Shared, Stage, StopSignal, Tick};
 use crate::batch::Batch;
 
 pub(super) enum Batching {
@@ -37,6 +38,8 @@ pub(super) struct Batcher {
     shared: Arc<Shared>,
     requests: Sender<Request>,
     output: Sender<BatcherMsg>,
+    /// Pixel buffers go back to the workers here once copied into a batch.
+    free: Sender<Vec<u8>>,
     stop: StopSignal,
 }
 
@@ -51,11 +54,17 @@ struct Filling {
 }
 
 impl Filling {
-    fn add(&mut self, image: Image) {
+    /// Copies `image` into the batch (sized for `capacity` images on its first image, so a
+    /// batch allocates once) and returns its pixel buffer for reuse.
+    fn add(&mut self, image: Image, capacity: usize) -> Vec<u8> {
+        if self.images.is_empty() {
+            self.images.reserve_exact(image.pixels.len() * capacity);
+        }
         self.shape = (image.width, image.height);
         self.images.extend_from_slice(&image.pixels);
         self.labels.push(image.label);
         self.filenames.extend(image.filename);
+        image.pixels
     }
 
     fn take(&mut self, with_filenames: bool) -> Batch {
@@ -85,6 +94,7 @@ impl Batcher {
         shared: Arc<Shared>,
         requests: Sender<Request>,
         output: Sender<BatcherMsg>,
+        free: Sender<Vec<u8>>,
         stop: StopSignal,
     ) -> Self {
         Self {
@@ -92,8 +102,14 @@ impl Batcher {
             shared,
             requests,
             output,
+            free,
             stop,
         }
+    }
+
+    /// Hands a copied image's buffer back to the workers (they may all be gone: then it drops).
+    fn recycle(&self, pixels: Vec<u8>) {
+        let _ = self.free.send(pixels);
     }
 
     pub(super) fn run(self, results: Receiver<Done>) {
@@ -116,9 +132,10 @@ impl Batcher {
             while let Some(outcome) = pending.remove(&key) {
                 let seq = key.1;
                 key.1 += 1;
-                if let Next::Quit =
-                    self.handle(outcome, seq, &mut filling, &mut key, &mut batches_left)
-                {
+                let handling = Instant::now();
+                let next = self.handle(outcome, seq, &mut filling, &mut key, &mut batches_left);
+                self.shared.clock.add(Tick::Batch, handling.elapsed());
+                if let Next::Quit = next {
                     return;
                 }
             }
@@ -163,7 +180,8 @@ impl Batcher {
                 },
             ) => {
                 self.shared.decoded.fetch_add(1, Ordering::Relaxed);
-                filling.add(image);
+                let pixels = filling.add(image, *batch_size);
+                self.recycle(pixels);
                 if filling.labels.len() < *batch_size {
                     return Next::Continue;
                 }
@@ -189,7 +207,8 @@ impl Batcher {
                     return Next::Quit;
                 }
                 filling.group = group;
-                filling.add(image);
+                let pixels = filling.add(image, *batch_size);
+                self.recycle(pixels);
                 Next::Continue
             }
             (Outcome::Skipped(skipped), _) => {

@@ -40,6 +40,7 @@ pub use worker::panic_is_caught;
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -187,6 +188,69 @@ pub struct PipelineStats {
     pub skipped: Vec<SkippedImage>,
     /// Time `next()` spent blocked waiting for a batch: the graph waiting on the CPU pipeline.
     pub consumer_wait: Duration,
+    /// Where the pipeline's threads spent their time (training; evaluation fills all but
+    /// `read`).
+    pub stages: StageTimes,
+}
+
+/// Busy time per stage, summed over the threads of that stage (with N decode workers, parse +
+/// decode + resize can add up to N x the wall time). `pipeline-bench` prints it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageTimes {
+    /// Reader thread: reading record frames (CRC checked) through the shuffle buffer.
+    pub read: Duration,
+    /// Workers: parsing the tf.Example.
+    pub parse: Duration,
+    /// Workers: JPEG header, entropy decoding, IDCT and colour conversion of the crop's region.
+    pub decode: Duration,
+    /// Workers: the bilinear resize of the crop into the image's slot, and the flip.
+    pub resize: Duration,
+    /// Batcher: reordering, copying each image into its batch, handing batches over.
+    pub batch: Duration,
+}
+
+/// The stage clocks the threads add to, in nanoseconds.
+#[derive(Default)]
+pub(crate) struct Clock {
+    read: AtomicU64,
+    parse: AtomicU64,
+    decode: AtomicU64,
+    resize: AtomicU64,
+    batch: AtomicU64,
+}
+
+/// Which of [`Clock`]'s counters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Tick {
+    Read,
+    Parse,
+    Decode,
+    Resize,
+    Batch,
+}
+
+impl Clock {
+    pub(crate) fn add(&self, tick: Tick, d: Duration) {
+        let counter = match tick {
+            Tick::Read => &self.read,
+            Tick::Parse => &self.parse,
+            Tick::Decode => &self.decode,
+            Tick::Resize => &self.resize,
+            Tick::Batch => &self.batch,
+        };
+        counter.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn times(&self) -> StageTimes {
+        let get = |c: &AtomicU64| Duration::from_nanos(c.load(Ordering::Relaxed));
+        StageTimes {
+            read: get(&self.read),
+            parse: get(&self.parse),
+            decode: get(&self.decode),
+            resize: get(&self.resize),
+            batch: get(&self.batch),
+        }
+    }
 }
 
 /// What the batcher hands to the consumer.
@@ -200,8 +264,9 @@ enum BatcherMsg {
 /// Counters the batcher updates and `stats()` reads.
 #[derive(Default)]
 struct Shared {
-    decoded: std::sync::atomic::AtomicU64,
+    decoded: AtomicU64,
     skipped: Mutex<Vec<SkippedImage>>,
+    clock: Arc<Clock>,
 }
 
 /// Becomes "set" when the pipeline's stop sender is dropped; every blocking channel operation
@@ -259,10 +324,7 @@ impl Engine {
 
     fn stats(&self) -> PipelineStats {
         PipelineStats {
-            images_decoded: self
-                .shared
-                .decoded
-                .load(std::sync::atomic::Ordering::Relaxed),
+            images_decoded: self.shared.decoded.load(Ordering::Relaxed),
             skipped: self
                 .shared
                 .skipped
@@ -270,6 +332,7 @@ impl Engine {
                 .map(|s| s.clone())
                 .unwrap_or_default(),
             consumer_wait: self.waited,
+            stages: self.shared.clock.times(),
         }
     }
 }
@@ -322,7 +385,11 @@ fn start_engine(
     let (result_tx, result_rx) = crossbeam_channel::bounded(queue);
     let (request_tx, request_rx) = crossbeam_channel::unbounded();
     let (output_tx, output_rx) = crossbeam_channel::bounded(prefetch.max(1));
+    // Pixel buffers go back from the batcher to the workers once copied into a batch, so in
+    // steady state no image allocates.
+    let (free_tx, free_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
     let shared = Arc::new(Shared::default());
+    let clock = shared.clock.clone();
     let mut engine = Engine {
         output: Some(output_rx),
         stop: Some(stop_tx),
@@ -332,11 +399,11 @@ fn start_engine(
         finished: false,
     };
 
-    let (f, s) = (files.clone(), stop.clone());
+    let (f, s, c) = (files.clone(), stop.clone(), clock.clone());
     engine
         .threads
         .push(spawn(Stage::Reader, "dawnrun-reader", move || {
-            reader::run(reader, f, task_tx, request_rx, s)
+            reader::run(reader, f, task_tx, request_rx, s, c)
         })?);
     for i in 0..decode_threads.max(1) {
         let (f, s, tasks, results) = (
@@ -345,14 +412,15 @@ fn start_engine(
             task_rx.clone(),
             result_tx.clone(),
         );
+        let (free, c) = (free_rx.clone(), clock.clone());
         engine.threads.push(spawn(
             Stage::Decode,
             &format!("dawnrun-dec-{i}"),
-            move || worker::run(f, limits, tasks, results, s),
+            move || worker::run(f, limits, (tasks, free), results, s, c),
         )?);
     }
     drop((task_rx, result_tx));
-    let batcher = batcher::Batcher::new(batching, shared, request_tx, output_tx, stop);
+    let batcher = batcher::Batcher::new(batching, shared, request_tx, output_tx, free_tx, stop);
     engine
         .threads
         .push(spawn(Stage::Batcher, "dawnrun-batcher", move || {

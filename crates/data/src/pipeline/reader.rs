@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use dawnrun_records::framing::{self, RecordReader};
 
-use super::{send_or_stop, EvalConfig, PipelineError, StopSignal, TrainConfig};
+use super::{send_or_stop, Clock, EvalConfig, PipelineError, StopSignal, Tick, TrainConfig};
 use crate::crop::{batch_aspect, rect_shape, CropSpec, EvalCrop};
 use crate::epoch_share::{EpochShare, RankRecords, ShuffleBuffer};
 use crate::seed::{derive_seed, rng_for, Stream};
@@ -71,9 +71,10 @@ pub(super) fn run(
     tasks: Sender<ReaderMsg>,
     requests: Receiver<Request>,
     stop: StopSignal,
+    clock: Arc<Clock>,
 ) {
     match plan {
-        Plan::Train(config) => train(&config, &files, &tasks, &requests, &stop),
+        Plan::Train(config) => train(&config, &files, &tasks, &requests, &stop, &clock),
         Plan::Eval(config) if config.rect => eval_rect(&config, &files, &tasks, &stop),
         Plan::Eval(config) => eval_in_order(&config, &files, &tasks, &stop),
     }
@@ -104,6 +105,7 @@ fn train(
     tasks: &Sender<ReaderMsg>,
     requests: &Receiver<Request>,
     stop: &StopSignal,
+    clock: &Clock,
 ) {
     let spec = CropSpec::train(config.min_scale);
     let batch = config.batch_size as u64;
@@ -143,7 +145,9 @@ fn train(
             if seq < target {
                 // An error while skipping must still reach the batcher, which starts at `first`.
                 let fatal_key = (epoch, seq.max(first));
+                let reading = std::time::Instant::now();
                 let item = stream.next();
+                clock.add(Tick::Read, reading.elapsed());
                 if stop.is_set() {
                     return;
                 }

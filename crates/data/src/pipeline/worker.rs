@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use dawnrun_records::imagenet::{decode_for_training, ImageRecord};
@@ -12,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::reader::{Job, Key, ReaderMsg, Task};
-use super::{send_or_stop, PipelineError, SkippedImage, Stage, StopSignal};
+use super::{send_or_stop, Clock, PipelineError, SkippedImage, Stage, StopSignal, Tick};
 use crate::crop::{eval_crop, sample_crop};
 use crate::decode::{Placement, Preprocessor};
 
@@ -78,14 +79,37 @@ impl Drop for CaughtRegion {
     }
 }
 
+/// What a worker reuses from image to image: the decoder state, the pixel buffers the batcher
+/// hands back, and the stage clock it reports to.
+struct Kit {
+    pre: Preprocessor,
+    free: Receiver<Vec<u8>>,
+    clock: Arc<Clock>,
+}
+
+impl Kit {
+    /// A pixel buffer of `len` bytes: a returned one when there is one (no allocation once
+    /// the pipeline is warm), else a new one.
+    fn buffer(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.free.try_recv().unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+}
+
 pub(super) fn run(
     files: Arc<[PathBuf]>,
     limits: Limits,
-    tasks: Receiver<ReaderMsg>,
+    (tasks, free): (Receiver<ReaderMsg>, Receiver<Vec<u8>>),
     results: Sender<Done>,
     stop: StopSignal,
+    clock: Arc<Clock>,
 ) {
-    let mut pre = Preprocessor::new().with_max_pixels(limits.max_pixels);
+    let mut kit = Kit {
+        pre: Preprocessor::new().with_max_pixels(limits.max_pixels),
+        free,
+        clock,
+    };
     loop {
         let msg = crossbeam_channel::select! {
             recv(tasks) -> msg => match msg {
@@ -97,7 +121,7 @@ pub(super) fn run(
         let done = match msg {
             ReaderMsg::Task(task) => Done {
                 key: task.key,
-                outcome: guarded(&mut pre, &files, limits, task),
+                outcome: guarded(&mut kit, &files, limits, task),
             },
             ReaderMsg::Fatal(key, e) => Done {
                 key,
@@ -118,16 +142,23 @@ pub(super) fn run(
 /// decoder is per-image damage like any other. While it runs, [`panic_is_caught`] is true on
 /// this thread, so a process-wide panic hook (the trainer's aborts the MPI job) can tell this
 /// panic will be caught and leave it alone.
-fn guarded(pre: &mut Preprocessor, files: &[PathBuf], limits: Limits, task: Task) -> Outcome {
+fn guarded(kit: &mut Kit, files: &[PathBuf], limits: Limits, task: Task) -> Outcome {
     let (file, offset) = (task.file, task.offset);
+    let before = kit.pre.times();
     let result = {
         let _region = CaughtRegion::enter();
-        catch_unwind(AssertUnwindSafe(|| process(pre, files, limits, task)))
+        catch_unwind(AssertUnwindSafe(|| process(kit, files, limits, task)))
     };
+    let after = kit.pre.times();
+    kit.clock
+        .add(Tick::Decode, after.decode.saturating_sub(before.decode));
+    kit.clock
+        .add(Tick::Resize, after.resize.saturating_sub(before.resize));
     match result {
         Ok(outcome) => outcome,
         Err(panic) => {
-            *pre = Preprocessor::new().with_max_pixels(limits.max_pixels);
+            // The decoder state may be half-way through an image: start a fresh one.
+            kit.pre = Preprocessor::new().with_max_pixels(limits.max_pixels);
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -158,7 +189,7 @@ fn class_of(label: i64, num_classes: u32, path: &Path, offset: u64) -> Result<i3
     }
 }
 
-fn process(pre: &mut Preprocessor, files: &[PathBuf], limits: Limits, task: Task) -> Outcome {
+fn process(kit: &mut Kit, files: &[PathBuf], limits: Limits, task: Task) -> Outcome {
     let at = (files[task.file].as_path(), task.offset);
     let bad_example = |source| {
         let e = PipelineError::Example {
@@ -174,7 +205,10 @@ fn process(pre: &mut Preprocessor, files: &[PathBuf], limits: Limits, task: Task
             image_px,
             augment_seed,
         } => {
-            let (jpeg, label) = match decode_for_training(&task.data) {
+            let parsing = Instant::now();
+            let parsed = decode_for_training(&task.data);
+            kit.clock.add(Tick::Parse, parsing.elapsed());
+            let (jpeg, label) = match parsed {
                 Ok(v) => v,
                 Err(e) => return bad_example(e),
             };
@@ -187,14 +221,17 @@ fn process(pre: &mut Preprocessor, files: &[PathBuf], limits: Limits, task: Task
                 }
             };
             let labelled = (label, limits.num_classes, None);
-            render(pre, jpeg, labelled, (image_px, image_px), place, at)
+            render(kit, jpeg, labelled, (image_px, image_px), place, at)
         }
         Job::Eval {
             crop,
             width,
             height,
         } => {
-            let record = match ImageRecord::from_bytes(&task.data) {
+            let parsing = Instant::now();
+            let parsed = ImageRecord::from_bytes(&task.data);
+            kit.clock.add(Tick::Parse, parsing.elapsed());
+            let record = match parsed {
                 Ok(r) => r,
                 Err(e) => return bad_example(e),
             };
@@ -207,15 +244,15 @@ fn process(pre: &mut Preprocessor, files: &[PathBuf], limits: Limits, task: Task
                 limits.num_classes,
                 Some(record.filename.clone()),
             );
-            render(pre, &record.encoded, labelled, (width, height), place, at)
+            render(kit, &record.encoded, labelled, (width, height), place, at)
         }
     }
 }
 
-/// Decodes and resizes one image to `width x height`; `(label, filename)` ride along, the label
-/// checked against `num_classes` first.
+/// Decodes and resizes one image to `width x height` into a recycled pixel buffer;
+/// `(label, filename)` ride along, the label checked against `num_classes` first.
 fn render(
-    pre: &mut Preprocessor,
+    kit: &mut Kit,
     jpeg: &[u8],
     (label, num_classes, filename): (i64, u32, Option<String>),
     (width, height): (u32, u32),
@@ -226,8 +263,8 @@ fn render(
         Ok(label) => label,
         Err(e) => return Outcome::Fatal(Stage::Decode, e),
     };
-    let mut pixels = vec![0u8; width as usize * height as usize * 3];
-    match pre.run(jpeg, width, height, &mut pixels, place) {
+    let mut pixels = kit.buffer(width as usize * height as usize * 3);
+    match kit.pre.run(jpeg, width, height, &mut pixels, place) {
         Ok(()) => Outcome::Image(Image {
             pixels,
             label,
