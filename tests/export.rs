@@ -149,8 +149,9 @@ fn export_loads_in_tensorflow_alone_and_scores_as_eval_sweep() {
     assert_eq!(got["images"].as_u64(), Some(64));
     let top1 = got["top1"].as_f64().unwrap();
     let want = best["top1"].as_f64().unwrap();
+    // Within 1 point, or one image of the 64 (1.56 points): the decoders differ.
     assert!(
-        (top1 - want).abs() <= 1.0,
+        (top1 - want).abs() <= 100.0 / 64.0 + 1e-9,
         "export top-1 {top1} vs eval-sweep {want} for step {step}"
     );
     // The synsets in label order, as build-records numbered them (label 1 = first line).
@@ -210,8 +211,11 @@ fn short_side_crop_is_the_same_in_eval_sweep_and_the_export() {
         got["top1"].as_f64().unwrap(),
         last["top1"].as_f64().unwrap(),
     );
+    // Within 1 point, or one image where one image is worth more than a point (64 here):
+    // the two sides decode JPEGs with different decoders.
+    let images = last["images"].as_f64().unwrap();
     assert!(
-        (top1 - want).abs() <= 1.0,
+        (top1 - want).abs() <= (100.0 / images).max(1.0) + 1e-9,
         "short_side top-1 {top1} vs {want}"
     );
 }
