@@ -2,7 +2,9 @@
 //! and state transfer. TF tests take the cores in turn (`model_support::cores`).
 mod model_support;
 
-use dawnrun::model::{DataFormat, EvalGraph, ModelConfig, Precision, StepOutput, TrainGraph};
+use dawnrun::model::{
+    DataFormat, EvalGraph, Gradients, ModelConfig, Precision, StepMetrics, TrainGraph,
+};
 use model_support::{blobs, cores, Batch, Rng};
 
 fn small(precision: Precision) -> ModelConfig {
@@ -37,7 +39,7 @@ fn resnet50_has_25_557_032_params_and_runs_a_step() {
     let out = g.gradients(&batch.view(), 1.0).unwrap();
     assert_eq!(out.grads.len(), g.num_params());
     assert!(out.grads.iter().all(|x| x.is_finite()));
-    assert!(out.loss.is_finite() && out.total_loss > out.loss);
+    assert!(out.metrics.loss.is_finite() && out.metrics.total_loss > out.metrics.loss);
     g.apply(&out.grads, 0.1).unwrap();
     let after = g.state_to_host().unwrap();
     assert_eq!(after.len(), g.state_len());
@@ -152,7 +154,7 @@ fn loss_scale_leaves_returned_gradients_unscaled() {
         let big = g.gradients(&batch.view(), 256.0).unwrap();
         let odd = g.gradients(&batch.view(), 1000.0).unwrap();
         assert_eq!(
-            one.loss, big.loss,
+            one.metrics.loss, big.metrics.loss,
             "{precision:?}: the loss is reported unscaled"
         );
         let d = max_rel_diff(&one.grads, &big.grads);
@@ -188,10 +190,10 @@ fn state_round_trip_gives_identical_outputs() {
         b.gradients(&batch.view(), 1.0).unwrap(),
     );
     assert_eq!(
-        (oa.loss, oa.total_loss, oa.top1),
-        (ob.loss, ob.total_loss, ob.top1)
+        (oa.metrics.loss, oa.metrics.total_loss, oa.metrics.top1),
+        (ob.metrics.loss, ob.metrics.total_loss, ob.metrics.top1)
     );
-    assert_eq!(oa.grads, ob.grads);
+    assert_eq!(oa.grads[..], ob.grads[..]);
     a.apply(&oa.grads, 0.05).unwrap();
     b.apply(&ob.grads, 0.05).unwrap();
     assert_eq!(a.state_to_host().unwrap(), b.state_to_host().unwrap());
@@ -210,22 +212,19 @@ fn train_blobs(precision: Precision, steps: usize) -> (f32, f32, f32) {
     let mut g = built(&cfg);
     let mut rng = Rng::new(2024);
     let data: Vec<Batch> = (0..16).map(|_| blobs(16, 32, 10, &mut rng)).collect();
-    let mut outs: Vec<StepOutput> = Vec::new();
+    // The one-run step a single-rank trainer takes.
+    let mut outs: Vec<StepMetrics> = Vec::new();
     for step in 0..steps {
         let lr = 0.02 + 0.08 * (step as f32 / 20.0).min(1.0); // short warm-up
-        let out = g.gradients(&data[step % data.len()].view(), 128.0).unwrap();
-        assert!(
-            out.grads.iter().all(|x| x.is_finite()),
-            "{precision:?} step {step}"
-        );
-        g.apply(&out.grads, lr).unwrap();
-        outs.push(StepOutput {
-            grads: Vec::new(),
-            ..out
-        });
+        let out = g
+            .fused_step(&data[step % data.len()].view(), 128.0, lr)
+            .unwrap();
+        assert!(out.applied, "{precision:?} step {step}: non-finite");
+        outs.push(out.metrics);
     }
-    let mean =
-        |s: &[StepOutput], f: fn(&StepOutput) -> f32| s.iter().map(f).sum::<f32>() / s.len() as f32;
+    let mean = |s: &[StepMetrics], f: fn(&StepMetrics) -> f32| {
+        s.iter().map(f).sum::<f32>() / s.len() as f32
+    };
     let tail = &outs[steps - 20..];
     let result = (
         mean(&outs[..10], |o| o.loss),
@@ -272,6 +271,39 @@ fn fp16_and_nchw_graphs_build() {
     }
 }
 
+/// The one-run step is the two-run step: the same metrics and, bit for bit, the same state
+/// afterwards; and with a non-finite loss it leaves every weight and momentum slot untouched.
+#[test]
+fn the_fused_step_equals_gradients_then_apply_and_skips_when_not_finite() {
+    let _cores = cores();
+    let cfg = small(Precision::Fp32);
+    let (mut a, mut b) = (built(&cfg), built(&cfg));
+    let mut rng = Rng::new(11);
+    for step in 0..3 {
+        let batch = blobs(4, 32, 10, &mut rng);
+        let two = a.gradients(&batch.view(), 8.0).unwrap();
+        a.apply(&two.grads, 0.05).unwrap();
+        let one = b.fused_step(&batch.view(), 8.0, 0.05).unwrap();
+        assert!(one.applied, "step {step}");
+        assert_eq!(one.metrics, two.metrics, "step {step}");
+        assert_eq!(
+            a.state_to_host().unwrap(),
+            b.state_to_host().unwrap(),
+            "step {step}"
+        );
+    }
+    let before = b.state_to_host().unwrap();
+    let batch = blobs(4, 32, 10, &mut rng);
+    let out = b.fused_step(&batch.view(), f32::INFINITY, 0.05).unwrap();
+    assert!(!out.applied);
+    let after = b.state_to_host().unwrap();
+    let p = b.num_params();
+    // Weights (the first P floats) and the momentum slots (the last P) are unchanged; the
+    // batch-norm moving statistics in between did take this batch.
+    assert_eq!(before[..p], after[..p]);
+    assert_eq!(before[before.len() - p..], after[after.len() - p..]);
+}
+
 #[test]
 fn bad_batches_and_configs_are_refused_with_the_reason() {
     let _cores = cores();
@@ -284,7 +316,8 @@ fn bad_batches_and_configs_are_refused_with_the_reason() {
     batch.images.pop();
     let err = g.gradients(&batch.view(), 1.0).unwrap_err().to_string();
     assert!(err.contains("[4, 32, 32, 3]"), "{err}");
-    let err = g.apply(&[0.0; 3], 0.1).unwrap_err().to_string();
+    let wrong = Gradients::from_host(&[0.0; 3]).unwrap();
+    let err = g.apply(&wrong, 0.1).unwrap_err().to_string();
     assert!(err.contains("3 floats"), "{err}");
     let err = TrainGraph::build(&ModelConfig::new(20, 10))
         .err()
@@ -303,7 +336,7 @@ fn graph_pinned_to_a_device_runs() {
         .gradients(&blobs(2, 32, 10, &mut Rng::new(4)).view(), 1.0)
         .unwrap();
     g.apply(&out.grads, 0.1).unwrap();
-    assert!(out.loss.is_finite());
+    assert!(out.metrics.loss.is_finite());
 }
 
 /// A graph whose final layer ignores the image: fc kernel 0, fc bias `bias`, so the logits of
@@ -365,9 +398,9 @@ fn label_smoothing_gives_the_hand_computed_cross_entropy() {
             .sum::<f64>()
             / batch.n as f64;
         assert!(
-            (out.loss as f64 - expected).abs() < 1e-5,
+            (out.metrics.loss as f64 - expected).abs() < 1e-5,
             "smoothing {smoothing}: loss {} vs hand {expected}",
-            out.loss
+            out.metrics.loss
         );
     }
 }
@@ -403,7 +436,7 @@ fn weight_decay_covers_kernels_and_bn_or_bias_only_when_asked() {
             at += v.len;
         }
         let out = g.gradients(&batch.view(), 1.0).unwrap();
-        let decay = (out.total_loss - out.loss) as f64;
+        let decay = (out.metrics.total_loss - out.metrics.loss) as f64;
         let expected = 1e-3 * l2;
         assert!(
             (decay - expected).abs() <= 1e-4 * expected.max(1e-3),

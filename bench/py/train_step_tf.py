@@ -80,6 +80,26 @@ def resnet(depth, classes, px):
     return tf.keras.Model(images, logits)
 
 
+def make_train_step(model, classes):
+    """The Keras step: forward, loss with L2 on kernels, backward, SGD momentum, in a tf.function."""
+    kernels = [v for v in model.trainable_variables if "kernel" in v.name]
+    optimizer = tf.keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)
+
+    @tf.function(jit_compile=False)
+    def train_step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            one_hot = tf.one_hot(labels, classes)
+            cross_entropy = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(one_hot, logits))
+            l2 = WEIGHT_DECAY * tf.add_n([tf.nn.l2_loss(tf.cast(k, tf.float32)) for k in kernels])
+            loss = cross_entropy + l2
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    return train_step
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--depth", type=int, choices=sorted(LAYOUTS), default=18)
@@ -99,20 +119,7 @@ def main():
     if args.params_only:
         print(json.dumps({"params": params}))
         return
-    kernels = [v for v in model.trainable_variables if "kernel" in v.name]
-    optimizer = tf.keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)
-
-    @tf.function(jit_compile=False)
-    def train_step(images, labels):
-        with tf.GradientTape() as tape:
-            logits = model(images, training=True)
-            one_hot = tf.one_hot(labels, args.classes)
-            cross_entropy = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(one_hot, logits))
-            l2 = WEIGHT_DECAY * tf.add_n([tf.nn.l2_loss(tf.cast(k, tf.float32)) for k in kernels])
-            loss = cross_entropy + l2
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+    train_step = make_train_step(model, args.classes)
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(args.batch, args.px, args.px, 3), dtype=np.uint8)

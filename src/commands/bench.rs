@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use dawnrun_data::pipeline::{TrainConfig, TrainPipeline, DEFAULT_SHUFFLE_BUFFER};
 use dawnrun_dist::World;
@@ -48,6 +48,10 @@ pub struct BenchArgs {
     allreduce: Allreduce,
     #[arg(long)]
     json: bool,
+    /// Also write the training graph's GraphDef to this file and its step's node names to
+    /// `<file>.json`, for `bench/py/profile_step.py`.
+    #[arg(long)]
+    graph_def: Option<PathBuf>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -64,6 +68,13 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
     cfg.data_format = DataFormat::Nhwc;
     let mut graph = TrainGraph::build(&cfg)?;
     graph.init()?;
+    if let Some(path) = &args.graph_def {
+        let (def, nodes) = graph.graph_def()?;
+        std::fs::write(path, def).with_context(|| format!("writing {}", path.display()))?;
+        let names = path.with_extension("json");
+        std::fs::write(&names, serde_json::to_string_pretty(&nodes)?)
+            .with_context(|| format!("writing {}", names.display()))?;
+    }
     let mut replicas = Replicas::with_defaults(world, args.allreduce, &graph)?;
     let log = StepLog::silent();
     let px = args.px as usize;

@@ -80,14 +80,14 @@ pub fn run(args: &GradcheckArgs, world: &World) -> Result<()> {
         let batch = batch_of(r, args);
         for (m, g) in mean
             .iter_mut()
-            .zip(graph.gradients(&view(&batch, args), 1.0)?.grads)
+            .zip(graph.gradients(&view(&batch, args), 1.0)?.grads.iter())
         {
-            *m += f64::from(g);
+            *m += f64::from(*g);
         }
     }
     let n = world.size() as f64;
     let (mut max_diff, mut max_abs) = (0.0f64, 0.0f64);
-    for (m, g) in mean.iter().zip(&reduced) {
+    for (m, g) in mean.iter().zip(reduced.iter()) {
         let m = m / n;
         max_diff = max_diff.max((m - f64::from(*g)).abs());
         max_abs = max_abs.max(m.abs());

@@ -28,7 +28,10 @@ pub(crate) mod tf;
 
 pub use device::{check_device, device_list};
 pub use export::{ExportGraph, ExportSpec, SYNSETS_FILE};
-pub use graph::{BatchRef, EvalGraph, EvalOutput, StepOutput, TrainGraph, VarInfo};
+pub use graph::{
+    BatchRef, EvalGraph, EvalOutput, FusedOutput, Gradients, StepMetrics, StepNodes, StepOutput,
+    TrainGraph, VarInfo,
+};
 
 use std::path::{Path, PathBuf};
 

@@ -94,3 +94,37 @@ pub(crate) fn apply_momentum(
     }
     tf::group(scope, "apply", &updates)
 }
+
+/// A bool scalar: every element of `scalars` and of every tensor in `tensors` is finite.
+pub(crate) fn all_finite(
+    scope: &mut Scope,
+    scalars: &[Output],
+    tensors: &[Output],
+) -> Result<Output, Status> {
+    let flat = tf::const_i32(scope, &[-1])?;
+    let axis = tf::const_i32(scope, &[0])?;
+    let mut each = Vec::with_capacity(scalars.len() + tensors.len());
+    for t in scalars.iter().chain(tensors) {
+        let ok = ops::is_finite(ops::reshape(t.clone(), flat.clone(), scope)?, scope)?;
+        each.push(ops::all(ok, axis.clone(), scope)?.into());
+    }
+    let stacked = ops::Pack::new().build_instance(each, scope)?.output();
+    Ok(ops::all(stacked, axis, scope)?.into())
+}
+
+/// Each tensor passed on only when `pred` is true (`Switch`'s true output): when it is false the
+/// consumers do not run at all, as in a `tf.cond` branch.
+pub(crate) fn gate(
+    scope: &mut Scope,
+    tensors: &[Output],
+    pred: Output,
+) -> Result<Vec<Output>, Status> {
+    tensors
+        .iter()
+        .map(|t| {
+            Ok(ops::Switch::new()
+                .build_instance(t.clone(), pred.clone(), scope)?
+                .output_true())
+        })
+        .collect()
+}

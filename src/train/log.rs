@@ -17,7 +17,7 @@ use dawnrun_records::event::EventWriter;
 use dawnrun_schedule::{PhasePlan, Plan};
 use serde::Serialize;
 
-use crate::model::StepOutput;
+use crate::model::StepMetrics;
 use crate::run_dir::RunDir;
 
 /// One logged step. `images_per_s` is the sum over ranks (global batch / step time).
@@ -184,7 +184,7 @@ impl StepLog {
 
     /// After each step: `steps_done` steps are applied, `images` were trained on over all ranks.
     /// On the plan's logging steps (and the last) it prints the step line and writes the record.
-    pub fn after_step(&mut self, steps_done: u64, phase: &PhasePlan, out: &StepOutput, t: Tally) {
+    pub fn after_step(&mut self, steps_done: u64, phase: &PhasePlan, out: &StepMetrics, t: Tally) {
         self.window.images += t.images;
         if let Some(bar) = &self.bar {
             bar.set_position(steps_done);

@@ -121,11 +121,18 @@ impl LossScaler {
 /// True when every value is finite. Checked on the all-reduced gradients, so every rank reaches
 /// the same verdict (they hold bitwise identical buffers).
 pub fn all_finite(values: &[f32]) -> bool {
-    // Summing is branch-free and vectorises; NaN or inf anywhere makes the sum non-finite.
-    values
-        .iter()
-        .fold(0.0f32, |acc, v| acc + v * 0.0)
-        .is_finite()
+    // `v * 0` is 0 for a finite v and NaN otherwise. Sixteen independent sums let the compiler
+    // vectorise (one running sum is a serial chain: 5x slower on 11M floats).
+    let mut lanes = [0.0f32; 16];
+    let chunks = values.chunks_exact(16);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v * 0.0;
+        }
+    }
+    let tail: f32 = rest.iter().map(|v| v * 0.0).sum();
+    (lanes.iter().sum::<f32>() + tail).is_finite()
 }
 
 #[cfg(test)]

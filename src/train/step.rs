@@ -9,6 +9,10 @@
 //!    gradients, so every rank applies or skips the same step;
 //! 5. apply: momentum update at this step's learning rate.
 //!
+//! At one rank there is nothing to average: the whole step is one session run
+//! ([`TrainGraph::fused_step`]) with the finite check and the update inside the graph, and the
+//! gradients never come to the host.
+//!
 //! The training loop, `trainer bench` and `trainer gradcheck` all call these functions, so what
 //! is timed and checked is the step that trains.
 
@@ -22,7 +26,7 @@ use dawnrun_schedule::{Allreduce, Compression};
 
 use super::log::StepLog;
 use super::loss_scale::{all_finite, LossScaler, Verdict};
-use crate::model::{BatchRef, StepOutput, TrainGraph};
+use crate::model::{BatchRef, StepMetrics, StepOutput, TrainGraph};
 
 /// What a step needs besides the graph: the other ranks, the timeline and the loss scaler.
 pub struct Replicas<'w> {
@@ -97,25 +101,27 @@ pub fn average_gradients(
     ex.allreducer
         .average(ex.world, &mut out.grads, ex.timeline.as_ref())
         .with_context(|| format!("step {step}: all-reduce"))?;
+    let m = &mut out.metrics;
     let mut shared = [
-        f64::from(out.loss),
-        f64::from(out.total_loss),
-        f64::from(out.top1),
-        f64::from(out.top5),
+        f64::from(m.loss),
+        f64::from(m.total_loss),
+        f64::from(m.top1),
+        f64::from(m.top5),
         ex.skipped_here as f64,
     ];
     ex.world.sum_f64(&mut shared);
     let n = ex.world.size() as f64;
-    out.loss = (shared[0] / n) as f32;
-    out.total_loss = (shared[1] / n) as f32;
-    out.top1 = (shared[2] / n) as f32;
-    out.top5 = (shared[3] / n) as f32;
+    m.loss = (shared[0] / n) as f32;
+    m.total_loss = (shared[1] / n) as f32;
+    m.top1 = (shared[2] / n) as f32;
+    m.top5 = (shared[3] / n) as f32;
     ex.skipped_everywhere = shared[4].round() as u64;
     Ok(out)
 }
 
-/// The whole step on `batch` at learning rate `lr`: steps 1-5 above. A skipped step (dynamic
-/// loss scaling) is noted on `log`.
+/// The whole step on `batch` at learning rate `lr`: steps 1-5 above (one session run at one
+/// rank). A skipped step (dynamic loss scaling) is noted on `log`. Returns the step's metrics,
+/// averaged over ranks.
 pub fn update(
     graph: &mut TrainGraph,
     ex: &mut Replicas,
@@ -123,18 +129,29 @@ pub fn update(
     step: u64,
     lr: f64,
     log: &StepLog,
-) -> Result<StepOutput> {
-    let out = average_gradients(graph, ex, batch, step)?;
-    // The loss is the mean over ranks and the gradients are averaged: a non-finite value on any
-    // rank makes both non-finite everywhere, so every rank reaches the same verdict.
-    let finite = out.loss.is_finite() && all_finite(&out.grads);
-    match ex.scaler.update(finite) {
-        Verdict::Apply => {
+) -> Result<StepMetrics> {
+    let (metrics, finite) = if ex.world.size() == 1 {
+        ex.skipped_everywhere = ex.skipped_here;
+        let _s = ex.enter(step, Lane::Compute, "fused step");
+        let out = graph
+            .fused_step(batch, ex.scaler.scale(), lr as f32)
+            .with_context(|| format!("step {step}: forward/backward/apply"))?;
+        (out.metrics, out.applied)
+    } else {
+        let out = average_gradients(graph, ex, batch, step)?;
+        // The loss is the mean over ranks and the gradients are averaged: a non-finite value
+        // on any rank makes both non-finite everywhere, so every rank reaches the same verdict.
+        let finite = out.metrics.loss.is_finite() && all_finite(&out.grads);
+        if finite {
             let _s = ex.enter(step, Lane::Update, "apply");
             graph
                 .apply(&out.grads, lr as f32)
                 .with_context(|| format!("step {step}: applying gradients"))?;
         }
+        (out.metrics, finite)
+    };
+    match ex.scaler.update(finite) {
+        Verdict::Apply => {}
         Verdict::Skip => log.note(&format!(
             "step {step}: non-finite gradients, update skipped, loss scale now {}",
             ex.scaler.scale()
@@ -142,9 +159,9 @@ pub fn update(
         Verdict::Fatal => bail!(
             "step {step}: the loss ({}) or its gradients are not finite with loss scale {}; \
              lower the lr or use `loss_scale: dynamic`",
-            out.loss,
+            metrics.loss,
             ex.scaler.scale()
         ),
     }
-    Ok(out)
+    Ok(metrics)
 }
