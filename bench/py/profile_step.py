@@ -4,8 +4,9 @@
     python bench/py/profile_step.py --graph-def /tmp/r18.pb --depth 18 [--precision bf16]
 
 Our side imports the GraphDef the trainer built (the very nodes it runs) into a TF1 session and
-runs the trainer's step: one run for gradients + batch-norm updates (`--fused`: one run that also
-applies them), one run for the momentum apply. The Keras side is bench/py/train_step_tf.py's
+runs the trainer's step: at one rank one session run (forward, backward, batch-norm statistics and
+the gated momentum update); with `--two-runs` the multi-rank protocol (gradients to the host, then
+an apply run). The Keras side is bench/py/train_step_tf.py's
 tf.function. Both run under TensorFlow's profiler (the same kernels, the same executor); the
 events of the traced steps are summed by op type and by node.
 
@@ -91,9 +92,9 @@ def ours_step(args, images, labels):
     feed = {names["images"] + ":0": images, names["labels"] + ":0": labels, names["loss_scale"] + ":0": 1.0}
 
     def step():
-        if names.get("fused_step"):
+        if not args.two_runs:
             feed[names["learning_rate"] + ":0"] = 0.01
-            sess.run([names["loss"], names["fused_step"]], feed)
+            sess.run([names["loss"], names["finite"], names["bn_update"], names["fused_apply"]], feed)
             return
         grads, _, _ = sess.run([names["gradients"], names["loss"], names["bn_update"]], feed)
         sess.run(names["apply"], {names["flat_gradients_in"] + ":0": grads, names["learning_rate"] + ":0": 0.01})
@@ -123,6 +124,7 @@ def main():
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--steps", type=int, default=5, help="timed and traced steps per side")
     ap.add_argument("--top", type=int, default=8)
+    ap.add_argument("--two-runs", action="store_true", help="our multi-rank step (gradients, then apply)")
     args = ap.parse_args()
 
     if args.side == "both":

@@ -109,6 +109,9 @@ pub struct StepNodes {
     pub loss: String,
     pub bn_update: String,
     pub apply: String,
+    /// The one-run step's update (gated on `finite`, a bool output).
+    pub fused_apply: String,
+    pub finite: String,
     pub init: String,
 }
 
@@ -482,6 +485,8 @@ impl TrainGraph {
             loss: out(&self.total_loss)?,
             bn_update: name(&self.bn_update)?,
             apply: name(&self.apply)?,
+            fused_apply: name(&self.fused_apply)?,
+            finite: out(&self.finite)?,
             init: name(&self.init)?,
         };
         Ok((def, nodes))
