@@ -2,13 +2,11 @@
 //! `MPI_Allreduce` for comparison), then divide by N. What the trainer calls.
 //!
 //! The trainer holds all gradients as ONE flat `f32` vector in a fixed order, so each fusion
-//! group is a contiguous range of it and the ring sums it in place: "memcpy in/out" of Horovod's
-//! fusion buffer has nothing to do here. `MPI_Allreduce` needs a separate send buffer (rsmpi 0.8
-//! offers no `MPI_IN_PLACE`), so the Mpi method copies each group first, timed as fusion copy.
+//! group is a contiguous range of it and both methods sum it in place (the ring by design,
+//! `MPI_Allreduce` with `MPI_IN_PLACE`): "memcpy in/out" of Horovod's fusion buffer has nothing
+//! to do here.
 //!
-//! Timeline phases per group: `fusion copy` (Mpi only), `allreduce` (sum), `allreduce` (scale).
-
-use mpi::collective::{CommunicatorCollectives, SystemOperation};
+//! Timeline phases per group: `allreduce` (sum), `allreduce` (scale).
 
 use crate::fusion::FusionPlan;
 use crate::ring::{Ring, RingError};
@@ -44,7 +42,6 @@ pub struct Allreducer {
     compression: Compression,
     plan: FusionPlan,
     ring: Ring,
-    mpi_send: Vec<f32>,
 }
 
 impl Allreducer {
@@ -64,7 +61,6 @@ impl Allreducer {
             compression,
             plan: FusionPlan::new(tensor_lens, threshold_bytes),
             ring: Ring::new(),
-            mpi_send: Vec::new(),
         })
     }
 
@@ -113,18 +109,9 @@ impl Allreducer {
                     groups,
                     source,
                 })?,
-                Allreduce::Mpi => {
-                    let send = &mut self.mpi_send;
-                    timed(timeline, Lane::FusionCopy, "memcpy in", || {
-                        send.clear();
-                        send.extend_from_slice(data);
-                    });
-                    timed(timeline, Lane::Allreduce, "MPI_Allreduce", || {
-                        world
-                            .comm()
-                            .all_reduce_into(&send[..], data, SystemOperation::sum())
-                    });
-                }
+                Allreduce::Mpi => timed(timeline, Lane::Allreduce, "MPI_Allreduce", || {
+                    world.mpi_sum_f32(data)
+                }),
             }
             let divisor = n as f32;
             timed(timeline, Lane::Allreduce, "divide by N", || {

@@ -201,13 +201,35 @@ fn ring_sum<W: WireFormat>(
     // Step 3: all-gather.
     for step in 0..n - 1 {
         let (send, receive) = all_gather_chunks(r, n, step);
-        let (send_c, recv_c) = (&chunks[send], chunks[receive].clone());
-        let out = W::outgoing(&data[send_c.clone()], send_buf);
-        let into = &mut recv[..recv_c.len()];
-        exchange("all-gather", step, out, into)?;
-        W::overwrite(into, &mut data[recv_c]);
+        let (send_c, recv_c) = (chunks[send].clone(), chunks[receive].clone());
+        let (src, dst) = disjoint(data, send_c, recv_c.clone());
+        let out = W::outgoing(src, send_buf);
+        match W::receive_into(dst) {
+            Some(into) => exchange("all-gather", step, out, into)?,
+            None => {
+                let into = &mut recv[..recv_c.len()];
+                exchange("all-gather", step, out, into)?;
+                W::overwrite(into, &mut data[recv_c]);
+            }
+        }
     }
     Ok(())
+}
+
+/// `data[a]` to read and `data[b]` to write at once; the ranges must not overlap (the ring
+/// never sends the chunk it receives in the same step).
+fn disjoint(data: &mut [f32], a: Range<usize>, b: Range<usize>) -> (&[f32], &mut [f32]) {
+    assert!(
+        a.end <= b.start || b.end <= a.start,
+        "{a:?} and {b:?} overlap"
+    );
+    if a.start < b.start {
+        let (lo, hi) = data.split_at_mut(b.start);
+        (&lo[a], &mut hi[..b.end - b.start])
+    } else {
+        let (lo, hi) = data.split_at_mut(a.start);
+        (&hi[..a.end - a.start], &mut lo[b])
+    }
 }
 
 #[cfg(test)]

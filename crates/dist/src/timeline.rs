@@ -41,8 +41,6 @@ pub enum Lane {
     Compute,
     /// Readiness negotiation with rank 0 (stall check).
     Negotiate,
-    /// Copies into and out of fusion buffers (and MPI's send copy).
-    FusionCopy,
     /// Moving and summing gradient bytes between ranks, and the divide by N.
     Allreduce,
     /// Applying the averaged gradients.
@@ -51,11 +49,10 @@ pub enum Lane {
 
 impl Lane {
     /// All lanes, in trace order.
-    pub const ALL: [Lane; 6] = [
+    pub const ALL: [Lane; 5] = [
         Lane::InputWait,
         Lane::Compute,
         Lane::Negotiate,
-        Lane::FusionCopy,
         Lane::Allreduce,
         Lane::Update,
     ];
@@ -66,7 +63,6 @@ impl Lane {
             Lane::InputWait => "input wait",
             Lane::Compute => "compute",
             Lane::Negotiate => "negotiate",
-            Lane::FusionCopy => "fusion copy",
             Lane::Allreduce => "allreduce",
             Lane::Update => "update",
         }

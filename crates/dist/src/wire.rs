@@ -58,6 +58,10 @@ pub(crate) trait WireFormat {
     /// `dst[i] = decode(incoming[i])`.
     fn overwrite(incoming: &[Self::Elem], dst: &mut [f32]);
 
+    /// `dst` itself as a receive buffer when the wire holds f32 (the all-gather then receives
+    /// straight into the gradients, with no copy); `None` when received data must be decoded.
+    fn receive_into(dst: &mut [f32]) -> Option<&mut [Self::Elem]>;
+
     /// Rounds a fully reduced chunk to what the other ranks will decode from the wire, so the
     /// owner of the chunk ends with the same bits as everyone else.
     fn quantize(chunk: &mut [f32], buf: &mut Vec<Self::Elem>);
@@ -81,6 +85,10 @@ impl WireFormat for F32Wire {
 
     fn overwrite(incoming: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(incoming);
+    }
+
+    fn receive_into(dst: &mut [f32]) -> Option<&mut [f32]> {
+        Some(dst)
     }
 
     fn quantize(_chunk: &mut [f32], _buf: &mut Vec<f32>) {}
@@ -107,6 +115,10 @@ impl WireFormat for F16Wire {
 
     fn overwrite(incoming: &[u16], dst: &mut [f32]) {
         incoming.reinterpret_cast::<f16>().convert_to_f32_slice(dst);
+    }
+
+    fn receive_into(_dst: &mut [f32]) -> Option<&mut [u16]> {
+        None
     }
 
     fn quantize(chunk: &mut [f32], buf: &mut Vec<u16>) {

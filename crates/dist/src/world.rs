@@ -13,7 +13,7 @@
 //!
 //! A returned error is the caller's to turn into an abort: [`World::fail`].
 
-use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
+use mpi::collective::{CommunicatorCollectives, Root};
 use mpi::datatype::PartitionMut;
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
@@ -266,9 +266,15 @@ impl World {
         if self.size == 1 {
             return;
         }
-        let send = values.to_vec();
-        self.comm
-            .all_reduce_into(&send[..], values, SystemOperation::sum());
+        crate::in_place::sum_in_place(&self.comm, values);
+    }
+
+    /// Sums `data` element-wise over all ranks with one `MPI_Allreduce(MPI_IN_PLACE)`: the
+    /// library's own all-reduce, the `mpi` method's work and the bench's reference.
+    pub fn mpi_sum_f32(&self, data: &mut [f32]) {
+        if self.size > 1 {
+            crate::in_place::sum_in_place(&self.comm, data);
+        }
     }
 
     /// Waits until every rank is here.

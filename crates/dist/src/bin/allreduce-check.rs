@@ -6,7 +6,9 @@
 //! JSON fields: `seconds_median` is rank 0's median over `--iters` (each after a barrier);
 //! `bus_gbps` = 2(N-1)/N x f32 bytes / time (f32 bytes even with fp16 on the wire, so the two
 //! compare as the same work); `max_abs_diff` is against the exact mean over all ranks;
-//! `identical_across_ranks` compares a hash of every rank's result bits.
+//! `identical_across_ranks` compares a hash of every rank's result bits. With `--method both` the
+//! iterations interleave the two methods, alternating which runs first; both reduce a buffer in
+//! place (`MPI_Allreduce` with `MPI_IN_PLACE`), the copy of the input outside the timed region.
 //! Used by the test suite and `make bench`. Exit codes: 0 ok, 1 a check failed, 2 an error
 //! (under mpirun: `rank R: error: ...` and MPI_Abort, so the whole job ends).
 
@@ -116,30 +118,50 @@ fn run(world: &World, args: &Args) -> Result<bool> {
 
     check_broadcasts(world)?;
     let input: Vec<f32> = (0..args.floats).map(|i| value(rank, i)).collect();
-    let mut outcomes = Vec::new();
+    // Every method gets its own reducer and buffer; the iterations interleave the methods and
+    // alternate which goes first (ABBA), so drift on a shared machine falls on both alike.
+    let mut outcomes = methods
+        .iter()
+        .map(|&method| {
+            let compression = if method == Allreduce::Ring {
+                args.compression
+            } else {
+                Compression::None
+            };
+            let reducer = Allreducer::new(method, compression, threshold_bytes, &tensor_lens)?;
+            Ok((
+                reducer,
+                Outcome {
+                    method,
+                    result: input.clone(),
+                    seconds: Vec::with_capacity(args.iters),
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut step = 0u64;
-    for &method in &methods {
-        let compression = if method == Allreduce::Ring {
-            args.compression
+    for iter in 0..args.iters {
+        let order: Vec<usize> = if iter % 2 == 0 {
+            (0..outcomes.len()).collect()
         } else {
-            Compression::None
+            (0..outcomes.len()).rev().collect()
         };
-        let mut reducer = Allreducer::new(method, compression, threshold_bytes, &tensor_lens)?;
-        let mut work = input.clone();
-        let mut seconds = Vec::with_capacity(args.iters);
-        for iter in 0..args.iters {
+        for i in order {
+            let (reducer, outcome) = &mut outcomes[i];
+            let (method, work) = (outcome.method, &mut outcome.result);
+            // Outside the timed region: both methods reduce a buffer in place.
             work.copy_from_slice(&input);
-            if args.fail_rank == Some(rank) && method == methods[0] && iter == args.iters / 2 {
+            if args.fail_rank == Some(rank) && i == 0 && iter == args.iters / 2 {
                 bail!(
                     "injected failure on rank {rank} at {method:?} iteration {iter} (--fail-rank)"
                 );
             }
-            if args.panic_rank == Some(rank) && method == methods[0] && iter == args.iters / 2 {
+            if args.panic_rank == Some(rank) && i == 0 && iter == args.iters / 2 {
                 panic!(
                     "injected panic on rank {rank} at {method:?} iteration {iter} (--panic-rank)"
                 );
             }
-            if args.sleep_rank == Some(rank) && iter == 1 {
+            if args.sleep_rank == Some(rank) && iter == 1 && i == 0 {
                 std::thread::sleep(Duration::from_secs_f64(args.sleep_s));
             }
             {
@@ -151,17 +173,13 @@ fn run(world: &World, args: &Args) -> Result<bool> {
             world.barrier();
             let start = Instant::now();
             reducer
-                .average(world, &mut work, timeline.as_ref())
+                .average(world, work, timeline.as_ref())
                 .with_context(|| format!("{method:?} all-reduce, iteration {iter}"))?;
-            seconds.push(start.elapsed().as_secs_f64());
+            outcome.seconds.push(start.elapsed().as_secs_f64());
             step += 1;
         }
-        outcomes.push(Outcome {
-            method,
-            result: work,
-            seconds,
-        });
     }
+    let outcomes: Vec<Outcome> = outcomes.into_iter().map(|(_, o)| o).collect();
     if let Some(t) = timeline {
         t.finish()?;
     }
