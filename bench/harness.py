@@ -8,7 +8,8 @@ Flow (each step appends samples to <results>/samples.jsonl as it goes, so a cras
      a photo-like set (bench/py/make_photos.py): pipeline-bench vs tf.data, train mode and bare
      whole-image decode (both sides read and parse the same records), and libjpeg-turbo's own
      tjbench decode rate of the same JPEG files (full size and 1/2 scale) as the limit;
-  4. training step: trainer bench vs the Keras step, with the pipeline and on a pre-made batch;
+  4. training step: trainer bench vs the Keras step, with the pipeline and on a pre-made batch,
+     ResNet-18 and ResNet-50, fp32 and bf16 (the trainer at np 1 takes its one-run step);
   5. all-reduce: ring vs MPI_Allreduce at np 2, 4, 8 for 1M and 25.6M floats;
   6. scaling: trainer bench images/s at np 2 vs np 1.
 Both sides of a comparison run alternately (ours first in even repetitions, the reference first in
@@ -359,46 +360,48 @@ class Bench:
                 self.sample(row, "ours", value=statistics.median(self.rates[(prefix, px)]))
 
     # ---- 4. training step -------------------------------------------------------------------
-    def steps_for(self, precision):
-        """fp32 gets the contract's 20 timed steps; bf16 and the scaling rows fewer, to fit 20 min."""
-        return self.args.steps if precision == "fp32" else max(2, self.args.steps // 2)
+    def steps_for(self, precision, depth=18):
+        """ResNet-18 fp32 gets the contract's 20 timed steps; bf16, ResNet-50 (about 4x the work
+        per step) and the scaling rows fewer, to fit the run in about 20 minutes."""
+        steps = self.args.steps if precision == "fp32" else max(2, self.args.steps // 2)
+        return steps if depth == 18 else max(2, steps // 3)
 
-    def trainer_cmd(self, records, precision, np_ranks=None, steps=None):
+    def trainer_cmd(self, records, precision, np_ranks=None, steps=None, depth=18):
         a = self.args
-        cmd = [self.exe("trainer"), "bench", "--depth", str(a.depth), "--classes", str(a.classes),
-               "--px", "128", "--batch", "32", "--steps", str(steps or self.steps_for(precision)),
+        cmd = [self.exe("trainer"), "bench", "--depth", str(depth), "--classes", str(a.classes),
+               "--px", "128", "--batch", "32", "--steps", str(steps or self.steps_for(precision, depth)),
                "--warmup", str(a.warmup),
                "--precision", precision, "--records", records, "--json"]
         if np_ranks:
             cmd = ["mpirun", "-np", str(np_ranks), "--oversubscribe"] + cmd
         return cmd
 
-    def train_rows(self, records, precision):
+    def train_rows(self, records, precision, depth):
         a = self.args
-        net = "ResNet-%d %s, %d classes, 128 px, batch 32, %d steps" % (
-            a.depth, precision, a.classes, self.steps_for(precision))
-        step_row = self.define("train/%s/step" % precision,
-                               "train step %s: trainer (fed by its pipeline) vs Keras tf.function" % net,
-                               "s/step", "time")
-        premade_row = self.define("train/%s/premade" % precision,
+        steps = self.steps_for(precision, depth)
+        net = "ResNet-%d %s, %d classes, 128 px, batch 32, %d steps" % (depth, precision, a.classes, steps)
+        key = "train/r%d/%s" % (depth, precision)
+        step_row = self.define(key + "/step",
+                               "train step %s: trainer at np 1 (fed by its pipeline) vs Keras tf.function"
+                               % net, "s/step", "time")
+        premade_row = self.define(key + "/premade",
                                   "train step %s, pre-made batch: our graph vs Keras" % net, "s/step", "time")
-        over_row = self.define("train/%s/overhead" % precision,
-                               "trainer step %s (ours column) vs our graph on a pre-made batch" % precision,
-                               "s/step", "overhead")
+        over_row = self.define(key + "/overhead",
+                               "trainer step ResNet-%d %s (ours column) vs our graph on a pre-made batch"
+                               % (depth, precision), "s/step", "overhead")
         ours_targets = [(step_row, "ours"), (premade_row, "ours"), (over_row, "ours"), (over_row, "reference")]
 
         def ours():
-            r = self.run_json(self.trainer_cmd(records, precision), ours=True)[-1]
-            self.check_params(precision, "ours", r.get("params"))
+            r = self.run_json(self.trainer_cmd(records, precision, depth=depth), ours=True)[-1]
+            self.check_params((depth, precision), "ours", r.get("params"))
             return {(step_row, "ours"): r["step_s_median"], (premade_row, "ours"): r["premade_step_s_median"],
                     (over_row, "ours"): r["step_s_median"], (over_row, "reference"): r["premade_step_s_median"]}
 
         def reference():
-            r = self.run_json([self.py, self.script("train_step_tf.py"), "--depth", str(a.depth), "--classes",
-                               str(a.classes), "--px", "128", "--batch", "32", "--steps",
-                               str(self.steps_for(precision)), "--warmup",
-                               str(a.warmup), "--precision", precision], ours=False)[-1]
-            self.check_params(precision, "reference", r.get("params"))
+            r = self.run_json([self.py, self.script("train_step_tf.py"), "--depth", str(depth), "--classes",
+                               str(a.classes), "--px", "128", "--batch", "32", "--steps", str(steps),
+                               "--warmup", str(a.warmup), "--precision", precision], ours=False)[-1]
+            self.check_params((depth, precision), "reference", r.get("params"))
             return {(step_row, "reference"): r["step_s_median"], (premade_row, "reference"): r["step_s_median"]}
 
         self.alternate([(ours_targets, ours), ([(step_row, "reference"), (premade_row, "reference")], reference)])
@@ -502,7 +505,7 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     args.pipeline_seconds = 3 if args.quick else 6
     args.tjbench_files, args.tjbench_seconds = (6, 0.2) if args.quick else (16, 0.3)
-    args.depth, args.classes = 18, 10
+    args.depths, args.classes = ([18] if args.quick else [18, 50]), 10
     args.steps, args.warmup = (5, 2) if args.quick else (20, 3)
     args.precisions = ["fp32"] if args.quick else ["fp32", "bf16"]
     return args
@@ -540,8 +543,9 @@ def main(argv=None):
                 bench.pipeline_rows(rec, px, "photo-like", "photos")
                 bench.tjbench_rows(os.path.join(photos, size), px, "photo-like", "photos")
         if "train" in only:
-            for precision in args.precisions:
-                bench.train_rows(rec160, precision)
+            for depth in args.depths:
+                for precision in args.precisions:
+                    bench.train_rows(rec160, precision, depth)
         if "allreduce" in only:
             bench.allreduce_rows()
         if "scaling" in only:
