@@ -304,6 +304,38 @@ fn the_fused_step_equals_gradients_then_apply_and_skips_when_not_finite() {
     assert_eq!(before[before.len() - p..], after[after.len() - p..]);
 }
 
+/// The overlapped step's two halves, run on two threads, deliver the same gradient bits as the
+/// one-run fetch, group by group (groups of one and of many variables), and the same metrics.
+#[test]
+fn overlapped_halves_deliver_the_same_gradients_group_by_group() {
+    let _cores = cores();
+    let cfg = small(Precision::Fp32);
+    let (mut a, mut b) = (built(&cfg), built(&cfg));
+    let n = b.trainable().len();
+    let groups = [0..1, 1..n / 2, n / 2..n - 1, n - 1..n];
+    b.enable_overlap(&groups).unwrap();
+    assert!(b.enable_overlap(&groups).is_err(), "once per graph");
+    let mut rng = Rng::new(21);
+    for _ in 0..2 {
+        let batch = blobs(4, 32, 10, &mut rng);
+        let want = a.gradients(&batch.view(), 4.0).unwrap();
+        let mut got = Gradients::zeros(b.num_params());
+        let (backward, reader) = b.overlapped(&batch.view(), 4.0).unwrap();
+        let metrics = std::thread::scope(|s| {
+            let worker = s.spawn(move || backward.run());
+            for g in (0..reader.groups()).rev() {
+                reader.take(g, &mut got).unwrap();
+            }
+            worker.join().unwrap().unwrap()
+        });
+        assert_eq!(metrics, want.metrics);
+        assert_eq!(got[..], want.grads[..]);
+        a.apply(&want.grads, 0.05).unwrap();
+        b.apply(&got, 0.05).unwrap();
+        assert_eq!(a.state_to_host().unwrap(), b.state_to_host().unwrap());
+    }
+}
+
 #[test]
 fn bad_batches_and_configs_are_refused_with_the_reason() {
     let _cores = cores();

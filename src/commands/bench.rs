@@ -12,9 +12,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use dawnrun_data::pipeline::{TrainConfig, TrainPipeline, DEFAULT_SHUFFLE_BUFFER};
+use dawnrun_dist::Allreducer;
 use dawnrun_dist::World;
 use dawnrun_records::shard_set::{count_records, list_shards};
-use dawnrun_schedule::{Allreduce, DataFormat, Precision};
+use dawnrun_schedule::{Allreduce, Compression, DataFormat, Precision};
 
 use crate::model::{BatchRef, ModelConfig, TrainGraph};
 use crate::train::log::StepLog;
@@ -46,6 +47,12 @@ pub struct BenchArgs {
     decode_threads: Option<usize>,
     #[arg(long, value_enum, default_value_t = Allreduce::Ring)]
     allreduce: Allreduce,
+    /// Fusion buffer size in MiB (the schedule's `distributed.fusion_threshold_mb`).
+    #[arg(long, default_value_t = 64.0)]
+    fusion_mb: f64,
+    /// All-reduce each fusion group while backward runs (`distributed.overlap`).
+    #[arg(long)]
+    overlap: bool,
     #[arg(long)]
     json: bool,
     /// Also write the training graph's GraphDef to this file and its step's node names to
@@ -76,6 +83,12 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
             .with_context(|| format!("writing {}", names.display()))?;
     }
     let mut replicas = Replicas::with_defaults(world, args.allreduce, &graph)?;
+    let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
+    let threshold = (args.fusion_mb * 1024.0 * 1024.0) as usize;
+    replicas.allreducer = Allreducer::new(args.allreduce, Compression::None, threshold, &lens)?;
+    if args.overlap {
+        replicas.enable_overlap(&mut graph)?;
+    }
     let log = StepLog::silent();
     let px = args.px as usize;
     let n = args.batch;
@@ -155,6 +168,8 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
     let global = (n * world.size()) as f64;
     let result = serde_json::json!({
         "np": world.size(),
+        "overlap": args.overlap,
+        "fusion_mb": args.fusion_mb,
         "depth": args.depth,
         "px": args.px,
         "batch_per_rank": n,

@@ -6,8 +6,8 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-use dawnrun_dist::World;
-use dawnrun_schedule::Allreduce;
+use dawnrun_dist::{Allreducer, World};
+use dawnrun_schedule::{Allreduce, Compression};
 
 use crate::model::{BatchRef, ModelConfig, TrainGraph};
 use crate::train::step::{average_gradients, Replicas};
@@ -25,6 +25,12 @@ pub struct GradcheckArgs {
     batch: usize,
     #[arg(long, value_enum, default_value_t = Allreduce::Ring)]
     allreduce: Allreduce,
+    /// Fusion buffer size in MiB (smaller: more groups).
+    #[arg(long, default_value_t = 64.0)]
+    fusion_mb: f64,
+    /// All-reduce each fusion group while backward runs (`distributed.overlap`).
+    #[arg(long)]
+    overlap: bool,
     /// Largest relative error (max |a - b| / max |b|) accepted.
     #[arg(long, default_value_t = 1e-4)]
     tolerance: f64,
@@ -68,6 +74,12 @@ pub fn run(args: &GradcheckArgs, world: &World) -> Result<()> {
     graph.state_from_host(&state)?;
 
     let mut replicas = Replicas::with_defaults(world, args.allreduce, &graph)?;
+    let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
+    let threshold = (args.fusion_mb * 1024.0 * 1024.0) as usize;
+    replicas.allreducer = Allreducer::new(args.allreduce, Compression::None, threshold, &lens)?;
+    if args.overlap {
+        replicas.enable_overlap(&mut graph)?;
+    }
     let own = batch_of(world.rank(), args);
     // The trainer's own first half of a step: gradients, readiness, all-reduce.
     let reduced = average_gradients(&mut graph, &mut replicas, &view(&own, args), 0)?.grads;

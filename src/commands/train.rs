@@ -138,6 +138,7 @@ fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
             stall_warning: Duration::from_secs_f64(distributed.stall_warning_s),
             stall_shutdown: (distributed.stall_shutdown_s > 0.0)
                 .then(|| Duration::from_secs_f64(distributed.stall_shutdown_s)),
+            overlap: distributed.overlap,
             timeline: args.timeline.clone(),
             decode_threads: super::decode_threads(args.decode_threads, world),
             test_fault: test_fault(world.rank()),

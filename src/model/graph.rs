@@ -11,14 +11,19 @@
 //! 3. [`TrainGraph::apply`]: feed the flat vector and the learning rate; momentum update.
 use super::layers::Net;
 use super::optim;
+use super::outputs::{
+    fetch_metrics, fetch_scalar, request, request_metrics, FusedOutput, Gradients, StepOutput,
+};
+use super::overlap::{enqueue_target, Backward, GradientQueues, GroupReader};
 use super::saver::Saver;
 use super::tf::{self, Var};
 use super::{loss, resnet, BuildContext, ModelConfig, ModelError};
 use super::{CheckpointMeta, Checkpointable};
+use std::ops::Range;
 use std::path::Path;
 use tensorflow::{
     ops, DataType, Operation, Output, Scope, Session, SessionOptions, SessionRunArgs, Shape,
-    Status, Tensor, TensorType,
+    Status, Tensor,
 };
 
 /// One trainable variable in the flat layout: gradients and `apply` feeds hold `len` floats of it
@@ -29,72 +34,6 @@ pub struct VarInfo {
     pub name: String,
     pub shape: Vec<i64>,
     pub len: usize,
-}
-
-/// The batch metrics of one step (means over the batch; over all ranks once all-reduced).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepMetrics {
-    /// Mean cross-entropy over the batch (with label smoothing).
-    pub loss: f32,
-    /// `loss + weight_decay * l2`.
-    pub total_loss: f32,
-    /// Fraction of the batch whose label is the arg-max / among the top 5 logits.
-    pub top1: f32,
-    pub top5: f32,
-}
-
-/// d total_loss / d w, flat in [`TrainGraph::trainable`] order, UNSCALED (loss scale divided
-/// out), averaged over this rank's batch. May hold inf/NaN when the scaled backward pass
-/// overflowed: the caller checks. It is the tensor the graph produced, reduced in place on the
-/// host and fed back to [`TrainGraph::apply`] as it is: 44 MB (ResNet-18) to 102 MB (ResNet-50)
-/// are never copied between the two session runs.
-pub struct Gradients(Tensor<f32>);
-
-impl Gradients {
-    /// Gradients made on the host (tests, tools): a copy of `values`.
-    pub fn from_host(values: &[f32]) -> Result<Gradients, ModelError> {
-        Tensor::new(&[values.len() as u64])
-            .with_values(values)
-            .map(Gradients)
-            .map_err(|source| ModelError::Run {
-                what: "copying gradients",
-                source: source.into(),
-            })
-    }
-}
-
-impl std::fmt::Debug for Gradients {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Gradients({} floats)", self.len())
-    }
-}
-
-impl std::ops::Deref for Gradients {
-    type Target = [f32];
-    fn deref(&self) -> &[f32] {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Gradients {
-    fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.0
-    }
-}
-
-/// What the gradient run of a step returns to the host.
-#[derive(Debug)]
-pub struct StepOutput {
-    pub grads: Gradients,
-    pub metrics: StepMetrics,
-}
-
-/// What the one-run step ([`TrainGraph::fused_step`]) returns.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FusedOutput {
-    pub metrics: StepMetrics,
-    /// The loss and every gradient were finite, so the update was applied.
-    pub applied: bool,
 }
 
 /// Node names of one training step (see [`TrainGraph::graph_def`]); outputs are `name:index`.
@@ -251,34 +190,6 @@ fn new_session(scope: &Scope) -> Result<Session, ModelError> {
     Session::new(&options, &scope.graph()).building("session")
 }
 
-fn fetch_scalar<T: TensorType + Copy>(
-    args: &mut SessionRunArgs,
-    token: tensorflow::FetchToken,
-    what: &'static str,
-) -> Result<T, ModelError> {
-    let t = args.fetch::<T>(token).map_err(|source| ModelError::Run {
-        what,
-        source: source.into(),
-    })?;
-    Ok(t[0])
-}
-
-fn fetch_metrics(
-    args: &mut SessionRunArgs,
-    [l, t, t1, t5]: [tensorflow::FetchToken; 4],
-) -> Result<StepMetrics, ModelError> {
-    Ok(StepMetrics {
-        loss: fetch_scalar(args, l, "fetching loss")?,
-        total_loss: fetch_scalar(args, t, "fetching total_loss")?,
-        top1: fetch_scalar(args, t1, "fetching top1")?,
-        top5: fetch_scalar(args, t5, "fetching top5")?,
-    })
-}
-
-fn request(args: &mut SessionRunArgs, out: &Output) -> tensorflow::FetchToken {
-    args.request_fetch(&out.operation, out.index)
-}
-
 /// The scope model ops are built in: the root, pinned to `cfg.device` if given.
 fn device_scope(root: &Scope, cfg: &ModelConfig) -> Scope {
     // An empty device string is "no constraint" (Scope is not Clone; this makes a copy).
@@ -305,6 +216,9 @@ pub struct TrainGraph {
     /// One-run step: momentum from the in-graph gradients, gated on `finite`.
     fused_apply: Operation,
     finite: Output,
+    /// Per-variable unscaled gradients, for the overlap queues.
+    unscaled: Vec<Output>,
+    queues: Option<GradientQueues>,
     init: Operation,
     state: Output, // [S] f32
     state_assign: Operation,
@@ -422,6 +336,8 @@ impl TrainGraph {
             apply,
             fused_apply,
             finite,
+            unscaled,
+            queues: None,
             init,
             state,
             state_assign,
@@ -507,7 +423,7 @@ impl TrainGraph {
         args.add_feed(&self.inputs.labels, 0, &lab);
         args.add_feed(&self.loss_scale, 0, &scale);
         let g = request(&mut args, &self.grads);
-        let m = self.request_metrics(&mut args);
+        let m = request_metrics(&mut args, self.metric_outputs());
         args.add_target(&self.bn_update);
         self.run(&mut args, "gradients")?;
         let grads = args.fetch::<f32>(g).map_err(|source| ModelError::Run {
@@ -558,7 +474,7 @@ impl TrainGraph {
         args.add_feed(&self.loss_scale, 0, &scale);
         args.add_feed(&self.learning_rate, 0, &lr);
         let f = request(&mut args, &self.finite);
-        let m = self.request_metrics(&mut args);
+        let m = request_metrics(&mut args, self.metric_outputs());
         args.add_target(&self.bn_update);
         args.add_target(&self.fused_apply);
         self.run(&mut args, "fused step")?;
@@ -572,8 +488,60 @@ impl TrainGraph {
         })
     }
 
-    fn request_metrics(&self, args: &mut SessionRunArgs) -> [tensorflow::FetchToken; 4] {
-        [&self.loss, &self.total_loss, &self.top1, &self.top5].map(|o| request(args, o))
+    fn metric_outputs(&self) -> [&Output; 4] {
+        [&self.loss, &self.total_loss, &self.top1, &self.top5]
+    }
+
+    /// Adds one gradient queue per group (`groups`: ranges of variable indices, in order,
+    /// covering every trainable) for [`TrainGraph::overlapped`]. Once per graph.
+    pub fn enable_overlap(&mut self, groups: &[Range<usize>]) -> Result<(), ModelError> {
+        let covered = groups
+            .iter()
+            .try_fold(0, |at, g| (g.start == at).then_some(g.end));
+        if self.queues.is_some() || covered != Some(self.trainable.len()) {
+            return Err(ModelError::Input {
+                what: "gradient groups",
+                detail: format!(
+                    "{groups:?} must cover the {} trainables in order, once per graph",
+                    self.trainable.len()
+                ),
+            });
+        }
+        let lens: Vec<usize> = self.trainable.iter().map(|v| v.len).collect();
+        let mut s = self._scope.new_sub_scope("overlap");
+        let queues = GradientQueues::build(&mut s, &self.unscaled, &lens, groups)
+            .building("gradient queues")?;
+        self.queues = Some(queues);
+        Ok(())
+    }
+
+    /// The two halves of an overlapped step on `batch` (see `model/overlap.rs`): run
+    /// [`Backward::run`] on one thread while this one takes the groups with
+    /// [`GroupReader::take`]; then [`TrainGraph::apply`] the averaged whole.
+    pub fn overlapped(
+        &self,
+        batch: &BatchRef,
+        loss_scale: f32,
+    ) -> Result<(Backward<'_>, GroupReader<'_>), ModelError> {
+        let queues = self.queues.as_ref().ok_or(ModelError::Input {
+            what: "overlapped step",
+            detail: "enable_overlap was not called".into(),
+        })?;
+        let (img, lab) = batch_tensors(batch, self.cfg.num_classes)?;
+        let backward = Backward {
+            session: &self.session,
+            feeds: vec![(self.loss_scale.clone(), Tensor::from(loss_scale))],
+            images: (self.inputs.images.clone(), img),
+            labels: (self.inputs.labels.clone(), lab),
+            metrics: self.metric_outputs(),
+            targets: [&self.bn_update, enqueue_target(queues)],
+            queues,
+        };
+        let reader = GroupReader {
+            session: &self.session,
+            queues,
+        };
+        Ok((backward, reader))
     }
 
     /// All state (trainables, BN moving statistics, momentum slots, in that order) as one flat

@@ -15,6 +15,8 @@
 //! Files: `tf.rs` crate workarounds, `layers.rs` conv / batch norm / dense, `resnet.rs` the
 //! network, `loss.rs` cross-entropy, L2 and top-k, `optim.rs` flat gradients and momentum,
 //! `saver.rs` the SaveV2/RestoreV2 ops, `graph.rs` the two graphs with their sessions,
+//! `outputs.rs` what a step returns, `overlap.rs` the gradient queues that let the all-reduce
+//! overlap backward,
 //! `export.rs` the inference graph as a SavedModel, `device.rs` the `--gpu` device check.
 mod device;
 mod export;
@@ -22,16 +24,17 @@ mod graph;
 mod layers;
 mod loss;
 mod optim;
+mod outputs;
+mod overlap;
 mod resnet;
 mod saver;
 pub(crate) mod tf;
 
 pub use device::{check_device, device_list};
 pub use export::{ExportGraph, ExportSpec, SYNSETS_FILE};
-pub use graph::{
-    BatchRef, EvalGraph, EvalOutput, FusedOutput, Gradients, StepMetrics, StepNodes, StepOutput,
-    TrainGraph, VarInfo,
-};
+pub use graph::{BatchRef, EvalGraph, EvalOutput, StepNodes, TrainGraph, VarInfo};
+pub use outputs::{FusedOutput, Gradients, StepMetrics, StepOutput};
+pub use overlap::{Backward, GroupReader};
 
 use std::path::{Path, PathBuf};
 

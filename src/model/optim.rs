@@ -12,10 +12,14 @@ use tensorflow::{ops, DataType, Operation, Output, Scope, Status};
 /// Concatenates tensors, each flattened, into one [sum of sizes] vector (the host layout).
 pub(crate) fn flat_concat(scope: &mut Scope, parts: &[Output]) -> Result<Output, Status> {
     let minus_one = tf::const_i32(scope, &[-1])?;
-    let flat = parts
+    let mut flat = parts
         .iter()
         .map(|p| Ok(ops::reshape(p.clone(), minus_one.clone(), scope)?.into()))
         .collect::<Result<Vec<Output>, Status>>()?;
+    if flat.len() == 1 {
+        // ConcatV2 wants at least two inputs.
+        return Ok(flat.remove(0));
+    }
     let axis = ops::constant(0i32, scope)?;
     Ok(ops::ConcatV2::new()
         .build_instance(flat, axis.into(), scope)?

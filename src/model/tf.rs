@@ -10,8 +10,9 @@
 //!    variable one `Identity` read (`<name>/read`, as Python TF1 does); every consumer, and the
 //!    gradient `x`, is that read, never the ref.
 //! 3. The generated builders for list-typed ops are wrong for `SaveV2` (its `tensors` list is added
-//!    as a single input) and `RestoreV2` (only output 0 is exposed). [`save_v2`] and
-//!    [`restore_v2`] build them by hand through `Graph::new_operation`.
+//!    as a single input), `QueueEnqueueV2` (the same) and `RestoreV2` (only output 0 is exposed).
+//!    [`save_v2`], [`queue_enqueue`] and [`restore_v2`] build them by hand through
+//!    `Graph::new_operation`.
 //! 4. `Variable::builder()` names its `Assign` and `Const` nodes from the scope's op name and
 //!    exposes no read; [`variable`] builds `VariableV2`, `<name>/read` and `<name>/Assign` itself
 //!    so node names (checkpoint keys: a file format others read) are exactly what we write.
@@ -120,6 +121,21 @@ pub(crate) fn save_v2(
     nd.add_input(slices);
     nd.add_input_list(tensors);
     nd.set_attr_type_list("dtypes", dtypes)?;
+    nd.finish()
+}
+
+/// `QueueEnqueueV2(queue, [value])`: its `components` is a list input (bug 3 above).
+pub(crate) fn queue_enqueue(
+    scope: &mut Scope,
+    queue: Output,
+    value: Output,
+) -> Result<Operation, Status> {
+    let name = scope.get_unique_name_for_op("QueueEnqueueV2");
+    let mut g = scope.graph_mut();
+    let mut nd = g.new_operation("QueueEnqueueV2", &name)?;
+    nd.add_input(queue);
+    nd.add_input_list(&[value]);
+    nd.set_attr_type_list("Tcomponents", &[DataType::Float])?;
     nd.finish()
 }
 

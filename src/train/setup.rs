@@ -41,6 +41,8 @@ pub struct RunConfig {
     pub stall_warning: Duration,
     /// End the job when a rank has not reached a step for this long (`None`: never).
     pub stall_shutdown: Option<Duration>,
+    /// All-reduce each fusion group while backward still runs (more than one rank only).
+    pub overlap: bool,
     pub timeline: Option<PathBuf>,
     pub decode_threads: usize,
     /// Test hook: a fault this rank injects into itself.
@@ -109,7 +111,7 @@ impl<'w> Trainer<'w> {
             StepLog::silent()
         };
         log.note(&format!(
-            "rank 0 of {}: ResNet-{} ({} params, {} classes), steps {}..{} of {}, {} fusion buffer(s), all-reduce {:?}",
+            "rank 0 of {}: ResNet-{} ({} params, {} classes), steps {}..{} of {}, {} fusion buffer(s), all-reduce {:?}{}",
             world.size(),
             cfg.model.depth,
             graph.num_params(),
@@ -119,6 +121,11 @@ impl<'w> Trainer<'w> {
             plan.total_steps(),
             allreducer.plan().groups().len(),
             cfg.allreduce,
+            if cfg.overlap && world.size() > 1 {
+                ", overlapped with backward"
+            } else {
+                ""
+            },
         ));
         let mut scaler = cfg.loss_scale.clone();
         if position.step > 0 {
@@ -127,7 +134,7 @@ impl<'w> Trainer<'w> {
         let watchdog = cfg
             .stall_shutdown
             .map(|limit| Watchdog::start(world, limit + watchdog_grace(limit), position.step));
-        let replicas = Replicas {
+        let mut replicas = Replicas {
             world,
             allreducer,
             stall: StallCheck::new(world, cfg.stall_warning, cfg.stall_shutdown),
@@ -136,7 +143,11 @@ impl<'w> Trainer<'w> {
             scaler,
             skipped_here: 0,
             skipped_everywhere: 0,
+            overlap: None,
         };
+        if cfg.overlap {
+            replicas.enable_overlap(&mut graph)?;
+        }
         Ok(Trainer {
             graph,
             replicas,

@@ -26,7 +26,7 @@ use dawnrun_schedule::{Allreduce, Compression};
 
 use super::log::StepLog;
 use super::loss_scale::{all_finite, LossScaler, Verdict};
-use crate::model::{BatchRef, StepMetrics, StepOutput, TrainGraph};
+use crate::model::{BatchRef, Gradients, StepMetrics, StepOutput, TrainGraph};
 
 /// What a step needs besides the graph: the other ranks, the timeline and the loss scaler.
 pub struct Replicas<'w> {
@@ -41,6 +41,14 @@ pub struct Replicas<'w> {
     pub skipped_here: u64,
     /// ... and the sum over all ranks, as of the last step.
     pub skipped_everywhere: u64,
+    /// Overlap the all-reduce with backward (see [`Replicas::enable_overlap`]); holds the flat
+    /// gradient buffer between steps.
+    pub overlap: Option<Overlap>,
+}
+
+/// The state of overlapped steps: on, and the reusable gradient buffer when no step holds it.
+pub struct Overlap {
+    buffer: Option<Gradients>,
 }
 
 impl<'w> Replicas<'w> {
@@ -58,7 +66,27 @@ impl<'w> Replicas<'w> {
             scaler: LossScaler::Static(1.0),
             skipped_here: 0,
             skipped_everywhere: 0,
+            overlap: None,
         })
+    }
+
+    /// From now on steps at more than one rank take each fusion group's gradients as soon as
+    /// backward has made them and all-reduce it while backward goes on (last layers first), as
+    /// Horovod does. The sums are the same bits as without overlap: the groups are the fusion
+    /// plan's. At one rank there is nothing to overlap and the one-run step stays.
+    pub fn enable_overlap(&mut self, graph: &mut TrainGraph) -> Result<()> {
+        if self.world.size() > 1 && self.overlap.is_none() {
+            let groups: Vec<_> = self
+                .allreducer
+                .plan()
+                .groups()
+                .iter()
+                .map(|g| g.tensors.clone())
+                .collect();
+            graph.enable_overlap(&groups)?;
+            self.overlap = Some(Overlap { buffer: None });
+        }
+        Ok(())
     }
 
     /// Marks progress (`step`, `lane`) for the watchdog and opens a timeline span for `lane`.
@@ -79,29 +107,41 @@ pub fn average_gradients(
     batch: &BatchRef,
     step: u64,
 ) -> Result<StepOutput> {
+    if ex.overlap.is_some() {
+        return overlapped_gradients(graph, ex, batch, step);
+    }
     let mut out = {
         let _s = ex.enter(step, Lane::Compute, "gradients");
         graph
             .gradients(batch, ex.scaler.scale())
             .with_context(|| format!("step {step}: forward/backward"))?
     };
-    {
-        if let Some(w) = &ex.watchdog {
-            w.mark(step, Lane::Negotiate);
-        }
-        let _s = ex
-            .timeline
-            .as_ref()
-            .map(|t| t.span(Lane::Negotiate, "ready"));
-        ex.stall.ready(ex.world, step)?;
-    }
+    ready(ex, step)?;
     if let Some(w) = &ex.watchdog {
         w.mark(step, Lane::Allreduce);
     }
     ex.allreducer
         .average(ex.world, &mut out.grads, ex.timeline.as_ref())
         .with_context(|| format!("step {step}: all-reduce"))?;
-    let m = &mut out.metrics;
+    share_metrics(ex, &mut out.metrics);
+    Ok(out)
+}
+
+/// Step 2: this rank reached `step` (rank 0 warns about, or ends the job over, late ranks).
+fn ready(ex: &mut Replicas, step: u64) -> Result<()> {
+    if let Some(w) = &ex.watchdog {
+        w.mark(step, Lane::Negotiate);
+    }
+    let _s = ex
+        .timeline
+        .as_ref()
+        .map(|t| t.span(Lane::Negotiate, "ready"));
+    Ok(ex.stall.ready(ex.world, step)?)
+}
+
+/// The metrics and skip counts summed over ranks in one small `MPI_Allreduce`; the metrics
+/// become means.
+fn share_metrics(ex: &mut Replicas, m: &mut StepMetrics) {
     let mut shared = [
         f64::from(m.loss),
         f64::from(m.total_loss),
@@ -116,7 +156,71 @@ pub fn average_gradients(
     m.top1 = (shared[2] / n) as f32;
     m.top5 = (shared[3] / n) as f32;
     ex.skipped_everywhere = shared[4].round() as u64;
-    Ok(out)
+}
+
+/// Steps 1-3 with the all-reduce overlapping backward: backward runs on a worker thread and
+/// enqueues each fusion group as it is made; this thread (the one that talks MPI) takes the
+/// groups last first and all-reduces each at once.
+fn overlapped_gradients(
+    graph: &mut TrainGraph,
+    ex: &mut Replicas,
+    batch: &BatchRef,
+    step: u64,
+) -> Result<StepOutput> {
+    let mut grads = ex
+        .overlap
+        .as_mut()
+        .and_then(|o| o.buffer.take())
+        .unwrap_or_else(|| Gradients::zeros(graph.num_params()));
+    if let Some(w) = &ex.watchdog {
+        w.mark(step, Lane::Compute);
+    }
+    let (backward, reader) = graph
+        .overlapped(batch, ex.scaler.scale())
+        .with_context(|| format!("step {step}: forward/backward"))?;
+    let Replicas {
+        world,
+        allreducer,
+        stall,
+        watchdog,
+        timeline,
+        ..
+    } = ex;
+    let (world, timeline, watchdog) = (*world, timeline.as_ref(), watchdog.as_ref());
+    let mark = |lane| {
+        if let Some(w) = watchdog {
+            w.mark(step, lane);
+        }
+    };
+    let (metrics, reduced) = std::thread::scope(|s| {
+        let worker = s.spawn(move || {
+            let _s = timeline.map(|t| t.span(Lane::Compute, "backward"));
+            backward.run()
+        });
+        let reduced = (|| -> Result<()> {
+            {
+                mark(Lane::Negotiate);
+                let _s = timeline.map(|t| t.span(Lane::Negotiate, "ready"));
+                stall.ready(world, step)?;
+            }
+            for g in (0..reader.groups()).rev() {
+                mark(Lane::Compute);
+                reader.take(g, &mut grads)?;
+                mark(Lane::Allreduce);
+                let elems = reader.elems(g);
+                allreducer.average_group(world, g, &mut grads[elems], timeline)?;
+            }
+            Ok(())
+        })();
+        (worker.join(), reduced)
+    });
+    let mut metrics = match metrics {
+        Ok(m) => m.with_context(|| format!("step {step}: forward/backward"))?,
+        Err(_) => bail!("step {step}: the backward thread panicked"),
+    };
+    reduced.with_context(|| format!("step {step}: overlapped all-reduce"))?;
+    share_metrics(ex, &mut metrics);
+    Ok(StepOutput { grads, metrics })
 }
 
 /// The whole step on `batch` at learning rate `lr`: steps 1-5 above (one session run at one
@@ -147,6 +251,9 @@ pub fn update(
             graph
                 .apply(&out.grads, lr as f32)
                 .with_context(|| format!("step {step}: applying gradients"))?;
+        }
+        if let Some(o) = &mut ex.overlap {
+            o.buffer = Some(out.grads);
         }
         (out.metrics, finite)
     };

@@ -96,28 +96,56 @@ impl Allreducer {
         if n <= 1 {
             return Ok(());
         }
+        for group in 0..self.plan.groups().len() {
+            let elems = self.plan.groups()[group].elems.clone();
+            self.average_group(world, group, &mut grads[elems], timeline)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces `data`, fusion group `group`'s range of the flat gradients, with its mean over
+    /// all ranks. Every rank must call it for the same group at the same time; [`average`]
+    /// is this for each group in plan order.
+    ///
+    /// [`average`]: Allreducer::average
+    pub fn average_group(
+        &mut self,
+        world: &World,
+        group: usize,
+        data: &mut [f32],
+        timeline: Option<&Timeline>,
+    ) -> Result<(), AllreduceError> {
         let groups = self.plan.groups().len();
-        for (group, g) in self.plan.groups().iter().enumerate() {
-            let data = &mut grads[g.elems.clone()];
-            match self.method {
-                Allreduce::Ring => timed(timeline, Lane::Allreduce, "ring sum", || {
-                    self.ring.sum(world, data, self.compression)
-                })
-                .map_err(|source| AllreduceError::Ring {
-                    rank: world.rank(),
-                    group,
-                    groups,
-                    source,
-                })?,
-                Allreduce::Mpi => timed(timeline, Lane::Allreduce, "MPI_Allreduce", || {
-                    world.mpi_sum_f32(data)
-                }),
-            }
-            let divisor = n as f32;
-            timed(timeline, Lane::Allreduce, "divide by N", || {
-                data.iter_mut().for_each(|v| *v /= divisor)
+        let expected = self.plan.groups().get(group).map(|g| g.elems.len());
+        if expected != Some(data.len()) {
+            return Err(AllreduceError::Length {
+                rank: world.rank(),
+                given: data.len(),
+                expected: expected.unwrap_or(0),
             });
         }
+        let n = world.size();
+        if n <= 1 {
+            return Ok(());
+        }
+        match self.method {
+            Allreduce::Ring => timed(timeline, Lane::Allreduce, "ring sum", || {
+                self.ring.sum(world, data, self.compression)
+            })
+            .map_err(|source| AllreduceError::Ring {
+                rank: world.rank(),
+                group,
+                groups,
+                source,
+            })?,
+            Allreduce::Mpi => timed(timeline, Lane::Allreduce, "MPI_Allreduce", || {
+                world.mpi_sum_f32(data)
+            }),
+        }
+        let divisor = n as f32;
+        timed(timeline, Lane::Allreduce, "divide by N", || {
+            data.iter_mut().for_each(|v| *v /= divisor)
+        });
         Ok(())
     }
 }

@@ -262,7 +262,11 @@ fn timeline_files_are_chrome_traces_with_one_pid_per_rank() {
         let count = |cat: &str| spans.iter().filter(|e| e["cat"] == cat).count();
         assert_eq!(count("negotiate"), 6, "3 iterations x 2 methods");
         // Per iteration and method: the sum and the divide by N, both in place.
-        assert_eq!(count("allreduce"), 12, "3 iterations x 2 methods x 2 phases");
+        assert_eq!(
+            count("allreduce"),
+            12,
+            "3 iterations x 2 methods x 2 phases"
+        );
     }
 }
 

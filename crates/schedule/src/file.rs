@@ -227,6 +227,10 @@ pub struct DistributedSettings {
     /// End the job when a rank has not reached a step for this long (Horovod's stall
     /// shutdown). Default 600 s; 0 turns it off.
     pub stall_shutdown_s: f64,
+    /// All-reduce each fusion group as soon as backward has made it, while backward goes on
+    /// (Horovod's overlap). Default false: on this 2-core machine it measured no faster
+    /// (BENCHMARKS.md); on a GPU server it hides the all-reduce behind backward.
+    pub overlap: bool,
 }
 
 impl Default for DistributedSettings {
@@ -237,6 +241,7 @@ impl Default for DistributedSettings {
             compression: Compression::default(),
             stall_warning_s: 60.0,
             stall_shutdown_s: 600.0,
+            overlap: false,
         }
     }
 }

@@ -58,6 +58,7 @@
 //!   compression: none           # [none] none | fp16
 //!   stall_warning_s: 60         # [60] warn when a rank is this late to a step
 //!   stall_shutdown_s: 600       # [600] end the job when a rank is this late; 0: never
+//!   overlap: false              # [false] all-reduce each fusion group while backward runs
 //! phases:                       # required, contiguous, first starts at epoch 0
 //!   - {epoch: [0, 6], lr: [1.0, 2.0], lr_method: linear, batch_size: 740,
 //!      image_size: [128, 128], data_dir: "160", prefix: train, min_scale: 0.08}
