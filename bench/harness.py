@@ -11,7 +11,8 @@ Flow (each step appends samples to <results>/samples.jsonl as it goes, so a cras
   4. training step: trainer bench vs the Keras step, with the pipeline and on a pre-made batch,
      ResNet-18 and ResNet-50, fp32 and bf16 (the trainer at np 1 takes its one-run step);
   5. all-reduce: ring vs MPI_Allreduce at np 2, 4, 8 for 1M and 25.6M floats;
-  6. scaling: trainer bench images/s at np 2 vs np 1.
+  6. scaling: trainer bench images/s at np 2 vs np 1, and at np 2 with the all-reduce overlapped
+     with backward vs not.
 Both sides of a comparison run alternately (ours first in even repetitions, the reference first in
 odd ones) and table.py takes medians. A missing command of ours becomes "n/a (missing: cmd)" in
 its row; a failing one becomes "error: ..." with the stderr tail in <results>/bench.log. Nothing
@@ -458,6 +459,23 @@ class Bench:
             return [(row, side)], go
 
         self.alternate([at(2, "ours"), at(1, "reference")])
+
+        over = self.define("scale/overlap", "trainer images/s at np 2, fp32, 4 MiB fusion groups: all-reduce "
+                           "overlapped with backward, 6 TF inter-op threads (ours column) vs after backward, "
+                           "TF's default threads (reference column)", "images/s (global)", "rate")
+
+        def overlap(on, side):
+            def go():
+                cmd = self.trainer_cmd(records, "fp32", 2, self.steps_for("scaling")) + ["--fusion-mb", "4"]
+                if on:
+                    cmd += ["--overlap", "--inter-op-threads", "6"]
+                r = self.run_json(cmd, ours=True)[-1]
+                if on:
+                    return {(over, side): (r["images_per_s"], {"allreduce_hidden_pct": r.get("allreduce_hidden_pct")})}
+                return {(over, side): r["images_per_s"]}
+            return [(over, side)], go
+
+        self.alternate([overlap(True, "ours"), overlap(False, "reference")])
 
     # ---- header and table -------------------------------------------------------------------
     def write_table(self, started):

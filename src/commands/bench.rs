@@ -53,6 +53,9 @@ pub struct BenchArgs {
     /// All-reduce each fusion group while backward runs (`distributed.overlap`).
     #[arg(long)]
     overlap: bool,
+    /// TensorFlow inter-op threads (`run.inter_op_threads`; 0: its default).
+    #[arg(long, default_value_t = 0)]
+    inter_op_threads: u32,
     #[arg(long)]
     json: bool,
     /// Also write the training graph's GraphDef to this file and its step's node names to
@@ -73,6 +76,7 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
     let mut cfg = ModelConfig::new(args.depth, args.classes);
     cfg.precision = args.precision;
     cfg.data_format = DataFormat::Nhwc;
+    cfg.inter_op_threads = args.inter_op_threads;
     let mut graph = TrainGraph::build(&cfg)?;
     graph.init()?;
     if let Some(path) = &args.graph_def {
@@ -169,6 +173,11 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
     let result = serde_json::json!({
         "np": world.size(),
         "overlap": args.overlap,
+        "inter_op_threads": args.inter_op_threads,
+        "allreduce_hidden_pct": replicas.overlap.as_ref().map(|o| {
+            let total = (o.hidden + o.exposed).as_secs_f64();
+            if total > 0.0 { 100.0 * o.hidden.as_secs_f64() / total } else { 0.0 }
+        }),
         "fusion_mb": args.fusion_mb,
         "depth": args.depth,
         "px": args.px,

@@ -178,14 +178,25 @@ fn flat_placeholder(scope: &mut Scope, name: &str, len: usize) -> Result<Operati
         .build(&mut scope.with_op_name(name))
 }
 
-/// `ConfigProto { allow_soft_placement: true }` serialised (field 7, varint 1): ops without a
-/// kernel on the pinned device (InTopKV2, string ops on a GPU) fall back to the CPU.
-const SOFT_PLACEMENT_CONFIG: [u8; 2] = [0x38, 0x01];
+/// The serialised `ConfigProto`: `allow_soft_placement` (field 7) so ops without a kernel on
+/// the pinned device (InTopKV2, string ops on a GPU) fall back to the CPU, and
+/// `inter_op_parallelism_threads` (field 5) when set.
+fn session_config(cfg: &ModelConfig) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let mut bytes = Vec::new();
+    encode_key(7, WireType::Varint, &mut bytes);
+    encode_varint(1, &mut bytes);
+    if cfg.inter_op_threads > 0 {
+        encode_key(5, WireType::Varint, &mut bytes);
+        encode_varint(u64::from(cfg.inter_op_threads), &mut bytes);
+    }
+    bytes
+}
 
-fn new_session(scope: &Scope) -> Result<Session, ModelError> {
+fn new_session(scope: &Scope, cfg: &ModelConfig) -> Result<Session, ModelError> {
     let mut options = SessionOptions::new();
     options
-        .set_config(&SOFT_PLACEMENT_CONFIG)
+        .set_config(&session_config(cfg))
         .building("session options")?;
     Session::new(&options, &scope.graph()).building("session")
 }
@@ -317,7 +328,7 @@ impl TrainGraph {
         let trainable = infos(&vars);
         let state_infos = infos(&state_vars);
         let state_len = state_vars.iter().map(|v| v.len()).sum();
-        let session = new_session(&scope)?;
+        let session = new_session(&scope, cfg)?;
         Ok(TrainGraph {
             cfg: cfg.clone(),
             _scope: scope,
@@ -695,7 +706,7 @@ impl EvalGraph {
         let init = tf::group(&mut scope, "init", &inits).building("init")?;
         let saver = Saver::build(&mut root.new_sub_scope("checkpoint"), &vars)
             .building("checkpoint ops")?;
-        let session = new_session(&scope)?;
+        let session = new_session(&scope, cfg)?;
         Ok(EvalGraph {
             cfg: cfg.clone(),
             _scope: scope,
@@ -757,5 +768,19 @@ impl Checkpointable for EvalGraph {
 
     fn read_bundle(&mut self, prefix: &Path) -> Result<CheckpointMeta, ModelError> {
         self.saver.read(&self.session, prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_config_is_the_config_proto_tensorflow_expects() {
+        let mut cfg = ModelConfig::new(18, 10);
+        assert_eq!(session_config(&cfg), [0x38, 0x01]);
+        cfg.inter_op_threads = 300;
+        // Field 5 varint 300 = 0xac 0x02.
+        assert_eq!(session_config(&cfg), [0x38, 0x01, 0x28, 0xac, 0x02]);
     }
 }

@@ -104,6 +104,8 @@ pub struct ModelConfig {
     pub device: Option<String>,
     /// Seeds every initialiser, so all ranks start from the same weights even before broadcast.
     pub seed: u64,
+    /// The session's inter-op thread pool size; 0 is TensorFlow's default (one per core).
+    pub inter_op_threads: u32,
 }
 
 impl ModelConfig {
@@ -125,6 +127,7 @@ impl ModelConfig {
             bn_epsilon: 1e-4,
             device: None,
             seed: 0,
+            inter_op_threads: 0,
         }
     }
 
@@ -142,6 +145,7 @@ impl ModelConfig {
             nesterov: r.nesterov,
             zero_init_last_bn_gamma: r.zero_init_last_bn_gamma,
             seed: r.seed,
+            inter_op_threads: r.inter_op_threads,
             ..ModelConfig::new(r.depth, num_classes)
         }
     }

@@ -16,7 +16,7 @@
 //! The training loop, `trainer bench` and `trainer gradcheck` all call these functions, so what
 //! is timed and checked is the step that trains.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use dawnrun_dist::stall::StallCheck;
@@ -49,6 +49,10 @@ pub struct Replicas<'w> {
 /// The state of overlapped steps: on, and the reusable gradient buffer when no step holds it.
 pub struct Overlap {
     buffer: Option<Gradients>,
+    /// All-reduce time spent while backward was still running (hidden) and after it ended
+    /// (exposed), summed over steps: what the overlap bought.
+    pub hidden: Duration,
+    pub exposed: Duration,
 }
 
 impl<'w> Replicas<'w> {
@@ -84,7 +88,11 @@ impl<'w> Replicas<'w> {
                 .map(|g| g.tensors.clone())
                 .collect();
             graph.enable_overlap(&groups)?;
-            self.overlap = Some(Overlap { buffer: None });
+            self.overlap = Some(Overlap {
+                buffer: None,
+                hidden: Duration::ZERO,
+                exposed: Duration::ZERO,
+            });
         }
         Ok(())
     }
@@ -192,6 +200,7 @@ fn overlapped_gradients(
             w.mark(step, lane);
         }
     };
+    let (mut hidden, mut exposed) = (Duration::ZERO, Duration::ZERO);
     let (metrics, reduced) = std::thread::scope(|s| {
         let worker = s.spawn(move || {
             let _s = timeline.map(|t| t.span(Lane::Compute, "backward"));
@@ -208,7 +217,10 @@ fn overlapped_gradients(
                 reader.take(g, &mut grads)?;
                 mark(Lane::Allreduce);
                 let elems = reader.elems(g);
+                let (start, behind) = (Instant::now(), !worker.is_finished());
                 allreducer.average_group(world, g, &mut grads[elems], timeline)?;
+                // A group counts as hidden when backward was still running as it started.
+                *(if behind { &mut hidden } else { &mut exposed }) += start.elapsed();
             }
             Ok(())
         })();
@@ -219,6 +231,10 @@ fn overlapped_gradients(
         Err(_) => bail!("step {step}: the backward thread panicked"),
     };
     reduced.with_context(|| format!("step {step}: overlapped all-reduce"))?;
+    if let Some(o) = &mut ex.overlap {
+        o.hidden += hidden;
+        o.exposed += exposed;
+    }
     share_metrics(ex, &mut metrics);
     Ok(StepOutput { grads, metrics })
 }

@@ -144,6 +144,10 @@ pub struct RunSettings {
     /// A JPEG whose header claims more pixels than this is skipped (named in the log) before
     /// any memory is allocated for it: a guard against decompression bombs. Default 100,000,000.
     pub max_image_pixels: u64,
+    /// TensorFlow's inter-op thread pool size (ops run side by side). Default 0: TensorFlow's
+    /// own choice, one per core. With `distributed.overlap` on a machine with few cores, more
+    /// threads let the gradient ops off the critical path run early (BENCHMARKS.md).
+    pub inter_op_threads: u32,
 }
 
 impl Default for RunSettings {
@@ -167,6 +171,7 @@ impl Default for RunSettings {
             log_every_steps: 625,
             seed: 0,
             max_image_pixels: 100_000_000,
+            inter_op_threads: 0,
         }
     }
 }

@@ -42,6 +42,7 @@
 //!   log_every_steps: 625        # [625]
 //!   seed: 0                     # [0]
 //!   max_image_pixels: 100000000 # [100000000] JPEGs claiming more pixels are skipped unread
+//!   inter_op_threads: 0         # [0] TensorFlow's inter-op threads; 0: its default (cores)
 //! eval:
 //!   data_dir: "320"             # ["320"]
 //!   prefix: validation          # [validation]
