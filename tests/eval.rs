@@ -13,33 +13,12 @@ const EXTRA: &str = "  log_every_steps: 8\n  checkpoint_every_steps: 16\n";
 /// A finished 64-step run with checkpoints at 16, 32, 48, 64 (made once per test binary).
 fn trained() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("dawnrun-eval-run-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let sched = schedule(&dir, "evalrun", EXTRA, &[PHASE]);
-        let mut c = command(&bin("trainer"));
-        c.arg(&sched).arg("--run-dir").arg(dir.join("run"));
-        ok(c);
-        dir.join("run")
-    })
+    DIR.get_or_init(|| train_run("evalrun", EXTRA, PHASE))
 }
 
 /// A copy of the trained run without any evaluation results.
 fn fresh_copy(tmp: &Path) -> PathBuf {
-    let dst = tmp.join("run");
-    let out = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(trained())
-        .arg(&dst)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    for f in ["eval", "eval.tsv", "eval.jsonl", "eval.png"] {
-        let _ = std::fs::remove_dir_all(dst.join(f));
-        let _ = std::fs::remove_file(dst.join(f));
-    }
-    dst
+    unevaluated_copy(trained(), tmp)
 }
 
 fn rows(run: &Path) -> Vec<serde_json::Value> {

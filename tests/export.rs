@@ -17,34 +17,17 @@ const EXTRA: &str = "  checkpoint_every_steps: 16\n";
 fn trained() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("dawnrun-export-run-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let sched = schedule(&dir, "exportrun", EXTRA, &[PHASE]);
-        let mut c = command(&bin("trainer"));
-        c.arg(&sched).arg("--run-dir").arg(dir.join("run"));
-        ok(c);
+        let run = train_run("exportrun", EXTRA, PHASE);
         let mut c = command(&bin("eval-sweep"));
-        c.arg(dir.join("run"));
+        c.arg(&run);
         ok(c);
-        dir.join("run")
+        run
     })
 }
 
 /// A copy of the trained run whose schedule evaluates with `crop_mode: short_side`.
 fn short_side_copy(tmp: &Path) -> PathBuf {
-    let dst = tmp.join("run");
-    let out = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(trained())
-        .arg(&dst)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    for f in ["eval", "eval.tsv", "eval.jsonl", "eval.png"] {
-        let _ = std::fs::remove_dir_all(dst.join(f));
-        let _ = std::fs::remove_file(dst.join(f));
-    }
+    let dst = unevaluated_copy(trained(), tmp);
     let sched = dst.join("schedule.yaml");
     let text = std::fs::read_to_string(&sched).unwrap().replace(
         "eval:\n",

@@ -65,11 +65,8 @@ fn a_frozen_rank_ends_the_job_naming_it_the_step_and_the_wait() {
         &[P1],
     );
     let run_dir = tmp.path().join("run");
-    let mut c = mpirun(2, &bin("trainer"));
-    c.arg(&sched)
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .env("DAWNRUN_FAIL_RANK", "1")
+    let mut c = trainer_mpirun(2, &sched, &run_dir);
+    c.env("DAWNRUN_FAIL_RANK", "1")
         .env("DAWNRUN_FREEZE_AT_STEP", "5");
     // SIGSTOP: rank 1 never errors, never exits; only the stall shutdown can end the job.
     let out = run_bounded(c, Duration::from_secs(240));
@@ -89,11 +86,8 @@ fn a_rank_killed_with_sigkill_ends_the_job_and_the_run_resumes_to_the_end() {
     let tmp = tempdir();
     let sched = faults_schedule(tmp.path(), "killed", "", &[P1]);
     let run_dir = tmp.path().join("run");
-    let mut c = mpirun(2, &bin("trainer"));
-    c.arg(&sched)
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .env("DAWNRUN_FAIL_RANK", "1")
+    let mut c = trainer_mpirun(2, &sched, &run_dir);
+    c.env("DAWNRUN_FAIL_RANK", "1")
         .env("DAWNRUN_KILL_AT_STEP", "10");
     let out = run_bounded(c, Duration::from_secs(240));
     assert!(!out.status.success(), "{}", text(&out.stderr));
@@ -103,8 +97,8 @@ fn a_rank_killed_with_sigkill_ends_the_job_and_the_run_resumes_to_the_end() {
         ["ckpt-4.index", "ckpt-8.index"]
     );
 
-    let mut c = mpirun(2, &bin("trainer"));
-    c.arg(&sched).arg("--run-dir").arg(&run_dir).arg("--resume");
+    let mut c = trainer_mpirun(2, &sched, &run_dir);
+    c.arg("--resume");
     let out = run_bounded(c, Duration::from_secs(240));
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -209,8 +203,7 @@ fn a_missing_later_phase_folder_is_refused_before_step_0() {
     let later = r#"{epoch: [2, 3], lr: [0.1, 0.01], lr_method: exp, batch_size: 8, image_size: 32, data_dir: "absent"}"#;
     let sched = faults_schedule(tmp.path(), "later", "", &[P1, later]);
     let run_dir = tmp.path().join("run");
-    let mut c = mpirun(2, &bin("trainer"));
-    c.arg(&sched).arg("--run-dir").arg(&run_dir);
+    let c = trainer_mpirun(2, &sched, &run_dir);
     let out = run_bounded(c, Duration::from_secs(240));
     let err = text(&out.stderr);
     assert!(!out.status.success(), "{err}");
@@ -299,11 +292,8 @@ fn damaged_and_panicking_jpegs_are_skipped_named_and_counted_over_all_ranks() {
 
     let sched = faults_schedule(tmp.path(), "bad-jpegs", "", &[P1]);
     let run_dir = tmp.path().join("run");
-    let mut c = mpirun(2, &bin("trainer"));
-    c.arg(&sched)
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .arg("--data")
+    let mut c = trainer_mpirun(2, &sched, &run_dir);
+    c.arg("--data")
         .arg(&records)
         .env("DAWNRUN_DECODE_PANIC_MARKER", "dawnrun-panic");
     let out = run_bounded(c, Duration::from_secs(240));

@@ -23,11 +23,8 @@ fn every_rank_ends_with_identical_weights_at_np_2_3_and_4() {
     let sched = tiny_schedule(tmp.path());
     for np in [2usize, 3, 4] {
         let run_dir = tmp.path().join(format!("np{np}"));
-        let mut c = mpirun(np, &bin("trainer"));
-        c.arg(&sched)
-            .arg("--run-dir")
-            .arg(&run_dir)
-            .args(["--max-steps", "6"]);
+        let mut c = trainer_mpirun(np, &sched, &run_dir);
+        c.args(["--max-steps", "6"]);
         let out = ok(c);
         let log = text(&out.stderr);
         assert!(
@@ -53,11 +50,8 @@ fn every_rank_ends_with_identical_weights_at_np_2_3_and_4() {
 fn mpi_allreduce_also_keeps_replicas_identical() {
     let tmp = tempdir();
     let sched = tiny_schedule(tmp.path());
-    let mut c = mpirun(2, &bin("trainer"));
-    c.arg(&sched)
-        .arg("--run-dir")
-        .arg(tmp.path().join("run"))
-        .args(["--max-steps", "3", "--allreduce", "mpi"]);
+    let mut c = trainer_mpirun(2, &sched, &tmp.path().join("run"));
+    c.args(["--max-steps", "3", "--allreduce", "mpi"]);
     let out = ok(c);
     assert!(text(&out.stderr).contains("all 2 ranks hold identical weights"));
 }
@@ -93,11 +87,8 @@ fn an_overlapped_run_matches_the_plain_run_step_for_step() {
         );
         let sched = schedule(tmp.path(), &name, &extra, &[TINY]);
         let run_dir = tmp.path().join(&name);
-        let mut c = mpirun(2, &bin("trainer"));
-        c.arg(&sched)
-            .arg("--run-dir")
-            .arg(&run_dir)
-            .args(["--max-steps", "5"]);
+        let mut c = trainer_mpirun(2, &sched, &run_dir);
+        c.args(["--max-steps", "5"]);
         let out = ok(c);
         let err = text(&out.stderr);
         assert!(err.contains("all 2 ranks hold identical weights"), "{err}");
@@ -122,11 +113,8 @@ fn an_overlapped_run_matches_the_plain_run_step_for_step() {
 fn one_failing_rank_ends_a_four_rank_job_promptly_with_its_message() {
     let tmp = tempdir();
     let sched = tiny_schedule(tmp.path());
-    let mut c = mpirun(4, &bin("trainer"));
-    c.arg(&sched)
-        .arg("--run-dir")
-        .arg(tmp.path().join("run"))
-        .env("DAWNRUN_FAIL_RANK", "2")
+    let mut c = trainer_mpirun(4, &sched, &tmp.path().join("run"));
+    c.env("DAWNRUN_FAIL_RANK", "2")
         .env("DAWNRUN_FAIL_AT_STEP", "2");
     let start = Instant::now();
     let out = run(c);
@@ -178,11 +166,8 @@ fn a_two_rank_run_resumes_on_one_rank_at_the_same_epoch() {
     let tmp = tempdir();
     let sched = tiny_schedule(tmp.path());
     let run_dir = tmp.path().join("run");
-    let mut c = mpirun(2, &bin("trainer"));
-    c.arg(&sched)
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .args(["--max-steps", "8"]);
+    let mut c = trainer_mpirun(2, &sched, &run_dir);
+    c.args(["--max-steps", "8"]);
     ok(c);
     // np 2: 16 steps per epoch, so ckpt-8 is epoch 0.5; np 1 has 32 steps per epoch: step 16.
     let mut c = command(&bin("trainer"));
@@ -201,12 +186,8 @@ fn timeline_writes_a_chrome_trace_per_rank_with_every_step_phase() {
     let tmp = tempdir();
     let sched = tiny_schedule(tmp.path());
     let trace = tmp.path().join("trace.json");
-    let mut c = mpirun(2, &bin("trainer"));
-    c.arg(&sched)
-        .arg("--run-dir")
-        .arg(tmp.path().join("run"))
-        .args(["--max-steps", "3", "--timeline"])
-        .arg(&trace);
+    let mut c = trainer_mpirun(2, &sched, &tmp.path().join("run"));
+    c.args(["--max-steps", "3", "--timeline"]).arg(&trace);
     ok(c);
     for rank in 0..2 {
         let path = tmp.path().join(format!("trace.rank{rank}.json"));

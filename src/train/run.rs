@@ -131,9 +131,8 @@ fn signal_self(signal: &str, step: u64) -> Result<()> {
 /// Names, on this rank's stderr, the images its pipeline skipped since the last call (whichever
 /// rank meets a bad image names it); returns how many were new.
 fn report_skips(pipeline: &TrainPipeline, reported: &mut usize, rank: usize) -> u64 {
-    let stats = pipeline.stats();
-    let new = stats.skipped.get(*reported..).unwrap_or_default();
-    for s in new {
+    let new = pipeline.skipped_since(*reported);
+    for s in &new {
         eprintln!(
             "rank {rank}: skipped an undecodable JPEG: {}: record at byte {}: {}",
             s.file.display(),
@@ -141,7 +140,7 @@ fn report_skips(pipeline: &TrainPipeline, reported: &mut usize, rank: usize) -> 
             s.cause
         );
     }
-    *reported = stats.skipped.len();
+    *reported += new.len();
     new.len() as u64
 }
 

@@ -55,6 +55,43 @@ pub fn mpirun(np: usize, program: &Path) -> Command {
     c
 }
 
+/// Trains one single-process run of `phase` (schedule `name`, run keys `extra_run`) in a fresh
+/// folder of this process and returns its run directory.
+pub fn train_run(name: &str, extra_run: &str, phase: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dawnrun-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sched = schedule(&dir, name, extra_run, &[phase]);
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched).arg("--run-dir").arg(dir.join("run"));
+    ok(c);
+    dir.join("run")
+}
+
+/// A copy of `run` in `tmp/run` without any evaluation results.
+pub fn unevaluated_copy(run: &Path, tmp: &Path) -> PathBuf {
+    let dst = tmp.join("run");
+    let out = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(run)
+        .arg(&dst)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for f in ["eval", "eval.tsv", "eval.jsonl", "eval.png"] {
+        let _ = std::fs::remove_dir_all(dst.join(f));
+        let _ = std::fs::remove_file(dst.join(f));
+    }
+    dst
+}
+
+/// `trainer SCHEDULE --run-dir RUN_DIR` under `mpirun -np NP`; add flags and env to taste.
+pub fn trainer_mpirun(np: usize, schedule: &Path, run_dir: &Path) -> Command {
+    let mut c = mpirun(np, &bin("trainer"));
+    c.arg(schedule).arg("--run-dir").arg(run_dir);
+    c
+}
+
 pub fn run(mut cmd: Command) -> Output {
     cmd.output().expect("spawn")
 }

@@ -322,6 +322,14 @@ impl Engine {
         }
     }
 
+    fn skipped_since(&self, seen: usize) -> Vec<SkippedImage> {
+        self.shared
+            .skipped
+            .lock()
+            .map(|s| s.get(seen..).unwrap_or_default().to_vec())
+            .unwrap_or_default()
+    }
+
     fn stats(&self) -> PipelineStats {
         PipelineStats {
             images_decoded: self.shared.decoded.load(Ordering::Relaxed),
@@ -513,6 +521,12 @@ impl TrainPipeline {
 
     pub fn stats(&self) -> PipelineStats {
         self.engine.stats()
+    }
+
+    /// The images skipped after the first `seen` (in delivery order): what the trainer has
+    /// not reported yet, without copying the whole list every step.
+    pub fn skipped_since(&self, seen: usize) -> Vec<SkippedImage> {
+        self.engine.skipped_since(seen)
     }
 }
 
