@@ -22,11 +22,7 @@ fn fresh_copy(tmp: &Path) -> PathBuf {
 }
 
 fn rows(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("eval.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    json_rows(&run.join("eval.jsonl"))
 }
 
 #[test]

@@ -86,11 +86,7 @@ fn check_in_python(export: &Path, crop: &str, tmp: &Path) -> serde_json::Value {
 }
 
 fn eval_rows(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("eval.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    json_rows(&run.join("eval.jsonl"))
 }
 
 #[test]

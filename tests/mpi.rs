@@ -115,15 +115,19 @@ fn one_failing_rank_ends_a_four_rank_job_promptly_with_its_message() {
     let mut c = trainer_mpirun(4, &sched, &tmp.path().join("run"));
     c.env("DAWNRUN_FAIL_RANK", "2")
         .env("DAWNRUN_FAIL_AT_STEP", "2");
+    ends_with_the_failure(c, 2);
+}
+
+/// Runs the job and checks it failed by itself (not by `timeout`, which exits 124) with
+/// `rank`'s injected error; returns stderr.
+fn ends_with_the_failure(c: std::process::Command, rank: usize) -> String {
     let out = run(c);
     let err = text(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    // `timeout` exits 124: the job must end by itself, not by the time limit.
     assert_ne!(out.status.code(), Some(124), "the job hung:\n{err}");
-    assert!(
-        err.contains("rank 2: error: step 2: failing on purpose"),
-        "{err}"
-    );
+    let want = format!("rank {rank}: error: step 2: failing on purpose");
+    assert!(err.contains(&want), "{err}");
+    err
 }
 
 /// With overlap on, the other rank waits in two places a dead peer never answers (its own
@@ -136,15 +140,8 @@ fn a_failing_rank_ends_an_overlapped_job_too() {
     let mut c = trainer_mpirun(2, &sched, &tmp.path().join("run"));
     c.env("DAWNRUN_FAIL_RANK", "1")
         .env("DAWNRUN_FAIL_AT_STEP", "2");
-    let out = run(c);
-    let err = text(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert_ne!(out.status.code(), Some(124), "the job hung:\n{err}");
+    let err = ends_with_the_failure(c, 1);
     assert!(err.contains("overlapped with backward"), "{err}");
-    assert!(
-        err.contains("rank 1: error: step 2: failing on purpose"),
-        "{err}"
-    );
 }
 
 #[test]

@@ -140,7 +140,8 @@ def main():
 
     import tensorflow as tf
 
-    tf.compat.v1.disable_eager_execution() if args.side == "ours" else None
+    if args.side == "ours":
+        tf.compat.v1.disable_eager_execution()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(args.batch, args.px, args.px, 3), dtype=np.uint8)
     labels = rng.integers(0, args.classes, size=(args.batch,), dtype=np.int32)

@@ -12,10 +12,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use dawnrun_data::pipeline::{TrainConfig, TrainPipeline, DEFAULT_SHUFFLE_BUFFER};
-use dawnrun_dist::Allreducer;
 use dawnrun_dist::World;
 use dawnrun_records::shard_set::{count_records, list_shards};
-use dawnrun_schedule::{Allreduce, Compression, DataFormat, Precision};
+use dawnrun_schedule::{Allreduce, DataFormat, Precision};
 
 use crate::model::{BatchRef, ModelConfig, TrainGraph};
 use crate::train::log::StepLog;
@@ -86,10 +85,8 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
         std::fs::write(&names, serde_json::to_string_pretty(&nodes)?)
             .with_context(|| format!("writing {}", names.display()))?;
     }
-    let mut replicas = Replicas::with_defaults(world, args.allreduce, &graph)?;
-    let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
-    let threshold = (args.fusion_mb * 1024.0 * 1024.0) as usize;
-    replicas.allreducer = Allreducer::new(args.allreduce, Compression::None, threshold, &lens)?;
+    let fusion_bytes = (args.fusion_mb * 1024.0 * 1024.0) as usize;
+    let mut replicas = Replicas::with_defaults(world, args.allreduce, fusion_bytes, &graph)?;
     if args.overlap {
         replicas.enable_overlap(&mut graph)?;
     }

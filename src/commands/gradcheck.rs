@@ -6,8 +6,8 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-use dawnrun_dist::{Allreducer, World};
-use dawnrun_schedule::{Allreduce, Compression};
+use dawnrun_dist::World;
+use dawnrun_schedule::Allreduce;
 
 use crate::model::{BatchRef, ModelConfig, TrainGraph};
 use crate::train::step::{average_gradients, Replicas};
@@ -73,10 +73,8 @@ pub fn run(args: &GradcheckArgs, world: &World) -> Result<()> {
     world.broadcast_f32(&mut state, 0)?;
     graph.state_from_host(&state)?;
 
-    let mut replicas = Replicas::with_defaults(world, args.allreduce, &graph)?;
-    let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
-    let threshold = (args.fusion_mb * 1024.0 * 1024.0) as usize;
-    replicas.allreducer = Allreducer::new(args.allreduce, Compression::None, threshold, &lens)?;
+    let fusion_bytes = (args.fusion_mb * 1024.0 * 1024.0) as usize;
+    let mut replicas = Replicas::with_defaults(world, args.allreduce, fusion_bytes, &graph)?;
     if args.overlap {
         replicas.enable_overlap(&mut graph)?;
     }

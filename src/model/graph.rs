@@ -14,7 +14,7 @@ use super::optim;
 use super::outputs::{
     fetch_metrics, fetch_scalar, request, request_metrics, FusedOutput, Gradients, StepOutput,
 };
-use super::overlap::{enqueue_target, Backward, GradientQueues, GroupReader};
+use super::overlap::{Backward, GradientQueues, GroupReader};
 use super::saver::Saver;
 use super::tf::{self, Var};
 use super::{loss, resnet, BuildContext, ModelConfig, ModelError};
@@ -541,11 +541,11 @@ impl TrainGraph {
         let (img, lab) = batch_tensors(batch, self.cfg.num_classes)?;
         let backward = Backward {
             session: &self.session,
-            feeds: vec![(self.loss_scale.clone(), Tensor::from(loss_scale))],
+            loss_scale: (self.loss_scale.clone(), Tensor::from(loss_scale)),
             images: (self.inputs.images.clone(), img),
             labels: (self.inputs.labels.clone(), lab),
             metrics: self.metric_outputs(),
-            targets: [&self.bn_update, enqueue_target(queues)],
+            targets: [&self.bn_update, &queues.enqueue_all],
             queues,
         };
         let reader = GroupReader {

@@ -20,7 +20,7 @@ pub(crate) struct GradientQueues {
     /// Element range of each group in the flat gradient layout.
     elems: Vec<Range<usize>>,
     /// One enqueue per group, grouped into one target.
-    enqueue_all: Operation,
+    pub(crate) enqueue_all: Operation,
     dequeue: Vec<Output>,
     close_all: Operation,
 }
@@ -74,7 +74,7 @@ impl GradientQueues {
 /// The first half of an overlapped step: run it on a worker thread.
 pub struct Backward<'g> {
     pub(crate) session: &'g Session,
-    pub(crate) feeds: Vec<(Operation, Tensor<f32>)>,
+    pub(crate) loss_scale: (Operation, Tensor<f32>),
     pub(crate) images: (Operation, Tensor<u8>),
     pub(crate) labels: (Operation, Tensor<i32>),
     pub(crate) metrics: [&'g Output; 4],
@@ -90,9 +90,7 @@ impl Backward<'_> {
         let mut args = SessionRunArgs::new();
         args.add_feed(&self.images.0, 0, &self.images.1);
         args.add_feed(&self.labels.0, 0, &self.labels.1);
-        for (op, t) in &self.feeds {
-            args.add_feed(op, 0, t);
-        }
+        args.add_feed(&self.loss_scale.0, 0, &self.loss_scale.1);
         let tokens = request_metrics(&mut args, self.metrics);
         for t in self.targets {
             args.add_target(t);
@@ -146,8 +144,4 @@ impl GroupReader<'_> {
         into[self.elems(g)].copy_from_slice(&t);
         Ok(())
     }
-}
-
-pub(crate) fn enqueue_target(queues: &GradientQueues) -> &Operation {
-    &queues.enqueue_all
 }

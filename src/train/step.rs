@@ -57,13 +57,18 @@ pub struct Overlap {
 
 impl<'w> Replicas<'w> {
     /// The step's defaults for `graph`, as `trainer bench` and `trainer gradcheck` measure it:
-    /// fp32 on the wire, 64 MiB fusion buffers, a 60 s stall warning, no stall shutdown, no
-    /// timeline, loss scale 1.
-    pub fn with_defaults(world: &'w World, method: Allreduce, graph: &TrainGraph) -> Result<Self> {
+    /// fp32 on the wire, fusion buffers of `fusion_bytes`, a 60 s stall warning, no stall
+    /// shutdown, no timeline, loss scale 1.
+    pub fn with_defaults(
+        world: &'w World,
+        method: Allreduce,
+        fusion_bytes: usize,
+        graph: &TrainGraph,
+    ) -> Result<Self> {
         let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
         Ok(Replicas {
             world,
-            allreducer: Allreducer::new(method, Compression::None, 64 << 20, &lens)?,
+            allreducer: Allreducer::new(method, Compression::None, fusion_bytes, &lens)?,
             stall: StallCheck::new(world, Duration::from_secs(60), None),
             watchdog: None,
             timeline: None,
@@ -124,7 +129,13 @@ pub fn average_gradients(
             .gradients(batch, ex.scaler.scale())
             .with_context(|| format!("step {step}: forward/backward"))?
     };
-    ready(ex, step)?;
+    ready(
+        &mut ex.stall,
+        ex.world,
+        ex.watchdog.as_ref(),
+        ex.timeline.as_ref(),
+        step,
+    )?;
     if let Some(w) = &ex.watchdog {
         w.mark(step, Lane::Allreduce);
     }
@@ -136,15 +147,20 @@ pub fn average_gradients(
 }
 
 /// Step 2: this rank reached `step` (rank 0 warns about, or ends the job over, late ranks).
-fn ready(ex: &mut Replicas, step: u64) -> Result<()> {
-    if let Some(w) = &ex.watchdog {
+/// Takes the parts it needs, not the whole `Replicas`, so the overlapped step can call it while
+/// its worker thread borrows the timeline.
+fn ready(
+    stall: &mut StallCheck,
+    world: &World,
+    watchdog: Option<&Watchdog>,
+    timeline: Option<&Timeline>,
+    step: u64,
+) -> Result<()> {
+    if let Some(w) = watchdog {
         w.mark(step, Lane::Negotiate);
     }
-    let _s = ex
-        .timeline
-        .as_ref()
-        .map(|t| t.span(Lane::Negotiate, "ready"));
-    Ok(ex.stall.ready(ex.world, step)?)
+    let _s = timeline.map(|t| t.span(Lane::Negotiate, "ready"));
+    Ok(stall.ready(world, step)?)
 }
 
 /// The metrics and skip counts summed over ranks in one small `MPI_Allreduce`; the metrics
@@ -207,11 +223,7 @@ fn overlapped_gradients(
             backward.run()
         });
         let reduced = (|| -> Result<()> {
-            {
-                mark(Lane::Negotiate);
-                let _s = timeline.map(|t| t.span(Lane::Negotiate, "ready"));
-                stall.ready(world, step)?;
-            }
+            ready(stall, world, watchdog, timeline, step)?;
             for g in (0..reader.groups()).rev() {
                 mark(Lane::Compute);
                 reader.take(g, &mut grads)?;

@@ -158,12 +158,18 @@ pub fn schedule(dir: &Path, name: &str, extra_run: &str, phases: &[&str]) -> Pat
     path
 }
 
-/// The rows of `<run>/metrics.jsonl`.
-pub fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-    text.lines()
+/// The rows of a JSON-lines file.
+pub fn json_rows(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// The rows of `<run>/metrics.jsonl`.
+pub fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
+    json_rows(&run_dir.join("metrics.jsonl"))
 }
 
 pub fn python() -> PathBuf {
