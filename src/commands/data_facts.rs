@@ -33,7 +33,7 @@ pub fn resolve(schedule: &Schedule, data_root: &Path, given: &DataFacts) -> Resu
             match classes_in(&dir)? {
                 Some(n) => n,
                 None => {
-                    eprintln!(
+                    say!(
                         "warning: {}: no build-records manifest; assuming 1000 classes (pass --num-classes)",
                         dir.display()
                     );

@@ -100,7 +100,7 @@ pub fn main(args: ExportArgs) -> Result<()> {
             let _ = d.sync_all();
         }
     }
-    eprintln!(
+    say!(
         "exported {} (step {step}, {}x{} px, {} classes) to {}",
         prefix.display(),
         spec.image_px,
@@ -190,7 +190,7 @@ fn choose(run_dir: &RunDir, args: &ExportArgs) -> Result<(u64, PathBuf)> {
             }
         }
         let best = best.with_context(|| format!("{}: no results", path.display()))?;
-        eprintln!(
+        say!(
             "best top-5 in {}: step {} ({:.2}% top-5, {:.2}% top-1)",
             path.display(),
             best.step,

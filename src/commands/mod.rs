@@ -72,7 +72,7 @@ fn exit_code(result: Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say!("error: {e:#}");
             ExitCode::from(2)
         }
     }
@@ -113,7 +113,7 @@ fn check_device(device: Option<&str>, world: &World) -> Result<()> {
     let line =
         crate::model::check_device(device).with_context(|| format!("rank {}", world.rank()))?;
     if world.rank() == 0 {
-        eprintln!("{line}");
+        say!("{line}");
     }
     Ok(())
 }

@@ -60,7 +60,7 @@ fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
     let schedule = Schedule::load(schedule_path)?;
     if world.rank() == 0 {
         for w in schedule.warnings() {
-            eprintln!("warning: {w}");
+            say!("warning: {w}");
         }
     }
     let data_root = args
@@ -105,7 +105,7 @@ fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
         let removed = checkpoint::remove_stale_temps(&ckpt_dir)
             + checkpoint::remove_stale_temps(run_dir.root());
         if removed > 0 {
-            eprintln!("rank 0: removed {removed} temporary file(s) left by an interrupted run");
+            say!("rank 0: removed {removed} temporary file(s) left by an interrupted run");
         }
         run_dir::write_file(&run_dir.schedule_copy(), &schedule_text)?;
         let info = RunInfo {
@@ -148,9 +148,12 @@ fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
     )?;
     world.barrier();
     if world.rank() == 0 {
-        eprintln!(
+        say!(
             "trained steps {}..{} in {:.1} s; last loss {:.4}",
-            summary.first_step, summary.final_step, summary.train_seconds, summary.last_loss
+            summary.first_step,
+            summary.final_step,
+            summary.train_seconds,
+            summary.last_loss
         );
     }
     Ok(())

@@ -104,7 +104,7 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
             progressed = true;
             match evaluate_cached(cfg, &key, &mut graph, *step, prefix, &mut outcome) {
                 Ok(r) => {
-                    eprintln!(
+                    say!(
                         "rank {}: {}: top-1 {:.2}%  top-5 {:.2}%  loss {:.4}  ({} images)",
                         world.rank(),
                         prefix.display(),
@@ -116,7 +116,7 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
                     outcome.results.push(r);
                 }
                 Err(e) => {
-                    eprintln!(
+                    say!(
                         "rank {}: skipping {}: {e:#}",
                         world.rank(),
                         prefix.display()
@@ -147,7 +147,7 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
             }
         }
         if last_new.elapsed() > cfg.idle_timeout {
-            eprintln!(
+            say!(
                 "rank {}: --watch: no new checkpoint for {:.0} s and no done.json; stopping",
                 world.rank(),
                 cfg.idle_timeout.as_secs_f64()
@@ -292,7 +292,7 @@ fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<C
     // Each image the decoder refused is named here and counted as a miss.
     let skips = pipeline.stats().skipped;
     for s in &skips {
-        eprintln!(
+        say!(
             "{}: skipped an undecodable validation JPEG: {}: record at byte {}: {}",
             prefix.display(),
             s.file.display(),

@@ -223,7 +223,7 @@ impl StepLog {
         let Some(tx) = &self.tx else { return };
         match &self.bar {
             Some(bar) => bar.println(record.line()),
-            None => eprintln!("{}", record.line()),
+            None => say!("{}", record.line()),
         }
         // The writer only stops on an I/O error, which `finish` reports.
         let _ = tx.send(LogMsg::Step(record));
@@ -236,7 +236,7 @@ impl StepLog {
         }
         match &self.bar {
             Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+            None => say!("{text}"),
         }
     }
 
@@ -281,7 +281,7 @@ fn write_loop(
 ) -> Result<()> {
     let result = write_records(&rx, metrics, path, events);
     if let Err(e) = &result {
-        eprintln!("rank 0: warning: the step log stops here: {e:#}");
+        say!("rank 0: warning: the step log stops here: {e:#}");
         // Keep draining, so the step loop never blocks on a full channel.
         for _ in rx {}
     }

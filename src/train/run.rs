@@ -119,7 +119,7 @@ fn inject(fault: Option<TestFault>, step: u64) -> Result<()> {
 }
 
 fn signal_self(signal: &str, step: u64) -> Result<()> {
-    eprintln!("step {step}: sending SIG{signal} to myself on purpose (test hook)");
+    say!("step {step}: sending SIG{signal} to myself on purpose (test hook)");
     let pid = std::process::id().to_string();
     std::process::Command::new("kill")
         .args([&format!("-{signal}"), &pid])
@@ -133,7 +133,7 @@ fn signal_self(signal: &str, step: u64) -> Result<()> {
 fn report_skips(pipeline: &TrainPipeline, reported: &mut usize, rank: usize) -> u64 {
     let new = pipeline.skipped_since(*reported);
     for s in &new {
-        eprintln!(
+        say!(
             "rank {rank}: skipped an undecodable JPEG: {}: record at byte {}: {}",
             s.file.display(),
             s.offset,
@@ -181,7 +181,7 @@ fn check_replicas_agree(world: &World, graph: &mut TrainGraph) -> Result<()> {
         bail!("the weights of ranks {differing:?} differ from rank 0's: the replicas drifted");
     }
     if world.rank() == 0 && world.size() > 1 {
-        eprintln!(
+        say!(
             "all {} ranks hold identical weights (fingerprint {fingerprint:016x})",
             world.size()
         );

@@ -189,7 +189,7 @@ fn restore_or_start(
         (Some((_, prefix)), true) => {
             let meta = checkpoint::restore(graph, &prefix)
                 .with_context(|| format!("resuming from {}", prefix.display()))?;
-            eprintln!(
+            say!(
                 "rank 0: resuming from {} (step {}, epoch {:.2}, {:.1} s trained)",
                 prefix.display(),
                 meta.step,
@@ -201,7 +201,7 @@ fn restore_or_start(
                 meta.step
             } else {
                 let step = plan.step_at_epoch(meta.epoch);
-                eprintln!(
+                say!(
                     "rank 0: the checkpoint was made at another world size: epoch {:.4} is step {step} here",
                     meta.epoch
                 );
@@ -215,7 +215,7 @@ fn restore_or_start(
             })
         }
         (None, true) => {
-            eprintln!(
+            say!(
                 "rank 0: --resume: no complete checkpoint in {}, starting at step 0",
                 ckpt_dir.display()
             );
