@@ -11,11 +11,12 @@
 //! 3. Only the rows and (iMCU-aligned) columns around the crop are decoded
 //!    (`tj3SetCroppingRegion`: libjpeg's `jpeg_skip_scanlines` and `jpeg_crop_scanline`). Every
 //!    block is still entropy-decoded, so damage anywhere in the file is still seen.
-//! 4. One resize makes the output: `fast_image_resize`'s bilinear convolution over the crop's
-//!    exact (fractional, once scaled) window of the decoded region, written into the caller's
-//!    slot. The filter widens with the scale factor (area-averaging when shrinking, like PIL's
-//!    bilinear and fast.ai's loader), where TensorFlow's `resize_bilinear` samples 4 pixels
-//!    only: the result is smoother, never aliased.
+//! 4. One resize makes the output, over the crop's exact (fractional, once scaled) window of
+//!    the decoded region, written into the caller's slot with the flip folded in. When the
+//!    window shrinks by at most 2x (nearly always, after the DCT scale) that is
+//!    [`crate::resize::TwoTap`], TensorFlow's two-tap bilinear interpolation; otherwise
+//!    `fast_image_resize`'s bilinear convolution, whose filter widens with the factor
+//!    (area-averaging, like PIL's bilinear and fast.ai's loader): smoother, never aliased.
 //!
 //! [`DecodePath::Full`] decodes the whole image at full size with the same library (the
 //! reference the crop path is tested against, and the "bare decode" benchmark);
@@ -31,6 +32,7 @@ use zune_jpeg::zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
 use crate::crop::CropBox;
+use crate::resize::{self, TwoTap};
 use crate::turbo;
 
 /// Default of [`Preprocessor::with_max_pixels`] and of the schedule's `run.max_image_pixels`:
@@ -122,6 +124,7 @@ pub fn scale_for(crop: CropBox, out_w: u32, out_h: u32) -> u32 {
 /// decoded region, so a worker allocates once, not per image (buffers only grow).
 pub struct Preprocessor {
     resizer: Resizer,
+    two_tap: TwoTap,
     turbo: Option<turbo::Decompressor>,
     path: DecodePath,
     /// The decoded image or region, `[height, width, 3]` u8.
@@ -138,6 +141,7 @@ impl Default for Preprocessor {
     fn default() -> Self {
         Self {
             resizer: Resizer::default(),
+            two_tap: TwoTap::default(),
             turbo: None,
             path: DecodePath::default(),
             rgb: Vec::new(),
@@ -232,10 +236,7 @@ impl Preprocessor {
         let resizing = Instant::now();
         self.times.decode += resizing - started;
         let ((width, height), window, flip) = decoded?;
-        let resized = self.resize_into((width, height), window, (out_width, out_height), out);
-        if resized.is_ok() && flip {
-            mirror_rows(out, out_width as usize);
-        }
+        let resized = self.resize_into((width, height), window, (out_width, out_height), out, flip);
         self.times.resize += resizing.elapsed();
         resized
     }
@@ -410,13 +411,14 @@ impl Preprocessor {
     }
 
     /// Resizes `window` (x, y, w, h) of the decoded `width x height` image in the internal
-    /// buffer to `out_width x out_height` into `out`.
+    /// buffer to `out_width x out_height` into `out`, mirrored left-right if `flip`.
     fn resize_into(
         &mut self,
         (width, height): (u32, u32),
         window: [f64; 4],
         (out_width, out_height): (u32, u32),
         out: &mut [u8],
+        flip: bool,
     ) -> Result<(), DecodeError> {
         let resize_err = |cause: String| DecodeError::Resize {
             width: out_width,
@@ -426,32 +428,41 @@ impl Preprocessor {
         let [x, y, w, h] = window;
         // Rounding once scaled may leave the window a hair past the region's edge.
         let (w, h) = (w.min(f64::from(width) - x), h.min(f64::from(height) - y));
-        let src = ImageRef::new(
-            width,
-            height,
-            &self.rgb[..width as usize * height as usize * 3],
-            PixelType::U8x3,
-        )
-        .map_err(|e| resize_err(e.to_string()))?;
-        let mut dst = Image::from_slice_u8(out_width, out_height, out, PixelType::U8x3)
-            .map_err(|e| resize_err(e.to_string()))?;
+        let pixels = &self.rgb[..width as usize * height as usize * 3];
         // After a DCT-scaled decode a crop of the usual shape shrinks by less than 2x, where
         // TensorFlow's two-tap bilinear interpolation serves (and costs less than a convolution
-        // whose filter widens with the factor). A crop much longer than the output's shape can
-        // still shrink more in one direction: the convolution averages those, as do the
-        // whole-image paths always.
-        let two_taps = self.path == DecodePath::Crop
-            && w <= 2.0 * f64::from(out_width)
-            && h <= 2.0 * f64::from(out_height);
-        let algorithm = if two_taps {
-            ResizeAlg::Interpolation(FilterType::Bilinear)
-        } else {
-            ResizeAlg::Convolution(FilterType::Bilinear)
-        };
-        let options = ResizeOptions::new().resize_alg(algorithm).crop(x, y, w, h);
+        // whose filter widens with the factor); the mirror comes free with its column map. A
+        // crop much longer than the output's shape can still shrink more in one direction:
+        // the convolution averages those, as do the whole-image paths always.
+        if self.path == DecodePath::Crop
+            && resize::serves(w, out_width)
+            && resize::serves(h, out_height)
+        {
+            self.two_tap.resize(
+                pixels,
+                (width, height),
+                [x, y, w, h],
+                out,
+                (out_width, out_height),
+                flip,
+            );
+            return Ok(());
+        }
+        let src = ImageRef::new(width, height, pixels, PixelType::U8x3)
+            .map_err(|e| resize_err(e.to_string()))?;
+        let mut dst = Image::from_slice_u8(out_width, out_height, out, PixelType::U8x3)
+            .map_err(|e| resize_err(e.to_string()))?;
+        let options = ResizeOptions::new()
+            .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+            .crop(x, y, w, h);
         self.resizer
             .resize(&src, &mut dst, &options)
-            .map_err(|e| resize_err(e.to_string()))
+            .map_err(|e| resize_err(e.to_string()))?;
+        drop(dst);
+        if flip {
+            mirror_rows(out, out_width as usize);
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,8 @@
 //! - `epoch_share` which files and records this rank reads in an epoch, shuffle buffer (pure)
 //! - `crop`     random-resized crop box, evaluation crops, rectangular batch shapes    (pure)
 //! - `decode`   JPEG bytes -> RGB -> crop + bilinear resize + flip into a batch slot
-//! - `turbo`    the safe wrapper over libjpeg-turbo's TurboJPEG 3 API (the only `unsafe`)
+//! - `resize`   two-tap bilinear resize + mirror of a crop into its slot (SSSE3 or scalar)
+//! - `turbo`    the safe wrapper over libjpeg-turbo's TurboJPEG 3 API
 //! - `batch`    `Batch { images [N, H, W, 3] u8, labels [N] i32 }`
 //! - `pipeline` reader thread -> decode workers -> batcher; bounded queues; clean shutdown
 //! - `seed`     every random draw's seed as a pure function of (seed, epoch, rank, ...)   (pure)
@@ -16,6 +17,7 @@ pub mod crop;
 pub mod decode;
 pub mod epoch_share;
 pub mod pipeline;
+pub mod resize;
 pub mod seed;
 mod turbo;
 

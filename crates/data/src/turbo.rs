@@ -1,7 +1,7 @@
 //! A safe wrapper over the part of libjpeg-turbo's TurboJPEG 3 API the pipeline uses: read the
 //! header, set a DCT scaling factor (1/2, 1/4, 1/8) and a cropping region, decompress into a
-//! caller-owned buffer. The only module of the crate with `unsafe`: each call's preconditions
-//! are checked here in Rust before the C function runs.
+//! caller-owned buffer. One of the two modules with `unsafe` (with `resize`'s SIMD): each call's
+//! preconditions are checked here in Rust before the C function runs.
 //!
 //! Errors: TurboJPEG installs its own libjpeg error manager, whose `error_exit` longjmps back
 //! into the TurboJPEG call that failed (never across a Rust frame); that call returns -1 and
