@@ -9,8 +9,11 @@
 //!    output size in both directions ([`scale_for`]); the IDCT then runs on 1x1, 2x2 or 4x4
 //!    blocks instead of 8x8.
 //! 3. Only the rows and (iMCU-aligned) columns around the crop are decoded
-//!    (`tj3SetCroppingRegion`: libjpeg's `jpeg_skip_scanlines` and `jpeg_crop_scanline`). Every
-//!    block is still entropy-decoded, so damage anywhere in the file is still seen.
+//!    (`tj3SetCroppingRegion`: libjpeg's `jpeg_skip_scanlines` and `jpeg_crop_scanline`). The
+//!    rows above the crop and the columns beside it are still entropy-decoded (Huffman codes
+//!    cannot be skipped); the rows below it are not read at all in a sequential file (libjpeg-
+//!    turbo ends the scan there), so damage below a crop goes unseen, as it does in
+//!    TensorFlow's `decode_and_crop_jpeg`. A progressive file is read whole.
 //! 4. One resize makes the output, over the crop's exact (fractional, once scaled) window of
 //!    the decoded region, written into the caller's slot with the flip folded in. When the
 //!    window shrinks by at most 2x (nearly always, after the DCT scale) that is

@@ -279,3 +279,130 @@ unsafe fn message(handle: *mut std::ffi::c_void) -> String {
     }
     CStr::from_ptr(p).to_string_lossy().trim().to_string()
 }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageEncoder, RgbImage};
+
+    fn jpeg(w: u32, h: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x * 7 % 256) as u8,
+                (y * 5 % 256) as u8,
+                ((x ^ y) % 256) as u8,
+            ])
+        });
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .write_image(img.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        out
+    }
+
+    fn decode(
+        d: &mut Decompressor,
+        jpeg: &[u8],
+        denom: u32,
+        r: Option<Region>,
+    ) -> (Vec<u8>, Outcome) {
+        let header = d.read_header(jpeg).unwrap();
+        let r = r.unwrap_or(Region {
+            x: 0,
+            y: 0,
+            w: scaled(header.width, denom),
+            h: scaled(header.height, denom),
+        });
+        let mut out = vec![0u8; (r.w * r.h * 3) as usize];
+        let outcome = d.decompress(jpeg, denom, Some(r), &mut out).unwrap();
+        (out, outcome)
+    }
+
+    #[test]
+    fn a_region_has_the_whole_decode_s_pixels() {
+        let file = jpeg(120, 90);
+        let mut d = Decompressor::new().unwrap();
+        let mcu = d.read_header(&file).unwrap().mcu.unwrap();
+        for denom in [1, 2] {
+            let (whole, _) = decode(&mut d, &file, denom, None);
+            let width = scaled(120, denom);
+            let r = Region {
+                x: mcu.0 / denom,
+                y: 9 / denom,
+                w: 40 / denom,
+                h: 30 / denom,
+            };
+            let (part, outcome) = decode(&mut d, &file, denom, Some(r));
+            assert_eq!(outcome, Outcome::Clean);
+            // Rows and columns one pixel in from the region's edges: chroma upsampling may
+            // look past an edge in the whole image and not in the region.
+            for y in 1..r.h - 1 {
+                for x in 1..r.w - 1 {
+                    let at = |img: &[u8], w: u32, x: u32, y: u32| {
+                        let i = ((y * w + x) * 3) as usize;
+                        [img[i], img[i + 1], img[i + 2]]
+                    };
+                    assert_eq!(
+                        at(&part, r.w, x, y),
+                        at(&whole, width, r.x + x, r.y + y),
+                        "1/{denom} at ({x}, {y})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_below_the_region_are_never_read() {
+        // What the crop path's speed rests on: TurboJPEG skips to the bottom after the region
+        // by ending the scan (libjpeg-turbo's jpeg_skip_scanlines), not by decoding the rest.
+        // Garbage in the entropy data's last bytes (no 0xFF, so the markers stay intact):
+        // libjpeg warns when it decodes them, which a region above them never does.
+        let mut file = jpeg(64, 256);
+        let eoi = file.len() - 2;
+        for b in &mut file[eoi - 40..eoi] {
+            *b = 0x5A;
+        }
+        let mut d = Decompressor::new().unwrap();
+        let (_, whole) = decode(&mut d, &file, 1, None);
+        assert_eq!(whole, Outcome::Warned);
+        let top = Region {
+            x: 0,
+            y: 16,
+            w: 64,
+            h: 32,
+        };
+        let (_, outcome) = decode(&mut d, &file, 1, Some(top));
+        assert_eq!(outcome, Outcome::Clean);
+        // The same region reaching the bottom reads the damage.
+        let bottom = Region {
+            x: 0,
+            y: 200,
+            w: 64,
+            h: 56,
+        };
+        assert_eq!(decode(&mut d, &file, 1, Some(bottom)).1, Outcome::Warned);
+    }
+
+    #[test]
+    fn a_region_error_is_an_err_and_the_next_image_decodes() {
+        // An error inside TurboJPEG's cropped decode: the instance is replaced, not left broken.
+        let file = jpeg(64, 48);
+        let sof = file.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        let mut bad = file.clone();
+        bad[sof + 4] = 9; // 9-bit samples: libjpeg's error_exit
+        let mut d = Decompressor::new().unwrap();
+        let r = Region {
+            x: 0,
+            y: 8,
+            w: 32,
+            h: 8,
+        };
+        // The header reader refuses it first; the decompressor on its own too.
+        assert!(d.read_header(&bad).is_err());
+        d.header = Some(d.read_header(&file).unwrap());
+        let mut out = vec![0u8; 32 * 8 * 3];
+        let err = d.decompress(&bad, 1, Some(r), &mut out).unwrap_err();
+        assert!(err.contains("precision"), "{err}");
+        assert_eq!(decode(&mut d, &file, 1, Some(r)).1, Outcome::Clean);
+    }
+}
