@@ -5,18 +5,10 @@
 //! (`tools/check-layering.sh` enforces it). `docs/ARCHITECTURE.md` has the whole picture.
 #![deny(unsafe_code)]
 
-/// `eprintln!` in one `write` call. Rust's stderr is unbuffered, so `eprintln!` writes each
-/// piece of the format separately, and under `mpirun` the pieces of two ranks' lines interleave
-/// (`rank rank 1: ... 0: ...`). Every line a rank prints goes through this.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let mut line = format!($($arg)*);
-        line.push('\n');
-        // Nothing useful can be done when stderr itself is gone.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
-    }};
-}
+/// `say!`: `eprintln!` in one `write` call, so two ranks' lines never interleave under `mpirun`
+/// (`dawnrun_dist::say`). Every line a rank prints goes through it.
+#[macro_use]
+extern crate dawnrun_dist;
 
 /// Every path under `runs/<name>`: the place the later stages write to.
 pub mod run_dir;

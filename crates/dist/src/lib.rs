@@ -11,7 +11,8 @@
 //! 4. [`allreduce`] — glue: plan + sum (ring or `MPI_Allreduce`) + divide by N.
 //!
 //! [`world`] owns MPI itself (initialisation, ranks, broadcast, config check, abort on error);
-//! `in_place` is its one call the `mpi` crate lacks (`MPI_Allreduce` with `MPI_IN_PLACE`).
+//! `in_place` is its one call the `mpi` crate lacks (`MPI_Allreduce` with `MPI_IN_PLACE`); [`say`]
+//! writes a rank's stderr line in one call, so ranks' lines never interleave.
 //!
 //! Global state: exactly two process-wide things exist, both inherent to MPI and both documented
 //! where they are made: MPI's own initialisation ([`World::init`], once per process) and the panic
@@ -22,6 +23,7 @@ pub mod allreduce;
 pub mod fusion;
 mod in_place;
 pub mod ring;
+pub mod say;
 pub mod stall;
 pub mod timeline;
 pub mod wire;

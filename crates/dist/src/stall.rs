@@ -178,7 +178,7 @@ impl StallCheck {
                 return Err(StallError { late, step, waited });
             }
             if clock.due(waited) {
-                eprintln!("{}", StallBook::warning(&late, step, waited));
+                crate::say!("{}", StallBook::warning(&late, step, waited));
             }
             if waited < SPIN {
                 std::thread::yield_now();
@@ -243,7 +243,7 @@ impl Watchdog {
                 let since = now.saturating_sub(Duration::from_millis(seen.at_ms.load(Ordering::Acquire)));
                 if stalled(since, limit) {
                     let lane = Lane::ALL[seen.lane.load(Ordering::Acquire) % Lane::ALL.len()];
-                    eprintln!(
+                    crate::say!(
                         "rank {rank}: stall shutdown: no progress for {} s at step {} (this rank waits in `{}`); \
                          a rank of {size} is frozen or far behind: ending the job",
                         since.as_secs(),

@@ -297,7 +297,7 @@ impl World {
     /// `rank R: error: <whole cause chain>` to stderr and aborts the world with exit code 2,
     /// so no other rank is left waiting in a collective (one failure ends the whole job).
     pub fn fail(&self, err: &anyhow::Error) -> ! {
-        eprintln!("rank {}: error: {:#}", self.rank, err);
+        crate::say!("rank {}: error: {:#}", self.rank, err);
         self.abort(ERROR_EXIT_CODE)
     }
 
@@ -329,7 +329,7 @@ impl World {
                 .location()
                 .map(|l| format!(" at {}:{}", l.file(), l.line()))
                 .unwrap_or_default();
-            eprintln!("rank {rank}: panic: {message}{location}");
+            crate::say!("rank {rank}: panic: {message}{location}");
             if mpi::environment::is_initialized() && !mpi::environment::is_finalized() {
                 let world = SimpleCommunicator::world();
                 if world.size() == 1 {

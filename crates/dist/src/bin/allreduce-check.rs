@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     let world = match World::init() {
         Ok(world) => world,
         Err(e) => {
-            eprintln!("error: {:#}", anyhow::Error::from(e));
+            dawnrun_dist::say!("error: {:#}", anyhow::Error::from(e));
             return ExitCode::from(2);
         }
     };
