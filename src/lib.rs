@@ -10,20 +10,20 @@
 #[macro_use]
 extern crate dawnrun_dist;
 
-/// Every path under `runs/<name>`: the place the later stages write to.
+// Every path under `runs/<name>`: the place the later stages write to.
 pub mod run_dir;
 
-/// The ResNet graph, gradients and optimizer, and the save/restore ops (TensorFlow).
+// The ResNet graph, gradients and optimizer, and the save/restore ops (TensorFlow).
 pub mod model;
 
-/// Checkpoint files: names, listing, completeness, atomic save and restore.
+// Checkpoint files: names, listing, completeness, atomic save and restore.
 pub mod checkpoint;
 
-/// The training loop: batches -> gradients -> all-reduce -> update -> checkpoint.
+// The training loop: batches -> gradients -> all-reduce -> update -> checkpoint.
 pub mod train;
 
-/// The offline checkpoint sweep and the DAWNBench report.
+// The offline checkpoint sweep and the DAWNBench report.
 pub mod eval;
 
-/// The command lines of `trainer` (train, plan, bench, gradcheck) and `eval-sweep`.
+// The command lines of `trainer` (train, plan, bench, gradcheck) and `eval-sweep`.
 pub mod commands;

@@ -1,7 +1,7 @@
 //! checkpoint -> top-1/top-5 -> DAWNBench table, time to target, plot; `--watch` beside a live run.
 //!
 //! - [`assign`] -- checkpoint i -> rank i % N (pure)
-//! - [`sweep`] -- evaluate a run's checkpoints, cache results, gather on rank 0
+//! - [`sweep`](mod@sweep) -- evaluate a run's checkpoints, cache results, gather on rank 0
 //! - [`report`] -- eval.tsv / eval.jsonl / time to target (pure)
 //! - [`plot`] -- eval.png
 

@@ -69,7 +69,7 @@ pub struct EvalOutput {
 pub struct BatchRef<'a> {
     /// [n, height, width, 3] u8.
     pub images: &'a [u8],
-    /// [n] i32, 0-based class ids.
+    /// `[n]` i32, 0-based class ids.
     pub labels: &'a [i32],
     pub n: usize,
     pub height: usize,
@@ -252,7 +252,7 @@ fn infos(vars: &[&Var]) -> Vec<VarInfo> {
 
 impl TrainGraph {
     /// Builds the whole training graph and a session over it. Variables are uninitialised until
-    /// [`TrainGraph::init`], [`TrainGraph::state_from_host`] or [`TrainGraph::restore`].
+    /// [`TrainGraph::init`], [`TrainGraph::state_from_host`] or [`checkpoint::restore`](crate::checkpoint::restore).
     pub fn build(cfg: &ModelConfig) -> Result<TrainGraph, ModelError> {
         cfg.validate()?;
         let root = Scope::new_root_scope();
@@ -721,7 +721,7 @@ impl EvalGraph {
     }
 
     /// Random initial weights (as [`TrainGraph::init`] with the same seed); for tests and smoke
-    /// runs. Normally [`EvalGraph::restore`] is used instead.
+    /// runs. Normally [`checkpoint::restore`](crate::checkpoint::restore) is used instead.
     pub fn init(&mut self) -> Result<(), ModelError> {
         let mut args = SessionRunArgs::new();
         args.add_target(&self.init);

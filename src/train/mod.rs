@@ -4,7 +4,7 @@
 //! - [`setup`]: graph, restore or start, broadcast, pipelines, the step log (before step 0)
 //! - [`step`]: one optimizer step (gradients -> all-reduce -> verdict -> apply), shared with
 //!   `trainer bench` and `trainer gradcheck`
-//! - [`run`]: the loop: next batch -> update -> log -> checkpoint
+//! - [`run`](mod@run): the loop: next batch -> update -> log -> checkpoint
 //! - [`loss_scale`]: static and dynamic loss scaling (pure)
 //! - [`log`]: the step line, metrics.jsonl and TensorBoard events (rank 0)
 

@@ -11,7 +11,7 @@
 //! 4. [`allreduce`] — glue: plan + sum (ring or `MPI_Allreduce`) + divide by N.
 //!
 //! [`world`] owns MPI itself (initialisation, ranks, broadcast, config check, abort on error);
-//! `in_place` is its one call the `mpi` crate lacks (`MPI_Allreduce` with `MPI_IN_PLACE`); [`say`]
+//! `in_place` is its one call the `mpi` crate lacks (`MPI_Allreduce` with `MPI_IN_PLACE`); [`say`](mod@say)
 //! writes a rank's stderr line in one call, so ranks' lines never interleave.
 //!
 //! Global state: exactly two process-wide things exist, both inherent to MPI and both documented

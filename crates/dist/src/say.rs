@@ -3,7 +3,7 @@
 //! Rust's stderr is unbuffered, so `eprintln!` writes each piece of its format separately, and
 //! under `mpirun` the pieces of two ranks' lines interleave (`rank rank 1: ... 0: ...`): the
 //! lines ranks print at the same moment (a failure, a panic, a stall) are the ones that matter
-//! most. Every line a rank prints goes through [`say!`](crate::say).
+//! most. Every line a rank prints goes through [`say!`](macro@crate::say).
 
 use std::io::Write as _;
 

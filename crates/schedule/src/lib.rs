@@ -6,7 +6,7 @@
 //! The only serde_yaml user in the project ([`load`]).
 //!
 //! Modules, in flow order:
-//! - [`file`]: the types: serde structs mirroring the YAML, [`ScheduleError`], [`Warning`]
+//! - [`file`](mod@file): the types: serde structs mirroring the YAML, [`ScheduleError`], [`Warning`]
 //! - [`load`]: YAML text -> [`Schedule`] ([`Schedule::load`], [`Schedule::from_str`]): parse,
 //!   record positions, run the checks
 //! - [`spans`]: line/column of every YAML node, for errors found after deserialisation
@@ -65,7 +65,7 @@
 //!      image_size: [128, 128], data_dir: "160", prefix: train, min_scale: 0.08}
 //! ```
 //! In a phase, `epoch`, `lr`, `lr_method` (linear | exp), `batch_size` (per rank),
-//! `image_size` and `data_dir` are required; `prefix` [train] and `min_scale` [0.08] are not.
+//! `image_size` and `data_dir` are required; `prefix` (default `train`) and `min_scale` (default 0.08) are not.
 //! Every `image_size` (phases and eval) is at least 32, ResNet's total stride.
 #![deny(unsafe_code)]
 

@@ -148,7 +148,7 @@ pub struct Plan {
     pub world_size: u32,
     pub train_images: u64,
     pub checkpoint_every_steps: u64,
-    /// Non-empty and contiguous: phases[i].end_step == phases[i + 1].first_step, phases[0].first_step == 0.
+    /// Non-empty and contiguous: `phases[i].end_step == phases[i + 1].first_step`, `phases[0].first_step == 0`.
     pub phases: Vec<PhasePlan>,
     pub run: RunSettings,
     pub eval: EvalSettings,

@@ -56,7 +56,7 @@ struct Args {
     /// JPEG quality 1..=100.
     #[arg(long, default_value_t = 90)]
     quality: u8,
-    /// Also write, in each size's train/<first synset>/, a PNG named .JPEG, a CMYK JPEG and a
+    /// Also write, in each size's train/FIRST_SYNSET/, a PNG named .JPEG, a CMYK JPEG and a
     /// text file named .JPEG (the awkward files build-records must re-encode or skip).
     #[arg(long)]
     odd_files: bool,
@@ -175,7 +175,7 @@ fn make_image(plan: &Plan, job: Job) -> Result<u64> {
     Ok(written)
 }
 
-/// The awkward files of `--odd-files`, in each size's train/<first synset>/.
+/// The awkward files of `--odd-files`, in each size's `train/<first synset>/`.
 fn make_odd_files(plan: &Plan) -> Result<()> {
     let class = &plan.classes[0];
     let mut rng = ChaCha8Rng::seed_from_u64(image_seed(plan.seed, 99, 0, 0));

@@ -7,7 +7,7 @@
 //! directory, so the rename never crosses a file system; hidden and `.tmp`, so listings of shards
 //! or checkpoints skip it ([`is_temp_name`]).
 //!
-//! The sequence, for [`write`] and [`AtomicFile::commit`]:
+//! The sequence, for [`write`](fn@write) and [`AtomicFile::commit`]:
 //! 1. create the temporary next to the final path and write the bytes;
 //! 2. fsync the temporary (its data is on disk before its name is);
 //! 3. rename it over the final path (atomic on POSIX file systems);

@@ -7,7 +7,7 @@
 /// The constant TensorFlow adds after rotating (`kMaskDelta` in its crc32c.h).
 const MASK_DELTA: u32 = 0xa282_ead8;
 
-/// Masks a raw CRC-32C: rotate right by 15 bits, then add [`MASK_DELTA`] (wrapping, 32-bit).
+/// Masks a raw CRC-32C: rotate right by 15 bits, then add `MASK_DELTA` (wrapping, 32-bit).
 pub fn mask(crc: u32) -> u32 {
     crc.rotate_right(15).wrapping_add(MASK_DELTA)
 }

@@ -155,7 +155,7 @@ pub struct ShardEntry {
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// "build-records <version>".
+    /// `"build-records <version>"`.
     pub tool: String,
     /// Informational: where the input was read last.
     pub input: String,

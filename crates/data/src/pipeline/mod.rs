@@ -1,6 +1,6 @@
 //! The input pipeline: shard files -> reader thread -> decode workers -> batcher -> consumer.
 //! Threads and bounded crossbeam channels, in the shape of burn's multithreaded loader: a
-//! message enum ([`BatcherMsg`]) whose `Error` variant carries a stage's failure to the consumer,
+//! message enum (`BatcherMsg`) whose `Error` variant carries a stage's failure to the consumer,
 //! seeds derived per item, and a `Drop` that stops and joins every thread.
 //!
 //! Data flow and ordering:

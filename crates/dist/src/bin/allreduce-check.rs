@@ -45,7 +45,7 @@ struct Args {
     /// One JSON object per line instead of text.
     #[arg(long)]
     json: bool,
-    /// Write a Chrome-trace timeline per rank to DIR/timeline-rank<R>.json.
+    /// Write a Chrome-trace timeline per rank to DIR/timeline-rankN.json (N: the rank).
     #[arg(long, value_name = "DIR")]
     timeline: Option<std::path::PathBuf>,
     /// Rank 0 warns about ranks that are this late to an all-reduce.
