@@ -160,7 +160,8 @@ fn pair(taps: &[Tap]) -> Pair {
         // With a shrink of at most 2x the two pixels' taps lie within 3 pixels of the base,
         // so every picked byte is inside the 16-byte load.
         let left = 3 * (t.at - base) as usize;
-        debug_assert!(left + 5 < LOAD);
+        // A real check (once per pair per image): past it the shuffle would wrap silently.
+        assert!(left + 5 < LOAD, "taps {taps:?} do not fit one 16-byte load");
         for c in 0..3 {
             let i = 6 * k + 2 * c;
             pick[i] = (left + c) as u8;
