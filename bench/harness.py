@@ -423,7 +423,9 @@ class Bench:
                 row = self.define("allreduce/%d/%s" % (np_ranks, label),
                                   "all-reduce np %d, %s floats: ring vs MPI_Allreduce" % (np_ranks, label),
                                   "GB/s bus", "rate")
-                iters = 20 if floats < 10_000_000 else (3 if self.quick else 5)
+                # 1M floats take about a millisecond: 200 iterations per method keep one
+                # scheduler hiccup from deciding the job's median (20 did, at e2bc7a8).
+                iters = 200 if floats < 10_000_000 else (3 if self.quick else 5)
                 cmd = ["mpirun", "-np", str(np_ranks), "--oversubscribe", self.exe("allreduce-check"),
                        "--floats", str(floats), "--iters", str(iters), "--method", "both", "--json"]
                 # Both methods run inside one job, one after the other: that is the alternation.

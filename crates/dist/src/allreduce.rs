@@ -1,12 +1,13 @@
-//! Gradient averaging for one training step: the fusion plan, a sum over ranks (our ring or
-//! `MPI_Allreduce` for comparison), then divide by N. What the trainer calls.
+//! Gradient averaging for one training step: the fusion plan, then the mean over ranks: our
+//! ring, which divides each rank's own chunk by N between its two phases, or `MPI_Allreduce`
+//! (for comparison) followed by a divide by N. What the trainer calls.
 //!
 //! The trainer holds all gradients as ONE flat `f32` vector in a fixed order, so each fusion
 //! group is a contiguous range of it and both methods sum it in place (the ring by design,
 //! `MPI_Allreduce` with `MPI_IN_PLACE`): "memcpy in/out" of Horovod's fusion buffer has nothing
 //! to do here.
 //!
-//! Timeline phases per group: `allreduce` (sum), `allreduce` (scale).
+//! Timeline spans per group, lane `allreduce`: `ring mean`, or `MPI_Allreduce` and `divide by N`.
 
 use crate::fusion::FusionPlan;
 use crate::ring::{Ring, RingError};
@@ -129,8 +130,9 @@ impl Allreducer {
             return Ok(());
         }
         match self.method {
-            Allreduce::Ring => timed(timeline, Lane::Allreduce, "ring sum", || {
-                self.ring.sum(world, data, self.compression)
+            // The ring divides inside (each rank its own chunk, before the all-gather).
+            Allreduce::Ring => timed(timeline, Lane::Allreduce, "ring mean", || {
+                self.ring.average(world, data, self.compression)
             })
             .map_err(|source| AllreduceError::Ring {
                 rank: world.rank(),
@@ -138,14 +140,16 @@ impl Allreducer {
                 groups,
                 source,
             })?,
-            Allreduce::Mpi => timed(timeline, Lane::Allreduce, "MPI_Allreduce", || {
-                world.mpi_sum_f32(data)
-            }),
+            Allreduce::Mpi => {
+                timed(timeline, Lane::Allreduce, "MPI_Allreduce", || {
+                    world.mpi_sum_f32(data)
+                });
+                let divisor = n as f32;
+                timed(timeline, Lane::Allreduce, "divide by N", || {
+                    data.iter_mut().for_each(|v| *v /= divisor)
+                });
+            }
         }
-        let divisor = n as f32;
-        timed(timeline, Lane::Allreduce, "divide by N", || {
-            data.iter_mut().for_each(|v| *v /= divisor)
-        });
         Ok(())
     }
 }

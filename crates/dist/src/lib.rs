@@ -8,7 +8,7 @@
 //! 2. [`fusion`]    — pack: which consecutive gradient tensors share one buffer (threshold).
 //! 3. [`ring`]      — move: ring all-reduce over MPI point-to-point, bitwise identical on every
 //!    rank; [`wire`] optionally halves the bytes on the wire (fp16).
-//! 4. [`allreduce`] — glue: plan + sum (ring or `MPI_Allreduce`) + divide by N.
+//! 4. [`allreduce`] — glue: plan + mean (the ring divides inside; `MPI_Allreduce` + divide by N).
 //!
 //! [`world`] owns MPI itself (initialisation, ranks, broadcast, config check, abort on error);
 //! `in_place` is its one call the `mpi` crate lacks (`MPI_Allreduce` with `MPI_IN_PLACE`); [`say`](mod@say)

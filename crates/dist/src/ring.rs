@@ -115,10 +115,36 @@ impl Ring {
         data: &mut [f32],
         compression: Compression,
     ) -> Result<(), RingError> {
+        self.reduce(world, data, compression, None)
+    }
+
+    /// The mean instead of the sum: each rank divides the chunk it owns by N in the same pass
+    /// as its last addition into it, so the all-gather delivers means and no rank makes
+    /// another pass over the buffer. With the f32 wire
+    /// the bits equal the sum divided by N afterwards (the same division, done once by the
+    /// owner); with fp16 the mean is what gets rounded to 16 bits, not the sum.
+    pub fn average(
+        &mut self,
+        world: &World,
+        data: &mut [f32],
+        compression: Compression,
+    ) -> Result<(), RingError> {
+        let divisor = world.size() as f32;
+        self.reduce(world, data, compression, Some(divisor))
+    }
+
+    fn reduce(
+        &mut self,
+        world: &World,
+        data: &mut [f32],
+        compression: Compression,
+        divisor: Option<f32>,
+    ) -> Result<(), RingError> {
         match compression {
             Compression::None => ring_sum::<F32Wire>(
                 world,
                 data,
+                divisor,
                 &mut self.recv_f32,
                 &mut Vec::new(),
                 &mut self.decoded,
@@ -126,6 +152,7 @@ impl Ring {
             Compression::Fp16 => ring_sum::<F16Wire>(
                 world,
                 data,
+                divisor,
                 &mut self.recv_f16,
                 &mut self.send_f16,
                 &mut self.decoded,
@@ -142,6 +169,7 @@ pub fn ring_allreduce_sum(world: &World, data: &mut [f32]) -> Result<(), RingErr
 fn ring_sum<W: WireFormat>(
     world: &World,
     data: &mut [f32],
+    divisor: Option<f32>,
     recv: &mut Vec<W::Elem>,
     send_buf: &mut Vec<W::Elem>,
     tmp: &mut Vec<f32>,
@@ -194,9 +222,11 @@ fn ring_sum<W: WireFormat>(
         let out = W::outgoing(&data[send_c.clone()], send_buf);
         let into = &mut recv[..recv_c.len()];
         exchange("reduce-scatter", step, out, into)?;
-        W::accumulate(into, &mut data[recv_c], tmp);
+        // The last step adds into the chunk this rank owns: divide there for a mean.
+        let divide = divisor.filter(|_| step == n - 2);
+        W::accumulate(into, &mut data[recv_c], tmp, divide);
     }
-    // Step 2: the owned chunk becomes exactly what travels.
+    // Step 2: the owned chunk (already a mean, if asked) becomes exactly what travels.
     W::quantize(&mut data[chunks[owned_chunk(r, n)].clone()], send_buf);
     // Step 3: all-gather.
     for step in 0..n - 1 {

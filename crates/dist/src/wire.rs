@@ -52,8 +52,15 @@ pub(crate) trait WireFormat {
     /// `f32` sends straight from the gradient memory, without a copy.
     fn outgoing<'a>(src: &'a [f32], buf: &'a mut Vec<Self::Elem>) -> &'a [Self::Elem];
 
-    /// `dst[i] = dst[i] + decode(incoming[i])`, in `f32`. `tmp` is scratch.
-    fn accumulate(incoming: &[Self::Elem], dst: &mut [f32], tmp: &mut Vec<f32>);
+    /// `dst[i] = dst[i] + decode(incoming[i])`, in `f32`, then `/ divisor` when given (the
+    /// ring's last addition into the chunk a rank owns, for a mean: one pass instead of two,
+    /// with the same bits as dividing afterwards). `tmp` is scratch.
+    fn accumulate(
+        incoming: &[Self::Elem],
+        dst: &mut [f32],
+        tmp: &mut Vec<f32>,
+        divisor: Option<f32>,
+    );
 
     /// `dst[i] = decode(incoming[i])`.
     fn overwrite(incoming: &[Self::Elem], dst: &mut [f32]);
@@ -77,9 +84,11 @@ impl WireFormat for F32Wire {
         src
     }
 
-    fn accumulate(incoming: &[f32], dst: &mut [f32], _tmp: &mut Vec<f32>) {
-        for (d, s) in dst.iter_mut().zip(incoming) {
-            *d += *s;
+    fn accumulate(incoming: &[f32], dst: &mut [f32], _tmp: &mut Vec<f32>, divisor: Option<f32>) {
+        let pairs = dst.iter_mut().zip(incoming);
+        match divisor {
+            None => pairs.for_each(|(d, s)| *d += *s),
+            Some(n) => pairs.for_each(|(d, s)| *d = (*d + *s) / n),
         }
     }
 
@@ -107,10 +116,10 @@ impl WireFormat for F16Wire {
         buf
     }
 
-    fn accumulate(incoming: &[u16], dst: &mut [f32], tmp: &mut Vec<f32>) {
+    fn accumulate(incoming: &[u16], dst: &mut [f32], tmp: &mut Vec<f32>, divisor: Option<f32>) {
         tmp.resize(incoming.len(), 0.0);
         incoming.reinterpret_cast::<f16>().convert_to_f32_slice(tmp);
-        F32Wire::accumulate(tmp, dst, &mut Vec::new());
+        F32Wire::accumulate(tmp, dst, &mut Vec::new(), divisor);
     }
 
     fn overwrite(incoming: &[u16], dst: &mut [f32]) {
@@ -203,8 +212,18 @@ mod tests {
             .iter()
             .map(|v| f16::from_f32(*v).to_bits())
             .collect();
-        F16Wire::accumulate(&bits, &mut dst, &mut Vec::new());
+        F16Wire::accumulate(&bits, &mut dst, &mut Vec::new(), None);
         assert_eq!(dst, vec![1.5, 2.25, 0.0]);
+        // With a divisor: the same bits as adding, then dividing.
+        let (mut fused, mut twice) = (values(3, 1000, 10.0), values(3, 1000, 10.0));
+        let incoming = values(4, 1000, 10.0);
+        F32Wire::accumulate(&incoming, &mut fused, &mut Vec::new(), Some(3.0));
+        F32Wire::accumulate(&incoming, &mut twice, &mut Vec::new(), None);
+        twice.iter_mut().for_each(|v| *v /= 3.0);
+        assert_eq!(
+            fused.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            twice.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -261,11 +261,20 @@ fn timeline_files_are_chrome_traces_with_one_pid_per_rank() {
         assert!(spans.iter().all(|e| e["pid"] == rank));
         let count = |cat: &str| spans.iter().filter(|e| e["cat"] == cat).count();
         assert_eq!(count("negotiate"), 6, "3 iterations x 2 methods");
-        // Per iteration and method: the sum and the divide by N, both in place.
+        // Per iteration: the ring's one span (it divides inside), MPI's sum and divide by N.
         assert_eq!(
             count("allreduce"),
-            12,
-            "3 iterations x 2 methods x 2 phases"
+            9,
+            "3 iterations x (1 ring span + 2 MPI spans)"
+        );
+        let names = |name: &str| spans.iter().filter(|e| e["name"] == name).count();
+        assert_eq!(
+            (
+                names("ring mean"),
+                names("MPI_Allreduce"),
+                names("divide by N")
+            ),
+            (3, 3, 3)
         );
     }
 }
