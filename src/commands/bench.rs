@@ -151,6 +151,7 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
                 &log,
             )?;
             step += 1;
+            pipeline.give_back(batch);
             if i >= args.warmup {
                 trainer_times.push(t.elapsed().as_secs_f64());
             }

@@ -272,7 +272,7 @@ fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<C
         num_classes: cfg.model.num_classes,
     })?;
     let (mut top1, mut top5, mut loss, mut n) = (0usize, 0usize, 0.0f64, 0usize);
-    for batch in pipeline.by_ref() {
+    while let Some(batch) = pipeline.next() {
         let batch = batch.context("validation input")?;
         let batch = match &cfg.exclude {
             Some((_, names)) => without_excluded(batch, names),
@@ -288,6 +288,7 @@ fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<C
         top5 += out.correct_top5;
         loss += out.loss_sum;
         n += out.n;
+        pipeline.give_back(batch);
     }
     // Each image the decoder refused is named here and counted as a miss.
     let skips = pipeline.stats().skipped;

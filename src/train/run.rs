@@ -49,9 +49,9 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
             };
             t.log.waited(wait.elapsed());
             t.replicas.skipped_here += report_skips(&pipeline, &mut reported, world.rank());
-            let batch = BatchRef::from(&batch);
             let lr = plan.lr_at(step);
-            let out = update(&mut t.graph, &mut t.replicas, &batch, step, lr, &t.log)?;
+            let view = BatchRef::from(&batch);
+            let out = update(&mut t.graph, &mut t.replicas, &view, step, lr, &t.log)?;
             step += 1;
             last_loss = out.loss;
             let seconds = t.train_seconds();
@@ -61,6 +61,8 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
                 skipped_images: t.replicas.skipped_everywhere,
                 elapsed_s: seconds,
             };
+            // The graph has its own copy: the buffer can carry a later batch.
+            pipeline.give_back(batch);
             t.log.after_step(step, phase, &out, tally);
             if plan.checkpoint_due(step) || step == t.end_step {
                 save_checkpoint(&t, &cfg, step, seconds)?;

@@ -8,7 +8,8 @@
 //! - `resize`   two-tap bilinear resize + mirror of a crop into its slot (SSSE3 or scalar)
 //! - `turbo`    the safe wrapper over libjpeg-turbo's TurboJPEG 3 API
 //! - `batch`    `Batch { images [N, H, W, 3] u8, labels [N] i32 }`
-//! - `pipeline` reader thread -> decode workers -> batcher; bounded queues; clean shutdown
+//! - `pipeline` reader thread -> decode workers (straight into batch buffers) -> batcher;
+//!   bounded queues; clean shutdown
 //! - `seed`     every random draw's seed as a pure function of (seed, epoch, rank, ...)   (pure)
 #![deny(unsafe_code)]
 

@@ -170,6 +170,48 @@ fn corrupt_jpeg_is_skipped_counted_and_named() {
 }
 
 #[test]
+fn skipped_images_move_every_later_one_down_across_batches() {
+    // The same shards twice, the second with three JPEGs replaced by garbage. An image's crop
+    // and flip follow its key, not its place in a batch, so the damaged run must deliver the
+    // clean run's images in the same order with exactly the damaged ones left out (then spares).
+    let (clean_dir, bad_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (clean, _) = write_shards(clean_dir.path(), 2, 10, &[]);
+    let (bad, _) = write_shards(bad_dir.path(), 2, 10, &[(0, 1), (0, 6), (1, 2)]);
+    let images = |files| -> Vec<(i32, Vec<u8>)> {
+        let config = dawnrun_data::TrainConfig {
+            decode_threads: 3,
+            ..train_config(files, 0, 1, 5)
+        };
+        let batches = take(&mut TrainPipeline::start(config).unwrap(), 5);
+        batches
+            .iter()
+            .flat_map(|b| (0..b.n).map(move |i| (b.labels[i], b.image(i).to_vec())))
+            .collect()
+    };
+    let (want, got) = (images(clean), images(bad));
+    assert_eq!((want.len(), got.len()), (20, 20));
+    let kept = &got[..17];
+    let mut left_out = Vec::new();
+    let mut next = 0;
+    for (i, image) in want.iter().enumerate() {
+        if next < kept.len() && *image == kept[next] {
+            next += 1;
+        } else {
+            left_out.push(i);
+        }
+    }
+    assert_eq!(
+        next, 17,
+        "the damaged run is not the clean one minus three images"
+    );
+    assert_eq!(left_out.len(), 3, "left out: {left_out:?}");
+    assert!(
+        left_out[0] < 12,
+        "the shift never crossed a batch boundary: {left_out:?}"
+    );
+}
+
+#[test]
 fn damaged_record_frame_stops_with_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     let (files, written) = write_shards(dir.path(), 2, 6, &[]);

@@ -135,13 +135,17 @@ fn train_rate(args: &Args, files: Vec<PathBuf>) -> Result<(f64, serde_json::Valu
     })?;
     let warm = Instant::now();
     while warm.elapsed().as_secs_f64() < args.warmup {
-        pipeline.next()?;
+        let batch = pipeline.next()?;
+        pipeline.give_back(batch);
     }
     let before = pipeline.stats().stages;
     let start = Instant::now();
     let mut images = 0usize;
     while start.elapsed().as_secs_f64() < args.seconds {
-        images += pipeline.next()?.n;
+        let batch = pipeline.next()?;
+        images += batch.n;
+        // As the trainer does once the batch is in its tensor.
+        pipeline.give_back(batch);
     }
     let elapsed = start.elapsed().as_secs_f64();
     let after = pipeline.stats().stages;

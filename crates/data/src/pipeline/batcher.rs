@@ -1,7 +1,9 @@
 //! The batcher thread: puts worker results back in key order and assembles batches, so batch
 //! contents never depend on which worker finished first. Training fills each batch with the next
 //! `batch_size` decoded images and counts batches per epoch; evaluation groups records by
-//! position (`seq / batch_size`) and flushes the last, partial batch at the end.
+//! position (`seq / batch_size`) and flushes the last, partial batch at the end. The pixels are
+//! already where they belong ([`super::slots`]): the batcher only moves an image when an earlier
+//! one was skipped, and hands each batch's buffer on as it is.
 //!
 //! The reorder buffer is not capped: it holds what the workers finished while an earlier key
 //! was still being decoded, which is bounded in practice by one slow image's decode time times
@@ -17,6 +19,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::reader::{Key, Request};
+use super::slots::{Place, Slots};
 use super::worker::{Done, Image, Outcome};
 use super::{send_or_stop, BatcherMsg, PipelineError, Shared, Stage, StopSignal, Tick};
 use crate::batch::Batch;
@@ -33,52 +36,51 @@ pub(super) enum Batching {
     },
 }
 
+impl Batching {
+    pub(super) fn batch_size(&self) -> usize {
+        match self {
+            Batching::Train { batch_size, .. } | Batching::Eval { batch_size } => *batch_size,
+        }
+    }
+}
+
 pub(super) struct Batcher {
     mode: Batching,
     shared: Arc<Shared>,
     requests: Sender<Request>,
     output: Sender<BatcherMsg>,
-    /// Pixel buffers go back to the workers here once copied into a batch.
-    free: Sender<Vec<u8>>,
+    /// The buffers the workers decode into; batches are taken out of it.
+    slots: Arc<Slots>,
     stop: StopSignal,
 }
 
-/// A batch being filled.
+/// The batch being filled: its labels (and names) and how many images it has. The pixels are
+/// already in its slab.
 #[derive(Default)]
 struct Filling {
-    images: Vec<u8>,
     labels: Vec<i32>,
     filenames: Vec<String>,
-    shape: (u32, u32),
-    group: u64,
+    /// Training: images placed so far in the epoch (the next one's position). Evaluation:
+    /// the group being filled.
+    next: u64,
 }
 
 impl Filling {
-    /// Copies `image` into the batch (sized for `capacity` images on its first image, so a
-    /// batch allocates once) and returns its pixel buffer for reuse.
-    fn add(&mut self, image: Image, capacity: usize) -> Vec<u8> {
-        if self.images.is_empty() {
-            self.images.reserve_exact(image.pixels.len() * capacity);
-        }
-        self.shape = (image.width, image.height);
-        self.images.extend_from_slice(&image.pixels);
-        self.labels.push(image.label);
-        self.filenames.extend(image.filename);
-        image.pixels
-    }
-
-    fn take(&mut self, with_filenames: bool) -> Batch {
-        let (width, height) = self.shape;
+    /// The batch of `group`'s first `labels.len()` images; `None` if its slab is gone (a
+    /// broken invariant, reported as an error by the caller).
+    fn take(&mut self, slots: &Slots, group: Key, with_filenames: bool) -> Option<Batch> {
         let labels = std::mem::take(&mut self.labels);
         let filenames = std::mem::take(&mut self.filenames);
-        Batch {
-            images: std::mem::take(&mut self.images),
+        let slab = slots.take(group)?;
+        let (width, height) = slab.shape();
+        Some(Batch {
+            images: slab.into_pixels(labels.len()),
             n: labels.len(),
             labels,
             height: height as usize,
             width: width as usize,
             filenames: with_filenames.then_some(filenames),
-        }
+        })
     }
 }
 
@@ -94,7 +96,7 @@ impl Batcher {
         shared: Arc<Shared>,
         requests: Sender<Request>,
         output: Sender<BatcherMsg>,
-        free: Sender<Vec<u8>>,
+        slots: Arc<Slots>,
         stop: StopSignal,
     ) -> Self {
         Self {
@@ -102,17 +104,12 @@ impl Batcher {
             shared,
             requests,
             output,
-            free,
+            slots,
             stop,
         }
     }
 
-    /// Hands a copied image's buffer back to the workers (they may all be gone: then it drops).
-    fn recycle(&self, pixels: Vec<u8>) {
-        let _ = self.free.send(pixels);
-    }
-
-    pub(super) fn run(self, results: Receiver<Done>) {
+    pub(super) fn run(self, results: Receiver<Vec<Done>>) {
         let (mut key, mut batches_left) = match self.mode {
             Batching::Train {
                 batch_size,
@@ -127,7 +124,10 @@ impl Batcher {
             Batching::Eval { .. } => ((0, 0), 0),
         };
         let mut pending: BTreeMap<Key, Outcome> = BTreeMap::new();
-        let mut filling = Filling::default();
+        let mut filling = Filling {
+            next: key.1,
+            ..Filling::default()
+        };
         loop {
             while let Some(outcome) = pending.remove(&key) {
                 let seq = key.1;
@@ -140,15 +140,15 @@ impl Batcher {
                 }
             }
             crossbeam_channel::select! {
-                recv(results) -> done => match done {
-                    Ok(done) => {
+                recv(results) -> chunk => match chunk {
+                    Ok(chunk) => for done in chunk {
                         if let (Outcome::Skipped(_), Batching::Train { .. }) = (&done.outcome, &self.mode) {
                             // Ask for the replacement now, not when this key's turn comes.
                             // The reader may be gone after an error: nothing to do then.
                             let _ = self.requests.send(Request::More { epoch: done.key.0 });
                         }
                         pending.insert(done.key, done.outcome);
-                    }
+                    },
                     Err(_) => {
                         let stopped = PipelineError::Stopped { stage: Stage::Decode };
                         send_or_stop(&self.output, BatcherMsg::Error(Stage::Batcher, stopped), &self.stop);
@@ -180,16 +180,16 @@ impl Batcher {
                 },
             ) => {
                 self.shared.decoded.fetch_add(1, Ordering::Relaxed);
-                let pixels = filling.add(image, *batch_size);
-                self.recycle(pixels);
+                // Every skip so far in this epoch moves this image one place down.
+                let to = self.slots.place(key.0, filling.next);
+                if !self.place(image, self.slots.place(key.0, seq), to, filling) {
+                    return Next::Quit;
+                }
+                filling.next += 1;
                 if filling.labels.len() < *batch_size {
                     return Next::Continue;
                 }
-                if !send_or_stop(
-                    &self.output,
-                    BatcherMsg::Batch(filling.take(false)),
-                    &self.stop,
-                ) {
+                if !self.emit(filling, to.group, false) {
                     return Next::Quit;
                 }
                 *batches_left -= 1;
@@ -197,19 +197,31 @@ impl Batcher {
                     let _ = self.requests.send(Request::EpochDone { epoch: key.0 });
                     *key = (key.0 + 1, 0);
                     *batches_left = *batches_per_epoch;
+                    filling.next = 0;
+                    self.slots.forget_before(key.0);
                 }
                 Next::Continue
             }
-            (Outcome::Image(image), Batching::Eval { batch_size }) => {
+            (Outcome::Image(image), Batching::Eval { .. }) => {
                 self.shared.decoded.fetch_add(1, Ordering::Relaxed);
-                let group = seq / *batch_size as u64;
-                if !filling.labels.is_empty() && group != filling.group && !self.emit(filling) {
-                    return Next::Quit;
+                let from = self.slots.place(0, seq);
+                if from.group.1 != filling.next {
+                    // A new group: the previous one is complete (or had only skipped images).
+                    if !self.flush_eval(filling) {
+                        return Next::Quit;
+                    }
+                    filling.next = from.group.1;
                 }
-                filling.group = group;
-                let pixels = filling.add(image, *batch_size);
-                self.recycle(pixels);
-                Next::Continue
+                // Skipped images of this group move the later ones down.
+                let to = Place {
+                    group: from.group,
+                    slot: filling.labels.len(),
+                };
+                if self.place(image, from, to, filling) {
+                    Next::Continue
+                } else {
+                    Next::Quit
+                }
             }
             (Outcome::Skipped(skipped), _) => {
                 if let Ok(mut list) = self.shared.skipped.lock() {
@@ -222,7 +234,7 @@ impl Batcher {
                 Next::Quit
             }
             (Outcome::End, _) => {
-                if !filling.labels.is_empty() && !self.emit(filling) {
+                if !self.flush_eval(filling) {
                     return Next::Quit;
                 }
                 send_or_stop(&self.output, BatcherMsg::Done, &self.stop);
@@ -231,12 +243,48 @@ impl Batcher {
         }
     }
 
-    /// Sends the evaluation batch being filled; `false` when the pipeline is stopping.
-    fn emit(&self, filling: &mut Filling) -> bool {
+    /// Puts `image`, written at `from`, at `to` (moving its pixels when an earlier image was
+    /// skipped) and records its label; `false` after reporting a broken invariant.
+    #[allow(unsafe_code)]
+    fn place(&self, image: Image, from: Place, to: Place, filling: &mut Filling) -> bool {
+        // SAFETY: `from` is this image's own slot and `to` the slot of an earlier key, both
+        // already received here, so no worker writes either; `image`'s claim is not used again.
+        let moved = unsafe { self.slots.move_down(from, to) };
+        drop(image.claim);
+        if !moved {
+            return self.internal(format!("no slab of the same shape for {from:?} -> {to:?}"));
+        }
+        filling.labels.push(image.label);
+        filling.filenames.extend(image.filename);
+        true
+    }
+
+    /// Evaluation: sends the group being filled, if it has images, and drops its slab.
+    fn flush_eval(&self, filling: &mut Filling) -> bool {
+        let group = (0, filling.next);
+        if filling.labels.is_empty() {
+            self.slots.take(group);
+            return true;
+        }
+        self.emit(filling, group, true)
+    }
+
+    /// Reports a broken invariant to the consumer; always `false` (quit).
+    fn internal(&self, what: String) -> bool {
+        let e = PipelineError::Internal { what };
         send_or_stop(
             &self.output,
-            BatcherMsg::Batch(filling.take(true)),
+            BatcherMsg::Error(Stage::Batcher, e),
             &self.stop,
-        )
+        );
+        false
+    }
+
+    /// Sends `group`'s batch; `false` when the pipeline is stopping (or its slab is gone).
+    fn emit(&self, filling: &mut Filling, group: Key, with_filenames: bool) -> bool {
+        match filling.take(&self.slots, group, with_filenames) {
+            Some(batch) => send_or_stop(&self.output, BatcherMsg::Batch(batch), &self.stop),
+            None => self.internal(format!("the slab of group {group:?} is gone")),
+        }
     }
 }

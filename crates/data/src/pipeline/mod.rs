@@ -12,7 +12,10 @@
 //!    never changes its pixels.
 //! 3. The batcher puts results back in key order (a reorder buffer) and fills batches with the
 //!    next successful images in that order. Batches therefore depend only on (files, seed, epoch,
-//!    rank, skip_batches), never on thread timing.
+//!    rank, skip_batches), never on thread timing. The workers write each image straight into
+//!    its place in a batch buffer ([`slots`]); the batcher copies pixels only after a skip.
+//!    Reader -> worker and worker -> batcher messages carry 8 items each (`reader::CHUNK`), so a
+//!    sleeping thread is woken once per 8 images, not per image.
 //! 4. A JPEG that does not decode is skipped, counted and named ([`PipelineStats::skipped`]); the
 //!    batcher asks the reader for one more record of that epoch (a spare, read past the epoch's
 //!    share in reading order), so batches stay full and every epoch still has exactly
@@ -34,6 +37,7 @@
 
 mod batcher;
 mod reader;
+mod slots;
 mod worker;
 
 pub use worker::panic_is_caught;
@@ -168,6 +172,9 @@ pub enum PipelineError {
     },
     #[error("the {stage} stage stopped without a message (a thread panicked?)")]
     Stopped { stage: Stage },
+    /// A broken invariant of the pipeline itself, reported instead of a panic.
+    #[error("internal pipeline error: {what}")]
+    Internal { what: String },
 }
 
 /// One JPEG the pipeline could not decode and skipped.
@@ -205,7 +212,7 @@ pub struct StageTimes {
     pub decode: Duration,
     /// Workers: the bilinear resize of the crop into the image's slot, and the flip.
     pub resize: Duration,
-    /// Batcher: reordering, copying each image into its batch, handing batches over.
+    /// Batcher: reordering, moving images down after a skip, handing batches over.
     pub batch: Duration,
 }
 
@@ -283,6 +290,7 @@ impl StopSignal {
 /// The threads and channels common to both pipelines.
 struct Engine {
     output: Option<Receiver<BatcherMsg>>,
+    slots: Arc<slots::Slots>,
     stop: Option<Sender<()>>,
     threads: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -320,6 +328,10 @@ impl Engine {
                 }))
             }
         }
+    }
+
+    fn give_back(&self, batch: Batch) {
+        self.slots.give_back(batch.images);
     }
 
     fn skipped_since(&self, seen: usize) -> Vec<SkippedImage> {
@@ -389,17 +401,19 @@ fn start_engine(
 ) -> Result<Engine, PipelineError> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let stop = StopSignal(stop_rx);
-    let (task_tx, task_rx) = crossbeam_channel::bounded(queue);
-    let (result_tx, result_rx) = crossbeam_channel::bounded(queue);
+    // Both queues carry chunks of `CHUNK` items; `queue` counts items.
+    let chunks = queue.div_ceil(reader::CHUNK).max(2);
+    let (task_tx, task_rx) = crossbeam_channel::bounded(chunks);
+    let (result_tx, result_rx) = crossbeam_channel::bounded(chunks);
     let (request_tx, request_rx) = crossbeam_channel::unbounded();
     let (output_tx, output_rx) = crossbeam_channel::bounded(prefetch.max(1));
-    // Pixel buffers go back from the batcher to the workers once copied into a batch, so in
-    // steady state no image allocates.
-    let (free_tx, free_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
+    // Workers decode into the batch buffers; the batcher takes the batches out.
+    let slots = Arc::new(slots::Slots::new(batching.batch_size()));
     let shared = Arc::new(Shared::default());
     let clock = shared.clock.clone();
     let mut engine = Engine {
         output: Some(output_rx),
+        slots: slots.clone(),
         stop: Some(stop_tx),
         threads: Vec::new(),
         shared: shared.clone(),
@@ -420,15 +434,15 @@ fn start_engine(
             task_rx.clone(),
             result_tx.clone(),
         );
-        let (free, c) = (free_rx.clone(), clock.clone());
+        let (slots, c) = (slots.clone(), clock.clone());
         engine.threads.push(spawn(
             Stage::Decode,
             &format!("dawnrun-dec-{i}"),
-            move || worker::run(f, limits, (tasks, free), results, s, c),
+            move || worker::run(f, limits, (tasks, slots), results, s, c),
         )?);
     }
     drop((task_rx, result_tx));
-    let batcher = batcher::Batcher::new(batching, shared, request_tx, output_tx, free_tx, stop);
+    let batcher = batcher::Batcher::new(batching, shared, request_tx, output_tx, slots, stop);
     engine
         .threads
         .push(spawn(Stage::Batcher, "dawnrun-batcher", move || {
@@ -523,6 +537,12 @@ impl TrainPipeline {
         self.engine.stats()
     }
 
+    /// Returns a batch the consumer is done with, so a later batch reuses its buffer instead
+    /// of a fresh one that must be zeroed and faulted in (optional: dropping it is correct too).
+    pub fn give_back(&self, batch: Batch) {
+        self.engine.give_back(batch);
+    }
+
     /// The images skipped after the first `seen` (in delivery order): what the trainer has
     /// not reported yet, without copying the whole list every step.
     pub fn skipped_since(&self, seen: usize) -> Vec<SkippedImage> {
@@ -538,6 +558,11 @@ pub struct EvalPipeline {
 }
 
 impl EvalPipeline {
+    /// As [`TrainPipeline::give_back`].
+    pub fn give_back(&self, batch: Batch) {
+        self.engine.give_back(batch);
+    }
+
     pub fn start(config: EvalConfig) -> Result<Self, PipelineError> {
         if config.files.is_empty() || config.batch_size == 0 || config.image_px == 0 {
             return Err(PipelineError::Config {

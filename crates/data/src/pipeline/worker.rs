@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::reader::{Job, Key, ReaderMsg, Task};
+use super::slots::{Claim, Slots};
 use super::{send_or_stop, Clock, PipelineError, SkippedImage, Stage, StopSignal, Tick};
 use crate::crop::{eval_crop, sample_crop};
 use crate::decode::{Placement, Preprocessor};
@@ -23,14 +24,12 @@ pub(super) struct Done {
     pub outcome: Outcome,
 }
 
-/// One decoded image: `[height, width, 3]` u8 pixels, its 0-based class, and (evaluation) its
-/// file name.
+/// One decoded image: its pixels are in the slot `claim` holds; its 0-based class, and
+/// (evaluation) its file name.
 pub(super) struct Image {
-    pub pixels: Vec<u8>,
+    pub claim: Claim,
     pub label: i32,
     pub filename: Option<String>,
-    pub width: u32,
-    pub height: u32,
 }
 
 pub(super) enum Outcome {
@@ -79,59 +78,53 @@ impl Drop for CaughtRegion {
     }
 }
 
-/// What a worker reuses from image to image: the decoder state, the pixel buffers the batcher
-/// hands back, and the stage clock it reports to.
+/// What a worker reuses from image to image: the decoder state (its buffers only grow), the
+/// batch buffers it writes into, and the stage clock it reports to.
 struct Kit {
     pre: Preprocessor,
-    free: Receiver<Vec<u8>>,
+    slots: Arc<Slots>,
     clock: Arc<Clock>,
-}
-
-impl Kit {
-    /// A pixel buffer of `len` bytes: a returned one when there is one (no allocation once
-    /// the pipeline is warm), else a new one.
-    fn buffer(&self, len: usize) -> Vec<u8> {
-        let mut buf = self.free.try_recv().unwrap_or_default();
-        buf.resize(len, 0);
-        buf
-    }
 }
 
 pub(super) fn run(
     files: Arc<[PathBuf]>,
     limits: Limits,
-    (tasks, free): (Receiver<ReaderMsg>, Receiver<Vec<u8>>),
-    results: Sender<Done>,
+    (tasks, slots): (Receiver<Vec<ReaderMsg>>, Arc<Slots>),
+    results: Sender<Vec<Done>>,
     stop: StopSignal,
     clock: Arc<Clock>,
 ) {
     let mut kit = Kit {
         pre: Preprocessor::new().with_max_pixels(limits.max_pixels),
-        free,
+        slots,
         clock,
     };
     loop {
-        let msg = crossbeam_channel::select! {
-            recv(tasks) -> msg => match msg {
-                Ok(msg) => msg,
+        let chunk = crossbeam_channel::select! {
+            recv(tasks) -> chunk => match chunk {
+                Ok(chunk) => chunk,
                 Err(_) => return,
             },
             recv(stop.0) -> _ => return,
         };
-        let done = match msg {
-            ReaderMsg::Task(task) => Done {
-                key: task.key,
-                outcome: guarded(&mut kit, &files, limits, task),
-            },
-            ReaderMsg::Fatal(key, e) => Done {
-                key,
-                outcome: Outcome::Fatal(Stage::Reader, e),
-            },
-            ReaderMsg::End(key) => Done {
-                key,
-                outcome: Outcome::End,
-            },
-        };
+        let mut done = Vec::with_capacity(chunk.len());
+        for msg in chunk {
+            done.push(match msg {
+                ReaderMsg::Task(task) => Done {
+                    key: task.key,
+                    outcome: guarded(&mut kit, &files, limits, task),
+                },
+                ReaderMsg::Fatal(key, e) => Done {
+                    key,
+                    outcome: Outcome::Fatal(Stage::Reader, e),
+                },
+                ReaderMsg::End(key) => Done {
+                    key,
+                    outcome: Outcome::End,
+                },
+            });
+        }
+        // The chunk's results go together: one wake-up of the batcher (see `reader::CHUNK`).
         if !send_or_stop(&results, done, &stop) {
             return;
         }
@@ -191,6 +184,7 @@ fn class_of(label: i64, num_classes: u32, path: &Path, offset: u64) -> Result<i3
 
 fn process(kit: &mut Kit, files: &[PathBuf], limits: Limits, task: Task) -> Outcome {
     let at = (files[task.file].as_path(), task.offset);
+    let key = task.key;
     let bad_example = |source| {
         let e = PipelineError::Example {
             path: at.0.to_path_buf(),
@@ -221,7 +215,7 @@ fn process(kit: &mut Kit, files: &[PathBuf], limits: Limits, task: Task) -> Outc
                 }
             };
             let labelled = (label, limits.num_classes, None);
-            render(kit, jpeg, labelled, (image_px, image_px), place, at)
+            render(kit, key, jpeg, labelled, (image_px, image_px), place, at)
         }
         Job::Eval {
             crop,
@@ -244,15 +238,24 @@ fn process(kit: &mut Kit, files: &[PathBuf], limits: Limits, task: Task) -> Outc
                 limits.num_classes,
                 Some(record.filename.clone()),
             );
-            render(kit, &record.encoded, labelled, (width, height), place, at)
+            render(
+                kit,
+                key,
+                &record.encoded,
+                labelled,
+                (width, height),
+                place,
+                at,
+            )
         }
     }
 }
 
-/// Decodes and resizes one image to `width x height` into a recycled pixel buffer;
-/// `(label, filename)` ride along, the label checked against `num_classes` first.
+/// Decodes and resizes one image to `width x height` straight into its slot of the batch
+/// buffer; `(label, filename)` ride along, the label checked against `num_classes` first.
 fn render(
     kit: &mut Kit,
+    key: Key,
     jpeg: &[u8],
     (label, num_classes, filename): (i64, u32, Option<String>),
     (width, height): (u32, u32),
@@ -263,14 +266,15 @@ fn render(
         Ok(label) => label,
         Err(e) => return Outcome::Fatal(Stage::Decode, e),
     };
-    let mut pixels = kit.buffer(width as usize * height as usize * 3);
-    match kit.pre.run(jpeg, width, height, &mut pixels, place) {
+    let Some(mut claim) = kit.slots.claim(key, width, height) else {
+        let what = format!("item {key:?}: its batch buffer holds images of another shape");
+        return Outcome::Fatal(Stage::Decode, PipelineError::Internal { what });
+    };
+    match kit.pre.run(jpeg, width, height, claim.pixels(), place) {
         Ok(()) => Outcome::Image(Image {
-            pixels,
+            claim,
             label,
             filename,
-            width,
-            height,
         }),
         Err(e) => Outcome::Skipped(SkippedImage {
             file: path.to_path_buf(),
