@@ -2,8 +2,8 @@
 //! batch slot. The per-image work of the decode workers; knows nothing of files or ranks (the
 //! caller adds the record's file and offset to errors).
 //!
-//! Decoding is libjpeg-turbo 3 (TurboJPEG API, the private `turbo` module), and it decodes only what the
-//! crop needs ([`DecodePath::Crop`], the default):
+//! Decoding is libjpeg-turbo 3 (TurboJPEG API, the private `turbo` module), and it decodes only
+//! what the crop needs ([`DecodePath::Crop`], the default):
 //! 1. The crop box is chosen from the header alone (`place(width, height)`).
 //! 2. The DCT scale is the coarsest of 1/8, 1/4, 1/2 that still leaves the crop at least the
 //!    output size in both directions ([`scale_for`]); the IDCT then runs on 1x1, 2x2 or 4x4

@@ -1,6 +1,6 @@
 //! Gradient averaging for one training step: the fusion plan, then the mean over ranks: our
-//! ring, which divides each rank's own chunk by N between its two phases, or `MPI_Allreduce`
-//! (for comparison) followed by a divide by N. What the trainer calls.
+//! ring, where each rank divides its own chunk by N in its last reduce-scatter addition, or
+//! `MPI_Allreduce` (for comparison) followed by a divide by N. What the trainer calls.
 //!
 //! The trainer holds all gradients as ONE flat `f32` vector in a fixed order, so each fusion
 //! group is a contiguous range of it and both methods sum it in place (the ring by design,
@@ -130,7 +130,8 @@ impl Allreducer {
             return Ok(());
         }
         match self.method {
-            // The ring divides inside (each rank its own chunk, before the all-gather).
+            // The ring divides inside: each rank its own chunk, in the same pass as that chunk's
+            // last reduce-scatter addition.
             Allreduce::Ring => timed(timeline, Lane::Allreduce, "ring mean", || {
                 self.ring.average(world, data, self.compression)
             })
