@@ -364,6 +364,33 @@ fn evaluation_skips_and_names_a_corrupt_jpeg() {
 }
 
 #[test]
+fn evaluation_drops_a_batch_whose_every_image_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, written) = write_shards(dir.path(), 1, 7, &[(0, 2), (0, 3)]);
+    for threads in [1, 3] {
+        let config = eval_config(files.clone(), 2, 12, 0.8, threads, false);
+        let mut eval = EvalPipeline::start(config).unwrap();
+        let batches: Vec<Batch> = eval.by_ref().map(Result::unwrap).collect();
+        let names: Vec<Vec<String>> = batches
+            .iter()
+            .map(|b| b.filenames.clone().unwrap())
+            .collect();
+        let want = |i: &[usize]| -> Vec<String> {
+            i.iter().map(|&i| written[i].filename.clone()).collect()
+        };
+        assert_eq!(
+            names,
+            [want(&[0, 1]), want(&[4, 5]), want(&[6])],
+            "{threads} threads"
+        );
+        for batch in &batches {
+            assert_labels_match_pixels(batch);
+        }
+        assert_eq!(eval.stats().skipped.len(), 2);
+    }
+}
+
+#[test]
 fn bad_configs_are_refused_before_any_thread_starts() {
     let dir = tempfile::tempdir().unwrap();
     let (files, _) = write_shards(dir.path(), 2, 2, &[]);

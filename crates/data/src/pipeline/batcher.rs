@@ -198,7 +198,7 @@ impl Batcher {
                     *key = (key.0 + 1, 0);
                     *batches_left = *batches_per_epoch;
                     filling.next = 0;
-                    self.slots.forget_before(key.0);
+                    self.slots.forget_before(*key);
                 }
                 Next::Continue
             }
@@ -206,11 +206,13 @@ impl Batcher {
                 self.shared.decoded.fetch_add(1, Ordering::Relaxed);
                 let from = self.slots.place(0, seq);
                 if from.group.1 != filling.next {
-                    // A new group: the previous one is complete (or had only skipped images).
+                    // A new group: the previous one is complete. Groups in between had only
+                    // skipped images: their buffers go back to the pool.
                     if !self.flush_eval(filling) {
                         return Next::Quit;
                     }
                     filling.next = from.group.1;
+                    self.slots.forget_before(from.group);
                 }
                 // Skipped images of this group move the later ones down.
                 let to = Place {
@@ -251,22 +253,17 @@ impl Batcher {
         // already received here, so no worker writes either; `image`'s claim is not used again.
         let moved = unsafe { self.slots.move_down(from, to) };
         drop(image.claim);
-        if !moved {
-            return self.internal(format!("no slab of the same shape for {from:?} -> {to:?}"));
+        if let Err(why) = moved {
+            return self.internal(format!("moving {from:?} to {to:?}: {why}"));
         }
         filling.labels.push(image.label);
         filling.filenames.extend(image.filename);
         true
     }
 
-    /// Evaluation: sends the group being filled, if it has images, and drops its slab.
+    /// Evaluation: sends the group being filled, if it has images.
     fn flush_eval(&self, filling: &mut Filling) -> bool {
-        let group = (0, filling.next);
-        if filling.labels.is_empty() {
-            self.slots.take(group);
-            return true;
-        }
-        self.emit(filling, group, true)
+        filling.labels.is_empty() || self.emit(filling, (0, filling.next), true)
     }
 
     /// Reports a broken invariant to the consumer; always `false` (quit).

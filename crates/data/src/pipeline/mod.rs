@@ -13,9 +13,10 @@
 //! 3. The batcher puts results back in key order (a reorder buffer) and fills batches with the
 //!    next successful images in that order. Batches therefore depend only on (files, seed, epoch,
 //!    rank, skip_batches), never on thread timing. The workers write each image straight into
-//!    its place in a batch buffer (`slots.rs`); the batcher copies pixels only after a skip.
-//!    Reader -> worker and worker -> batcher messages carry 8 items each (`reader::CHUNK`), so a
-//!    sleeping thread is woken once per 8 images, not per image.
+//!    its place in a batch buffer (`slots.rs`); the batcher copies pixels only from a skip to the
+//!    end of that epoch.
+//!    Reader -> worker and worker -> batcher messages carry up to 8 items (`reader::CHUNK`), so
+//!    a sleeping thread is woken about once per 8 images, not per image.
 //! 4. A JPEG that does not decode is skipped, counted and named ([`PipelineStats::skipped`]); the
 //!    batcher asks the reader for one more record of that epoch (a spare, read past the epoch's
 //!    share in reading order), so batches stay full and every epoch still has exactly

@@ -7,7 +7,8 @@
 //! key has arrived over a channel (which orders the write before the read). When an image is
 //! skipped, every later image of its epoch (training) or group (evaluation) belongs one place
 //! earlier; the batcher then moves each of them down as it meets them in key order
-//! ([`Slots::move_down`]): skips are rare, so the copy is too.
+//! ([`Slots::move_down`]): from a skip to the end of its epoch every image is copied once, as
+//! every image was before this module; epochs without a skip copy nothing.
 //!
 //! Unsafe because slots of one buffer are written by several threads at once; the rule above
 //! is what keeps those writes apart.
@@ -15,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::reader::Key;
 
@@ -137,58 +138,84 @@ impl Slots {
         }
     }
 
+    fn open(&self) -> Result<MutexGuard<'_, HashMap<Key, Arc<Slab>>>, &'static str> {
+        self.open
+            .lock()
+            .map_err(|_| "the table of batch buffers is poisoned")
+    }
+
+    /// The slab of `group`, made for `width x height` images if it is missing (from a returned
+    /// buffer when there is one).
+    fn slab(&self, group: Key, (width, height): (u32, u32)) -> Result<Arc<Slab>, &'static str> {
+        if let Some(slab) = self.open()?.get(&group) {
+            return Ok(slab.clone());
+        }
+        // Made outside the lock: zero-filling a fresh buffer must not hold up other claims. If
+        // another worker made the group's slab meanwhile, that one stays and this one drops.
+        let buf = self.spare.lock().ok().and_then(|mut s| s.pop());
+        let made = Slab::new(buf.unwrap_or_default(), self.batch_size, width, height);
+        Ok(self.open()?.entry(group).or_insert(Arc::new(made)).clone())
+    }
+
     /// The slot for `key`, in a slab of `width x height` images (made by the first claim on the
-    /// group). `None` when the group's slab has another shape, which the reader never produces
-    /// (a group shares one shape); the worker then keeps its own buffer.
-    pub(super) fn claim(&self, key: Key, width: u32, height: u32) -> Option<Claim> {
+    /// group). An error if the group's slab holds another shape, which the reader never
+    /// produces (a group shares one shape).
+    pub(super) fn claim(&self, key: Key, width: u32, height: u32) -> Result<Claim, &'static str> {
         let place = self.place(key.0, key.1);
-        let mut open = self.open.lock().ok()?;
-        let slab = open.entry(place.group).or_insert_with(|| {
-            let buf = self.spare.lock().ok().and_then(|mut s| s.pop());
-            Arc::new(Slab::new(
-                buf.unwrap_or_default(),
-                self.batch_size,
-                width,
-                height,
-            ))
-        });
-        (slab.shape() == (width, height)).then(|| Claim {
-            slab: slab.clone(),
+        let slab = self.slab(place.group, (width, height))?;
+        if slab.shape() != (width, height) {
+            return Err("its batch buffer holds images of another shape");
+        }
+        Ok(Claim {
+            slab,
             slot: place.slot,
         })
     }
 
     /// The slab of `group`, if one was made.
     pub(super) fn get(&self, group: Key) -> Option<Arc<Slab>> {
-        self.open.lock().ok()?.get(&group).cloned()
+        self.open().ok()?.get(&group).cloned()
     }
 
     /// Takes `group`'s slab out (a batch is complete): later claims on it would make a new one.
     pub(super) fn take(&self, group: Key) -> Option<Arc<Slab>> {
-        self.open.lock().ok()?.remove(&group)
+        self.open().ok()?.remove(&group)
     }
 
-    /// Drops the slabs of epochs before `epoch` (spares read but not needed).
-    pub(super) fn forget_before(&self, epoch: u64) {
-        if let Ok(mut open) = self.open.lock() {
-            open.retain(|&(e, _), _| e >= epoch);
+    /// Drops the slabs of groups before `first`, keeping their buffers for reuse: in training,
+    /// the groups past an epoch's last batch that its spares were first written to; in
+    /// evaluation, a group whose every image was skipped.
+    pub(super) fn forget_before(&self, first: Key) {
+        let dropped: Vec<Arc<Slab>> = match self.open() {
+            Ok(mut open) => {
+                let old: Vec<Key> = open.keys().filter(|&&k| k < first).copied().collect();
+                old.iter().filter_map(|k| open.remove(k)).collect()
+            }
+            Err(_) => return,
+        };
+        for slab in dropped {
+            if let Ok(slab) = Arc::try_unwrap(slab) {
+                self.give_back(slab.buf);
+            }
         }
     }
 
-    /// Copies the image at `from` to `to`, an earlier place.
+    /// Copies the image at `from` to `to`, an earlier place (making `to`'s slab if no item of
+    /// its group got as far as a claim, e.g. all of them failed to parse).
     ///
     /// # Safety
     /// Both places must belong to keys whose results the batcher has already received, so that
-    /// no worker writes either slot any more, and the two slabs must have the same shape.
-    pub(super) unsafe fn move_down(&self, from: Place, to: Place) -> bool {
-        let (Some(src), Some(dst)) = (self.get(from.group), self.get(to.group)) else {
-            return false;
-        };
+    /// no worker writes either slot any more.
+    pub(super) unsafe fn move_down(&self, from: Place, to: Place) -> Result<(), &'static str> {
         if from == to {
-            return true;
+            return Ok(());
         }
+        let src = self
+            .get(from.group)
+            .ok_or("the moved image's batch buffer is gone")?;
+        let dst = self.slab(to.group, src.shape())?;
         if src.image_bytes != dst.image_bytes {
-            return false;
+            return Err("an image would move into a batch buffer of another shape");
         }
         let n = src.image_bytes;
         std::ptr::copy_nonoverlapping(
@@ -196,7 +223,7 @@ impl Slots {
             dst.base.as_ptr().add(to.slot * n),
             n,
         );
-        true
+        Ok(())
     }
 }
 
@@ -268,8 +295,12 @@ mod tests {
         }
         // Item 1 was skipped: 2 and 3 move one place down.
         unsafe {
-            assert!(slots.move_down(slots.place(0, 2), slots.place(0, 1)));
-            assert!(slots.move_down(slots.place(0, 3), slots.place(0, 2)));
+            slots
+                .move_down(slots.place(0, 2), slots.place(0, 1))
+                .unwrap();
+            slots
+                .move_down(slots.place(0, 3), slots.place(0, 2))
+                .unwrap();
         }
         assert_eq!(
             slots.take((0, 0)).unwrap().into_pixels(2),
@@ -279,14 +310,32 @@ mod tests {
     }
 
     #[test]
-    fn a_shape_mismatch_refuses_the_claim_and_old_epochs_are_dropped() {
+    fn a_shape_mismatch_refuses_the_claim_and_old_groups_are_dropped_into_the_pool() {
         let slots = Slots::new(2);
-        assert!(slots.claim((0, 0), 4, 4).is_some());
-        assert!(slots.claim((0, 1), 4, 5).is_none());
-        assert!(slots.claim((1, 0), 4, 5).is_some());
-        slots.forget_before(1);
+        drop(slots.claim((0, 0), 4, 4).unwrap());
+        assert!(slots.claim((0, 1), 4, 5).is_err());
+        drop(slots.claim((0, 2), 4, 4).unwrap());
+        drop(slots.claim((1, 0), 4, 5).unwrap());
+        slots.forget_before((0, 1));
         assert!(slots.get((0, 0)).is_none());
+        assert!(slots.get((0, 1)).is_some());
+        slots.forget_before((1, 0));
+        assert!(slots.get((0, 1)).is_none());
         assert!(slots.get((1, 0)).is_some());
+        assert_eq!(slots.spare.lock().unwrap().len(), 2, "buffers not kept");
+    }
+
+    #[test]
+    fn moving_into_a_group_no_item_claimed_makes_its_slab() {
+        // Items 0 and 1 failed before their claims (batch 2): item 2 becomes item 0.
+        let slots = Slots::new(2);
+        slots.claim((0, 2), 1, 1).unwrap().pixels().fill(42);
+        unsafe {
+            slots
+                .move_down(slots.place(0, 2), slots.place(0, 0))
+                .unwrap()
+        };
+        assert_eq!(slots.take((0, 0)).unwrap().into_pixels(1), [42; 3]);
     }
 
     #[test]

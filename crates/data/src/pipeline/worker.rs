@@ -266,9 +266,12 @@ fn render(
         Ok(label) => label,
         Err(e) => return Outcome::Fatal(Stage::Decode, e),
     };
-    let Some(mut claim) = kit.slots.claim(key, width, height) else {
-        let what = format!("item {key:?}: its batch buffer holds images of another shape");
-        return Outcome::Fatal(Stage::Decode, PipelineError::Internal { what });
+    let mut claim = match kit.slots.claim(key, width, height) {
+        Ok(claim) => claim,
+        Err(why) => {
+            let what = format!("item {key:?}: {why}");
+            return Outcome::Fatal(Stage::Decode, PipelineError::Internal { what });
+        }
     };
     match kit.pre.run(jpeg, width, height, claim.pixels(), place) {
         Ok(()) => Outcome::Image(Image {
