@@ -10,7 +10,8 @@ Flow (each step appends samples to <results>/samples.jsonl as it goes, so a cras
      tjbench decode rate of the same JPEG files (full size and 1/2 scale) as the limit;
   4. training step: trainer bench vs the Keras step, with the pipeline and on a pre-made batch,
      ResNet-18 and ResNet-50, fp32 and bf16 (the trainer at np 1 takes its one-run step);
-  5. all-reduce: ring vs MPI_Allreduce at np 2, 4, 8 for 1M and 25.6M floats;
+  5. all-reduce: ours (hierarchical, the default) and the flat ring, each vs MPI_Allreduce, at
+     np 2, 4, 8 for 1M and 25.6M floats (the three interleaved in one job);
   6. scaling: trainer bench images/s at np 2 vs np 1, and at np 2 with the all-reduce overlapped
      with backward vs not.
 Both sides of a comparison run alternately (ours first in even repetitions, the reference first in
@@ -421,32 +422,44 @@ class Bench:
     def allreduce_rows(self):
         for np_ranks in ([2] if self.quick else [2, 4, 8]):
             for label, floats in FLOATS:
-                row = self.define("allreduce/%d/%s" % (np_ranks, label),
-                                  "all-reduce np %d, %s floats: ring vs MPI_Allreduce" % (np_ranks, label),
-                                  "GB/s bus", "rate")
+                rows = {
+                    "hierarchical": self.define(
+                        "allreduce/%d/%s" % (np_ranks, label),
+                        "all-reduce np %d, %s floats: ours (hierarchical) vs MPI_Allreduce" % (np_ranks, label),
+                        "GB/s bus", "rate"),
+                    "ring": self.define(
+                        "ring/%d/%s" % (np_ranks, label),
+                        "all-reduce np %d, %s floats: flat ring vs MPI_Allreduce" % (np_ranks, label),
+                        "GB/s bus", "rate"),
+                }
                 # 1M floats take about a millisecond: 200 iterations per method keep one
                 # scheduler hiccup from deciding the job's median (20 did, at e2bc7a8).
                 iters = 200 if floats < 10_000_000 else (3 if self.quick else 5)
                 cmd = ["mpirun", "-np", str(np_ranks), "--oversubscribe", self.exe("allreduce-check"),
-                       "--floats", str(floats), "--iters", str(iters), "--method", "both", "--json"]
-                # Both methods run inside one job, one after the other: that is the alternation.
+                       "--floats", str(floats), "--iters", str(iters),
+                       "--method", "hierarchical,ring,mpi", "--json"]
+                # The three methods run inside one job, interleaved (ABC CBA ...): that is the
+                # alternation. MPI's one run is the reference of both rows.
+                targets = [(row, side) for row in rows.values() for side in ("ours", "reference")]
                 for _ in range(self.reps):
-                    self.measure([(row, "ours"), (row, "reference")], self.allreduce_once(row, cmd))
+                    self.measure(targets, self.allreduce_once(rows, cmd))
 
-    def allreduce_once(self, row, cmd):
+    def allreduce_once(self, rows, cmd):
         def go():
             by_method = {o.get("method"): o for o in self.run_json(cmd, ours=True)}
-            if not {"ring", "mpi"} <= by_method.keys():
+            if not {"hierarchical", "ring", "mpi"} <= by_method.keys():
                 raise Failed("methods in output: %s" % sorted(str(k) for k in by_method))
             values = {}
-            for side, method in (("ours", "ring"), ("reference", "mpi")):
-                o = by_method[method]
-                if o.get("identical_across_ranks") is False:
-                    note = "- WARNING: %s results NOT identical across ranks (%s)" % (method, row)
-                    if note not in self.notes:
-                        self.notes.append(note)
-                extra = {k: o.get(k) for k in ("seconds_median", "max_abs_diff", "identical_across_ranks")}
-                values[(row, side)] = (o["bus_gbps"], extra)
+            for method, row in rows.items():
+                for side, name in (("ours", method), ("reference", "mpi")):
+                    o = by_method[name]
+                    if o.get("identical_across_ranks") is False:
+                        note = "- WARNING: %s results NOT identical across ranks (%s)" % (name, row)
+                        if note not in self.notes:
+                            self.notes.append(note)
+                    extra = {k: o.get(k) for k in ("seconds_median", "max_abs_diff", "identical_across_ranks",
+                                                   "hosts", "ranks_per_host")}
+                    values[(row, side)] = (o["bus_gbps"], extra)
             return values
         return go
 

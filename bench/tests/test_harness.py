@@ -16,6 +16,7 @@ BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 FAKE_ALLREDUCE = """#!/bin/sh
 [ "${OMPI_COMM_WORLD_RANK:-0}" = 0 ] || exit 0
+echo '{"method":"hierarchical","np":2,"floats":1,"seconds_median":0.25,"bus_gbps":8.0,"max_abs_diff":0.0,"identical_across_ranks":true,"hosts":1,"ranks_per_host":2}'
 echo '{"method":"ring","np":2,"floats":1,"seconds_median":0.5,"bus_gbps":4.0,"max_abs_diff":0.0,"identical_across_ranks":true}'
 echo '{"method":"mpi","np":2,"floats":1,"seconds_median":1.0,"bus_gbps":2.0,"max_abs_diff":0.0,"identical_across_ranks":true}'
 """
@@ -49,13 +50,18 @@ class HarnessTest(unittest.TestCase):
             rows = {r["row"]: r for r in json.loads(read(os.path.join(results, "latest.json")))["rows"]}
             for label in ("1M", "25.6M"):
                 r = rows["allreduce/2/%s" % label]
+                self.assertEqual((r["ours"], r["reference"]), (8.0, 2.0))
+                self.assertAlmostEqual(r["ratio"], 4.0)
+                r = rows["ring/2/%s" % label]
                 self.assertEqual((r["ours"], r["reference"]), (4.0, 2.0))
                 self.assertAlmostEqual(r["ratio"], 2.0)
             scale = rows["scale/np2"]
             self.assertEqual(scale["cells"][1], "n/a (missing: target/release/trainer bench)")
             self.assertIsNone(scale["ratio"])
             md = read(os.path.join(results, "latest.md"))
-            self.assertIn("| all-reduce np 2, 25.6M floats: ring vs MPI_Allreduce | 4.00 | 2.00 | 2.00x | GB/s bus |",
+            self.assertIn("| all-reduce np 2, 25.6M floats: ours (hierarchical) vs MPI_Allreduce | 8.00 | 2.00 | 4.00x "
+                          "| GB/s bus |", md)
+            self.assertIn("| all-reduce np 2, 25.6M floats: flat ring vs MPI_Allreduce | 4.00 | 2.00 | 2.00x | GB/s bus |",
                           md)
             self.assertIn("make-synthetic missing", md)
             self.assertIn("missing commands of ours: target/release/make-synthetic, target/release/trainer bench", md)

@@ -44,7 +44,7 @@ pub struct BenchArgs {
     prefix: String,
     #[arg(long)]
     decode_threads: Option<usize>,
-    #[arg(long, value_enum, default_value_t = Allreduce::Ring)]
+    #[arg(long, value_enum, default_value_t = Allreduce::Hierarchical)]
     allreduce: Allreduce,
     /// Fusion buffer size in MiB (the schedule's `distributed.fusion_threshold_mb`).
     #[arg(long, default_value_t = 64.0)]

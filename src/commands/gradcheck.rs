@@ -23,7 +23,7 @@ pub struct GradcheckArgs {
     /// Images per rank.
     #[arg(long, default_value_t = 4)]
     batch: usize,
-    #[arg(long, value_enum, default_value_t = Allreduce::Ring)]
+    #[arg(long, value_enum, default_value_t = Allreduce::Hierarchical)]
     allreduce: Allreduce,
     /// Fusion buffer size in MiB (smaller: more groups).
     #[arg(long, default_value_t = 64.0)]

@@ -39,7 +39,7 @@ pub struct TrainArgs {
     /// Write a Chrome-trace timeline of every step's phases (one file per rank).
     #[arg(long)]
     timeline: Option<PathBuf>,
-    /// Override the schedule's all-reduce: ring (ours) or mpi (MPI_Allreduce).
+    /// Override the schedule's all-reduce: hierarchical or ring (ours), or mpi (MPI_Allreduce).
     #[arg(long, value_enum)]
     allreduce: Option<Allreduce>,
     /// JPEG decode threads per rank [default: cores / ranks on this host, at least 1].

@@ -2,7 +2,7 @@
 //!
 //! 1. gradients: forward + backward of this rank's batch; unscaled flat gradients to the host;
 //! 2. ready: tell rank 0 this rank reached the step (the stall check);
-//! 3. all-reduce: average the gradients over ranks (bitwise identical everywhere with the ring),
+//! 3. all-reduce: average the gradients over ranks (bitwise identical everywhere with our methods),
 //!    and sum the few per-step scalars (loss, batch accuracy, skipped images) in one small
 //!    `MPI_Allreduce`;
 //! 4. verdict: finite or not, decided by the loss scaler on the shared loss and the averaged

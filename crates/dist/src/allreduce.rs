@@ -1,15 +1,18 @@
-//! Gradient averaging for one training step: the fusion plan, then the mean over ranks: our
-//! ring, where each rank divides its own chunk by N in its last reduce-scatter addition, or
-//! `MPI_Allreduce` (for comparison) followed by a divide by N. What the trainer calls.
+//! Gradient averaging for one training step: the fusion plan, then the mean over ranks: ours
+//! (the hierarchical all-reduce, by default, or the flat ring; both divide by N in the pass of
+//! their last addition), or `MPI_Allreduce` (for comparison) followed by a divide by N. What the
+//! trainer calls.
 //!
 //! The trainer holds all gradients as ONE flat `f32` vector in a fixed order, so each fusion
 //! group is a contiguous range of it and both methods sum it in place (the ring by design,
 //! `MPI_Allreduce` with `MPI_IN_PLACE`): "memcpy in/out" of Horovod's fusion buffer has nothing
 //! to do here.
 //!
-//! Timeline spans per group, lane `allreduce`: `ring mean`, or `MPI_Allreduce` and `divide by N`.
+//! Timeline spans per group, lane `allreduce`: `hierarchical mean`, `ring mean`, or
+//! `MPI_Allreduce` and `divide by N`.
 
 use crate::fusion::FusionPlan;
+use crate::hierarchical::{Hierarchical, HierarchicalError};
 use crate::ring::{Ring, RingError};
 use crate::timeline::{timed, Lane, Timeline};
 use crate::world::World;
@@ -27,6 +30,13 @@ pub enum AllreduceError {
         given: usize,
         expected: usize,
     },
+    #[error("rank {rank}: fusion group {group} of {groups}: hierarchical all-reduce")]
+    Hierarchical {
+        rank: usize,
+        group: usize,
+        groups: usize,
+        source: HierarchicalError,
+    },
     #[error("rank {rank}: fusion group {group} of {groups}")]
     Ring {
         rank: usize,
@@ -43,6 +53,7 @@ pub struct Allreducer {
     compression: Compression,
     plan: FusionPlan,
     ring: Ring,
+    hierarchical: Hierarchical,
 }
 
 impl Allreducer {
@@ -62,6 +73,7 @@ impl Allreducer {
             compression,
             plan: FusionPlan::new(tensor_lens, threshold_bytes),
             ring: Ring::new(),
+            hierarchical: Hierarchical::new(),
         })
     }
 
@@ -77,8 +89,17 @@ impl Allreducer {
         &self.plan
     }
 
+    /// The hierarchical method's (hosts, ranks per host) once it has run; `None` for the other
+    /// methods, before the first step, or where it fell back to the flat ring.
+    pub fn layout(&self) -> Option<(usize, usize)> {
+        match self.method {
+            Allreduce::Hierarchical => self.hierarchical.layout(),
+            _ => None,
+        }
+    }
+
     /// Replaces `grads` with the mean over all ranks, group by group in plan order. With
-    /// [`Allreduce::Ring`] the result is bitwise identical on every rank. One process: no-op.
+    /// our methods the result is bitwise identical on every rank. One process: no-op.
     pub fn average(
         &mut self,
         world: &World,
@@ -130,6 +151,17 @@ impl Allreducer {
             return Ok(());
         }
         match self.method {
+            Allreduce::Hierarchical => {
+                timed(timeline, Lane::Allreduce, "hierarchical mean", || {
+                    self.hierarchical.average(world, data, self.compression)
+                })
+                .map_err(|source| AllreduceError::Hierarchical {
+                    rank: world.rank(),
+                    group,
+                    groups,
+                    source,
+                })?
+            }
             // The ring divides inside: each rank its own chunk, in the same pass as that chunk's
             // last reduce-scatter addition.
             Allreduce::Ring => timed(timeline, Lane::Allreduce, "ring mean", || {

@@ -6,9 +6,11 @@
 //! 1. [`stall`]     — negotiate: every rank tells rank 0 it reached step `s`; rank 0 warns about
 //!    late ranks (Horovod's stall check).
 //! 2. [`fusion`]    — pack: which consecutive gradient tensors share one buffer (threshold).
-//! 3. [`ring`]      — move: ring all-reduce over MPI point-to-point, bitwise identical on every
-//!    rank; [`wire`] optionally halves the bytes on the wire (fp16).
-//! 4. [`allreduce`] — glue: plan + mean (the ring divides inside; `MPI_Allreduce` + divide by N).
+//! 3. move: [`hierarchical`] (the default) — within a host through a shared-memory segment
+//!    (`node`, over `shm`), across hosts a ring; [`ring`] — the flat ring over MPI
+//!    point-to-point. Both are bitwise identical on every rank; [`wire`] optionally halves the
+//!    bytes on the ring's wire (fp16).
+//! 4. [`allreduce`] — glue: plan + mean (ours divide inside; `MPI_Allreduce` + divide by N).
 //!
 //! [`world`] owns MPI itself (initialisation, ranks, broadcast, config check, abort on error);
 //! `in_place` is its one call the `mpi` crate lacks (`MPI_Allreduce` with `MPI_IN_PLACE`); [`say`](mod@say)
@@ -21,9 +23,12 @@
 
 pub mod allreduce;
 pub mod fusion;
+pub mod hierarchical;
 mod in_place;
+mod node;
 pub mod ring;
 pub mod say;
+mod shm;
 pub mod stall;
 pub mod timeline;
 pub mod wire;
@@ -31,6 +36,7 @@ pub mod world;
 
 pub use allreduce::{AllreduceError, Allreducer};
 pub use fusion::{FusionError, FusionPlan};
+pub use hierarchical::{Hierarchical, HierarchicalError};
 pub use ring::{chunk_bounds, Ring, RingError};
 pub use stall::{StallBook, StallCheck, StallError, Watchdog, STALL_EXIT_CODE};
 pub use timeline::{Lane, Timeline, TimelineError};

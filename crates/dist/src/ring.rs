@@ -23,7 +23,7 @@
 use std::ops::Range;
 
 use mpi::point_to_point::send_receive_into_with_tags;
-use mpi::topology::Communicator;
+use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 
 use crate::wire::{F16Wire, F32Wire, WireFormat};
@@ -140,9 +140,21 @@ impl Ring {
         compression: Compression,
         divisor: Option<f32>,
     ) -> Result<(), RingError> {
+        self.reduce_over(world.comm(), data, compression, divisor)
+    }
+
+    /// The sum over the ranks of `comm`, each element divided by `divisor` if one is given:
+    /// the hierarchical all-reduce's step across nodes, whose mean is over the whole world.
+    pub(crate) fn reduce_over(
+        &mut self,
+        comm: &SimpleCommunicator,
+        data: &mut [f32],
+        compression: Compression,
+        divisor: Option<f32>,
+    ) -> Result<(), RingError> {
         match compression {
             Compression::None => ring_sum::<F32Wire>(
-                world,
+                comm,
                 data,
                 divisor,
                 &mut self.recv_f32,
@@ -150,7 +162,7 @@ impl Ring {
                 &mut self.decoded,
             ),
             Compression::Fp16 => ring_sum::<F16Wire>(
-                world,
+                comm,
                 data,
                 divisor,
                 &mut self.recv_f16,
@@ -167,15 +179,15 @@ pub fn ring_allreduce_sum(world: &World, data: &mut [f32]) -> Result<(), RingErr
 }
 
 fn ring_sum<W: WireFormat>(
-    world: &World,
+    comm: &SimpleCommunicator,
     data: &mut [f32],
     divisor: Option<f32>,
     recv: &mut Vec<W::Elem>,
     send_buf: &mut Vec<W::Elem>,
     tmp: &mut Vec<f32>,
 ) -> Result<(), RingError> {
-    let n = world.size();
-    let r = world.rank();
+    let n = comm.size() as usize;
+    let r = comm.rank() as usize;
     if n <= 1 {
         return Ok(());
     }
@@ -193,7 +205,6 @@ fn ring_sum<W: WireFormat>(
     }
     recv.resize(max_chunk, W::Elem::default());
 
-    let comm = world.comm();
     let next = comm.process_at_rank(((r + 1) % n) as i32);
     let prev_rank = (r + n - 1) % n;
     let prev = comm.process_at_rank(prev_rank as i32);

@@ -5,26 +5,49 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use dawnrun_dist::hierarchical::RANKS_PER_NODE_ENV;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_allreduce-check");
 
 /// `timeout SECS mpirun -np NP --oversubscribe allreduce-check ARGS` in a fresh temp dir.
 fn mpirun_in(dir: &Path, np: usize, secs: u32, args: &[&str]) -> Output {
+    mpirun_with(dir, np, secs, None, args)
+}
+
+/// As [`mpirun_in`], with `DAWNRUN_RANKS_PER_NODE` set to `per_node` for every rank.
+fn mpirun_with(dir: &Path, np: usize, secs: u32, per_node: Option<usize>, args: &[&str]) -> Output {
     let np = np.to_string();
     let secs = secs.to_string();
-    let mut cmd_args = vec![secs.as_str(), "mpirun", "-np", &np, "--oversubscribe", BIN];
+    let mut cmd_args = vec![secs.as_str(), "mpirun", "-np", &np, "--oversubscribe"];
+    if per_node.is_some() {
+        cmd_args.extend(["-x", RANKS_PER_NODE_ENV]);
+    }
+    cmd_args.push(BIN);
     cmd_args.extend_from_slice(args);
-    command("timeout", &cmd_args, dir)
+    let mut cmd = command_line("timeout", &cmd_args, dir);
+    if let Some(k) = per_node {
+        cmd.env(RANKS_PER_NODE_ENV, k.to_string());
+    }
+    run(cmd, "timeout")
 }
 
 fn command(program: &str, args: &[&str], dir: &Path) -> Output {
-    Command::new(program)
-        .args(args)
+    run(command_line(program, args, dir), program)
+}
+
+fn command_line(program: &str, args: &[&str], dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .current_dir(dir)
+        .env_remove(RANKS_PER_NODE_ENV)
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .output()
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    cmd
+}
+
+fn run(mut cmd: Command, program: &str) -> Output {
+    cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {program} (Open MPI installed? `make setup`): {e}"))
 }
 
@@ -52,13 +75,20 @@ fn json_lines(out: &Output) -> Vec<Value> {
         .collect()
 }
 
-/// Every method line is ok, within tolerance, and (for the ring) bitwise identical across ranks.
-fn assert_checks_pass(lines: &[Value], np: usize, floats: usize, compression: &str) {
+/// Every method line is ok, within tolerance, and (for ours) bitwise identical across ranks;
+/// `hosts` is the hierarchical method's expected (hosts, ranks per host).
+fn assert_checks_pass(
+    lines: &[Value],
+    np: usize,
+    floats: usize,
+    compression: &str,
+    hosts: Option<(usize, usize)>,
+) {
     let methods: Vec<&str> = lines
         .iter()
         .map(|l| l["method"].as_str().unwrap())
         .collect();
-    assert_eq!(methods, ["ring", "mpi"], "{lines:?}");
+    assert_eq!(methods, ["hierarchical", "ring", "mpi"], "{lines:?}");
     for line in lines {
         assert_eq!(line["np"], np);
         let local: Vec<usize> = (0..np).collect();
@@ -72,27 +102,43 @@ fn assert_checks_pass(lines: &[Value], np: usize, floats: usize, compression: &s
         assert!(diff <= line["tolerance"].as_f64().unwrap(), "{line}");
         assert_eq!(line["ok"], true, "{line}");
     }
-    let ring = &lines[0];
-    assert_eq!(ring["compression"], compression);
-    assert_eq!(ring["identical_across_ranks"], true, "{ring}");
-    let vs_mpi = ring["max_abs_diff_vs_mpi"].as_f64().unwrap();
-    let tol = ring["tolerance"].as_f64().unwrap() + lines[1]["tolerance"].as_f64().unwrap();
-    assert!(vs_mpi <= tol, "ring vs MPI_Allreduce: {vs_mpi} > {tol}");
+    let mpi = &lines[2];
+    for ours in &lines[..2] {
+        assert_eq!(ours["compression"], compression);
+        assert_eq!(ours["identical_across_ranks"], true, "{ours}");
+        let vs_mpi = ours["max_abs_diff_vs_mpi"].as_f64().unwrap();
+        let tol = ours["tolerance"].as_f64().unwrap() + mpi["tolerance"].as_f64().unwrap();
+        assert!(
+            vs_mpi <= tol,
+            "{} vs MPI_Allreduce: {vs_mpi} > {tol}",
+            ours["method"]
+        );
+    }
+    let layout = (&lines[0]["hosts"], &lines[0]["ranks_per_host"]);
+    match hosts {
+        Some((h, l)) => assert_eq!(layout, (&Value::from(h), &Value::from(l)), "{}", lines[0]),
+        None => assert_eq!(layout, (&Value::Null, &Value::Null), "{}", lines[0]),
+    }
+}
+
+/// One host holding every rank: what the hierarchical method reports outside tests.
+fn one_host(np: usize) -> Option<(usize, usize)> {
+    (np > 1).then_some((1, np))
 }
 
 #[test]
-fn ring_matches_mpi_allreduce_and_is_identical_on_every_rank() {
+fn our_methods_match_mpi_allreduce_and_are_identical_on_every_rank() {
     for np in [2usize, 3, 4] {
         for floats in [1usize, 3, 1_000_003] {
             let f = floats.to_string();
             let out = mpirun(np, &["--floats", &f, "--iters", "2", "--json"]);
-            assert_checks_pass(&json_lines(&out), np, floats, "none");
+            assert_checks_pass(&json_lines(&out), np, floats, "none", one_host(np));
         }
     }
 }
 
 #[test]
-fn ring_with_fp16_on_the_wire_stays_within_fp16_tolerance_and_identical() {
+fn fp16_compression_stays_within_fp16_tolerance_and_identical() {
     for np in [2usize, 3, 4] {
         for floats in [1usize, 3, 1_000_003] {
             let f = floats.to_string();
@@ -108,7 +154,7 @@ fn ring_with_fp16_on_the_wire_stays_within_fp16_tolerance_and_identical() {
                     "--json",
                 ],
             );
-            assert_checks_pass(&json_lines(&out), np, floats, "fp16");
+            assert_checks_pass(&json_lines(&out), np, floats, "fp16", one_host(np));
         }
     }
 }
@@ -130,7 +176,7 @@ fn many_small_fusion_buffers_give_the_same_checks() {
             "--json",
         ],
     );
-    assert_checks_pass(&json_lines(&out), 3, 1_000_003, "none");
+    assert_checks_pass(&json_lines(&out), 3, 1_000_003, "none", one_host(3));
 }
 
 /// The job ended by itself (not by `timeout`, exit 124) with a failure code, and stderr says
@@ -260,21 +306,22 @@ fn timeline_files_are_chrome_traces_with_one_pid_per_rank() {
             .collect();
         assert!(spans.iter().all(|e| e["pid"] == rank));
         let count = |cat: &str| spans.iter().filter(|e| e["cat"] == cat).count();
-        assert_eq!(count("negotiate"), 6, "3 iterations x 2 methods");
-        // Per iteration: the ring's one span (it divides inside), MPI's sum and divide by N.
+        assert_eq!(count("negotiate"), 9, "3 iterations x 3 methods");
+        // Per iteration: one span each for ours (they divide inside), MPI's sum and divide by N.
         assert_eq!(
             count("allreduce"),
-            9,
-            "3 iterations x (1 ring span + 2 MPI spans)"
+            12,
+            "3 iterations x (1 hierarchical + 1 ring + 2 MPI spans)"
         );
         let names = |name: &str| spans.iter().filter(|e| e["name"] == name).count();
         assert_eq!(
             (
+                names("hierarchical mean"),
                 names("ring mean"),
                 names("MPI_Allreduce"),
                 names("divide by N")
             ),
-            (3, 3, 3)
+            (3, 3, 3, 3)
         );
     }
 }
@@ -288,9 +335,70 @@ fn a_single_process_without_mpirun_works() {
         dir.path(),
     );
     let lines = json_lines(&out);
-    assert_checks_pass(&lines, 1, 1000, "none");
+    assert_checks_pass(&lines, 1, 1000, "none", None);
     assert_eq!(
         lines[0]["max_abs_diff"], 0.0,
         "one rank: the mean is the data itself"
     );
+}
+
+#[test]
+fn hierarchical_across_hosts_matches_mpi_allreduce_in_several_rounds() {
+    // DAWNRUN_RANKS_PER_NODE splits one machine into hosts of K ranks, so the ring across hosts
+    // runs; 5000003 floats take three rounds of the node all-reduce (2M elements per rank each).
+    for (np, per_node) in [(4usize, 2usize), (6, 3), (6, 2)] {
+        for compression in ["none", "fp16"] {
+            let dir = tempfile::tempdir().unwrap();
+            let args = [
+                "--floats",
+                "5000003",
+                "--iters",
+                "2",
+                "--compression",
+                compression,
+                "--json",
+            ];
+            let out = mpirun_with(dir.path(), np, 180, Some(per_node), &args);
+            let hosts = Some((np / per_node, per_node));
+            assert_checks_pass(&json_lines(&out), np, 5_000_003, compression, hosts);
+        }
+    }
+}
+
+#[test]
+fn hosts_of_different_sizes_fall_back_to_the_flat_ring_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mpirun_with(
+        dir.path(),
+        3,
+        120,
+        Some(2),
+        &["--floats", "1001", "--iters", "2", "--json"],
+    );
+    let lines = json_lines(&out);
+    assert_checks_pass(&lines, 3, 1001, "none", None);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("rank 0: warning: hierarchical all-reduce unavailable (hosts carry between 1 and 2 ranks); using the flat ring"),
+        "{stderr}"
+    );
+    assert_eq!(
+        lines[0]["fingerprint"], lines[1]["fingerprint"],
+        "the fallback is the ring itself"
+    );
+}
+
+#[test]
+fn at_two_ranks_hierarchical_and_ring_give_the_same_bits() {
+    // One addition per element (commutative) and the same division: the trainer's 2-rank
+    // results do not depend on the method.
+    for floats in ["7", "1000003", "4194305"] {
+        let lines = json_lines(&mpirun(2, &["--floats", floats, "--iters", "1", "--json"]));
+        assert_eq!(lines[0]["method"], "hierarchical");
+        assert_eq!(lines[1]["method"], "ring");
+        assert_eq!(
+            lines[0]["fingerprint"], lines[1]["fingerprint"],
+            "{floats} floats"
+        );
+    }
 }

@@ -332,8 +332,12 @@ pub enum CropMode {
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Allreduce {
-    /// Ours: a ring over MPI point-to-point messages.
+    /// Ours: within a host the ranks read each other's buffers directly, across hosts a ring
+    /// on each rank's chunk; the flat ring where direct reads are not allowed.
     #[default]
+    #[cfg_attr(feature = "clap", value(name = "hierarchical"))]
+    Hierarchical,
+    /// Ours: a ring over MPI point-to-point messages between all ranks.
     #[cfg_attr(feature = "clap", value(name = "ring"))]
     Ring,
     /// `MPI_Allreduce`.
@@ -342,9 +346,10 @@ pub enum Allreduce {
 }
 
 impl fmt::Display for Allreduce {
-    /// The YAML spelling: `ring` or `mpi`.
+    /// The YAML spelling: `hierarchical`, `ring` or `mpi`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Allreduce::Hierarchical => "hierarchical",
             Allreduce::Ring => "ring",
             Allreduce::Mpi => "mpi",
         })
@@ -518,9 +523,9 @@ mod tests {
 
     #[test]
     fn allreduce_and_compression_default_and_print_as_in_yaml() {
-        assert_eq!(Allreduce::default(), Allreduce::Ring);
+        assert_eq!(Allreduce::default(), Allreduce::Hierarchical);
         assert_eq!(Compression::default(), Compression::None);
-        for a in [Allreduce::Ring, Allreduce::Mpi] {
+        for a in [Allreduce::Hierarchical, Allreduce::Ring, Allreduce::Mpi] {
             let yaml = serde_yaml::to_string(&a).unwrap();
             assert_eq!(yaml.trim(), a.to_string());
         }

@@ -54,7 +54,7 @@
 //!   batch_size: 250             # [250]
 //!   target_top5: 93             # [93] percent
 //! distributed:
-//!   allreduce: ring             # [ring] ring | mpi
+//!   allreduce: hierarchical     # [hierarchical] hierarchical | ring | mpi
 //!   fusion_threshold_mb: 64     # [64]
 //!   compression: none           # [none] none | fp16
 //!   stall_warning_s: 60         # [60] warn when a rank is this late to a step

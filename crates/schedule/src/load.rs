@@ -228,7 +228,13 @@ mod tests {
                 d.stall_warning_s,
                 d.stall_shutdown_s
             ),
-            (Allreduce::Ring, 64.0, Compression::None, 60.0, 600.0)
+            (
+                Allreduce::Hierarchical,
+                64.0,
+                Compression::None,
+                60.0,
+                600.0
+            )
         );
     }
 }

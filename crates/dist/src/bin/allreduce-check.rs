@@ -1,13 +1,16 @@
-//! allreduce-check: runs our ring all-reduce and MPI_Allreduce on deterministic per-rank data,
-//! checks both against the exact mean (computed in f64 on every rank), checks that the ring
-//! result is bitwise identical on every rank, and prints one line per method on rank 0.
+//! allreduce-check: runs our all-reduces (hierarchical, ring) and MPI_Allreduce on deterministic
+//! per-rank data, checks each against the exact mean (computed in f64 on every rank), checks that
+//! our results are bitwise identical on every rank, and prints one line per method on rank 0.
 //!
-//! `mpirun -np 4 allreduce-check --floats 1000000 --method both --json`
+//! `mpirun -np 4 allreduce-check --floats 1000000 --method hierarchical,ring,mpi --json`
 //! JSON fields: `seconds_median` is rank 0's median over `--iters` (each after a barrier);
 //! `bus_gbps` = 2(N-1)/N x f32 bytes / time (f32 bytes even with fp16 on the wire, so the two
 //! compare as the same work); `max_abs_diff` is against the exact mean over all ranks;
-//! `identical_across_ranks` compares a hash of every rank's result bits. With `--method both` the
-//! iterations interleave the two methods, alternating which runs first; both reduce a buffer in
+//! `identical_across_ranks` compares a hash of every rank's result bits (`fingerprint`: rank 0's
+//! hash, to compare methods); `hosts` and
+//! `ranks_per_host` say how the hierarchical method split the world (null: it fell back to the
+//! ring). With several methods the iterations interleave them, reversing their order every
+//! iteration (ABC CBA ...); all reduce a buffer in
 //! place (`MPI_Allreduce` with `MPI_IN_PLACE`), the copy of the input outside the timed region.
 //! Used by the test suite and `make bench`. Exit codes: 0 ok, 1 a check failed, 2 an error
 //! (under mpirun: `rank R: error: ...` and MPI_Abort, so the whole job ends).
@@ -30,10 +33,15 @@ struct Args {
     /// Timed repetitions per method (the median is reported).
     #[arg(long, default_value_t = 5)]
     iters: usize,
-    /// `ring`, `mpi` or `both`.
-    #[arg(long, default_value = "both", value_parser = ["ring", "mpi", "both"])]
-    method: String,
-    /// Wire compression for the ring: `none` or `fp16` (MPI_Allreduce always sums f32).
+    /// Methods to run, comma-separated: `hierarchical`, `ring`, `mpi`.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "hierarchical,ring,mpi"
+    )]
+    method: Vec<Allreduce>,
+    /// Wire compression for our methods: `none` or `fp16` (MPI_Allreduce always sums f32).
     #[arg(long, value_enum, default_value_t = Compression::None)]
     compression: Compression,
     /// Fusion buffer threshold in MiB.
@@ -86,6 +94,8 @@ struct Outcome {
     method: Allreduce,
     result: Vec<f32>,
     seconds: Vec<f64>,
+    /// The hierarchical method's (hosts, ranks per host), unless it fell back to the ring.
+    layout: Option<(usize, usize)>,
 }
 
 /// Returns whether every check passed (the same verdict on every rank).
@@ -97,11 +107,9 @@ fn run(world: &World, args: &Args) -> Result<bool> {
     if args.iters == 0 || args.tensors == 0 {
         bail!("--iters and --tensors must be at least 1");
     }
-    let methods: Vec<Allreduce> = match args.method.as_str() {
-        "ring" => vec![Allreduce::Ring],
-        "mpi" => vec![Allreduce::Mpi],
-        _ => vec![Allreduce::Mpi, Allreduce::Ring],
-    };
+    let mut methods = args.method.clone();
+    methods.sort_by_key(|&m| m as u8);
+    methods.dedup();
     let tensor_lens: Vec<usize> = chunk_bounds(args.floats, args.tensors)
         .iter()
         .map(|c| c.len())
@@ -123,11 +131,7 @@ fn run(world: &World, args: &Args) -> Result<bool> {
     let mut outcomes = methods
         .iter()
         .map(|&method| {
-            let compression = if method == Allreduce::Ring {
-                args.compression
-            } else {
-                Compression::None
-            };
+            let compression = compression_of(method, args.compression);
             let reducer = Allreducer::new(method, compression, threshold_bytes, &tensor_lens)?;
             Ok((
                 reducer,
@@ -135,6 +139,7 @@ fn run(world: &World, args: &Args) -> Result<bool> {
                     method,
                     result: input.clone(),
                     seconds: Vec::with_capacity(args.iters),
+                    layout: None,
                 },
             ))
         })
@@ -179,7 +184,13 @@ fn run(world: &World, args: &Args) -> Result<bool> {
             step += 1;
         }
     }
-    let outcomes: Vec<Outcome> = outcomes.into_iter().map(|(_, o)| o).collect();
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .map(|(reducer, o)| Outcome {
+            layout: reducer.layout(),
+            ..o
+        })
+        .collect();
     if let Some(t) = timeline {
         t.finish()?;
     }
@@ -219,6 +230,14 @@ fn value(rank: usize, i: usize) -> f32 {
 
 /// Bound on |computed mean - exact mean| for n ranks of values in [-1, 1): n-1 roundings of
 /// partial sums of magnitude <= n, divided by n (plus slack); fp16 rounds each hop to 11 bits.
+/// Our methods carry the chosen compression; `MPI_Allreduce` always sums f32.
+fn compression_of(method: Allreduce, asked: Compression) -> Compression {
+    match method {
+        Allreduce::Mpi => Compression::None,
+        _ => asked,
+    }
+}
+
 fn tolerance(n: usize, compression: Compression) -> f64 {
     let unit = match compression {
         Compression::None => 2f64.powi(-23),
@@ -271,13 +290,10 @@ fn report(world: &World, args: &Args, outcomes: &[Outcome]) -> Result<bool> {
     let mut ok = true;
     let mut lines = Vec::new();
     for (o, &local_diff) in outcomes.iter().zip(&diffs) {
-        let compression = if o.method == Allreduce::Ring {
-            args.compression
-        } else {
-            Compression::None
-        };
-        let local_vs_mpi = match (o.method, mpi_result) {
-            (Allreduce::Ring, Some(m)) => max_abs_diff(&o.result, m.iter().map(|&v| f64::from(v))),
+        let ours = o.method != Allreduce::Mpi;
+        let compression = compression_of(o.method, args.compression);
+        let local_vs_mpi = match mpi_result {
+            Some(m) if ours => max_abs_diff(&o.result, m.iter().map(|&v| f64::from(v))),
             _ => 0.0,
         };
         let mut facts = fingerprint_f32(&o.result).to_le_bytes().to_vec();
@@ -313,15 +329,10 @@ fn report(world: &World, args: &Args, outcomes: &[Outcome]) -> Result<bool> {
             0.0
         };
         let method_ok = diff <= tol
-            && (o.method != Allreduce::Ring || identical)
-            && (mpi_result.is_none()
-                || o.method != Allreduce::Ring
-                || vs_mpi <= tol + tolerance(n, Compression::None));
+            && (!ours || identical)
+            && (mpi_result.is_none() || !ours || vs_mpi <= tol + tolerance(n, Compression::None));
         ok &= method_ok;
-        let method = match o.method {
-            Allreduce::Ring => "ring",
-            Allreduce::Mpi => "mpi",
-        };
+        let method = o.method.to_string();
         let compression_name = match compression {
             Compression::None => "none",
             Compression::Fp16 => "fp16",
@@ -331,22 +342,22 @@ fn report(world: &World, args: &Args, outcomes: &[Outcome]) -> Result<bool> {
                 "method": method, "compression": compression_name, "np": n, "floats": args.floats,
                 "iters": args.iters, "seconds_median": secs, "bus_gbps": bus_gbps,
                 "max_abs_diff": diff, "tolerance": tol,
-                "max_abs_diff_vs_mpi": if o.method == Allreduce::Ring && mpi_result.is_some() { Some(vs_mpi) } else { None },
+                "max_abs_diff_vs_mpi": if ours && mpi_result.is_some() { Some(vs_mpi) } else { None },
+                "hosts": o.layout.map(|l| l.0), "ranks_per_host": o.layout.map(|l| l.1),
                 "identical_across_ranks": identical, "ok": method_ok,
+                "fingerprint": format!("{:016x}", hashes[0]),
                 "local_ranks": local_ranks,
             })
             .to_string()
         } else {
             format!(
-                "{method:<4} {compression_name:<4} np {n} floats {} median {secs:.6} s bus {bus_gbps:.3} GB/s \
+                "{method:<12} {compression_name:<4} np {n} floats {} median {secs:.6} s bus {bus_gbps:.3} GB/s \
                  max|diff| {diff:.3e} (tol {tol:.1e}) identical {identical} {}",
                 args.floats,
                 if method_ok { "ok" } else { "FAILED" }
             )
         });
     }
-    // Ring first in the output, whatever order they ran in.
-    lines.reverse();
     for line in &lines {
         println!("{line}");
     }

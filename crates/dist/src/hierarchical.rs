@@ -1,0 +1,195 @@
+//! The hierarchical all-reduce, dawnrun's default: within a host the ranks meet in shared memory
+//! (`node.rs`); across hosts a ring ([`ring`](crate::ring)) runs between the ranks
+//! with the same node rank, each on the chunk it reduced. The shape of Horovod's hierarchical
+//! all-reduce and of NCCL's, with host memory in place of NVLink.
+//!
+//! Per round of the node all-reduce, N ranks on H hosts of L ranks each:
+//! 1. node reduce-scatter: node rank l sums chunk l over its host (single host: and divides by
+//!    N in the same pass);
+//! 2. (H > 1) ring all-reduce of chunk l among the H ranks with node rank l, dividing by N;
+//!    with fp16 compression the chunk travels in 16 bits there. On one host fp16 compression
+//!    has no wire to shrink; the mean is still rounded to fp16, as the ring's receivers see it;
+//! 3. node all-gather: every rank copies every other chunk from the rank on its host that owns
+//!    it.
+//!
+//! Every element is computed by one rank and copied, so results are bitwise identical on every
+//! rank, and sums run in an order fixed by the layout, not by timing.
+//!
+//! The route is chosen once, collectively, on the first call: where any host cannot make its
+//! shared segment (a small `/dev/shm`, as in a default Docker container) or hosts carry
+//! different numbers of ranks, every rank falls back to the flat ring, and says why.
+//!
+//! `DAWNRUN_RANKS_PER_NODE=K` (a test hook) treats every K consecutive ranks of a host as one
+//! host, so the cross-host ring can be exercised on one machine.
+
+use mpi::collective::{CommunicatorCollectives, SystemOperation};
+use mpi::topology::{Color, Communicator, SimpleCommunicator};
+
+use crate::node::Node;
+use crate::ring::{Ring, RingError};
+use crate::wire::{F16Wire, WireFormat};
+use crate::world::World;
+use dawnrun_schedule::Compression;
+
+/// The environment variable of the test hook in the module docs.
+pub const RANKS_PER_NODE_ENV: &str = "DAWNRUN_RANKS_PER_NODE";
+
+/// Errors of one hierarchical call: the ring (across hosts, or the fallback) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HierarchicalError {
+    #[error("ring across hosts")]
+    Cross(#[source] RingError),
+    #[error("flat ring (fallback)")]
+    Flat(#[source] RingError),
+}
+
+/// How this world's gradients travel; decided on the first call.
+enum Route {
+    Hosts {
+        node: Node,
+        cross: SimpleCommunicator,
+    },
+    FlatRing,
+}
+
+/// The hierarchical all-reduce's state: communicators and scratch, kept across steps.
+#[derive(Default)]
+pub struct Hierarchical {
+    route: Option<Route>,
+    ring: Ring,
+    f16: Vec<u16>,
+}
+
+impl std::fmt::Debug for Hierarchical {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hierarchical")
+            .field("chosen", &self.route.is_some())
+            .field("layout", &self.layout())
+            .finish()
+    }
+}
+
+impl Hierarchical {
+    pub fn new() -> Hierarchical {
+        Hierarchical::default()
+    }
+
+    /// Replaces `data` with its mean over all ranks. Collective: every rank calls it with a
+    /// buffer of the same length at the same time.
+    pub fn average(
+        &mut self,
+        world: &World,
+        data: &mut [f32],
+        compression: Compression,
+    ) -> Result<(), HierarchicalError> {
+        let n = world.size();
+        if n <= 1 {
+            return Ok(());
+        }
+        if self.route.is_none() {
+            self.route = Some(choose_route(world));
+        }
+        let divisor = n as f32;
+        match self.route.as_mut() {
+            Some(Route::Hosts { node, cross }) => {
+                let hosts = cross.size();
+                let (ring, f16) = (&mut self.ring, &mut self.f16);
+                node.all_reduce(data, (hosts == 1).then_some(divisor), |chunk| {
+                    if hosts > 1 {
+                        ring.reduce_over(cross, chunk, compression, Some(divisor))
+                            .map_err(HierarchicalError::Cross)
+                    } else {
+                        if compression == Compression::Fp16 {
+                            F16Wire::quantize(chunk, f16);
+                        }
+                        Ok(())
+                    }
+                })
+            }
+            _ => self
+                .ring
+                .average(world, data, compression)
+                .map_err(HierarchicalError::Flat),
+        }
+    }
+
+    /// (hosts, ranks per host) when the first call chose direct reads on each host; `None`
+    /// before the first call, with one rank, or after falling back to the flat ring.
+    pub fn layout(&self) -> Option<(usize, usize)> {
+        match &self.route {
+            Some(Route::Hosts { node, cross }) => Some((cross.size() as usize, node.size())),
+            _ => None,
+        }
+    }
+}
+
+/// Splits the world into hosts, probes direct reads, and agrees on one route over the world.
+fn choose_route(world: &World) -> Route {
+    let comm = world.comm();
+    let mut node_comm = comm.split_shared(comm.rank());
+    if let Some(k) = ranks_per_node_hook() {
+        let color = Color::with_value((node_comm.rank() as usize / k) as i32);
+        if let Some(split) = node_comm.split_by_color(color) {
+            node_comm = split;
+        }
+    }
+    let node_rank = node_comm.rank();
+    let node_size = node_comm.size();
+    // Every decision below is taken on world-wide values, so all ranks take the same route.
+    let max_over_world = |mine: &[i32]| {
+        let mut all = vec![0i32; mine.len()];
+        comm.all_reduce_into(mine, &mut all[..], SystemOperation::max());
+        all
+    };
+    let sizes = max_over_world(&[node_size, -node_size]);
+    let (largest, smallest) = (sizes[0], -sizes[1]);
+    if largest == 1 {
+        // One rank per host: the ring across hosts is the flat ring.
+        return Route::FlatRing;
+    }
+    if largest != smallest {
+        if world.rank() == 0 {
+            fall_back(
+                world,
+                &format!("hosts carry between {smallest} and {largest} ranks"),
+            );
+        }
+        return Route::FlatRing;
+    }
+    let verdict = Node::new(&node_comm);
+    let any_failed = max_over_world(&[i32::from(verdict.is_err())])[0] == 1;
+    match verdict {
+        Ok(node) if !any_failed => {
+            let cross = comm
+                .split_by_color(Color::with_value(node_rank))
+                .expect("a defined colour always yields a communicator");
+            Route::Hosts { node, cross }
+        }
+        Err(e) => {
+            fall_back(world, &e.to_string());
+            Route::FlatRing
+        }
+        Ok(_) => {
+            if world.rank() == 0 {
+                fall_back(world, "a host could not make its shared memory segment");
+            }
+            Route::FlatRing
+        }
+    }
+}
+
+fn fall_back(world: &World, reason: &str) {
+    crate::say!(
+        "rank {}: warning: hierarchical all-reduce unavailable ({reason}); using the flat ring",
+        world.rank()
+    );
+}
+
+/// `DAWNRUN_RANKS_PER_NODE`, when set to a positive integer.
+fn ranks_per_node_hook() -> Option<usize> {
+    std::env::var(RANKS_PER_NODE_ENV)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|&k: &usize| k > 0)
+}

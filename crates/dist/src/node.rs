@@ -1,0 +1,288 @@
+//! All-reduce among the ranks of one host through a shared-memory segment (`shm.rs`):
+//! how gradient bytes move between ranks on one host.
+//!
+//! Why not the ring on one host: every ring step is a message through MPI's shared-memory
+//! transport (copied into the receive buffer, then read again by the addition) and a
+//! synchronisation, 2(N-1) of each per call. Here the buffer goes in rounds of at most
+//! [`ROUND`] elements per rank; per round, with the round's elements split into N chunks
+//! ([`chunk_bounds`]):
+//!
+//! 1. every rank copies the round's elements, except its own chunk, into its slot; barrier;
+//! 2. rank r sums chunk r: its own values plus the other slots' chunk r, added in the order
+//!    r+1, r+2, ... (mod N), a cache-sized piece at a time, dividing in the pass of the last
+//!    addition when a mean is asked (as the ring does); the caller may then change the chunk
+//!    (the ring across hosts, fp16 rounding); the result goes into its slot; barrier;
+//! 3. every rank copies every other chunk from its owner's slot.
+//!
+//! Rounds alternate between two sets of slots, so step 3 needs no barrier after it: a slot set
+//! is refilled two rounds later, after the next round's first barrier, which nobody passes
+//! before everyone finished copying. Per rank that is about 3(N-1)/N + 1/N buffer lengths copied
+//! or added, at user-space memcpy speed, and two synchronisations per round that sleep instead
+//! of spin. Each chunk is computed
+//! by one rank and copied everywhere, so all ranks end with bitwise identical buffers, and the
+//! order of additions is fixed by the layout, not by timing. At 2 ranks the result equals the
+//! ring's bit for bit (one addition, commutative, then the same division).
+#![allow(unsafe_code)]
+
+use std::ops::Range;
+
+use mpi::collective::{CommunicatorCollectives, Root};
+use mpi::topology::{Communicator, SimpleCommunicator};
+
+use crate::ring::chunk_bounds;
+use crate::shm::{self, Segment};
+
+/// Elements per rank per round: each rank's two slots are this long (8 MiB each), so a host's
+/// segment is N x 16 MiB in `/dev/shm` however large the fusion buffers are.
+pub const ROUND: usize = 2 << 20;
+
+/// Elements summed per pass: 64 KiB of each of the N-1 slots, plus ours, stays in cache.
+const PIECE: usize = 16 * 1024;
+
+/// Errors of making the host's segment (this rank's view).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("node rank {rank}: shared memory segment {name} ({bytes} bytes; is /dev/shm large enough? containers: --shm-size or --ipc=host): {source}")]
+    Segment {
+        rank: usize,
+        name: String,
+        bytes: usize,
+        source: std::io::Error,
+    },
+    #[error("node rank {rank}: node rank 0 could not make the shared memory segment")]
+    Creator { rank: usize },
+}
+
+/// One host's ranks and their shared segment.
+pub(crate) struct Node {
+    rank: usize,
+    size: usize,
+    segment: Segment,
+    /// The slot set the next round uses (0 or 1), carried across calls.
+    set: usize,
+}
+
+impl Node {
+    /// Collective over `comm` (the ranks of one host): node rank 0 makes the segment, the others
+    /// map it, then its name is removed. `Err` is this rank's verdict only; the caller agrees on
+    /// one over the world.
+    pub(crate) fn new(comm: &SimpleCommunicator) -> Result<Node, NodeError> {
+        let rank = comm.rank() as usize;
+        let size = comm.size() as usize;
+        let root = comm.process_at_rank(0);
+        let mut name = if rank == 0 {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            format!("/dawnrun-{}-{nanos}", std::process::id()).into_bytes()
+        } else {
+            Vec::new()
+        };
+        let made = if rank == 0 {
+            Some(Segment::create(
+                &String::from_utf8_lossy(&name),
+                2 * size,
+                ROUND,
+            ))
+        } else {
+            None
+        };
+        let mut created = u8::from(matches!(made, Some(Ok(_))));
+        root.broadcast_into(&mut created);
+        let mut len = name.len() as u64;
+        root.broadcast_into(&mut len);
+        name.resize(len as usize, 0);
+        root.broadcast_into(&mut name[..]);
+        let name = String::from_utf8_lossy(&name).into_owned();
+        let bytes = 2 * size * ROUND * std::mem::size_of::<f32>();
+        let mine = match made {
+            Some(made) => Some(made),
+            None if created == 1 => Some(Segment::open(&name, 2 * size, ROUND)),
+            None => None,
+        };
+        // Everyone has mapped it (or failed to): the name can go.
+        comm.barrier();
+        if rank == 0 && created == 1 {
+            let _ = shm::unlink(&name);
+        }
+        let segment =
+            mine.ok_or(NodeError::Creator { rank })?
+                .map_err(|source| NodeError::Segment {
+                    rank,
+                    name,
+                    bytes,
+                    source,
+                })?;
+        Ok(Node {
+            rank,
+            size,
+            segment,
+            set: 0,
+        })
+    }
+
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Replaces `data` with its sum over the host's ranks, divided by `divisor` if given.
+    /// `between` gets this rank's reduced chunk of each round before the others copy it (the
+    /// ring across hosts, fp16 rounding); an error from it is returned at once (the binary then
+    /// aborts the job). Collective: every rank of the host calls it with the same length.
+    pub(crate) fn all_reduce<E>(
+        &mut self,
+        data: &mut [f32],
+        divisor: Option<f32>,
+        mut between: impl FnMut(&mut [f32]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let (n, r) = (self.size, self.rank);
+        let ranks = n as u32;
+        let round = self.segment.slot_len();
+        for part in data.chunks_mut(round) {
+            let slot = |rank: usize| self.set * n + rank;
+            let chunks = chunk_bounds(part.len(), n);
+            let mine = chunks[r].clone();
+            {
+                // SAFETY: our slot of this set; the others read it only after the barrier below,
+                // and their last reads of it (two rounds ago) ended before the previous round's
+                // first barrier.
+                let ours = unsafe { self.segment.slot_mut(slot(r)) };
+                ours[..mine.start].copy_from_slice(&part[..mine.start]);
+                ours[mine.end..part.len()].copy_from_slice(&part[mine.end..]);
+            }
+            self.segment.barrier(ranks);
+            self.sum_chunk(part, mine.clone(), divisor);
+            between(&mut part[mine.clone()])?;
+            // SAFETY: our slot; nobody reads chunk `mine` of it before the next barrier.
+            unsafe { self.segment.slot_mut(slot(r))[mine.clone()].copy_from_slice(&part[mine]) };
+            self.segment.barrier(ranks);
+            for k in 1..n {
+                let p = (r + k) % n;
+                let c = chunks[p].clone();
+                // SAFETY: rank p wrote chunk c of its slot before the barrier above and writes
+                // this set again only after the next round's first barrier.
+                part[c.clone()].copy_from_slice(unsafe { &self.segment.slot(slot(p))[c] });
+            }
+            self.set ^= 1;
+        }
+        Ok(())
+    }
+
+    /// Step 2 of a round: `part[mine]` += every other slot's `mine`, in the order r+1, r+2, ...
+    fn sum_chunk(&self, part: &mut [f32], mine: Range<usize>, divisor: Option<f32>) {
+        let (n, r) = (self.size, self.rank);
+        for start in mine.clone().step_by(PIECE) {
+            let piece = start..(start + PIECE).min(mine.end);
+            let dst = &mut part[piece.clone()];
+            for k in 1..n {
+                // SAFETY: the other slots were written before the barrier that preceded this
+                // call and are not written again before the next one.
+                let src = unsafe { &self.segment.slot(self.set * n + (r + k) % n)[piece.clone()] };
+                let pairs = dst.iter_mut().zip(src);
+                match divisor.filter(|_| k == n - 1) {
+                    None => pairs.for_each(|(d, s)| *d += *s),
+                    Some(q) => pairs.for_each(|(d, s)| *d = (*d + *s) / q),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rank r's value at i: magnitudes far apart, so the order of additions shows in the bits.
+    fn value(r: usize, i: usize) -> f32 {
+        let x = ((i * 7919 + r * 104_729) % 1000) as f32 / 997.0 - 0.5;
+        x * [1.0, 3.0e-4, 7.0e3, 0.11, 1.9e-2][r % 5]
+    }
+
+    /// The documented order for element i owned by rank `owner`: its own value, then
+    /// owner+1, owner+2, ... (mod n), dividing in the last addition.
+    fn expected(n: usize, owner: usize, i: usize, divisor: Option<f32>) -> f32 {
+        let mut acc = value(owner, i);
+        for k in 1..n {
+            let v = value((owner + k) % n, i);
+            acc = match divisor.filter(|_| k == n - 1) {
+                Some(q) => (acc + v) / q,
+                None => acc + v,
+            };
+        }
+        acc
+    }
+
+    /// `n` threads, each with its own mapping of one segment, as ranks of a host; every thread
+    /// reduces `lens` in turn (several calls: the slot sets alternate across calls).
+    fn run_host(n: usize, lens: &[usize], divisor: Option<f32>) -> Vec<Vec<Vec<f32>>> {
+        let name = format!("/dawnrun-test-node-{}-{n}", std::process::id());
+        let first = Segment::create(&name, 2 * n, ROUND).unwrap();
+        let mut segments = vec![first];
+        for _ in 1..n {
+            segments.push(Segment::open(&name, 2 * n, ROUND).unwrap());
+        }
+        shm::unlink(&name).unwrap();
+        let threads: Vec<_> = segments
+            .into_iter()
+            .enumerate()
+            .map(|(rank, segment)| {
+                let lens = lens.to_vec();
+                std::thread::spawn(move || {
+                    let mut node = Node {
+                        rank,
+                        size: n,
+                        segment,
+                        set: 0,
+                    };
+                    lens.iter()
+                        .map(|&len| {
+                            let mut data: Vec<f32> = (0..len).map(|i| value(rank, i)).collect();
+                            node.all_reduce(&mut data, divisor, |_| Ok::<(), ()>(()))
+                                .unwrap();
+                            data
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn every_rank_gets_the_same_bits_summed_in_the_documented_order() {
+        // Lengths: shorter than the ranks, odd, and over two rounds (2M elements per rank).
+        let lens = [2, 1001, ROUND + ROUND / 2 + 3];
+        for (n, divisor) in [(2, Some(2.0)), (3, None), (5, Some(5.0))] {
+            let results = run_host(n, &lens, divisor);
+            for (call, &len) in lens.iter().enumerate() {
+                let want: Vec<f32> = data_rounds(len)
+                    .flat_map(|(start, part)| {
+                        chunk_bounds(part, n)
+                            .into_iter()
+                            .enumerate()
+                            .flat_map(move |(owner, c)| {
+                                c.map(move |i| expected(n, owner, start + i, divisor))
+                            })
+                    })
+                    .collect();
+                for (rank, per_call) in results.iter().enumerate() {
+                    let got = &per_call[call];
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "n {n} len {len} rank {rank}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// (start, length) of each round of a buffer of `len`.
+    fn data_rounds(len: usize) -> impl Iterator<Item = (usize, usize)> {
+        (0..len)
+            .step_by(ROUND)
+            .map(move |start| (start, ROUND.min(len - start)))
+    }
+}

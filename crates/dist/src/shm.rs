@@ -1,0 +1,276 @@
+//! A POSIX shared-memory segment mapped by every rank of one host: a header holding a barrier,
+//! then one slot of `f32`s per rank. What [`node`](crate::node) moves gradients through.
+//!
+//! Why our own barrier: Open MPI's blocking collectives spin, and with more ranks than cores
+//! (or beside the input pipeline's threads) spinning ranks take the cores the working ranks
+//! need. This one spins briefly, then sleeps in the kernel (`futex` on the shared word) until the
+//! last rank arrives and wakes everyone.
+//!
+//! Unsafe code: mapping, the futex calls, and handing out slots. Nothing here knows who may
+//! write a slot when; [`Segment::slot`] and [`Segment::slot_mut`] are `unsafe` and their callers
+//! follow the protocol in `node.rs`, where barriers separate every write from the reads of it.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Bytes before the first slot: the barrier's two words, each on its own cache line.
+const HEADER: usize = 4096;
+
+/// Looks at the barrier word this many times before sleeping on it.
+const SPINS: u32 = 100;
+
+#[repr(C)]
+struct Header {
+    arrived: AtomicU32,
+    _pad: [u8; 60],
+    generation: AtomicU32,
+}
+
+/// One mapping of a named segment; unmapped on drop. The name is unlinked by its creator as soon
+/// as every rank has mapped it, so nothing is left in `/dev/shm` even after `kill -9`.
+pub(crate) struct Segment {
+    base: *mut u8,
+    bytes: usize,
+    slots: usize,
+    slot_len: usize,
+}
+
+// SAFETY: the mapping is plain memory shared with other processes; the barrier words are atomics,
+// and the slots are only reached through the `unsafe` accessors below.
+unsafe impl Send for Segment {}
+
+impl Segment {
+    /// Creates `name` (must not exist) with `slots` slots of `slot_len` f32s, reserving its
+    /// memory now so that a full `/dev/shm` is an error here, not a SIGBUS later.
+    pub(crate) fn create(name: &str, slots: usize, slot_len: usize) -> io::Result<Segment> {
+        let bytes = HEADER + slots * slot_len * std::mem::size_of::<f32>();
+        let fd = shm_open(name, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR)?;
+        // SAFETY: `fd` is an open descriptor we own; both calls only take integers.
+        let reserved = unsafe {
+            if libc::ftruncate(fd, bytes as libc::off_t) != 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                match libc::posix_fallocate(fd, 0, bytes as libc::off_t) {
+                    0 => Ok(()),
+                    e => Err(io::Error::from_raw_os_error(e)),
+                }
+            }
+        };
+        let mapped = reserved.and_then(|()| map(fd, bytes));
+        // SAFETY: we own `fd`; the mapping (if any) stays valid after the close.
+        unsafe { libc::close(fd) };
+        match mapped {
+            Ok(base) => Ok(Segment {
+                base,
+                bytes,
+                slots,
+                slot_len,
+            }),
+            Err(e) => {
+                let _ = unlink(name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Maps the existing `name`, made by [`Segment::create`] with the same shape.
+    pub(crate) fn open(name: &str, slots: usize, slot_len: usize) -> io::Result<Segment> {
+        let bytes = HEADER + slots * slot_len * std::mem::size_of::<f32>();
+        let fd = shm_open(name, libc::O_RDWR)?;
+        let mapped = map(fd, bytes);
+        // SAFETY: as in `create`.
+        unsafe { libc::close(fd) };
+        Ok(Segment {
+            base: mapped?,
+            bytes,
+            slots,
+            slot_len,
+        })
+    }
+
+    pub(crate) fn slot_len(&self) -> usize {
+        self.slot_len
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping starts with HEADER zeroed bytes (a fresh segment), page aligned,
+        // and lives as long as `self`; AtomicU32 has u32's layout.
+        unsafe { &*self.base.cast::<Header>() }
+    }
+
+    fn slot_ptr(&self, slot: usize) -> *mut f32 {
+        assert!(slot < self.slots, "slot {slot} of {}", self.slots);
+        // SAFETY: in bounds of the mapping by the assert and the size computed at creation.
+        unsafe {
+            self.base
+                .add(HEADER)
+                .cast::<f32>()
+                .add(slot * self.slot_len)
+        }
+    }
+
+    /// Slot `slot` to read.
+    ///
+    /// # Safety
+    /// No process may write that slot while the returned slice lives (in `node.rs`: a barrier
+    /// lies between every write of a slot and its reads).
+    pub(crate) unsafe fn slot(&self, slot: usize) -> &[f32] {
+        std::slice::from_raw_parts(self.slot_ptr(slot), self.slot_len)
+    }
+
+    /// Slot `slot` to write.
+    ///
+    /// # Safety
+    /// No other process may read or write that slot while the returned slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slot_mut(&self, slot: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.slot_ptr(slot), self.slot_len)
+    }
+
+    /// Returns once all `ranks` mappers of the segment have called it (a sense-reversing
+    /// barrier: the last to arrive resets the count and bumps the generation). Every write to a
+    /// slot before it is visible to every read after it.
+    pub(crate) fn barrier(&self, ranks: u32) {
+        let h = self.header();
+        let generation = h.generation.load(Ordering::Acquire);
+        if h.arrived.fetch_add(1, Ordering::AcqRel) + 1 == ranks {
+            h.arrived.store(0, Ordering::Relaxed);
+            h.generation
+                .store(generation.wrapping_add(1), Ordering::Release);
+            futex_wake_all(&h.generation);
+            return;
+        }
+        let mut spins = 0;
+        while h.generation.load(Ordering::Acquire) == generation {
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                futex_wait(&h.generation, generation);
+            }
+        }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`; no slice of it outlives `self`
+        // (they borrow it).
+        unsafe { libc::munmap(self.base.cast(), self.bytes) };
+    }
+}
+
+/// Removes `name` from the namespace; mappings stay valid.
+pub(crate) fn unlink(name: &str) -> io::Result<()> {
+    let c = c_name(name)?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    if unsafe { libc::shm_unlink(c.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn c_name(name: &str) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::other("segment name holds a NUL byte"))
+}
+
+fn shm_open(name: &str, flags: libc::c_int) -> io::Result<libc::c_int> {
+    let c = c_name(name)?;
+    // SAFETY: `c` is a valid NUL-terminated string; the result is checked.
+    let fd = unsafe { libc::shm_open(c.as_ptr(), flags, 0o600) };
+    if fd < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(fd)
+    }
+}
+
+fn map(fd: libc::c_int, bytes: usize) -> io::Result<*mut u8> {
+    // SAFETY: a fresh shared mapping of `bytes` of an open descriptor; the result is checked.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(base.cast())
+    }
+}
+
+/// Sleeps while `word` holds `expected` (or for at most 100 ms: the caller looks again).
+fn futex_wait(word: &AtomicU32, expected: u32) {
+    let timeout = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
+    // SAFETY: `word` is a live, aligned u32 in shared memory (hence no FUTEX_PRIVATE_FLAG);
+    // the kernel only reads it. Spurious returns are fine: the caller loops.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &timeout as *const libc::timespec,
+        );
+    }
+}
+
+fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: as in `futex_wait`; waking has no memory effect besides the waiters returning.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_is_shared_between_two_mappings_and_the_barrier_lets_one_thread_through() {
+        let name = format!("/dawnrun-test-{}", std::process::id());
+        let a = Segment::create(&name, 2, 8).unwrap();
+        let b = Segment::open(&name, 2, 8).unwrap();
+        unlink(&name).unwrap();
+        assert!(Segment::open(&name, 2, 8).is_err(), "unlinked");
+        // SAFETY: one thread, no concurrent access.
+        unsafe { a.slot_mut(1)[3] = 7.5 };
+        assert_eq!(unsafe { b.slot(1)[3] }, 7.5);
+        // Two threads, two mappings, many barriers: each round both must see the other's write.
+        let rounds = 200;
+        let t = std::thread::spawn(move || {
+            for i in 0..rounds {
+                unsafe { b.slot_mut(0)[0] = i as f32 };
+                b.barrier(2);
+                assert_eq!(unsafe { b.slot(1)[0] }, i as f32);
+                b.barrier(2);
+            }
+        });
+        for i in 0..rounds {
+            unsafe { a.slot_mut(1)[0] = i as f32 };
+            a.barrier(2);
+            assert_eq!(unsafe { a.slot(0)[0] }, i as f32);
+            a.barrier(2);
+        }
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn creating_an_existing_name_fails() {
+        let name = format!("/dawnrun-test-excl-{}", std::process::id());
+        let _a = Segment::create(&name, 1, 4).unwrap();
+        assert!(Segment::create(&name, 1, 4).is_err());
+        unlink(&name).unwrap();
+    }
+}
