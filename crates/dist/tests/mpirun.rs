@@ -216,6 +216,24 @@ fn a_panicking_rank_ends_the_job_through_the_panic_hook() {
 }
 
 #[test]
+fn a_rank_killed_while_the_others_wait_in_the_shared_memory_barrier_ends_the_job() {
+    // The others sleep in the node all-reduce's futex barrier for the dead rank; mpirun must
+    // notice the death and end them (no hang: `timeout` would give exit 124).
+    assert_job_aborted(
+        4,
+        &[
+            "--kill-rank",
+            "2",
+            "--iters",
+            "6",
+            "--method",
+            "hierarchical",
+        ],
+        "signal 9",
+    );
+}
+
+#[test]
 fn rank_zero_warns_about_a_late_rank_and_the_job_still_succeeds() {
     let out = mpirun(
         3,

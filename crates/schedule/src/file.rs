@@ -332,8 +332,8 @@ pub enum CropMode {
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Allreduce {
-    /// Ours: within a host the ranks read each other's buffers directly, across hosts a ring
-    /// on each rank's chunk; the flat ring where direct reads are not allowed.
+    /// Ours: within a host the ranks meet in a shared-memory segment, across hosts a ring on
+    /// each rank's chunk; the flat ring where a host cannot make the segment.
     #[default]
     #[cfg_attr(feature = "clap", value(name = "hierarchical"))]
     Hierarchical,

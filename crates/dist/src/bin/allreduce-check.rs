@@ -65,6 +65,10 @@ struct Args {
     /// Test hook: this rank panics in the middle of the run.
     #[arg(long, value_name = "R")]
     panic_rank: Option<usize>,
+    /// Test hook: this rank sends itself SIGKILL just before its all-reduce in the middle of the
+    /// run, when the others are already inside theirs.
+    #[arg(long, value_name = "R")]
+    kill_rank: Option<usize>,
     /// Test hook: this rank sleeps `--sleep-s` before its second iteration (trips the stall check).
     #[arg(long, value_name = "R")]
     sleep_rank: Option<usize>,
@@ -176,6 +180,9 @@ fn run(world: &World, args: &Args) -> Result<bool> {
                 stall.ready(world, step)?;
             }
             world.barrier();
+            if args.kill_rank == Some(rank) && i == 0 && iter == args.iters / 2 {
+                kill_myself();
+            }
             let start = Instant::now();
             reducer
                 .average(world, work, timeline.as_ref())
@@ -195,6 +202,16 @@ fn run(world: &World, args: &Args) -> Result<bool> {
         t.finish()?;
     }
     report(world, args, &outcomes)
+}
+
+/// SIGKILL to this process, as `kill -9` from outside would send it.
+fn kill_myself() {
+    let pid = std::process::id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status();
+    // Only reached if `kill` could not run.
+    panic!("--kill-rank: kill -KILL {pid} did not kill this process: {status:?}");
 }
 
 /// Startup self-check of the rank-0 broadcasts the trainer relies on: afterwards every rank must
