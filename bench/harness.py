@@ -12,8 +12,9 @@ Flow (each step appends samples to <results>/samples.jsonl as it goes, so a cras
      ResNet-18 and ResNet-50, fp32 and bf16 (the trainer at np 1 takes its one-run step);
   5. all-reduce: ours (hierarchical, the default) and the flat ring, each vs MPI_Allreduce, at
      np 2, 4, 8 for 1M and 25.6M floats (the three interleaved in one job);
-  6. scaling: trainer bench images/s at np 2 vs np 1, and at np 2 with the all-reduce overlapped
-     with backward vs not.
+  6. scaling: trainer bench images/s at np 2 vs np 1 (mpirun binds each rank to its own core),
+     np 2 vs two independent np 1 trainers pinned one per core (the limit without communication),
+     and at np 2 with the all-reduce overlapped with backward vs not.
 Both sides of a comparison run alternately (ours first in even repetitions, the reference first in
 odd ones) and table.py takes medians. A missing command of ours becomes "n/a (missing: cmd)" in
 its row; a failing one becomes "error: ..." with the stderr tail in <results>/bench.log. Nothing
@@ -134,6 +135,35 @@ class Bench:
                 raise Missing(self.contract(cmd))
             raise Failed("no JSON line in output of %s" % os.path.basename(cmd[1]))
         return objs
+
+    def run_json_at_once(self, cmds):
+        """Start every command of ours at once (each behind a `taskset -c N`); the JSON lines of
+        each, in order."""
+        for cmd in cmds:
+            if not os.path.exists(cmd[3]):
+                raise Missing(os.path.relpath(cmd[3], self.root))
+        for cmd in cmds:
+            self.log.write("$ %s &\n" % " ".join(cmd))
+        self.log.flush()
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in cmds]
+        results = []
+        for cmd, p in zip(cmds, procs):
+            try:
+                out, err = p.communicate(timeout=self.args.timeout)
+            except subprocess.TimeoutExpired:
+                for q in procs:
+                    q.kill()
+                raise Failed("timed out after %ss" % self.args.timeout)
+            self.log.write(out[-4000:] + err[-4000:] + "(exit %d)\n" % p.returncode)
+            if p.returncode != 0:
+                tail = (err.strip().splitlines() or ["(no stderr)"])[-1]
+                raise Failed("exit %d: %s" % (p.returncode, tail))
+            objs = json_lines(out)
+            if not objs:
+                raise Missing(self.contract(cmd[3:]))
+            results.append(objs)
+        self.log.flush()
+        return results
 
     def exe(self, name):
         return os.path.join(self.bin, name)
@@ -465,16 +495,32 @@ class Bench:
 
     # ---- 6. scaling -------------------------------------------------------------------------
     def scaling_rows(self, records):
+        # mpirun binds each of up to 2 ranks to its own core: np 1 computes on one core, np 2 on
+        # two, so the ratio is the scaling from one core to two (as from one GPU to two).
         row = self.define("scale/np2", "trainer images/s at np 2 (ours column) vs np 1 (reference column), "
-                          "fp32, batch 32 per rank; 2 cores in all", "images/s (global)", "rate")
+                          "fp32, batch 32 per rank; mpirun binds each rank to its own core",
+                          "images/s (global)", "rate")
+        limit = self.define("scale/limit", "trainer images/s at np 2 (ours column) vs two independent np 1 "
+                            "trainers at once, one per core (reference column: scaling without any "
+                            "communication, this machine's limit)", "images/s (global)", "rate")
+        steps = self.steps_for("scaling")
 
         def at(np_ranks, side):
             def go():
-                cmd = self.trainer_cmd(records, "fp32", np_ranks, self.steps_for("scaling"))
-                return {(row, side): self.run_json(cmd, ours=True)[-1]["images_per_s"]}
-            return [(row, side)], go
+                r = self.run_json(self.trainer_cmd(records, "fp32", np_ranks, steps), ours=True)[-1]
+                values = {(row, side): r["images_per_s"]}
+                if np_ranks == 2:
+                    values[(limit, "ours")] = r["images_per_s"]
+                return values
+            targets = [(row, side)] + ([(limit, "ours")] if np_ranks == 2 else [])
+            return targets, go
 
-        self.alternate([at(2, "ours"), at(1, "reference")])
+        def pair():
+            cmds = [["taskset", "-c", str(core)] + self.trainer_cmd(records, "fp32", None, steps)
+                    for core in (0, 1)]
+            return {(limit, "reference"): sum(r[-1]["images_per_s"] for r in self.run_json_at_once(cmds))}
+
+        self.alternate([at(2, "ours"), at(1, "reference"), ([(limit, "reference")], pair)])
 
         over = self.define("scale/overlap", "trainer images/s at np 2, fp32, 4 MiB fusion groups: all-reduce "
                            "overlapped with backward, 6 TF inter-op threads (ours column) vs after backward, "

@@ -420,3 +420,29 @@ fn at_two_ranks_hierarchical_and_ring_give_the_same_bits() {
         );
     }
 }
+
+#[test]
+fn a_dev_shm_too_small_for_the_segment_falls_back_to_the_flat_ring_naming_it() {
+    // A private mount namespace with an 8 MB /dev/shm, as in a container started without
+    // --shm-size; the segment needs 2 x 8 MiB per rank. Needs root (as the netns tests do):
+    // without it `unshare` fails and so does the test.
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=8m tmpfs /dev/shm && \
+         mpirun -np 3 --oversubscribe {BIN} --floats 1001 --iters 2 --json"
+    );
+    let out = command(
+        "timeout",
+        &["120", "unshare", "-m", "sh", "-c", &script],
+        dir.path(),
+    );
+    let lines = json_lines(&out);
+    assert_checks_pass(&lines, 3, 1001, "none", None);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("rank 0: warning: hierarchical all-reduce unavailable (node rank 0: shared memory segment /dawnrun-")
+            && stderr.contains("is /dev/shm large enough?")
+            && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+}
