@@ -113,7 +113,7 @@ impl Hierarchical {
         }
     }
 
-    /// (hosts, ranks per host) when the first call chose direct reads on each host; `None`
+    /// (hosts, ranks per host) when the first call chose shared memory on each host; `None`
     /// before the first call, with one rank, or after falling back to the flat ring.
     pub fn layout(&self) -> Option<(usize, usize)> {
         match &self.route {
@@ -123,7 +123,7 @@ impl Hierarchical {
     }
 }
 
-/// Splits the world into hosts, probes direct reads, and agrees on one route over the world.
+/// Splits the world into hosts, makes each host's segment, and agrees on one route over the world.
 fn choose_route(world: &World) -> Route {
     let comm = world.comm();
     let mut node_comm = comm.split_shared(comm.rank());
