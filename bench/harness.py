@@ -147,21 +147,26 @@ class Bench:
         self.log.flush()
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in cmds]
         results = []
-        for cmd, p in zip(cmds, procs):
-            try:
-                out, err = p.communicate(timeout=self.args.timeout)
-            except subprocess.TimeoutExpired:
-                for q in procs:
-                    q.kill()
-                raise Failed("timed out after %ss" % self.args.timeout)
-            self.log.write(out[-4000:] + err[-4000:] + "(exit %d)\n" % p.returncode)
-            if p.returncode != 0:
-                tail = (err.strip().splitlines() or ["(no stderr)"])[-1]
-                raise Failed("exit %d: %s" % (p.returncode, tail))
-            objs = json_lines(out)
-            if not objs:
-                raise Missing(self.contract(cmd[3:]))
-            results.append(objs)
+        try:
+            for cmd, p in zip(cmds, procs):
+                try:
+                    out, err = p.communicate(timeout=self.args.timeout)
+                except subprocess.TimeoutExpired:
+                    raise Failed("timed out after %ss" % self.args.timeout)
+                self.log.write(out[-4000:] + err[-4000:] + "(exit %d)\n" % p.returncode)
+                if p.returncode != 0:
+                    tail = (err.strip().splitlines() or ["(no stderr)"])[-1]
+                    raise Failed("exit %d: %s" % (p.returncode, tail))
+                objs = json_lines(out)
+                if not objs:
+                    raise Missing(self.contract(cmd[3:]))
+                results.append(objs)
+        finally:
+            # A failed or stuck one must not keep running into the next measurement.
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
         self.log.flush()
         return results
 

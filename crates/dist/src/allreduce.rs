@@ -22,7 +22,7 @@ use dawnrun_schedule::{Allreduce, Compression};
 /// waiting: the binary aborts the world ([`World::fail`]).
 #[derive(Debug, thiserror::Error)]
 pub enum AllreduceError {
-    #[error("fp16 compression needs the ring method: MPI_Allreduce cannot sum f16 on the wire")]
+    #[error("fp16 compression needs one of our methods (hierarchical or ring): MPI_Allreduce cannot sum f16 on the wire")]
     Fp16NeedsRing,
     #[error("rank {rank}: gradient vector has {given} elements, the tensor lengths add up to {expected}")]
     Length {
@@ -196,7 +196,8 @@ mod tests {
         let err = Allreducer::new(Allreduce::Mpi, Compression::Fp16, 64, &[4]).unwrap_err();
         assert!(err
             .to_string()
-            .contains("fp16 compression needs the ring method"));
+            .contains("fp16 compression needs one of our methods"));
         assert!(Allreducer::new(Allreduce::Ring, Compression::Fp16, 64, &[4]).is_ok());
+        assert!(Allreducer::new(Allreduce::Hierarchical, Compression::Fp16, 64, &[4]).is_ok());
     }
 }

@@ -22,7 +22,7 @@
 //! `DAWNRUN_RANKS_PER_NODE=K` (a test hook) treats every K consecutive ranks of a host as one
 //! host, so the cross-host ring can be exercised on one machine.
 
-use mpi::collective::{CommunicatorCollectives, SystemOperation};
+use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::topology::{Color, Communicator, SimpleCommunicator};
 
 use crate::node::Node;
@@ -41,6 +41,10 @@ pub enum HierarchicalError {
     Cross(#[source] RingError),
     #[error("flat ring (fallback)")]
     Flat(#[source] RingError),
+    #[error(
+        "an earlier call failed midway, leaving the host's barrier out of step; the job must end"
+    )]
+    Broken,
 }
 
 /// How this world's gradients travel; decided on the first call.
@@ -50,6 +54,9 @@ enum Route {
         cross: SimpleCommunicator,
     },
     FlatRing,
+    /// A call failed between two barriers of the node protocol: the other ranks of the host
+    /// wait in it, so no later call may start one (the binary aborts the job on the error).
+    Broken,
 }
 
 /// The hierarchical all-reduce's state: communicators and scratch, kept across steps.
@@ -90,7 +97,7 @@ impl Hierarchical {
             self.route = Some(choose_route(world));
         }
         let divisor = n as f32;
-        match self.route.as_mut() {
+        let result = match self.route.as_mut() {
             Some(Route::Hosts { node, cross }) => {
                 let hosts = cross.size();
                 let (ring, f16) = (&mut self.ring, &mut self.f16);
@@ -106,11 +113,16 @@ impl Hierarchical {
                     }
                 })
             }
+            Some(Route::Broken) => Err(HierarchicalError::Broken),
             _ => self
                 .ring
                 .average(world, data, compression)
                 .map_err(HierarchicalError::Flat),
+        };
+        if result.is_err() && matches!(self.route, Some(Route::Hosts { .. })) {
+            self.route = Some(Route::Broken);
         }
+        result
     }
 
     /// (hosts, ranks per host) when the first call chose shared memory on each host; `None`
@@ -127,7 +139,11 @@ impl Hierarchical {
 fn choose_route(world: &World) -> Route {
     let comm = world.comm();
     let mut node_comm = comm.split_shared(comm.rank());
-    if let Some(k) = ranks_per_node_hook() {
+    // Rank 0's value for every rank: a hook seen by some ranks only would split some
+    // communicators and not others, and the collectives would no longer match.
+    let mut hook = ranks_per_node_hook().unwrap_or(0) as u64;
+    comm.process_at_rank(0).broadcast_into(&mut hook);
+    if let Some(k) = Some(hook as usize).filter(|&k| k > 0) {
         let color = Color::with_value((node_comm.rank() as usize / k) as i32);
         if let Some(split) = node_comm.split_by_color(color) {
             node_comm = split;

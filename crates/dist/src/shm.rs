@@ -13,6 +13,7 @@
 
 use std::ffi::CString;
 use std::io;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Bytes before the first slot: the barrier's two words, each on its own cache line.
@@ -29,7 +30,8 @@ struct Header {
 }
 
 /// One mapping of a named segment; unmapped on drop. The name is unlinked by its creator as soon
-/// as every rank has mapped it, so nothing is left in `/dev/shm` even after `kill -9`.
+/// as every rank has mapped it, so a `kill -9` after that leaves nothing in `/dev/shm`; one in
+/// the moment between creating and unlinking (at the first all-reduce) leaves the segment.
 pub(crate) struct Segment {
     base: *mut u8,
     bytes: usize,
@@ -100,33 +102,39 @@ impl Segment {
         unsafe { &*self.base.cast::<Header>() }
     }
 
-    fn slot_ptr(&self, slot: usize) -> *mut f32 {
+    /// Start of elements `range` of slot `slot`.
+    fn elements(&self, slot: usize, range: &Range<usize>) -> *mut f32 {
         assert!(slot < self.slots, "slot {slot} of {}", self.slots);
-        // SAFETY: in bounds of the mapping by the assert and the size computed at creation.
+        assert!(
+            range.start <= range.end && range.end <= self.slot_len,
+            "elements {range:?} of a slot of {}",
+            self.slot_len
+        );
+        // SAFETY: in bounds of the mapping by the asserts and the size computed at creation.
         unsafe {
             self.base
                 .add(HEADER)
                 .cast::<f32>()
-                .add(slot * self.slot_len)
+                .add(slot * self.slot_len + range.start)
         }
     }
 
-    /// Slot `slot` to read.
+    /// Elements `range` of slot `slot`, to read.
     ///
     /// # Safety
-    /// No process may write that slot while the returned slice lives (in `node.rs`: a barrier
-    /// lies between every write of a slot and its reads).
-    pub(crate) unsafe fn slot(&self, slot: usize) -> &[f32] {
-        std::slice::from_raw_parts(self.slot_ptr(slot), self.slot_len)
+    /// No process may write those elements while the returned slice lives (in `node.rs`: a
+    /// barrier lies between every write of a slot's range and the reads of it).
+    pub(crate) unsafe fn slot(&self, slot: usize, range: Range<usize>) -> &[f32] {
+        std::slice::from_raw_parts(self.elements(slot, &range), range.len())
     }
 
-    /// Slot `slot` to write.
+    /// Elements `range` of slot `slot`, to write.
     ///
     /// # Safety
-    /// No other process may read or write that slot while the returned slice lives.
+    /// No other process may read or write those elements while the returned slice lives.
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn slot_mut(&self, slot: usize) -> &mut [f32] {
-        std::slice::from_raw_parts_mut(self.slot_ptr(slot), self.slot_len)
+    pub(crate) unsafe fn slot_mut(&self, slot: usize, range: Range<usize>) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.elements(slot, &range), range.len())
     }
 
     /// Returns once all `ranks` mappers of the segment have called it (a sense-reversing
@@ -245,22 +253,22 @@ mod tests {
         unlink(&name).unwrap();
         assert!(Segment::open(&name, 2, 8).is_err(), "unlinked");
         // SAFETY: one thread, no concurrent access.
-        unsafe { a.slot_mut(1)[3] = 7.5 };
-        assert_eq!(unsafe { b.slot(1)[3] }, 7.5);
+        unsafe { a.slot_mut(1, 0..8)[3] = 7.5 };
+        assert_eq!(unsafe { b.slot(1, 3..4) }, [7.5]);
         // Two threads, two mappings, many barriers: each round both must see the other's write.
         let rounds = 200;
         let t = std::thread::spawn(move || {
             for i in 0..rounds {
-                unsafe { b.slot_mut(0)[0] = i as f32 };
+                unsafe { b.slot_mut(0, 0..1)[0] = i as f32 };
                 b.barrier(2);
-                assert_eq!(unsafe { b.slot(1)[0] }, i as f32);
+                assert_eq!(unsafe { b.slot(1, 0..1)[0] }, i as f32);
                 b.barrier(2);
             }
         });
         for i in 0..rounds {
-            unsafe { a.slot_mut(1)[0] = i as f32 };
+            unsafe { a.slot_mut(1, 0..1)[0] = i as f32 };
             a.barrier(2);
-            assert_eq!(unsafe { a.slot(0)[0] }, i as f32);
+            assert_eq!(unsafe { a.slot(0, 0..1)[0] }, i as f32);
             a.barrier(2);
         }
         t.join().unwrap();

@@ -20,7 +20,8 @@
 //! Every key below is optional unless marked required; defaults are in brackets.
 //!
 //! With the `clap` feature, [`Allreduce`] and [`Precision`] derive `clap::ValueEnum` with the
-//! YAML spellings (`ring`, `mpi`; `fp32`, `bf16`, `fp16`), for command-line overrides.
+//! YAML spellings (`hierarchical`, `ring`, `mpi`; `fp32`, `bf16`, `fp16`), for command-line
+//! overrides.
 //!
 //! ```yaml
 //! run:

@@ -25,7 +25,9 @@ use dawnrun_schedule::{Allreduce, Compression};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
-#[command(about = "Check and time the ring all-reduce against MPI_Allreduce (run under mpirun)")]
+#[command(
+    about = "Check and time our all-reduces (hierarchical, ring) against MPI_Allreduce (run under mpirun)"
+)]
 struct Args {
     /// Gradient length in f32 elements.
     #[arg(long, default_value_t = 1_000_000)]
