@@ -31,6 +31,7 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 
 use crate::ring::chunk_bounds;
 use crate::shm::{self, Segment};
+use crate::world::broadcast_bytes_on;
 
 /// Elements per rank per round: each rank's two slots are this long (8 MiB each), so a host's
 /// segment is N x 16 MiB in `/dev/shm` however large the fusion buffers are.
@@ -69,7 +70,6 @@ impl Node {
     pub(crate) fn new(comm: &SimpleCommunicator) -> Result<Node, NodeError> {
         let rank = comm.rank() as usize;
         let size = comm.size() as usize;
-        let root = comm.process_at_rank(0);
         let mut name = if rank == 0 {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -89,11 +89,8 @@ impl Node {
             None
         };
         let mut created = u8::from(matches!(made, Some(Ok(_))));
-        root.broadcast_into(&mut created);
-        let mut len = name.len() as u64;
-        root.broadcast_into(&mut len);
-        name.resize(len as usize, 0);
-        root.broadcast_into(&mut name[..]);
+        comm.process_at_rank(0).broadcast_into(&mut created);
+        broadcast_bytes_on(comm, &mut name, 0);
         let name = String::from_utf8_lossy(&name).into_owned();
         let bytes = 2 * size * ROUND * std::mem::size_of::<f32>();
         let mine = match made {
@@ -140,7 +137,7 @@ impl Node {
         let ranks = n as u32;
         let round = self.segment.slot_len();
         for part in data.chunks_mut(round) {
-            let slot = |rank: usize| self.set * n + rank;
+            let slot = |rank: usize| self.slot_of(rank);
             let chunks = chunk_bounds(part.len(), n);
             let mine = chunks[r].clone();
             for range in [0..mine.start, mine.end..part.len()] {
@@ -170,6 +167,11 @@ impl Node {
         Ok(())
     }
 
+    /// Index in the segment of `rank`'s slot in the current round's set.
+    fn slot_of(&self, rank: usize) -> usize {
+        self.set * self.size + rank
+    }
+
     /// Step 2 of a round: `part[mine]` += every other slot's `mine`, in the order r+1, r+2, ...
     fn sum_chunk(&self, part: &mut [f32], mine: Range<usize>, divisor: Option<f32>) {
         let (n, r) = (self.size, self.rank);
@@ -179,7 +181,7 @@ impl Node {
             for k in 1..n {
                 // SAFETY: chunk `mine` of the other slots was written before the barrier that
                 // preceded this call; their owners write only their own chunks until the next.
-                let src = unsafe { self.segment.slot(self.set * n + (r + k) % n, piece.clone()) };
+                let src = unsafe { self.segment.slot(self.slot_of((r + k) % n), piece.clone()) };
                 let pairs = dst.iter_mut().zip(src);
                 match divisor.filter(|_| k == n - 1) {
                     None => pairs.for_each(|(d, s)| *d += *s),

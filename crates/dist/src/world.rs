@@ -165,15 +165,8 @@ impl World {
     /// Replaces `bytes` on every rank with root's: the length goes first, so other ranks may pass
     /// any vector (it is resized).
     pub fn broadcast_bytes(&self, bytes: &mut Vec<u8>, root: usize) -> Result<(), WorldError> {
-        let root_process = self
-            .comm
-            .process_at_rank(self.check_root("broadcast_bytes", root)?);
-        let mut len = bytes.len() as u64;
-        root_process.broadcast_into(&mut len);
-        bytes.resize(to_usize(len), 0);
-        for piece in bytes.chunks_mut(MAX_PIECE) {
-            root_process.broadcast_into(piece);
-        }
+        let root = self.check_root("broadcast_bytes", root)?;
+        broadcast_bytes_on(&self.comm, bytes, root);
         Ok(())
     }
 
@@ -343,6 +336,18 @@ impl World {
 }
 
 /// Ranks and sizes from MPI are non-negative `int`s.
+/// [`World::broadcast_bytes`] over any communicator (a host's, in the hierarchical all-reduce):
+/// the length first, then the bytes in pieces MPI can count. `root` must be a rank of `comm`.
+pub(crate) fn broadcast_bytes_on(comm: &SimpleCommunicator, bytes: &mut Vec<u8>, root: i32) {
+    let root_process = comm.process_at_rank(root);
+    let mut len = bytes.len() as u64;
+    root_process.broadcast_into(&mut len);
+    bytes.resize(to_usize(len), 0);
+    for piece in bytes.chunks_mut(MAX_PIECE) {
+        root_process.broadcast_into(piece);
+    }
+}
+
 fn to_usize<T: TryInto<usize>>(v: T) -> usize {
     v.try_into()
         .unwrap_or_else(|_| panic!("MPI returned a negative rank, size or count"))
