@@ -7,11 +7,10 @@
 //! `bus_gbps` = 2(N-1)/N x f32 bytes / time (f32 bytes even with fp16 on the wire, so the two
 //! compare as the same work); `max_abs_diff` is against the exact mean over all ranks;
 //! `identical_across_ranks` compares a hash of every rank's result bits (`fingerprint`: rank 0's
-//! hash, to compare methods); `hosts` and
-//! `ranks_per_host` say how the hierarchical method split the world (null: it fell back to the
-//! ring). With several methods the iterations interleave them, reversing their order every
-//! iteration (ABC CBA ...); all reduce a buffer in
-//! place (`MPI_Allreduce` with `MPI_IN_PLACE`), the copy of the input outside the timed region.
+//! hash, to compare methods); `hosts` and `ranks_per_host` say how the hierarchical method split
+//! the world (null: it fell back to the ring). With several methods the iterations interleave
+//! them, reversing their order every iteration (ABC CBA ...); all reduce a buffer in place
+//! (`MPI_Allreduce` with `MPI_IN_PLACE`), the copy of the input outside the timed region.
 //! Used by the test suite and `make bench`. Exit codes: 0 ok, 1 a check failed, 2 an error
 //! (under mpirun: `rank R: error: ...` and MPI_Abort, so the whole job ends).
 
