@@ -27,6 +27,7 @@ use mpi::topology::{Color, Communicator, SimpleCommunicator};
 
 use crate::node::Node;
 use crate::ring::{Ring, RingError};
+use crate::shm;
 use crate::wire::{F16Wire, WireFormat};
 use crate::world::World;
 use dawnrun_schedule::Compression;
@@ -171,6 +172,16 @@ fn choose_route(world: &World) -> Route {
             );
         }
         return Route::FlatRing;
+    }
+    if node_rank == 0 {
+        for (file, bytes) in shm::sweep_stale() {
+            crate::say!(
+                "rank {}: removed /dev/shm/{file} ({:.1} MiB), left by a job killed while making it \
+                 (its pid is gone)",
+                world.rank(),
+                bytes as f64 / (1 << 20) as f64
+            );
+        }
     }
     let verdict = Node::new(&node_comm);
     let any_failed = max_over_world(&[i32::from(verdict.is_err())])[0] == 1;

@@ -74,7 +74,7 @@ impl Node {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0);
-            format!("/dawnrun-{}-{nanos}", std::process::id()).into_bytes()
+            format!("/{}{}-{nanos}", shm::NAME_PREFIX, std::process::id()).into_bytes()
         } else {
             Vec::new()
         };

@@ -22,6 +22,13 @@ const HEADER: usize = 4096;
 /// Looks at the barrier word this many times before sleeping on it.
 const SPINS: u32 = 100;
 
+/// Where Linux keeps POSIX shared-memory names.
+const SHM_DIR: &str = "/dev/shm";
+
+/// How every segment name the trainer makes begins; the creator's pid follows:
+/// `/dawnrun-<pid>-<anything>`. [`sweep_stale`] relies on that shape.
+pub(crate) const NAME_PREFIX: &str = "dawnrun-";
+
 #[repr(C)]
 struct Header {
     arrived: AtomicU32,
@@ -31,7 +38,8 @@ struct Header {
 
 /// One mapping of a named segment; unmapped on drop. The name is unlinked by its creator as soon
 /// as every rank has mapped it, so a `kill -9` after that leaves nothing in `/dev/shm`; one in
-/// the moment between creating and unlinking (at the first all-reduce) leaves the segment.
+/// the moment between creating and unlinking (at the first all-reduce) leaves the segment, until
+/// the next job on the host removes it ([`sweep_stale`]).
 pub(crate) struct Segment {
     base: *mut u8,
     bytes: usize,
@@ -170,6 +178,44 @@ impl Drop for Segment {
     }
 }
 
+/// Removes the segments of jobs killed between making and unlinking their segment (see
+/// [`Segment`]): names of our shape whose creator pid no longer exists. Returns each removed
+/// file name with its size in bytes. A pid that exists, or that we may not signal, keeps its
+/// segment: only "no such process" counts as gone. Ranks of one job racing to remove the same
+/// name are fine: the loser's `ENOENT` is ignored.
+pub(crate) fn sweep_stale() -> Vec<(String, u64)> {
+    let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in dir.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = creator_pid(&file) else {
+            continue;
+        };
+        if process_exists(pid) {
+            continue;
+        }
+        let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        if unlink(&format!("/{file}")).is_ok() {
+            removed.push((file, bytes));
+        }
+    }
+    removed
+}
+
+/// The creator pid in a `/dev/shm` file name of our shape (`dawnrun-<pid>-...`).
+fn creator_pid(file: &str) -> Option<libc::pid_t> {
+    let (pid, _) = file.strip_prefix(NAME_PREFIX)?.split_once('-')?;
+    pid.parse().ok().filter(|&p: &libc::pid_t| p > 0)
+}
+
+fn process_exists(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the pid exists and may be signalled; nothing is sent.
+    let ok = unsafe { libc::kill(pid, 0) } == 0;
+    ok || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 /// Removes `name` from the namespace; mappings stay valid.
 pub(crate) fn unlink(name: &str) -> io::Result<()> {
     let c = c_name(name)?;
@@ -272,6 +318,41 @@ mod tests {
             a.barrier(2);
         }
         t.join().unwrap();
+    }
+
+    #[test]
+    fn only_names_of_our_shape_carry_a_creator_pid() {
+        assert_eq!(creator_pid("dawnrun-4242-123456789"), Some(4242));
+        assert_eq!(creator_pid("dawnrun-7-x"), Some(7));
+        assert_eq!(creator_pid("dawnrun-test-4242"), None);
+        assert_eq!(creator_pid("dawnrun-0-1"), None);
+        assert_eq!(creator_pid("dawnrun-4242"), None);
+        assert_eq!(creator_pid("other-4242-1"), None);
+        assert_eq!(creator_pid("sem.dawnrun-4242-1"), None);
+    }
+
+    #[test]
+    fn the_sweep_removes_a_dead_creators_segment_and_keeps_a_live_ones() {
+        // A pid that existed and is gone: a child we started and reaped.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = format!("/{NAME_PREFIX}{dead}-1");
+        let live = format!("/{NAME_PREFIX}{}-2", std::process::id());
+        drop(Segment::create(&stale, 1, 4).unwrap());
+        drop(Segment::create(&live, 1, 4).unwrap());
+        let removed = sweep_stale();
+        let exists = |name: &str| std::path::Path::new(SHM_DIR).join(&name[1..]).exists();
+        let live_kept = exists(&live);
+        let _ = unlink(&live);
+        let _ = unlink(&stale);
+        assert!(
+            removed
+                .iter()
+                .any(|(f, bytes)| *f == stale[1..] && *bytes > 0),
+            "{removed:?}"
+        );
+        assert!(live_kept, "a live creator's segment was removed");
     }
 
     #[test]

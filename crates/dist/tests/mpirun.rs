@@ -447,3 +447,43 @@ fn a_dev_shm_too_small_for_the_segment_falls_back_to_the_flat_ring_naming_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_segment_left_by_a_killed_job_is_removed_by_the_next_job_and_a_live_one_kept() {
+    // A job SIGKILLed between making its segment and unlinking it leaves the name in /dev/shm.
+    // In a private /dev/shm (root, as above), so no concurrent test sweeps these files first:
+    // one file named for a pid that is gone, one for the live shell running the job.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=64m tmpfs /dev/shm && \
+         head -c 1048576 /dev/zero > /dev/shm/dawnrun-{dead}-1 && \
+         head -c 4096 /dev/zero > /dev/shm/dawnrun-$$-2 && \
+         mpirun -np 2 --oversubscribe {BIN} --floats 1001 --iters 2 --json && \
+         echo left: $(ls /dev/shm) >&2"
+    );
+    let out = command(
+        "timeout",
+        &["120", "unshare", "-m", "sh", "-c", &script],
+        dir.path(),
+    );
+    let lines = json_lines(&out);
+    assert_checks_pass(&lines, 2, 1001, "none", one_host(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "rank 0: removed /dev/shm/dawnrun-{dead}-1 (1.0 MiB), left by a job killed"
+        )),
+        "{stderr}"
+    );
+    let left = stderr
+        .lines()
+        .find(|l| l.starts_with("left:"))
+        .unwrap_or("");
+    assert!(
+        left.contains("dawnrun-") && !left.contains(&format!("dawnrun-{dead}-")),
+        "the live file stays, the stale one goes: {stderr}"
+    );
+}
