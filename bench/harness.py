@@ -399,10 +399,10 @@ class Bench:
 
     # ---- 4. training step -------------------------------------------------------------------
     def steps_for(self, precision, depth=18):
-        """Timed steps per run: the contract's 20 for ResNet-18 in fp32 and bf16, 10 for ResNet-50
-        (about 4x the work per step) and for the scaling rows. Fewer steps made the medians of the
-        ResNet-50 rows swing by 5-10% between runs of the same code."""
-        if precision == "scaling" or depth != 18:
+        """Timed steps per run: the contract's 20 for ResNet-18 in fp32 and bf16 and for the
+        scaling rows, 10 for ResNet-50 (about 4x the work per step). Fewer steps (3-10) made the
+        medians of the ResNet-50 and scaling rows swing by 5-10% between runs of the same code."""
+        if depth != 18:
             return max(2, self.args.steps // 2)
         return self.args.steps
 

@@ -1,0 +1,148 @@
+"""Interleaved A/B of one training step: variants of dawnrun's graph and the Keras reference.
+
+    trainer bench --depth 18 --precision bf16 --steps 1 --warmup 0 --graph-def /tmp/r18.pb
+    python bench/py/ab_step.py --graph-def /tmp/r18.pb --depth 18 --precision bf16 \
+        keras ours ours:inter=1 ours:env=TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1
+
+Why: one `make bench` row takes the median of a few steps from 3 process pairs, and the same
+row moves by 5-10% between runs. Here every variant runs in rounds, one process at a time,
+the order reversed every other round, and the step times of all rounds are pooled: 4 rounds of
+8 steps put the same code within about 1-2% of itself.
+
+A variant is `keras` or `ours`, then options separated by ':':
+  inter=N / intra=N   the session's inter-op / intra-op threads (ours only)
+  relu-output         ReluGrad reads the ReLU's output instead of its input, which lets
+                      TensorFlow fuse batch norm and ReLU as Keras' graph does (ours only)
+  no-unscale          the per-gradient loss-scale division bypassed (ours only; loss scale 1)
+  env=NAME=VALUE      an environment variable for that process (either side)
+Prints one line per variant: pooled median seconds per step and the ratio to the first variant
+(> 1: faster than the first).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def rewrite(graph_def, options):
+    """Applies the graph options of a variant to our GraphDef in place."""
+    nodes = list(graph_def.node)
+    if "relu-output" in options:
+        relu_of = {n.input[0]: n.name for n in nodes if n.op == "Relu"}
+        for n in nodes:
+            if n.op == "ReluGrad" and n.input[1] in relu_of:
+                n.input[1] = relu_of[n.input[1]]
+    if "no-unscale" in options:
+        bypass = {n.name: n.input[0] for n in nodes if n.op == "Mul" and n.name.startswith("unscale/")}
+        for n in nodes:
+            for i, x in enumerate(n.input):
+                if x in bypass:
+                    n.input[i] = bypass[x]
+
+
+def serve(args, variant):
+    """Worker: builds the variant's step, warms it up, then times `n` steps per line read."""
+    import tensorflow as tf
+    import profile_step
+
+    side, *options = variant.split(":")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(args.batch, args.px, args.px, 3), dtype=np.uint8)
+    labels = rng.integers(0, args.classes, size=(args.batch,), dtype=np.int32)
+    if side == "keras":
+        step = profile_step.keras_step(args, images, labels)
+    else:
+        tf.compat.v1.disable_eager_execution()
+        with open(os.path.splitext(args.graph_def)[0] + ".json") as f:
+            names = json.load(f)
+        graph_def = tf.compat.v1.GraphDef()
+        with open(args.graph_def, "rb") as f:
+            graph_def.ParseFromString(f.read())
+        rewrite(graph_def, options)
+        graph = tf.Graph()
+        with graph.as_default():
+            tf.compat.v1.import_graph_def(graph_def, name="")
+        config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+        for o in options:
+            if o.startswith("inter="):
+                config.inter_op_parallelism_threads = int(o[len("inter="):])
+            if o.startswith("intra="):
+                config.intra_op_parallelism_threads = int(o[len("intra="):])
+        sess = tf.compat.v1.Session(graph=graph, config=config)
+        sess.run(names["init"])
+        feed = {names["images"] + ":0": images, names["labels"] + ":0": labels,
+                names["loss_scale"] + ":0": 1.0, names["learning_rate"] + ":0": 0.01}
+        fetches = [names["loss"], names["finite"], names["bn_update"], names["fused_apply"]]
+        step = lambda: sess.run(fetches, feed)  # noqa: E731
+    for _ in range(args.warmup):
+        step()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        times = []
+        for _ in range(int(line)):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        print(json.dumps(times), flush=True)
+
+
+def timed_round(args, variant):
+    """One process of `variant`: start, warm up, time `args.steps` steps, stop."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    for o in variant.split(":")[1:]:
+        if o.startswith("env="):
+            name, value = o[len("env="):].split("=", 1)
+            env[name] = value
+    cmd = [sys.executable, os.path.abspath(__file__), "--serve", variant] + [
+        a for a in sys.argv[1:] if a not in args.variants]
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit("variant %s did not start" % variant)
+        proc.stdin.write("%d\n" % args.steps)
+        proc.stdin.flush()
+        return json.loads(proc.stdout.readline())
+    finally:
+        proc.stdin.close()
+        proc.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("variants", nargs="*")
+    ap.add_argument("--graph-def", required=True, help="written by `trainer bench --graph-def`")
+    ap.add_argument("--depth", type=int, default=18)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--px", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per variant per round")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--serve", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        serve(args, args.serve)
+        return
+    if not args.variants:
+        ap.error("name at least one variant")
+    pooled = {v: [] for v in args.variants}
+    for r in range(args.rounds):
+        for v in (args.variants if r % 2 == 0 else args.variants[::-1]):
+            pooled[v] += timed_round(args, v)
+    first = statistics.median(pooled[args.variants[0]])
+    for v in args.variants:
+        m = statistics.median(pooled[v])
+        print("%-40s %.4f s/step  %.3fx  (%d steps)" % (v, m, first / m, len(pooled[v])))
+
+
+if __name__ == "__main__":
+    main()
