@@ -476,3 +476,39 @@ fn weight_decay_covers_kernels_and_bn_or_bias_only_when_asked() {
         );
     }
 }
+
+#[test]
+fn every_relu_gradient_reads_its_relus_output_so_batch_norm_and_relu_can_fuse() {
+    use tensorflow::{Graph, ImportGraphDefOptions};
+    let _cores = cores();
+    for precision in [Precision::Fp32, Precision::Bf16] {
+        let (def, _) = TrainGraph::build(&small(precision))
+            .unwrap()
+            .graph_def()
+            .unwrap();
+        let mut graph = Graph::new();
+        graph
+            .import_graph_def(&def, &ImportGraphDefOptions::new())
+            .unwrap();
+        let of_type = |t: &str| -> Vec<tensorflow::Operation> {
+            graph
+                .operation_iter()
+                .filter(|op| op.op_type().unwrap() == t)
+                .collect()
+        };
+        let grads = of_type("ReluGrad");
+        // ResNet-18: the stem's ReLU and two per basic block (8 blocks).
+        assert_eq!(of_type("Relu").len(), 17, "{precision:?}");
+        assert_eq!(grads.len(), 17, "{precision:?}");
+        for op in grads {
+            let (features, _) = op.input(1);
+            assert_eq!(
+                features.op_type().unwrap(),
+                "Relu",
+                "{} reads {}",
+                op.name().unwrap(),
+                features.name().unwrap()
+            );
+        }
+    }
+}

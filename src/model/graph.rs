@@ -15,6 +15,7 @@ use super::outputs::{
     fetch_metrics, fetch_scalar, request, request_metrics, FusedOutput, Gradients, StepOutput,
 };
 use super::overlap::{Backward, GradientQueues, GroupReader};
+use super::rewrite::{self, Rebind};
 use super::saver::Saver;
 use super::tf::{self, Var};
 use super::{loss, resnet, BuildContext, ModelConfig, ModelError};
@@ -22,8 +23,8 @@ use super::{CheckpointMeta, Checkpointable};
 use std::ops::Range;
 use std::path::Path;
 use tensorflow::{
-    ops, DataType, Operation, Output, Scope, Session, SessionOptions, SessionRunArgs, Shape,
-    Status, Tensor,
+    ops, DataType, ImportGraphDefOptions, Operation, Output, Scope, Session, SessionOptions,
+    SessionRunArgs, Shape, Status, Tensor,
 };
 
 /// One trainable variable in the flat layout: gradients and `apply` feeds hold `len` floats of it
@@ -328,34 +329,54 @@ impl TrainGraph {
         let trainable = infos(&vars);
         let state_infos = infos(&state_vars);
         let state_len = state_vars.iter().map(|v| v.len()).sum();
-        let session = new_session(&scope, cfg)?;
+
+        // The graph the session runs: this one with every ReluGrad reading its ReLU's output
+        // (rewrite.rs), imported into a fresh graph; every handle is taken over by name.
+        let def = scope.graph().graph_def().building("graph_def")?;
+        let (def, _) = rewrite::relu_grads_read_outputs(&def).map_err(|e| ModelError::Input {
+            what: "the graph's own GraphDef",
+            detail: e.to_string(),
+        })?;
+        let mut fresh = Scope::new_root_scope();
+        fresh
+            .graph_mut()
+            .import_graph_def(&def, &ImportGraphDefOptions::new())
+            .building("rewritten graph")?;
+        let scope = device_scope(&fresh, cfg);
+        let graph = fresh.graph();
+        let to = Rebind(&graph);
+        let op = |o: &Operation| to.op(o).building("rewritten graph");
+        let out = |o: &Output| to.out(o).building("rewritten graph");
         Ok(TrainGraph {
             cfg: cfg.clone(),
-            _scope: scope,
-            session,
-            inputs,
-            loss_scale,
-            learning_rate,
-            flat_grads_in,
-            state_in,
-            grads,
-            loss,
-            total_loss,
-            top1,
-            top5,
-            bn_update,
-            apply,
-            fused_apply,
-            finite,
-            unscaled,
+            session: new_session(&scope, cfg)?,
+            inputs: BatchInputs {
+                images: op(&inputs.images)?,
+                labels: op(&inputs.labels)?,
+            },
+            loss_scale: op(&loss_scale)?,
+            learning_rate: op(&learning_rate)?,
+            flat_grads_in: op(&flat_grads_in)?,
+            state_in: op(&state_in)?,
+            grads: out(&grads)?,
+            loss: out(&loss)?,
+            total_loss: out(&total_loss)?,
+            top1: out(&top1)?,
+            top5: out(&top5)?,
+            bn_update: op(&bn_update)?,
+            apply: op(&apply)?,
+            fused_apply: op(&fused_apply)?,
+            finite: out(&finite)?,
+            unscaled: unscaled.iter().map(out).collect::<Result<_, _>>()?,
             queues: None,
-            init,
-            state,
-            state_assign,
+            init: op(&init)?,
+            state: out(&state)?,
+            state_assign: op(&state_assign)?,
             trainable,
             state_vars: state_infos,
             state_len,
-            saver,
+            saver: saver.rebind(&to).building("rewritten graph")?,
+            _scope: scope,
         })
     }
 

@@ -13,7 +13,7 @@
 //! `[N, H, W, 3] u8` is a tensor shape and dtype; `cdt` is the compute dtype (f32, bf16 or f16).
 //!
 //! Files: `tf.rs` crate workarounds, `layers.rs` conv / batch norm / dense, `resnet.rs` the
-//! network, `loss.rs` cross-entropy, L2 and top-k, `optim.rs` flat gradients and momentum,
+//! network, `loss.rs` cross-entropy, L2 and top-k, `optim.rs` flat gradients and momentum, `rewrite.rs` the ReLU-gradient GraphDef rewrite,
 //! `saver.rs` the SaveV2/RestoreV2 ops, `graph.rs` the two graphs with their sessions,
 //! `outputs.rs` what a step returns, `overlap.rs` the gradient queues that let the all-reduce
 //! overlap backward,
@@ -27,6 +27,7 @@ mod optim;
 mod outputs;
 mod overlap;
 mod resnet;
+mod rewrite;
 mod saver;
 pub(crate) mod tf;
 

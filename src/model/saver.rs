@@ -2,6 +2,7 @@
 //! the node scope `checkpoint/`, never `save`: the `tensorflow` crate's `CheckpointMaker` and
 //! `SavedModelBuilder` both claim that name. Which files exist and when they count as complete
 //! is `checkpoint`'s business; this only runs the ops on a given prefix.
+use super::rewrite::Rebind;
 use super::tf::{self, Var};
 use super::{CheckpointMeta, ModelError};
 use std::path::Path;
@@ -117,6 +118,29 @@ impl Saver {
                 restored[n + 2].clone(),
                 restored[n + 3].clone(),
                 restored[n + 4].clone(),
+            ],
+        })
+    }
+
+    /// The same handles in the graph `to` looks in.
+    pub(crate) fn rebind(&self, to: &Rebind) -> Result<Saver, Status> {
+        let m = &self.restored_meta;
+        Ok(Saver {
+            save_prefix: to.op(&self.save_prefix)?,
+            step: to.op(&self.step)?,
+            epoch: to.op(&self.epoch)?,
+            seconds: to.op(&self.seconds)?,
+            scale: to.op(&self.scale)?,
+            good_steps: to.op(&self.good_steps)?,
+            save: to.op(&self.save)?,
+            restore_prefix: to.op(&self.restore_prefix)?,
+            restore: to.op(&self.restore)?,
+            restored_meta: [
+                to.out(&m[0])?,
+                to.out(&m[1])?,
+                to.out(&m[2])?,
+                to.out(&m[3])?,
+                to.out(&m[4])?,
             ],
         })
     }
