@@ -12,7 +12,8 @@ the order reversed every other round, and the step times of all rounds are poole
 A variant is `keras` or `ours`, then options separated by ':':
   inter=N / intra=N   the session's inter-op / intra-op threads (ours only)
   relu-output         ReluGrad reads the ReLU's output instead of its input, which lets
-                      TensorFlow fuse batch norm and ReLU as Keras' graph does (ours only)
+                      TensorFlow fuse batch norm and ReLU as Keras' graph does (ours only;
+                      the trainer's graph does this itself since src/model/rewrite.rs)
   no-unscale          the per-gradient loss-scale division bypassed (ours only; loss scale 1)
   env=NAME=VALUE      an environment variable for that process (either side)
 Prints one line per variant: pooled median seconds per step and the ratio to the first variant
