@@ -182,7 +182,9 @@ impl Drop for Segment {
 /// [`Segment`]): names of our shape whose creator pid no longer exists. Returns each removed
 /// file name with its size in bytes. A pid that exists, or that we may not signal, keeps its
 /// segment: only "no such process" counts as gone. Ranks of one job racing to remove the same
-/// name are fine: the loser's `ENOENT` is ignored.
+/// name are fine: the loser's `ENOENT` is ignored. Where `/dev/shm` is shared with another PID
+/// namespace, a live creator there looks gone; removing its name before its peers mapped it
+/// makes that job fall back to the flat ring with a warning, nothing worse.
 pub(crate) fn sweep_stale() -> Vec<(String, u64)> {
     let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
         return Vec::new();
