@@ -19,8 +19,9 @@
 //! before everyone finished copying. Per rank that is about 3(N-1)/N + 1/N buffer lengths copied
 //! or added, at user-space memcpy speed, and two synchronisations per round that sleep instead
 //! of spin. Each chunk is computed by one rank and copied everywhere, so all ranks end with
-//! bitwise identical buffers, and the order of additions is fixed by the layout, not by timing. At 2 ranks with f32 on the wire the
-//! result equals the ring's bit for bit (one addition, commutative, then the same division).
+//! bitwise identical buffers, and the order of additions is fixed by the layout, not by timing.
+//! At 2 ranks with f32 on the wire the result equals the ring's bit for bit (one addition,
+//! commutative, then the same division).
 #![allow(unsafe_code)]
 
 use std::ops::Range;

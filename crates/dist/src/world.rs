@@ -335,7 +335,6 @@ impl World {
     }
 }
 
-/// Ranks and sizes from MPI are non-negative `int`s.
 /// [`World::broadcast_bytes`] over any communicator (a host's, in the hierarchical all-reduce):
 /// the length first, then the bytes in pieces MPI can count. `root` must be a rank of `comm`.
 pub(crate) fn broadcast_bytes_on(comm: &SimpleCommunicator, bytes: &mut Vec<u8>, root: i32) {
@@ -348,6 +347,7 @@ pub(crate) fn broadcast_bytes_on(comm: &SimpleCommunicator, bytes: &mut Vec<u8>,
     }
 }
 
+/// Ranks and sizes from MPI are non-negative `int`s.
 fn to_usize<T: TryInto<usize>>(v: T) -> usize {
     v.try_into()
         .unwrap_or_else(|_| panic!("MPI returned a negative rank, size or count"))
