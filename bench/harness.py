@@ -398,7 +398,7 @@ class Bench:
                 self.sample(row, "ours", value=statistics.median(self.rates[(prefix, px)]))
 
     # ---- 4. training step -------------------------------------------------------------------
-    def steps_for(self, precision, depth=18):
+    def steps_for(self, depth=18):
         """Timed steps per run: the contract's 20 for ResNet-18 in fp32 and bf16 and for the
         scaling rows, 10 for ResNet-50 (about 4x the work per step). Fewer steps (3-10) made the
         medians of the ResNet-50 and scaling rows swing by 5-10% between runs of the same code."""
@@ -409,7 +409,7 @@ class Bench:
     def trainer_cmd(self, records, precision, np_ranks=None, steps=None, depth=18):
         a = self.args
         cmd = [self.exe("trainer"), "bench", "--depth", str(depth), "--classes", str(a.classes),
-               "--px", "128", "--batch", "32", "--steps", str(steps or self.steps_for(precision, depth)),
+               "--px", "128", "--batch", "32", "--steps", str(steps or self.steps_for(depth)),
                "--warmup", str(a.warmup),
                "--precision", precision, "--records", records, "--json"]
         if np_ranks:
@@ -418,7 +418,7 @@ class Bench:
 
     def train_rows(self, records, precision, depth):
         a = self.args
-        steps = self.steps_for(precision, depth)
+        steps = self.steps_for(depth)
         net = "ResNet-%d %s, %d classes, 128 px, batch 32, %d steps" % (depth, precision, a.classes, steps)
         key = "train/r%d/%s" % (depth, precision)
         step_row = self.define(key + "/step",
@@ -510,7 +510,7 @@ class Bench:
         limit = self.define("scale/limit", "trainer images/s at np 2 (ours column) vs two independent np 1 "
                             "trainers at once, one per core (reference column: scaling without any "
                             "communication, this machine's limit)", "images/s (global)", "rate")
-        steps = self.steps_for("scaling")
+        steps = self.steps_for()
 
         def at(np_ranks, side):
             def go():
@@ -535,7 +535,7 @@ class Bench:
 
         def overlap(on, side):
             def go():
-                cmd = self.trainer_cmd(records, "fp32", 2, self.steps_for("scaling")) + ["--fusion-mb", "4"]
+                cmd = self.trainer_cmd(records, "fp32", 2, self.steps_for()) + ["--fusion-mb", "4"]
                 if on:
                     cmd += ["--overlap", "--inter-op-threads", "6"]
                 r = self.run_json(cmd, ours=True)[-1]

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -55,34 +54,18 @@ def serve(args, variant):
     import profile_step
 
     side, *options = variant.split(":")
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(args.batch, args.px, args.px, 3), dtype=np.uint8)
-    labels = rng.integers(0, args.classes, size=(args.batch,), dtype=np.int32)
+    images, labels = profile_step.random_batch(args)
     if side == "keras":
         step = profile_step.keras_step(args, images, labels)
     else:
         tf.compat.v1.disable_eager_execution()
-        with open(os.path.splitext(args.graph_def)[0] + ".json") as f:
-            names = json.load(f)
-        graph_def = tf.compat.v1.GraphDef()
-        with open(args.graph_def, "rb") as f:
-            graph_def.ParseFromString(f.read())
-        rewrite(graph_def, options)
-        graph = tf.Graph()
-        with graph.as_default():
-            tf.compat.v1.import_graph_def(graph_def, name="")
         config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
         for o in options:
             if o.startswith("inter="):
                 config.inter_op_parallelism_threads = int(o[len("inter="):])
             if o.startswith("intra="):
                 config.intra_op_parallelism_threads = int(o[len("intra="):])
-        sess = tf.compat.v1.Session(graph=graph, config=config)
-        sess.run(names["init"])
-        feed = {names["images"] + ":0": images, names["labels"] + ":0": labels,
-                names["loss_scale"] + ":0": 1.0, names["learning_rate"] + ":0": 0.01}
-        fetches = [names["loss"], names["finite"], names["bn_update"], names["fused_apply"]]
-        step = lambda: sess.run(fetches, feed)  # noqa: E731
+        step = profile_step.ours_step(args, images, labels, edit=lambda g: rewrite(g, options), config=config)
     for _ in range(args.warmup):
         step()
     print("ready", flush=True)
@@ -102,8 +85,9 @@ def timed_round(args, variant):
         if o.startswith("env="):
             name, value = o[len("env="):].split("=", 1)
             env[name] = value
-    cmd = [sys.executable, os.path.abspath(__file__), "--serve", variant] + [
-        a for a in sys.argv[1:] if a not in args.variants]
+    cmd = [sys.executable, os.path.abspath(__file__), "--serve", variant, "--graph-def", args.graph_def]
+    for name in ("depth", "classes", "px", "batch", "precision", "warmup"):
+        cmd += ["--" + name, str(getattr(args, name))]
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         if proc.stdout.readline().strip() != "ready":

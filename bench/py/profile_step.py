@@ -76,7 +76,17 @@ def timed(run_step, warmup, steps):
     return statistics.median(times)
 
 
-def ours_step(args, images, labels):
+def random_batch(args):
+    """The uint8 images and labels both sides train on, the same every run."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(args.batch, args.px, args.px, 3), dtype=np.uint8)
+    labels = rng.integers(0, args.classes, size=(args.batch,), dtype=np.int32)
+    return images, labels
+
+
+def ours_step(args, images, labels, edit=None, config=None):
+    """Our step on the GraphDef at args.graph_def; `edit(graph_def)` may change it before the
+    import, `config` replaces the session's ConfigProto (`bench/py/ab_step.py` uses both)."""
     import tensorflow as tf
 
     with open(os.path.splitext(args.graph_def)[0] + ".json") as f:
@@ -84,15 +94,17 @@ def ours_step(args, images, labels):
     graph_def = tf.compat.v1.GraphDef()
     with open(args.graph_def, "rb") as f:
         graph_def.ParseFromString(f.read())
+    if edit:
+        edit(graph_def)
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.import_graph_def(graph_def, name="")
-    sess = tf.compat.v1.Session(graph=graph, config=tf.compat.v1.ConfigProto(allow_soft_placement=True))
+    sess = tf.compat.v1.Session(graph=graph, config=config or tf.compat.v1.ConfigProto(allow_soft_placement=True))
     sess.run(names["init"])
     feed = {names["images"] + ":0": images, names["labels"] + ":0": labels, names["loss_scale"] + ":0": 1.0}
 
     def step():
-        if not args.two_runs:
+        if not getattr(args, "two_runs", False):
             feed[names["learning_rate"] + ":0"] = 0.01
             sess.run([names["loss"], names["finite"], names["bn_update"], names["fused_apply"]], feed)
             return
@@ -142,9 +154,7 @@ def main():
 
     if args.side == "ours":
         tf.compat.v1.disable_eager_execution()
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(args.batch, args.px, args.px, 3), dtype=np.uint8)
-    labels = rng.integers(0, args.classes, size=(args.batch,), dtype=np.int32)
+    images, labels = random_batch(args)
     step = ours_step(args, images, labels) if args.side == "ours" else keras_step(args, images, labels)
     median = timed(step, 3, args.steps)
     with tempfile.TemporaryDirectory() as logdir:
