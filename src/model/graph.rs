@@ -333,10 +333,7 @@ impl TrainGraph {
         // The graph the session runs: this one with every ReluGrad reading its ReLU's output
         // (rewrite.rs), imported into a fresh graph; every handle is taken over by name.
         let def = scope.graph().graph_def().building("graph_def")?;
-        let (def, _) = rewrite::relu_grads_read_outputs(&def).map_err(|e| ModelError::Input {
-            what: "the graph's own GraphDef",
-            detail: e.to_string(),
-        })?;
+        let (def, _) = rewrite::relu_grads_read_outputs(&def).building("ReLU gradient rewrite")?;
         let mut fresh = Scope::new_root_scope();
         fresh
             .graph_mut()

@@ -69,8 +69,13 @@ struct NodeDef {
 /// Rewrites the serialised GraphDef `def` so that each `ReluGrad` whose features input is some
 /// `Relu`'s input reads that `Relu` instead. Returns the new GraphDef and how many `ReluGrad`s
 /// changed.
-pub(crate) fn relu_grads_read_outputs(def: &[u8]) -> Result<(Vec<u8>, usize), prost::DecodeError> {
-    let mut graph = GraphDef::decode(def)?;
+pub(crate) fn relu_grads_read_outputs(def: &[u8]) -> Result<(Vec<u8>, usize), Status> {
+    let mut graph = GraphDef::decode(def).map_err(|e| {
+        Status::new_set_lossy(
+            tensorflow::Code::Internal,
+            &format!("reading the GraphDef: {e}"),
+        )
+    })?;
     let changed = point_relu_grads_at_outputs(&mut graph.node);
     Ok((graph.encode_to_vec(), changed))
 }
