@@ -76,6 +76,7 @@ class Bench:
         self.py = sys.executable
         self.quick = args.quick
         self.reps = 1 if args.quick else args.reps
+        self.step_reps = 1 if args.quick else args.step_reps
         self.work = args.work or tempfile.mkdtemp(prefix="dawnrun-bench-")
         self.results = args.results
         os.makedirs(self.results, exist_ok=True)
@@ -210,9 +211,10 @@ class Bench:
             value, extra = v if isinstance(v, tuple) else (v, None)
             self.sample(row, side, value=value, extra=extra)
 
-    def alternate(self, runs):
-        """runs: [(targets, fn)] measured reps times, the order reversed in odd repetitions."""
-        for rep in range(self.reps):
+    def alternate(self, runs, reps=None):
+        """runs: [(targets, fn)] measured `reps` (default self.reps) times, the order reversed in
+        odd repetitions."""
+        for rep in range(reps or self.reps):
             for targets, fn in (runs if rep % 2 == 0 else list(reversed(runs))):
                 self.measure(targets, fn)
 
@@ -444,7 +446,10 @@ class Bench:
             self.check_params((depth, precision), "reference", r.get("params"))
             return {(step_row, "reference"): r["step_s_median"], (premade_row, "reference"): r["step_s_median"]}
 
-        self.alternate([(ours_targets, ours), ([(step_row, "reference"), (premade_row, "reference")], reference)])
+        # More processes than other rows: a step time moves by a few % between processes of the
+        # same code (placement, page layout), and these rows compare two sides at near parity.
+        self.alternate([(ours_targets, ours), ([(step_row, "reference"), (premade_row, "reference")], reference)],
+                       self.step_reps)
 
     def check_params(self, precision, side, params):
         seen = self.params.setdefault(precision, {})
@@ -556,7 +561,8 @@ class Bench:
             pass
         commit = subprocess.run(["git", "-C", self.root, "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True).stdout.strip()
-        mode = "QUICK (1 repetition)" if self.quick else "full (%d repetitions, medians)" % self.reps
+        mode = ("QUICK (1 repetition)" if self.quick else "full (%d repetitions, %d for the train step rows; medians)"
+                % (self.reps, self.step_reps))
         lines = [
             "# dawnrun bench, %s" % started.strftime("%Y-%m-%d %H:%M"),
             "",
@@ -584,6 +590,7 @@ def parse_args(argv):
     ap.add_argument("--root", default=os.path.dirname(HERE))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--step-reps", type=int, default=5, help="repetitions of the train step rows")
     ap.add_argument("--work", help="scratch folder (default: a new temp dir, removed at the end)")
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     ap.add_argument("--timeout", type=float, default=600)

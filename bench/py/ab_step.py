@@ -15,6 +15,8 @@ A variant is `keras` or `ours`, then options separated by ':':
                       TensorFlow fuse batch norm and ReLU as Keras' graph does (ours only;
                       the trainer's graph does this itself since src/model/rewrite.rs)
   no-unscale          the per-gradient loss-scale division bypassed (ours only; loss scale 1)
+  no-gate             the one-run update applied as each gradient arrives, not gated on the
+                      finite check of all of them (ours only)
   env=NAME=VALUE      an environment variable for that process (either side)
 Prints one line per variant: pooled median seconds per step and the ratio to the first variant
 (> 1: faster than the first).
@@ -46,6 +48,12 @@ def rewrite(graph_def, options):
             for i, x in enumerate(n.input):
                 if x in bypass:
                     n.input[i] = bypass[x]
+    if "no-gate" in options:
+        taken = {n.name + ":1": n.input[0] for n in nodes if n.op == "Switch" and n.name.startswith("fused/")}
+        for n in nodes:
+            for i, x in enumerate(n.input):
+                if x in taken:
+                    n.input[i] = taken[x]
 
 
 def serve(args, variant):
