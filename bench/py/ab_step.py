@@ -17,6 +17,9 @@ A variant is `keras` or `ours`, then options separated by ':':
   no-unscale          the per-gradient loss-scale division bypassed (ours only; loss scale 1)
   no-gate             the one-run update applied as each gradient arrives, not gated on the
                       finite check of all of them (ours only)
+  input-first / filter-first
+                      each convolution's two gradients run one after the other, the input's
+                      (or the filter's) first, instead of side by side (ours only)
   env=NAME=VALUE      an environment variable for that process (either side)
 Prints one line per variant: pooled median seconds per step and the ratio to the first variant
 (> 1: faster than the first).
@@ -48,6 +51,12 @@ def rewrite(graph_def, options):
             for i, x in enumerate(n.input):
                 if x in bypass:
                     n.input[i] = bypass[x]
+    for first, then in (("Conv2DBackpropInput", "Conv2DBackpropFilter"), ("Conv2DBackpropFilter", "Conv2DBackpropInput")):
+        if "%s-first" % first[len("Conv2DBackprop"):].lower() in options:
+            by_grad = {n.input[2]: n.name for n in nodes if n.op == first}
+            for n in nodes:
+                if n.op == then and n.input[2] in by_grad:
+                    n.input.append("^" + by_grad[n.input[2]])
     if "no-gate" in options:
         taken = {n.name + ":1": n.input[0] for n in nodes if n.op == "Switch" and n.name.startswith("fused/")}
         for n in nodes:
