@@ -25,11 +25,13 @@ import datetime
 import json
 import os
 import platform
+import queue
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -68,6 +70,76 @@ def json_lines(text):
     return found
 
 
+class Served:
+    """A `--serve` process of one side of the step rows: started, warmed up (its JSON `ready`
+    line), asked for runs of steps, closed on exit. Failures raise Missing or Failed."""
+
+    def __init__(self, bench, cmd, ours):
+        self.bench, self.cmd, self.ours = bench, cmd, ours
+        self.lines = queue.Queue()
+
+    def __enter__(self):
+        b = self.bench
+        if self.ours and not os.path.exists(self.cmd[0]):
+            raise Missing(os.path.relpath(self.cmd[0], b.root))
+        b.log.write("$ %s (serving)\n" % " ".join(self.cmd))
+        b.log.flush()
+        self.err = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
+                                     text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+        try:
+            ready = self._next()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        self.params = ready.get("params")
+        return self
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _next(self):
+        """The next JSON line; Missing/Failed if the process ends or stays silent too long."""
+        while True:
+            try:
+                line = self.lines.get(timeout=self.bench.args.timeout)
+            except queue.Empty:
+                raise Failed("no answer within %ss" % self.bench.args.timeout)
+            if line is None:
+                self.proc.wait()
+                self.err.seek(0)
+                err = self.err.read()
+                self.bench.log.write(err[-4000:] + "(exit %d)\n" % self.proc.returncode)
+                if self.ours and is_missing_output("", err):
+                    raise Missing(self.bench.contract(self.cmd))
+                tail = (err.strip().splitlines() or ["(no stderr)"])[-1]
+                raise Failed("exit %s: %s" % (self.proc.returncode, tail))
+            found = json_lines(line)
+            if found:
+                return found[0]
+
+    def steps(self, path, k):
+        try:
+            self.proc.stdin.write("%s %d\n" % (path, k))
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # it has ended: _next says how
+        return self._next()["step_s"]
+
+    def __exit__(self, *exc):
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self.err.close()
+        return False
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -76,7 +148,7 @@ class Bench:
         self.py = sys.executable
         self.quick = args.quick
         self.reps = 1 if args.quick else args.reps
-        self.step_reps = 1 if args.quick else args.step_reps
+        self.step_rounds = 2 if args.quick else args.step_rounds
         self.work = args.work or tempfile.mkdtemp(prefix="dawnrun-bench-")
         self.results = args.results
         os.makedirs(self.results, exist_ok=True)
@@ -211,10 +283,9 @@ class Bench:
             value, extra = v if isinstance(v, tuple) else (v, None)
             self.sample(row, side, value=value, extra=extra)
 
-    def alternate(self, runs, reps=None):
-        """runs: [(targets, fn)] measured `reps` (default self.reps) times, the order reversed in
-        odd repetitions."""
-        for rep in range(reps or self.reps):
+    def alternate(self, runs):
+        """runs: [(targets, fn)] measured reps times, the order reversed in odd repetitions."""
+        for rep in range(self.reps):
             for targets, fn in (runs if rep % 2 == 0 else list(reversed(runs))):
                 self.measure(targets, fn)
 
@@ -419,9 +490,14 @@ class Bench:
         return cmd
 
     def train_rows(self, records, precision, depth):
+        """Both sides stay up (`--serve`) and take turns in short runs of steps, so each round
+        gives both the same few seconds of the machine, whose speed drifts by up to ~10% over
+        minutes (a 5-process alternation still split 3:2 across such a drift). One sample per
+        side per round: the median of that round's steps."""
         a = self.args
-        steps = self.steps_for(depth)
-        net = "ResNet-%d %s, %d classes, 128 px, batch 32, %d steps" % (depth, precision, a.classes, steps)
+        rounds, k = self.step_rounds, self.steps_per_round(depth)
+        net = "ResNet-%d %s, %d classes, 128 px, batch 32, %d rounds x %d steps" % (
+            depth, precision, a.classes, rounds, k)
         key = "train/r%d/%s" % (depth, precision)
         step_row = self.define(key + "/step",
                                "train step %s: trainer at np 1 (fed by its pipeline) vs Keras tf.function"
@@ -431,25 +507,43 @@ class Bench:
         over_row = self.define(key + "/overhead",
                                "trainer step ResNet-%d %s (ours column) vs our graph on a pre-made batch"
                                % (depth, precision), "s/step", "overhead")
-        ours_targets = [(step_row, "ours"), (premade_row, "ours"), (over_row, "ours"), (over_row, "reference")]
+        ours = self.trainer_cmd(records, precision, depth=depth) + ["--serve"]
+        reference = [self.py, self.script("train_step_tf.py"), "--depth", str(depth), "--classes",
+                     str(a.classes), "--px", "128", "--batch", "32", "--warmup", str(a.warmup),
+                     "--precision", precision, "--serve"]
+        targets = [(r, side) for r in (step_row, premade_row, over_row) for side in ("ours", "reference")]
 
-        def ours():
-            r = self.run_json(self.trainer_cmd(records, precision, depth=depth), ours=True)[-1]
-            self.check_params((depth, precision), "ours", r.get("params"))
-            return {(step_row, "ours"): r["step_s_median"], (premade_row, "ours"): r["premade_step_s_median"],
-                    (over_row, "ours"): r["step_s_median"], (over_row, "reference"): r["premade_step_s_median"]}
+        def go():
+            with Served(self, ours, ours=True) as us, Served(self, reference, ours=False) as ref:
+                self.check_params((depth, precision), "ours", us.params)
+                self.check_params((depth, precision), "reference", ref.params)
+                for i in range(rounds):
+                    turns = [(us, "premade"), (ref, "premade"), (us, "trainer")]
+                    got = {}
+                    for side, path in (turns if i % 2 == 0 else list(reversed(turns))):
+                        got[(side is us, path)] = statistics.median(side.steps(path, k))
+                    values = {(step_row, "ours"): got[(True, "trainer")],
+                              (premade_row, "ours"): got[(True, "premade")],
+                              (over_row, "ours"): got[(True, "trainer")],
+                              (over_row, "reference"): got[(True, "premade")],
+                              (step_row, "reference"): got[(False, "premade")],
+                              (premade_row, "reference"): got[(False, "premade")]}
+                    for (row, side), v in values.items():
+                        self.sample(row, side, value=v)
 
-        def reference():
-            r = self.run_json([self.py, self.script("train_step_tf.py"), "--depth", str(depth), "--classes",
-                               str(a.classes), "--px", "128", "--batch", "32", "--steps", str(steps),
-                               "--warmup", str(a.warmup), "--precision", precision], ours=False)[-1]
-            self.check_params((depth, precision), "reference", r.get("params"))
-            return {(step_row, "reference"): r["step_s_median"], (premade_row, "reference"): r["step_s_median"]}
+        try:
+            go()
+        except (Missing, Failed) as e:
+            kind = "missing" if isinstance(e, Missing) else "error"
+            self.say("%s: %s (rows %s)" % (kind, e, key))
+            for row, side in targets:
+                self.sample(row, side, **{kind: str(e)})
 
-        # More processes than other rows: a step time moves by a few % between processes of the
-        # same code (placement, page layout), and these rows compare two sides at near parity.
-        self.alternate([(ours_targets, ours), ([(step_row, "reference"), (premade_row, "reference")], reference)],
-                       self.step_reps)
+    def steps_per_round(self, depth):
+        """Timed steps per side per round of the step rows: a few seconds of work."""
+        if self.quick:
+            return 3
+        return 5 if depth == 18 else 3
 
     def check_params(self, precision, side, params):
         seen = self.params.setdefault(precision, {})
@@ -561,8 +655,8 @@ class Bench:
             pass
         commit = subprocess.run(["git", "-C", self.root, "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True).stdout.strip()
-        mode = ("QUICK (1 repetition)" if self.quick else "full (%d repetitions, %d for the train step rows; medians)"
-                % (self.reps, self.step_reps))
+        mode = ("QUICK (1 repetition)" if self.quick else
+                "full (%d repetitions; the train step rows %d interleaved rounds; medians)" % (self.reps, self.step_rounds))
         lines = [
             "# dawnrun bench, %s" % started.strftime("%Y-%m-%d %H:%M"),
             "",
@@ -590,7 +684,7 @@ def parse_args(argv):
     ap.add_argument("--root", default=os.path.dirname(HERE))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--step-reps", type=int, default=5, help="repetitions of the train step rows")
+    ap.add_argument("--step-rounds", type=int, default=12, help="interleaved rounds of the train step rows")
     ap.add_argument("--work", help="scratch folder (default: a new temp dir, removed at the end)")
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     ap.add_argument("--timeout", type=float, default=600)

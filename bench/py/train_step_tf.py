@@ -15,10 +15,14 @@ The same network and update as dawnrun's graph (ResNet v1.5, the same preprocess
 The batch is random uint8 images and labels made once, fed from host memory every step (as a
 pre-made batch). Each step waits for its loss, so the timing covers the whole update.
 Prints {"step_s_median": s, "images_per_s": batch / s, "params": trainable parameter count}.
+With --serve (as `trainer bench --serve`): after the warm-up it prints {"ready": true, "params":
+N}, then for each
+stdin line `premade K` runs K steps and prints {"path": "premade", "step_s": [seconds...]}.
 """
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -100,6 +104,26 @@ def make_train_step(model, classes):
     return train_step
 
 
+def serve(step, warmup, params):
+    """Warm up, say ready (a JSON line with the parameter count), then time `premade K`
+    requests from stdin until it closes."""
+    for _ in range(warmup):
+        step()
+    print(json.dumps({"ready": True, "params": params}), flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if len(words) != 2 or words[0] != "premade" or not words[1].isdigit():
+            raise SystemExit("error: request %r: expected `premade K`" % line.strip())
+        times = []
+        for _ in range(int(words[1])):
+            start = time.perf_counter()
+            loss = step()
+            times.append(time.perf_counter() - start)
+        if not np.isfinite(loss):
+            raise SystemExit("error: loss is %r" % loss)
+        print(json.dumps({"path": "premade", "step_s": times}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--depth", type=int, choices=sorted(LAYOUTS), default=18)
@@ -110,6 +134,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--params-only", action="store_true", help="build, print the count, no steps")
+    ap.add_argument("--serve", action="store_true", help="time steps on request from stdin")
     args = ap.parse_args()
 
     if args.precision == "bf16":
@@ -124,6 +149,9 @@ def main():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(args.batch, args.px, args.px, 3), dtype=np.uint8)
     labels = rng.integers(0, args.classes, size=(args.batch,), dtype=np.int32)
+    if args.serve:
+        serve(lambda: float(train_step(images, labels)), args.warmup, params)
+        return
     times = []
     for step in range(args.warmup + args.steps):
         start = time.perf_counter()

@@ -22,6 +22,22 @@ echo '{"method":"mpi","np":2,"floats":1,"seconds_median":1.0,"bus_gbps":2.0,"max
 """
 
 
+# A trainer whose `bench --serve` answers with fixed step times (pre-made 0.5 s, fed 0.7 s) and
+# logs each request; any other call prints nothing (a stub: its rows read "missing").
+FAKE_TRAINER = """#!%s
+import json, sys
+if "--serve" not in sys.argv:
+    sys.exit(0)
+log = open(sys.argv[0] + ".requests", "a")
+print(json.dumps({"ready": True, "params": 11181642}), flush=True)
+for line in sys.stdin:
+    path, k = line.split()
+    log.write(path + "\\n")
+    log.flush()
+    print(json.dumps({"path": path, "step_s": [0.5 if path == "premade" else 0.7] * int(k)}), flush=True)
+""" % sys.executable
+
+
 def read(path):
     with open(path) as f:
         return f.read()
@@ -39,12 +55,12 @@ class HarnessTest(unittest.TestCase):
             bin_dir = os.path.join(root, "target", "release")
             os.makedirs(bin_dir)
             write_exe(os.path.join(bin_dir, "allreduce-check"), FAKE_ALLREDUCE)
-            write_exe(os.path.join(bin_dir, "trainer"), "#!/bin/sh\nexit 0\n")
+            write_exe(os.path.join(bin_dir, "trainer"), FAKE_TRAINER)
             results = os.path.join(root, "results")
             env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", OMPI_ALLOW_RUN_AS_ROOT="1",
                        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
             p = subprocess.run([sys.executable, os.path.join(BENCH, "harness.py"), "--root", root, "--quick",
-                                "--only", "allreduce,scaling", "--results", results],
+                                "--only", "train,allreduce,scaling", "--results", results],
                                capture_output=True, text=True, env=env)
             self.assertEqual(p.returncode, 0, p.stderr[-3000:])
             rows = {r["row"]: r for r in json.loads(read(os.path.join(results, "latest.json")))["rows"]}
@@ -58,6 +74,17 @@ class HarnessTest(unittest.TestCase):
             scale = rows["scale/np2"]
             self.assertEqual(scale["cells"][1], "n/a (missing: target/release/trainer bench)")
             self.assertIsNone(scale["ratio"])
+            # The step rows: both sides up at once, turns alternating (QUICK: 2 rounds of 3 steps),
+            # the Keras reference really run.
+            self.assertEqual(read(os.path.join(bin_dir, "trainer.requests")).split(),
+                             ["premade", "trainer", "trainer", "premade"])
+            premade, step = rows["train/r18/fp32/premade"], rows["train/r18/fp32/step"]
+            self.assertEqual((premade["ours"], step["ours"]), (0.5, 0.7))
+            self.assertGreater(premade["reference"], 0)
+            self.assertEqual(premade["reference"], step["reference"])
+            self.assertAlmostEqual(rows["train/r18/fp32/overhead"]["ratio"], 0.4)
+            samples = [json.loads(l) for l in read(os.path.join(results, "samples.jsonl")).splitlines()]
+            self.assertEqual(sum(1 for x in samples if x["row"] == "train/r18/fp32/premade"), 4)
             md = read(os.path.join(results, "latest.md"))
             self.assertIn("| all-reduce np 2, 25.6M floats: ours (hierarchical) vs MPI_Allreduce | 8.00 | 2.00 | 4.00x "
                           "| GB/s bus |", md)

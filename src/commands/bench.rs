@@ -3,8 +3,10 @@
 //! waiting for the input pipeline, the gradient round trip to the host, the all-reduce.
 //!
 //! Both loops call the training loop's own `update` (gradients -> all-reduce -> verdict ->
-//! apply); the trainer's loop also takes its batches from the real pipeline over `--records`. Under mpirun every rank runs it
-//! and rank 0 prints the result; `images_per_s` is then the global rate.
+//! apply); the trainer's loop also takes its batches from the real pipeline over `--records`.
+//! Under mpirun every rank runs it and rank 0 prints the result; `images_per_s` is then the
+//! global rate. With `--serve` one process stays up and times runs of either path on request,
+//! so `make bench` can interleave it with the Keras reference a few steps at a time.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -57,6 +59,11 @@ pub struct BenchArgs {
     inter_op_threads: u32,
     #[arg(long)]
     json: bool,
+    /// Stay up for interleaved timing (`bench/harness.py`'s step rows; one rank only): after
+    /// the warm-up of both paths print `{"ready": true, "params": N}`, then for each stdin line `premade K` or
+    /// `trainer K` run K steps of that path and print their times as one JSON line.
+    #[arg(long)]
+    serve: bool,
     /// Also write the training graph's GraphDef to this file and its step's node names to
     /// `<file>.json`, for `bench/py/profile_step.py`.
     #[arg(long)]
@@ -90,73 +97,46 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
     if args.overlap {
         replicas.enable_overlap(&mut graph)?;
     }
-    let log = StepLog::silent();
     let px = args.px as usize;
     let n = args.batch;
-
     // The bare graph: one pre-made batch, fed again and again, through the trainer's update.
     let images: Vec<u8> = (0..n * px * px * 3)
         .map(|i| (i * 7919 % 251) as u8)
         .collect();
     let labels: Vec<i32> = (0..n).map(|i| (i as u32 % args.classes) as i32).collect();
-    let premade = BatchRef {
-        images: &images,
-        labels: &labels,
-        n,
-        height: px,
-        width: px,
+    let mut stepper = Stepper {
+        graph: &mut graph,
+        replicas: &mut replicas,
+        log: StepLog::silent(),
+        step: 0,
+        premade: BatchRef {
+            images: &images,
+            labels: &labels,
+            n,
+            height: px,
+            width: px,
+        },
+        pipeline: None,
     };
-    let mut step = 0u64;
-    let mut premade_times = Vec::new();
-    for i in 0..args.warmup + args.steps {
-        let t = Instant::now();
-        update(&mut graph, &mut replicas, &premade, step, 0.01, &log)?;
-        step += 1;
-        if i >= args.warmup {
-            premade_times.push(t.elapsed().as_secs_f64());
-        }
+    if args.serve {
+        return serve(args, world, &mut stepper);
     }
-
+    stepper.premade(args.warmup)?;
+    let premade_times = stepper.premade(args.steps)?;
     // The trainer's path: batches from the pipeline, the same update.
     let mut trainer_times = Vec::new();
-    if let Some(dir) = &args.records {
-        let files = list_shards(dir, &args.prefix)?;
-        let total = count_records(&files)?;
-        let mut pipeline = TrainPipeline::start(TrainConfig {
-            files,
-            rank: world.rank() as u64,
-            world: world.size() as u64,
-            batch_size: n,
-            image_px: args.px,
-            min_scale: 0.08,
-            seed: 1,
-            start_epoch: 0,
-            skip_batches: 0,
-            batches_per_epoch: (total / (n * world.size()) as u64).max(1),
-            decode_threads: super::decode_threads(args.decode_threads, world),
-            prefetch_batches: 2,
-            shuffle_buffer: DEFAULT_SHUFFLE_BUFFER,
-            max_image_pixels: dawnrun_data::decode::DEFAULT_MAX_IMAGE_PIXELS,
-            num_classes: args.classes,
-        })?;
-        for i in 0..args.warmup + args.steps {
-            let t = Instant::now();
-            let batch = pipeline.next()?;
-            update(
-                &mut graph,
-                &mut replicas,
-                &BatchRef::from(&batch),
-                step,
-                0.01,
-                &log,
-            )?;
-            step += 1;
-            pipeline.give_back(batch);
-            if i >= args.warmup {
-                trainer_times.push(t.elapsed().as_secs_f64());
-            }
-        }
+    if args.records.is_some() {
+        stepper.pipeline = start_pipeline(args, world)?;
+        stepper.fed(args.warmup)?;
+        trainer_times = stepper.fed(args.steps)?;
     }
+    let Stepper {
+        graph,
+        replicas,
+        pipeline,
+        ..
+    } = stepper;
+    drop(pipeline);
     world.barrier();
     if world.rank() != 0 {
         return Ok(());
@@ -192,6 +172,129 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
         println!("{result}");
     } else {
         println!("{}", serde_json::to_string_pretty(&result)?);
+    }
+    Ok(())
+}
+
+/// The two timed paths over one graph: the pre-made batch, and batches from the pipeline.
+struct Stepper<'a, 'w> {
+    graph: &'a mut TrainGraph,
+    replicas: &'a mut Replicas<'w>,
+    log: StepLog,
+    step: u64,
+    premade: BatchRef<'a>,
+    pipeline: Option<TrainPipeline>,
+}
+
+impl Stepper<'_, '_> {
+    /// `k` steps on the pre-made batch; the seconds of each.
+    fn premade(&mut self, k: usize) -> Result<Vec<f64>> {
+        let mut times = Vec::with_capacity(k);
+        for _ in 0..k {
+            let t = Instant::now();
+            update(
+                self.graph,
+                self.replicas,
+                &self.premade,
+                self.step,
+                0.01,
+                &self.log,
+            )?;
+            self.step += 1;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        Ok(times)
+    }
+
+    /// `k` steps fed by the pipeline, each timed from asking for its batch to the update's end.
+    fn fed(&mut self, k: usize) -> Result<Vec<f64>> {
+        let Some(pipeline) = self.pipeline.as_mut() else {
+            anyhow::bail!("no pipeline: `trainer bench` needs --records for the trainer's path");
+        };
+        let mut times = Vec::with_capacity(k);
+        for _ in 0..k {
+            let t = Instant::now();
+            let batch = pipeline.next()?;
+            let batch_ref = BatchRef::from(&batch);
+            update(
+                self.graph,
+                self.replicas,
+                &batch_ref,
+                self.step,
+                0.01,
+                &self.log,
+            )?;
+            self.step += 1;
+            pipeline.give_back(batch);
+            times.push(t.elapsed().as_secs_f64());
+        }
+        Ok(times)
+    }
+}
+
+fn start_pipeline(args: &BenchArgs, world: &World) -> Result<Option<TrainPipeline>> {
+    let Some(dir) = &args.records else {
+        return Ok(None);
+    };
+    let files = list_shards(dir, &args.prefix)?;
+    let total = count_records(&files)?;
+    let n = args.batch;
+    Ok(Some(TrainPipeline::start(TrainConfig {
+        files,
+        rank: world.rank() as u64,
+        world: world.size() as u64,
+        batch_size: n,
+        image_px: args.px,
+        min_scale: 0.08,
+        seed: 1,
+        start_epoch: 0,
+        skip_batches: 0,
+        batches_per_epoch: (total / (n * world.size()) as u64).max(1),
+        decode_threads: super::decode_threads(args.decode_threads, world),
+        prefetch_batches: 2,
+        shuffle_buffer: DEFAULT_SHUFFLE_BUFFER,
+        max_image_pixels: dawnrun_data::decode::DEFAULT_MAX_IMAGE_PIXELS,
+        num_classes: args.classes,
+    })?))
+}
+
+/// Serve mode: both paths warmed up, then timed on request. A harness that keeps this process
+/// and the reference's alive and alternates short runs of steps between them gives both sides
+/// the same moments of the machine (its speed drifts by ~10% over minutes).
+fn serve(args: &BenchArgs, world: &World, stepper: &mut Stepper) -> Result<()> {
+    use std::io::{BufRead, Write};
+
+    anyhow::ensure!(
+        world.size() == 1,
+        "--serve runs one rank, not {}",
+        world.size()
+    );
+    stepper.premade(args.warmup)?;
+    stepper.pipeline = start_pipeline(args, world)?;
+    if stepper.pipeline.is_some() {
+        stepper.fed(args.warmup)?;
+    }
+    let mut out = std::io::stdout().lock();
+    let ready = serde_json::json!({ "ready": true, "params": stepper.graph.num_params() });
+    writeln!(out, "{ready}")?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line.context("reading a request on stdin")?;
+        let (path, k) = match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [path, k] => (path, k.parse::<usize>().ok()),
+            _ => ("", None),
+        };
+        let times = match (path, k) {
+            ("premade", Some(k)) => stepper.premade(k)?,
+            ("trainer", Some(k)) => stepper.fed(k)?,
+            _ => anyhow::bail!("request {line:?}: expected `premade K` or `trainer K`"),
+        };
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "path": path, "step_s": times })
+        )?;
+        out.flush()?;
     }
     Ok(())
 }
