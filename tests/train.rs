@@ -235,3 +235,67 @@ fn missing_records_name_the_folder() {
     let err = text(&out.stderr);
     assert!(err.contains("nowhere/160"), "{err}");
 }
+
+/// `trainer bench --serve` (what `make bench` uses for the step rows): warms up both paths, says
+/// ready with the parameter count, answers each request with that many step times from the
+/// real graph and pipeline, refuses a bad request by name, and ends cleanly when stdin closes.
+#[test]
+fn bench_serve_times_both_paths_on_request_and_names_a_bad_request() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    let records = common::fixture().join("records").join("48");
+    let start = || {
+        let mut c = common::command(&common::bin("trainer"));
+        c.args([
+            "bench",
+            "--depth",
+            "18",
+            "--classes",
+            "4",
+            "--px",
+            "32",
+            "--batch",
+            "4",
+        ])
+        .args(["--warmup", "1", "--serve", "--records"])
+        .arg(&records)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("starting trainer bench --serve");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        (child, out.lines())
+    };
+    let json = |line: Option<std::io::Result<String>>| -> serde_json::Value {
+        serde_json::from_str(&line.expect("a line").expect("readable")).expect("JSON")
+    };
+
+    let (mut child, mut lines) = start();
+    let ready = json(lines.next());
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["params"], 11_178_564u64, "ResNet-18, 4 classes");
+    let mut stdin = child.stdin.take().unwrap();
+    for (path, k) in [("premade", 2), ("trainer", 3), ("premade", 1)] {
+        writeln!(stdin, "{path} {k}").unwrap();
+        let answer = json(lines.next());
+        assert_eq!(answer["path"], path);
+        let times = answer["step_s"].as_array().unwrap();
+        assert_eq!(times.len(), k);
+        assert!(times.iter().all(|t| t.as_f64().unwrap() > 0.0), "{answer}");
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+
+    let (mut child, mut lines) = start();
+    json(lines.next());
+    writeln!(child.stdin.as_mut().unwrap(), "premade many").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = common::text(&out.stderr);
+    assert!(
+        err.contains("\"premade many\": expected `premade K` or `trainer K`"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
