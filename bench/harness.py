@@ -274,14 +274,18 @@ class Bench:
         try:
             values = fn()
         except (Missing, Failed) as e:
-            key = "missing" if isinstance(e, Missing) else "error"
-            self.say("%s: %s (rows %s)" % (key, e, sorted({r for r, _ in targets})))
-            for row, side in targets:
-                self.sample(row, side, **{key: str(e)})
+            self.mark(targets, e)
             return
         for (row, side), v in values.items():
             value, extra = v if isinstance(v, tuple) else (v, None)
             self.sample(row, side, value=value, extra=extra)
+
+    def mark(self, targets, e):
+        """Every (row, side) in targets gets the Missing or Failed `e` instead of a value."""
+        key = "missing" if isinstance(e, Missing) else "error"
+        self.say("%s: %s (rows %s)" % (key, e, sorted({r for r, _ in targets})))
+        for row, side in targets:
+            self.sample(row, side, **{key: str(e)})
 
     def alternate(self, runs):
         """runs: [(targets, fn)] measured reps times, the order reversed in odd repetitions."""
@@ -471,18 +475,10 @@ class Bench:
                 self.sample(row, "ours", value=statistics.median(self.rates[(prefix, px)]))
 
     # ---- 4. training step -------------------------------------------------------------------
-    def steps_for(self, depth=18):
-        """Timed steps per run: the contract's 20 for ResNet-18 in fp32 and bf16 and for the
-        scaling rows, 10 for ResNet-50 (about 4x the work per step). Fewer steps (3-10) made the
-        medians of the ResNet-50 and scaling rows swing by 5-10% between runs of the same code."""
-        if depth != 18:
-            return max(2, self.args.steps // 2)
-        return self.args.steps
-
-    def trainer_cmd(self, records, precision, np_ranks=None, steps=None, depth=18):
+    def trainer_cmd(self, records, precision, np_ranks=None, depth=18):
         a = self.args
         cmd = [self.exe("trainer"), "bench", "--depth", str(depth), "--classes", str(a.classes),
-               "--px", "128", "--batch", "32", "--steps", str(steps or self.steps_for(depth)),
+               "--px", "128", "--batch", "32", "--steps", str(a.steps),
                "--warmup", str(a.warmup),
                "--precision", precision, "--records", records, "--json"]
         if np_ranks:
@@ -534,10 +530,7 @@ class Bench:
         try:
             go()
         except (Missing, Failed) as e:
-            kind = "missing" if isinstance(e, Missing) else "error"
-            self.say("%s: %s (rows %s)" % (kind, e, key))
-            for row, side in targets:
-                self.sample(row, side, **{kind: str(e)})
+            self.mark(targets, e)
 
     def steps_per_round(self, depth):
         """Timed steps per side per round of the step rows: a few seconds of work."""
@@ -609,11 +602,10 @@ class Bench:
         limit = self.define("scale/limit", "trainer images/s at np 2 (ours column) vs two independent np 1 "
                             "trainers at once, one per core (reference column: scaling without any "
                             "communication, this machine's limit)", "images/s (global)", "rate")
-        steps = self.steps_for()
 
         def at(np_ranks, side):
             def go():
-                r = self.run_json(self.trainer_cmd(records, "fp32", np_ranks, steps), ours=True)[-1]
+                r = self.run_json(self.trainer_cmd(records, "fp32", np_ranks), ours=True)[-1]
                 values = {(row, side): r["images_per_s"]}
                 if np_ranks == 2:
                     values[(limit, "ours")] = r["images_per_s"]
@@ -622,7 +614,7 @@ class Bench:
             return targets, go
 
         def pair():
-            cmds = [["taskset", "-c", str(core)] + self.trainer_cmd(records, "fp32", None, steps)
+            cmds = [["taskset", "-c", str(core)] + self.trainer_cmd(records, "fp32")
                     for core in (0, 1)]
             return {(limit, "reference"): sum(r[-1]["images_per_s"] for r in self.run_json_at_once(cmds))}
 
@@ -634,7 +626,7 @@ class Bench:
 
         def overlap(on, side):
             def go():
-                cmd = self.trainer_cmd(records, "fp32", 2, self.steps_for()) + ["--fusion-mb", "4"]
+                cmd = self.trainer_cmd(records, "fp32", 2) + ["--fusion-mb", "4"]
                 if on:
                     cmd += ["--overlap", "--inter-op-threads", "6"]
                 r = self.run_json(cmd, ours=True)[-1]
@@ -694,6 +686,8 @@ def parse_args(argv):
     args.pipeline_seconds = 3 if args.quick else 6
     args.tjbench_files, args.tjbench_seconds = (6, 0.2) if args.quick else (16, 0.3)
     args.depths, args.classes = ([18] if args.quick else [18, 50]), 10
+    # Timed steps per run of the scaling rows (fewer than 20 made them swing by 5-10% between
+    # runs of the same code); warm-up steps of every trainer and Keras process.
     args.steps, args.warmup = (5, 2) if args.quick else (20, 3)
     args.precisions = ["fp32"] if args.quick else ["fp32", "bf16"]
     return args

@@ -16,8 +16,8 @@ The batch is random uint8 images and labels made once, fed from host memory ever
 pre-made batch). Each step waits for its loss, so the timing covers the whole update.
 Prints {"step_s_median": s, "images_per_s": batch / s, "params": trainable parameter count}.
 With --serve (as `trainer bench --serve`): after the warm-up it prints {"ready": true, "params":
-N}, then for each
-stdin line `premade K` runs K steps and prints {"path": "premade", "step_s": [seconds...]}.
+N}, then for each stdin line `premade K` runs K steps and prints {"path": "premade", "step_s":
+[seconds...]}.
 """
 import argparse
 import json

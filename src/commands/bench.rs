@@ -60,8 +60,8 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Stay up for interleaved timing (`bench/harness.py`'s step rows; one rank only): after
-    /// the warm-up of both paths print `{"ready": true, "params": N}`, then for each stdin line `premade K` or
-    /// `trainer K` run K steps of that path and print their times as one JSON line.
+    /// the warm-up of both paths print `{"ready": true, "params": N}`, then for each stdin line
+    /// `premade K` or `trainer K` run K steps of that path and print their times as JSON.
     #[arg(long)]
     serve: bool,
     /// Also write the training graph's GraphDef to this file and its step's node names to
