@@ -21,6 +21,7 @@ its row; a failing one becomes "error: ..." with the stderr tail in <results>/be
 here stops the whole run except a broken reference side, which is a bug of this folder.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -74,8 +75,8 @@ class Served:
     """A `--serve` process of one side of the step rows: started, warmed up (its JSON `ready`
     line), asked for runs of steps, closed on exit. Failures raise Missing or Failed."""
 
-    def __init__(self, bench, cmd, ours):
-        self.bench, self.cmd, self.ours = bench, cmd, ours
+    def __init__(self, bench, cmd, ours, env=None):
+        self.bench, self.cmd, self.ours, self.env = bench, cmd, ours, env
         self.lines = queue.Queue()
 
     def __enter__(self):
@@ -86,7 +87,7 @@ class Served:
         b.log.flush()
         self.err = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
-                                     text=True)
+                                     text=True, env=self.env)
         threading.Thread(target=self._read, daemon=True).start()
         try:
             ready = self._next()
@@ -508,22 +509,40 @@ class Bench:
                      str(a.classes), "--px", "128", "--batch", "32", "--warmup", str(a.warmup),
                      "--precision", precision, "--serve"]
         targets = [(r, side) for r in (step_row, premade_row, over_row) for side in ("ours", "reference")]
+        # Where TensorFlow's own default is its Eigen kernels (no oneDNN on this CPU), also time
+        # Keras as a user gets it without setting anything: a fourth turn in the same rounds.
+        default_row = None
+        if depth == 18 and os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1" and not self.tf_default_onednn():
+            default_row = self.define(
+                key + "/step-tf-default",
+                "train step %s: trainer at np 1 vs Keras at TensorFlow's default kernels on this CPU "
+                "(DIFFERENT WORK: Eigen kernels on the Keras side, oneDNN on ours)" % net, "s/step", "time")
+            targets += [(default_row, "ours"), (default_row, "reference")]
 
         def go():
-            with Served(self, ours, ours=True) as us, Served(self, reference, ours=False) as ref:
+            default_env = dict(os.environ)
+            default_env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+            with contextlib.ExitStack() as stack:
+                us = stack.enter_context(Served(self, ours, ours=True))
+                ref = stack.enter_context(Served(self, reference, ours=False))
+                plain = default_row and stack.enter_context(Served(self, reference, ours=False, env=default_env))
                 self.check_params((depth, precision), "ours", us.params)
                 self.check_params((depth, precision), "reference", ref.params)
                 for i in range(rounds):
-                    turns = [(us, "premade"), (ref, "premade"), (us, "trainer")]
+                    turns = [(us, "premade"), (ref, "premade"), (us, "trainer")] + ([(plain, "premade")] if plain else [])
                     got = {}
                     for side, path in (turns if i % 2 == 0 else list(reversed(turns))):
-                        got[(side is us, path)] = statistics.median(side.steps(path, k))
-                    values = {(step_row, "ours"): got[(True, "trainer")],
-                              (premade_row, "ours"): got[(True, "premade")],
-                              (over_row, "ours"): got[(True, "trainer")],
-                              (over_row, "reference"): got[(True, "premade")],
-                              (step_row, "reference"): got[(False, "premade")],
-                              (premade_row, "reference"): got[(False, "premade")]}
+                        got[(id(side), path)] = statistics.median(side.steps(path, k))
+                    mine = lambda path: got[(id(us), path)]
+                    values = {(step_row, "ours"): mine("trainer"),
+                              (premade_row, "ours"): mine("premade"),
+                              (over_row, "ours"): mine("trainer"),
+                              (over_row, "reference"): mine("premade"),
+                              (step_row, "reference"): got[(id(ref), "premade")],
+                              (premade_row, "reference"): got[(id(ref), "premade")]}
+                    if plain:
+                        values[(default_row, "ours")] = mine("trainer")
+                        values[(default_row, "reference")] = got[(id(plain), "premade")]
                     for (row, side), v in values.items():
                         self.sample(row, side, value=v)
 
@@ -531,6 +550,18 @@ class Bench:
             go()
         except (Missing, Failed) as e:
             self.mark(targets, e)
+
+    def tf_default_onednn(self):
+        """Whether TensorFlow turns its oneDNN kernels on by itself on this CPU (asked once)."""
+        if not hasattr(self, "_tf_default_onednn"):
+            env = dict(os.environ)
+            env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+            probe = "from tensorflow.python.util import _pywrap_util_port as p; print(p.IsMklEnabled())"
+            out = subprocess.run([self.py, "-c", probe], env=env, capture_output=True, text=True)
+            self._tf_default_onednn = out.stdout.strip().endswith("True")
+            self.notes.append("- TensorFlow's own default on this CPU: oneDNN kernels %s" % (
+                "on" if self._tf_default_onednn else "off (Eigen)"))
+        return self._tf_default_onednn
 
     def steps_per_round(self, depth):
         """Timed steps per side per round of the step rows: a few seconds of work."""
@@ -652,7 +683,10 @@ class Bench:
         lines = [
             "# dawnrun bench, %s" % started.strftime("%Y-%m-%d %H:%M"),
             "",
-            "- machine: %d cores, %s, %s; commit %s" % (os.cpu_count(), cpu, platform.platform(), commit),
+            "- machine: %d cores, %s (%s), %s; commit %s" % (os.cpu_count(), cpu, vector_isa(),
+                                                             platform.platform(), commit),
+            "- TensorFlow's oneDNN CPU kernels: TF_ENABLE_ONEDNN_OPTS=%s for every process unless a row "
+            "says otherwise" % os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: TensorFlow's default)"),
             "- mode: %s; wall time %.1f min; command: `%s`" % (
                 mode, (time.time() - started.timestamp()) / 60, "QUICK=1 make bench" if self.quick else "make bench"),
             "- 1-minute load average %.1f at start, %.1f at end (above ~2 other work shared the cores: "
@@ -690,7 +724,36 @@ def parse_args(argv):
     # runs of the same code); warm-up steps of every trainer and Keras process.
     args.steps, args.warmup = (5, 2) if args.quick else (20, 3)
     args.precisions = ["fp32"] if args.quick else ["fp32", "bf16"]
+    if "bf16" in args.precisions and not cpu_runs_bf16():
+        args.precisions.remove("bf16")
+        args.bf16_note = ("- no bf16 rows: this CPU has no AVX-512, and TensorFlow 2.13 runs bf16 "
+                          "on a CPU only with it, for Keras as for us (both refuse)")
     return args
+
+
+def cpu_flags():
+    """The first CPU's feature flags from /proc/cpuinfo (None where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(l.split(":", 1)[1].split()) for l in f if l.startswith("flags")), None)
+    except OSError:
+        return None
+
+
+def cpu_runs_bf16():
+    """TensorFlow 2.13's test for its oneDNN bf16 CPU kernels: the avx512f flag."""
+    flags = cpu_flags()
+    return flags is None or "avx512f" in flags  # not Linux: let the rows run and say what fails
+
+
+def vector_isa():
+    """What decides the TensorFlow kernels' speed here, for the table's machine line."""
+    flags = cpu_flags() or set()
+    if "avx512_bf16" in flags:
+        return "AVX-512 with AVX512_BF16"
+    if "avx512f" in flags:
+        return "AVX-512"
+    return "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
 
 
 def main(argv=None):
@@ -698,6 +761,9 @@ def main(argv=None):
     started = datetime.datetime.now()
     bench = Bench(args)
     only = set(args.only.split(","))
+    if getattr(args, "bf16_note", None) and "train" in only:
+        bench.notes.append(args.bf16_note)
+        bench.say(args.bf16_note[2:])
     keep_work = bool(args.work)
     try:
         synth, synth_info = bench.make_data("synth", [])

@@ -11,6 +11,9 @@ if [[ ! -x "$PY" ]]; then
     exit 2
 fi
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+# The trainer turns on TensorFlow's oneDNN CPU kernels (TF 2.13 does so itself only on newer
+# CPUs); the Python sides get the same kernels, so the step rows compare like with like.
+export TF_ENABLE_ONEDNN_OPTS="${TF_ENABLE_ONEDNN_OPTS:-1}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 args=()
 if [[ "${QUICK:-0}" != 0 ]]; then

@@ -216,6 +216,38 @@ fn a_bad_schedule_is_refused_with_its_line_before_any_work() {
     assert!(err.contains("bad.yaml:3:"), "{err}");
 }
 
+/// bf16 on the CPU: where TensorFlow has kernels for it (AVX-512) a short run trains; elsewhere
+/// the trainer refuses before step 0, naming the schedule line and the reason.
+#[test]
+fn bf16_trains_where_the_cpu_runs_it_and_is_refused_with_its_line_elsewhere() {
+    let tmp = tempdir();
+    let sched = schedule(tmp.path(), "half", "", &[P32]);
+    let text = std::fs::read_to_string(&sched).unwrap();
+    std::fs::write(&sched, text.replace("precision: fp32", "precision: bf16")).unwrap();
+    let run_dir = tmp.path().join("run");
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(["--max-steps", "3"]);
+    let out = run(c);
+    let err = common::text(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    if dawnrun::model::cpu_runs_bf16() {
+        assert!(out.status.success(), "{err}");
+        let done: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run_dir.join("done.json")).unwrap()).unwrap();
+        assert_eq!(done["final_step"], 3, "{err}");
+    } else {
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("half.yaml:5:3: run.precision: bf16 needs a GPU or a CPU with AVX-512"),
+            "{err}"
+        );
+        assert!(!run_dir.join("checkpoints").exists(), "{err}");
+    }
+}
+
 #[test]
 fn missing_records_name_the_folder() {
     let tmp = tempdir();

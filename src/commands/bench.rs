@@ -79,6 +79,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
+    super::check_device(None, args.precision, "--precision", world)?;
     let mut cfg = ModelConfig::new(args.depth, args.classes);
     cfg.precision = args.precision;
     cfg.data_format = DataFormat::Nhwc;

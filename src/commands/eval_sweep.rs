@@ -90,7 +90,12 @@ pub fn run(args: &EvalSweepArgs, world: &World) -> Result<()> {
     }
     let mut model = ModelConfig::from_run(&schedule.run, info.num_classes);
     model.device = super::gpu_device(args.gpu, world);
-    super::check_device(model.device.as_deref(), world)?;
+    let set_by = format!(
+        "{}:{}: run.precision",
+        schedule.path().display(),
+        schedule.locate("run.precision")
+    );
+    super::check_device(model.device.as_deref(), model.precision, &set_by, world)?;
     let crop = eval_crop(ev);
     let exclude = match &args.exclude {
         Some(p) => Some((p.clone(), read_exclude(p)?)),

@@ -92,7 +92,12 @@ fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
     };
     let mut model = ModelConfig::from_run(&plan.run, num_classes);
     model.device = super::gpu_device(args.gpu, world);
-    super::check_device(model.device.as_deref(), world)?;
+    let set_by = format!(
+        "{}:{}: run.precision",
+        schedule_path.display(),
+        schedule.locate("run.precision")
+    );
+    super::check_device(model.device.as_deref(), model.precision, &set_by, world)?;
     // Rank 0 takes the run directory before writing anything in it, and holds it to the end.
     let _lock = if world.rank() == 0 {
         let ckpt_dir = run_dir.checkpoints();

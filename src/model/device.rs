@@ -8,6 +8,10 @@
 //! placer chooses: TensorFlow puts a convolution on its first GPU when it lists one, else on
 //! the CPU. The report names that device from the session's device list; it does not trace a
 //! step (RunMetadata step stats would cost a traced step at start).
+//!
+//! The same check refuses bf16 where the convolutions would run on a CPU that has no bf16
+//! kernels, before step 0 instead of at its first batch norm.
+use dawnrun_schedule::Precision;
 use tensorflow::{Graph, Session, SessionOptions};
 
 use super::ModelError;
@@ -36,15 +40,54 @@ fn same_device(listed: &str, asked: &str) -> bool {
     tail(listed) == tail(asked)
 }
 
+/// Whether TensorFlow's CPU kernels run bfloat16 on this machine. TensorFlow 2.13 has bf16
+/// CPU kernels for convolution and batch norm only through oneDNN, and takes that path only on
+/// CPUs with AVX-512 (its `IsBF16SupportedByOneDNNOnThisCPU` tests `avx512f`); elsewhere the
+/// first step fails with "Op does not support bfloat16 inputs".
+pub fn cpu_runs_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    // Other architectures: TensorFlow's own error at the first step decides.
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
+}
+
+/// Refuses `precision` when the convolutions run on this CPU and it cannot run it. `set_by`
+/// says where the precision was chosen (a schedule line, a flag), for the message.
+fn check_precision(precision: Precision, on_cpu: bool, set_by: &str) -> Result<(), ModelError> {
+    if precision == Precision::Bf16 && on_cpu && !cpu_runs_bf16() {
+        return Err(ModelError::Device(format!(
+            "{set_by}: bf16 needs a GPU or a CPU with AVX-512: TensorFlow 2.13 runs bfloat16 \
+             convolutions and batch norm on the CPU only through oneDNN on AVX-512, and this CPU \
+             has none (nor does TensorFlow list a GPU). Use fp32 here"
+        )));
+    }
+    Ok(())
+}
+
+fn is_gpu(device: &str) -> bool {
+    device.to_ascii_uppercase().contains("GPU:")
+}
+
 /// Checks that `asked` (e.g. `/device:GPU:1`; `None` = TensorFlow's choice) is a device
-/// TensorFlow lists, and returns the line to print: the device the first convolution runs on.
-/// The error names the device asked for, the devices listed, and the usual causes.
-pub fn check_device(asked: Option<&str>) -> Result<String, ModelError> {
+/// TensorFlow lists and that the device the convolutions land on runs `precision` (`set_by`:
+/// where that was chosen), and returns the line to print: the device the first convolution
+/// runs on. The error names the device asked for, the devices listed, and the usual causes.
+pub fn check_device(
+    asked: Option<&str>,
+    precision: Precision,
+    set_by: &str,
+) -> Result<String, ModelError> {
     let listed = device_list()?;
     const CONV: &str = "resnet/stem/conv/Conv2D";
     match asked {
         Some(asked) => {
             if listed.iter().any(|d| same_device(d, asked)) {
+                check_precision(precision, !is_gpu(asked), set_by)?;
                 Ok(format!(
                     "device: the first convolution ({CONV}) is pinned to {asked}; TensorFlow lists {}",
                     listed.join(", ")
@@ -65,9 +108,8 @@ pub fn check_device(asked: Option<&str>) -> Result<String, ModelError> {
             }
         }
         None => {
-            let gpu = listed
-                .iter()
-                .find(|d| d.to_ascii_uppercase().contains("DEVICE:GPU:"));
+            let gpu = listed.iter().find(|d| is_gpu(d));
+            check_precision(precision, gpu.is_none(), set_by)?;
             let cpu = listed
                 .first()
                 .cloned()

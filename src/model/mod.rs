@@ -31,7 +31,7 @@ mod rewrite;
 mod saver;
 pub(crate) mod tf;
 
-pub use device::{check_device, device_list};
+pub use device::{check_device, cpu_runs_bf16, device_list};
 pub use export::{ExportGraph, ExportSpec, SYNSETS_FILE};
 pub use graph::{BatchRef, EvalGraph, EvalOutput, StepNodes, TrainGraph, VarInfo};
 pub use outputs::{FusedOutput, Gradients, StepMetrics, StepOutput};

@@ -310,8 +310,9 @@ pub enum DataFormat {
 pub enum Precision {
     #[cfg_attr(feature = "clap", value(name = "fp32"))]
     Fp32,
-    /// bfloat16 compute with fp32 weights; on a CPU with AVX512_BF16 (as here) 1.6-1.7x the
-    /// speed of fp32 for ResNet (BENCHMARKS.md).
+    /// bfloat16 compute with fp32 weights. On a CPU, TensorFlow 2.13 runs it only with
+    /// AVX-512; with AVX512_BF16 it measured 1.6-1.7x the speed of fp32 for ResNet
+    /// (BENCHMARKS.md).
     #[cfg_attr(feature = "clap", value(name = "bf16"))]
     Bf16,
     /// float16 compute; for GPUs (about 35x slower than fp32 on this CPU). Wants loss scaling.
