@@ -5,6 +5,9 @@ ROOT := $(CURDIR)
 # build when you pass LIBTENSORFLOW=/dir/holding/libtensorflow.so (e.g. a GPU build).
 export PKG_CONFIG_PATH := $(ROOT)/.deps/pkgconfig
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# TensorFlow's oneDNN CPU kernels, as the trainer and eval-sweep choose for themselves (see
+# src/commands/mod.rs); set here too for the tests that run TensorFlow in their own process.
+export TF_ENABLE_ONEDNN_OPTS ?= 1
 # Open MPI refuses root and more ranks than cores unless told; CI and this box run as root.
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
