@@ -315,7 +315,8 @@ pub enum Precision {
     /// (BENCHMARKS.md).
     #[cfg_attr(feature = "clap", value(name = "bf16"))]
     Bf16,
-    /// float16 compute; for GPUs (about 35x slower than fp32 on this CPU). Wants loss scaling.
+    /// float16 compute; for GPUs (about 35x slower than fp32 on the AVX-512 CPU where it was
+    /// measured). Wants loss scaling.
     #[cfg_attr(feature = "clap", value(name = "fp16"))]
     Fp16,
 }
