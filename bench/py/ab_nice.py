@@ -11,37 +11,22 @@ Keras / B (> 1: the trainer is faster than Keras).
     python bench/py/ab_nice.py --records R --precision fp32 --nice 19 --rounds 10
 """
 import argparse
-import json
 import os
 import statistics
-import subprocess
+import sys
+import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from harness import Failed, Missing, Served  # noqa: E402  (the step rows' own `--serve` client)
+
 PIPELINE_THREADS = ("dawnrun-dec", "dawnrun-reader", "dawnrun-batch")
 
 
-def start(cmd):
-    """Start a served side and wait for its first JSON line (ready)."""
-    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True)
-    while True:
-        line = p.stdout.readline()
-        if not line:
-            raise SystemExit("exited before it was ready: %s" % " ".join(cmd))
-        if line.startswith("{"):
-            return p
-
-
-def ask(p, path, k):
-    """Median step time of k steps on `path` (trainer/premade) of a served side."""
-    p.stdin.write("%s %d\n" % (path, k))
-    p.stdin.flush()
-    while True:
-        line = p.stdout.readline()
-        if not line:
-            raise SystemExit("a served side exited")
-        if line.startswith("{"):
-            return statistics.median(json.loads(line)["step_s"])
+def session(timeout):
+    """What `Served` uses of the harness: its log (stderr here), timeout, root and command names."""
+    return types.SimpleNamespace(log=sys.stderr, args=types.SimpleNamespace(timeout=timeout),
+                                 root=ROOT, contract=lambda cmd: cmd[0])
 
 
 def renice_pipeline(pid, nice):
@@ -60,6 +45,7 @@ def main():
     ap.add_argument("--nice", type=int, default=19)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--k", type=int, default=5, help="steps per turn")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for any answer")
     a = ap.parse_args()
     common = ["--depth", a.depth, "--classes", "10", "--px", "128", "--batch", "32",
               "--warmup", "3", "--precision", a.precision]
@@ -67,28 +53,26 @@ def main():
             "--records", a.records, "--json", "--serve"]
     keras = [os.path.join(ROOT, ".deps/venv/bin/python"),
              os.path.join(ROOT, "bench/py/train_step_tf.py"), *common, "--serve"]
-    A = start(ours)
-    B = start(ours)
-    renice_pipeline(B.pid, a.nice)
-    K = start(keras)
-    rounds = []
-    for i in range(a.rounds):
-        turns = [(A, "trainer", "A"), (K, "premade", "K"), (B, "trainer", "B"),
-                 (A, "premade", "A premade")]
-        if i % 2:
-            turns.reverse()
-        got = {name: ask(p, path, a.k) for p, path, name in turns}
-        rounds.append(got)
-        print(i, {k: round(v, 4) for k, v in got.items()}, flush=True)
+    s = session(a.timeout)
+    with Served(s, ours, True) as A, Served(s, ours, True) as B, Served(s, keras, False) as K:
+        renice_pipeline(B.proc.pid, a.nice)
+        rounds = []
+        for i in range(a.rounds):
+            turns = [(A, "trainer", "A"), (K, "premade", "K"), (B, "trainer", "B"),
+                     (A, "premade", "A premade")]
+            if i % 2:
+                turns.reverse()
+            got = {name: statistics.median(p.steps(path, a.k)) for p, path, name in turns}
+            rounds.append(got)
+            print(i, {k: round(v, 4) for k, v in got.items()}, flush=True)
     med = lambda key: statistics.median(r[key] for r in rounds)
     per_round = lambda key: statistics.median(r["K"] / r[key] for r in rounds)
     print("Keras / A (nice 0): %.4f of medians, %.4f per-round median" % (med("K") / med("A"), per_round("A")))
     print("Keras / B (nice %d): %.4f of medians, %.4f per-round median" % (a.nice, med("K") / med("B"), per_round("B")))
     print("Keras / A on a pre-made batch: %.4f" % (med("K") / med("A premade")))
-    for p in (A, B, K):
-        p.stdin.close()
-        p.wait()
-
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (Failed, Missing) as e:
+        sys.exit("ab_nice: %s" % e)
