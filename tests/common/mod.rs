@@ -7,6 +7,55 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+/// The name of a test process's scratch folder in the system temp dir, before its pid.
+const SCRATCH_PREFIX: &str = "dawnrun-test-";
+static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
+
+/// This test binary's own folder for what its tests share (the fixture, trained runs):
+/// `<tmp>/dawnrun-test-<pid>`. A few hundred MB per binary, so it goes when the process exits,
+/// and a folder left by one that was killed (its pid no longer alive) goes when the next starts.
+pub fn scratch() -> &'static Path {
+    SCRATCH.get_or_init(|| {
+        remove_scratch_of_dead_processes();
+        let dir = std::env::temp_dir().join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // SAFETY: registers a plain `extern "C" fn` that takes nothing; libtest leaves `main`
+        // (or calls `exit` on a failure), which runs it.
+        let registered = unsafe { libc::atexit(remove_scratch) };
+        assert_eq!(registered, 0, "atexit failed");
+        dir
+    })
+}
+
+extern "C" fn remove_scratch() {
+    if let Some(dir) = SCRATCH.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn remove_scratch_of_dead_processes() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|p| p.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A binary of this package (trainer, eval-sweep).
 pub fn bin(name: &str) -> PathBuf {
     let trainer = PathBuf::from(env!("CARGO_BIN_EXE_trainer"));
@@ -56,9 +105,9 @@ pub fn mpirun(np: usize, program: &Path) -> Command {
 }
 
 /// Trains one single-process run of `phase` (schedule `name`, run keys `extra_run`) in a fresh
-/// folder of this process and returns its run directory.
+/// folder of this process's [`scratch`] and returns its run directory.
 pub fn train_run(name: &str, extra_run: &str, phase: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dawnrun-{name}-{}", std::process::id()));
+    let dir = scratch().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let sched = schedule(&dir, name, extra_run, &[phase]);
@@ -118,12 +167,11 @@ pub const CLASSES: usize = 4;
 pub const TRAIN_PER_CLASS: usize = 64;
 
 /// `<fixture>/records/{48,64}/{train,validation}-*`: 4 classes, 256 train and 64 validation
-/// images, made once per test binary.
+/// images, made once per test binary in its [`scratch`] folder.
 pub fn fixture() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("dawnrun-fixture-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = scratch().join("fixture");
         let mut c = command(&tool("make-synthetic"));
         c.arg("--out")
             .arg(dir.join("images"))

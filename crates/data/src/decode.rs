@@ -28,8 +28,9 @@
 
 use std::time::{Duration, Instant};
 
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::images::{TypedImage, TypedImageRef};
+use fast_image_resize::pixels::U8x3;
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
@@ -451,15 +452,17 @@ impl Preprocessor {
             );
             return Ok(());
         }
-        let src = ImageRef::new(width, height, pixels, PixelType::U8x3)
+        // Typed to RGB: the untyped `resize` would build the convolutions of every pixel type,
+        // which once took most of this crate's compile time.
+        let src = TypedImageRef::<U8x3>::from_buffer(width, height, pixels)
             .map_err(|e| resize_err(e.to_string()))?;
-        let mut dst = Image::from_slice_u8(out_width, out_height, out, PixelType::U8x3)
+        let mut dst = TypedImage::<U8x3>::from_buffer(out_width, out_height, out)
             .map_err(|e| resize_err(e.to_string()))?;
         let options = ResizeOptions::new()
             .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
             .crop(x, y, w, h);
         self.resizer
-            .resize(&src, &mut dst, &options)
+            .resize_typed(&src, &mut dst, &options)
             .map_err(|e| resize_err(e.to_string()))?;
         drop(dst);
         if flip {
