@@ -6,10 +6,12 @@ so the pillow stand-in and build_records_tf.py are used. Needs mpirun. About a m
 """
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -93,6 +95,32 @@ class HarnessTest(unittest.TestCase):
             self.assertIn("make-synthetic missing", md)
             self.assertIn("missing commands of ours: target/release/make-synthetic, target/release/trainer bench", md)
             self.assertIn(md.split("\n\n| what")[1][:10], p.stdout)
+
+    def test_sigterm_writes_the_table_and_removes_the_work_folder(self):
+        with tempfile.TemporaryDirectory() as root:
+            tmp = os.path.join(root, "tmp")
+            os.makedirs(os.path.join(root, "target", "release"))
+            os.makedirs(tmp)
+            results = os.path.join(root, "results")
+            env = dict(os.environ, TMPDIR=tmp, TF_CPP_MIN_LOG_LEVEL="2")
+            p = subprocess.Popen([sys.executable, os.path.join(BENCH, "harness.py"), "--root", root, "--quick",
+                                  "--only", "records", "--results", results],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            # Wait until the synthetic images are being written into the work folder.
+            deadline = time.monotonic() + 120
+            work = []
+            while time.monotonic() < deadline and p.poll() is None:
+                work = [os.path.join(tmp, d) for d in os.listdir(tmp) if d.startswith("dawnrun-bench-")]
+                if work and any(files for _, _, files in os.walk(work[0])):
+                    break
+                time.sleep(0.1)
+            self.assertTrue(work, "no work folder appeared")
+            self.assertIsNone(p.poll(), "the harness ended before it was signalled")
+            p.terminate()
+            out, err = p.communicate(timeout=60)
+            self.assertEqual(p.returncode, 128 + signal.SIGTERM, err[-3000:])
+            self.assertFalse(os.path.exists(work[0]), "the work folder was left behind")
+            self.assertTrue(os.path.exists(os.path.join(results, "latest.md")), err[-3000:])
 
 
 if __name__ == "__main__":
