@@ -26,8 +26,7 @@ build: setup
 	$(CARGO) build --release --workspace --all-targets
 
 test: build
-	$(CARGO) test --release --workspace -- --test-threads=1
-	$(DAWNRUN_PYTHON) -m unittest discover -s bench/tests
+	$(DAWNRUN_PYTHON) tools/run-tests.py
 
 # Only the two-namespace TCP test (needs root): `make test` runs it too.
 test-netns: build
