@@ -31,12 +31,17 @@ SLOW_FIRST = ["faults", "mpi", "train", "model_graph", "precision", "eval", "exp
 
 def test_binaries():
     """(label, executable, package folder) for every test target cargo built in release."""
-    out = subprocess.run(
-        ["cargo", "test", "--release", "--workspace", "--no-run", "--message-format=json"],
+    listing = subprocess.run(
+        [
+            "cargo", "test", "--release", "--workspace", "--no-run",
+            "--message-format=json-render-diagnostics",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        check=True,
-    ).stdout
+    )
+    if listing.returncode != 0:
+        sys.exit(f"run-tests: `cargo test --no-run` failed (exit {listing.returncode}); see above")
+    out = listing.stdout
     found = []
     for line in out.decode().splitlines():
         msg = json.loads(line)
