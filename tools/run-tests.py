@@ -24,9 +24,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Test binaries that took 40 s or more in a CI run, slowest first; the rest follow in the
-# order cargo lists them.
-SLOW_FIRST = ["faults", "mpi", "train", "model_graph", "precision", "eval", "export", "mpirun"]
+# Test binaries (labels as `test_binaries` makes them) that took 30 s or more in a CI run,
+# slowest first; the rest follow in the order cargo lists them.
+SLOW_FIRST = [
+    "dawnrun/test/faults", "dawnrun/test/mpi", "dawnrun/test/train", "dawnrun/test/model_graph",
+    "dawnrun/test/precision", "dawnrun/test/eval", "dawnrun/test/export", "dist/test/mpirun",
+]
 
 
 def test_binaries():
@@ -41,9 +44,8 @@ def test_binaries():
     )
     if listing.returncode != 0:
         sys.exit(f"run-tests: `cargo test --no-run` failed (exit {listing.returncode}); see above")
-    out = listing.stdout
     found = []
-    for line in out.decode().splitlines():
+    for line in listing.stdout.decode().splitlines():
         msg = json.loads(line)
         if msg.get("reason") != "compiler-artifact" or not msg.get("profile", {}).get("test"):
             continue
@@ -53,28 +55,15 @@ def test_binaries():
         target = msg["target"]
         kind = "lib" if "lib" in target["kind"] else target["kind"][0]
         label = f"{package.name if package != ROOT else 'dawnrun'}/{kind}/{target['name']}"
-        found.append((target["name"], label, msg["executable"], package))
-    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+        found.append((label, msg["executable"], package))
+    rank = {label: i for i, label in enumerate(SLOW_FIRST)}
     found.sort(key=lambda f: rank.get(f[0], len(SLOW_FIRST)))
-    return [(label, exe, pkg) for _, label, exe, pkg in found]
+    return found
 
 
-def main():
-    jobs = int(os.environ.get("DAWNRUN_TEST_JOBS", "2"))
-    python = os.environ.get("DAWNRUN_PYTHON", str(ROOT / ".deps/venv/bin/python"))
-    work = [
-        (label, [exe, "--test-threads=1"], pkg, {"CARGO_MANIFEST_DIR": str(pkg)})
-        for label, exe, pkg in test_binaries()
-    ]
-    # The Python tests load TensorFlow and Keras: slow, so they go right after the slowest.
-    work.insert(
-        min(2, len(work)),
-        ("python bench/tests", [python, "-m", "unittest", "discover", "-s", "bench/tests"], ROOT, {}),
-    )
-    # Doc tests are compiled when run, so they stay with cargo.
-    work.append(
-        ("doc tests", ["cargo", "test", "--release", "--workspace", "--doc", "-q"], ROOT, {}),
-    )
+def run_all(work, jobs):
+    """Runs each (label, argv, folder, extra env) of `work`, `jobs` at a time, printing each
+    one's output as it ends; returns the labels of those that exited non-zero."""
     lock = threading.Lock()
     failed = []
 
@@ -98,9 +87,32 @@ def main():
             if proc.returncode != 0:
                 failed.append(label)
 
-    print(f"run-tests: {len(work)} test binaries, {jobs} at a time", flush=True)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         list(pool.map(run, work))
+    return failed
+
+
+def main():
+    jobs = os.environ.get("DAWNRUN_TEST_JOBS", "2")
+    if not jobs.isdigit() or int(jobs) < 1:
+        sys.exit(f"run-tests: DAWNRUN_TEST_JOBS must be a whole number >= 1, not {jobs!r}")
+    jobs = int(jobs)
+    python = os.environ.get("DAWNRUN_PYTHON", str(ROOT / ".deps/venv/bin/python"))
+    work = [
+        (label, [exe, "--test-threads=1"], pkg, {"CARGO_MANIFEST_DIR": str(pkg)})
+        for label, exe, pkg in test_binaries()
+    ]
+    # The Python tests load TensorFlow and Keras: slow, so they go right after the slowest.
+    work.insert(
+        min(2, len(work)),
+        ("python bench/tests", [python, "-m", "unittest", "discover", "-s", "bench/tests"], ROOT, {}),
+    )
+    # Doc tests are compiled when run, so they stay with cargo.
+    work.append(
+        ("doc tests", ["cargo", "test", "--release", "--workspace", "--doc", "-q"], ROOT, {}),
+    )
+    print(f"run-tests: {len(work)} test binaries, {jobs} at a time", flush=True)
+    failed = run_all(work, jobs)
     if failed:
         print(f"\nrun-tests: {len(failed)} of {len(work)} FAILED: {', '.join(failed)}")
         return 1
