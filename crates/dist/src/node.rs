@@ -208,11 +208,11 @@ const COPY_BACKWARDS_BELOW: usize = 128 * 1024;
 /// Why: at that distance each load of the source looks (by its low 12 address bits) like the
 /// store just made to the destination, and the CPU stalls on the false dependency ("4K
 /// aliasing"). glibc's `memcpy` copies 2 KiB-512 KiB with `rep movsb` on this AMD CPU, which
-/// then runs at 1.7-3 GB/s against 27-48 GB/s at other distances (BENCHMARKS.md). A large `Vec`
-/// begins 16 bytes into a page and a slot at a page, so copying slots back into a `Vec` hit it
-/// whenever the chunks were under 512 KiB, e.g. 1,000,000 floats at 8 ranks. (The trainer's
-/// gradients are TensorFlow tensors, 64-byte aligned, and never did.) Backwards, every load
-/// comes before the stores that alias it.
+/// then runs at 2-3 GB/s against 23-74 GB/s at other distances (`bench/c/memcpy_distance.c`,
+/// BENCHMARKS.md). A large `Vec` begins 16 bytes into a page and a slot at a page, so copying
+/// slots back into a `Vec` hit it whenever the chunks were under 512 KiB, e.g. 1,000,000
+/// floats at 8 ranks. (The trainer's gradients are TensorFlow tensors, 64-byte aligned, and
+/// never did.) Backwards, every load comes before the stores that alias it.
 fn copy_floats(dst: &mut [f32], src: &[f32]) {
     if !backwards(dst.as_ptr() as usize, src.as_ptr() as usize, dst.len()) {
         dst.copy_from_slice(src);
@@ -328,7 +328,7 @@ mod tests {
     #[test]
     fn copy_floats_copies_every_element_at_every_distance() {
         // Source and destination in one buffer, 8192 + k floats apart: the destination is 4k
-        // bytes past the source modulo 4 KiB, so k = 1..16 takes the backward path.
+        // bytes past the source modulo 4 KiB, so k = 1..15 takes the backward path.
         for k in 0..20 {
             for len in [0, 1, 15, 512, 513, 1000, 1025, 4000] {
                 let mut buf = vec![0.0f32; 8192 + 20 + 4000];
