@@ -39,6 +39,9 @@ pub struct BenchArgs {
     warmup: usize,
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     precision: Precision,
+    /// Tensor layout of the graph (the schedule's `model.data_format`).
+    #[arg(long, value_enum, default_value_t = DataFormat::Nhwc)]
+    data_format: DataFormat,
     /// Records folder with `<prefix>-*` shards for the trainer's path (else only the bare graph).
     #[arg(long)]
     records: Option<PathBuf>,
@@ -82,7 +85,7 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
     super::check_device(None, args.precision, "--precision", world)?;
     let mut cfg = ModelConfig::new(args.depth, args.classes);
     cfg.precision = args.precision;
-    cfg.data_format = DataFormat::Nhwc;
+    cfg.data_format = args.data_format;
     cfg.inter_op_threads = args.inter_op_threads;
     let mut graph = TrainGraph::build(&cfg)?;
     graph.init()?;

@@ -127,8 +127,14 @@ impl GroupReader<'_> {
     }
 
     /// Waits until group `g`'s gradients are computed, and copies them into their range of
-    /// `into` (the whole flat gradient buffer).
-    pub fn take(&self, g: usize, into: &mut Gradients) -> Result<(), ModelError> {
+    /// `into` (the whole flat gradient buffer) with `copy(dst, src)`: the caller's, so the
+    /// all-reduce's alignment-aware copy can be used without the model depending on it.
+    pub fn take(
+        &self,
+        g: usize,
+        into: &mut Gradients,
+        copy: fn(&mut [f32], &[f32]),
+    ) -> Result<(), ModelError> {
         let mut args = SessionRunArgs::new();
         let token = args.request_fetch(&self.queues.dequeue[g].operation, 0);
         self.session
@@ -141,7 +147,7 @@ impl GroupReader<'_> {
             what: "fetching a gradient group",
             source: source.into(),
         })?;
-        into[self.elems(g)].copy_from_slice(&t);
+        copy(&mut into[self.elems(g)], &t);
         Ok(())
     }
 }

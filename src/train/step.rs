@@ -226,7 +226,7 @@ fn overlapped_gradients(
             ready(stall, world, watchdog, timeline, step)?;
             for g in (0..reader.groups()).rev() {
                 mark(Lane::Compute);
-                reader.take(g, &mut grads)?;
+                reader.take(g, &mut grads, dawnrun_dist::copy_floats)?;
                 mark(Lane::Allreduce);
                 let elems = reader.elems(g);
                 let (start, behind) = (Instant::now(), !worker.is_finished());

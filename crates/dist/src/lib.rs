@@ -14,7 +14,8 @@
 //!
 //! [`world`] owns MPI itself (initialisation, ranks, broadcast, config check, abort on error);
 //! `in_place` is its one call the `mpi` crate lacks (`MPI_Allreduce` with `MPI_IN_PLACE`); [`say`](mod@say)
-//! writes a rank's stderr line in one call, so ranks' lines never interleave.
+//! writes a rank's stderr line in one call, so ranks' lines never interleave; [`copy`] copies
+//! gradient buffers without the slow case of `memcpy` at some relative alignments.
 //!
 //! Global state: exactly two process-wide things exist, both inherent to MPI and both documented
 //! where they are made: MPI's own initialisation ([`World::init`], once per process) and the panic
@@ -22,6 +23,7 @@
 #![deny(unsafe_code)]
 
 pub mod allreduce;
+pub mod copy;
 pub mod fusion;
 pub mod hierarchical;
 mod in_place;
@@ -35,6 +37,7 @@ pub mod wire;
 pub mod world;
 
 pub use allreduce::{AllreduceError, Allreducer};
+pub use copy::copy_floats;
 pub use fusion::{FusionError, FusionPlan};
 pub use hierarchical::{Hierarchical, HierarchicalError};
 pub use ring::{chunk_bounds, Ring, RingError};

@@ -296,10 +296,13 @@ pub enum LrMethod {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum DataFormat {
     #[serde(rename = "NHWC")]
+    #[cfg_attr(feature = "clap", value(name = "NHWC"))]
     Nhwc,
     #[serde(rename = "NCHW")]
+    #[cfg_attr(feature = "clap", value(name = "NCHW"))]
     Nchw,
 }
 
