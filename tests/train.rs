@@ -268,6 +268,41 @@ fn missing_records_name_the_folder() {
     assert!(err.contains("nowhere/160"), "{err}");
 }
 
+/// The graph the trainer runs lets Grappler fuse every batch norm with the ReLU after it, as
+/// in a Keras graph (`src/model/rewrite.rs`): `trainer bench --graph-def` on ResNet-18 and
+/// ResNet-50, one step of it in Python TensorFlow with oneDNN, the ops that actually ran.
+/// ResNet-50 has a ReLU before each strided 3x3 convolution's padding, which a `Rank` in the
+/// padding's gradient used to keep unfused.
+#[test]
+fn every_batch_norm_and_relu_pair_is_fused_in_the_graph_tensorflow_runs() {
+    let tmp = common::tempdir();
+    // (depth, pairs): the stem's, then per block the ones not followed by the residual add.
+    for (depth, pairs) in [(18, 1 + 8), (50, 1 + 2 * 16)] {
+        let def = tmp.path().join(format!("r{depth}.pb"));
+        let mut c = common::command(&common::bin("trainer"));
+        c.args(["bench", "--depth", &depth.to_string(), "--classes", "4"])
+            .args([
+                "--px", "32", "--batch", "2", "--steps", "1", "--warmup", "0",
+            ])
+            .arg("--graph-def")
+            .arg(&def);
+        common::ok(c);
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/check_fusion.py");
+        let mut c = common::command(&common::python());
+        c.arg(script).arg(&def).args(["32", "2", "4"]);
+        let out = common::ok(c);
+        let stdout = common::text(&out.stdout);
+        let got: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(got["pairs"], pairs, "ResNet-{depth}: {got}");
+        assert_eq!(got["fused"], pairs, "ResNet-{depth}: {got}");
+        assert_eq!(
+            got["unfused"],
+            serde_json::json!([]),
+            "ResNet-{depth}: {got}"
+        );
+    }
+}
+
 /// `trainer bench --serve` (what `make bench` uses for the step rows): warms up both paths, says
 /// ready with the parameter count, answers each request with that many step times from the
 /// real graph and pipeline, refuses a bad request by name, and ends cleanly when stdin closes.

@@ -21,6 +21,8 @@ A variant is `keras` or `ours`, then options separated by ':':
                       each convolution's two gradients run one after the other, the input's
                       (or the filter's) first, instead of side by side (ours only)
   env=NAME=VALUE      an environment variable for that process (either side)
+  def=PATH            another GraphDef than --graph-def (ours only), e.g. one dumped by an
+                      older trainer build, to compare two versions of the graph
 Prints one line per variant: pooled median seconds per step and the ratio to the first variant
 (> 1: faster than the first).
 """
@@ -102,7 +104,8 @@ def timed_round(args, variant):
         if o.startswith("env="):
             name, value = o[len("env="):].split("=", 1)
             env[name] = value
-    cmd = [sys.executable, os.path.abspath(__file__), "--serve", variant, "--graph-def", args.graph_def]
+    graph_def = next((o[len("def="):] for o in variant.split(":")[1:] if o.startswith("def=")), args.graph_def)
+    cmd = [sys.executable, os.path.abspath(__file__), "--serve", variant, "--graph-def", graph_def]
     for name in ("depth", "classes", "px", "batch", "precision", "warmup"):
         cmd += ["--" + name, str(getattr(args, name))]
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -330,10 +330,11 @@ impl TrainGraph {
         let state_infos = infos(&state_vars);
         let state_len = state_vars.iter().map(|v| v.len()).sum();
 
-        // The graph the session runs: this one with every ReluGrad reading its ReLU's output
-        // (rewrite.rs), imported into a fresh graph; every handle is taken over by name.
+        // The graph the session runs: this one rewritten so that every batch norm fuses with its
+        // ReLU (rewrite.rs), imported into a fresh graph; every handle is taken over by name.
         let def = scope.graph().graph_def().building("graph_def")?;
-        let (def, _) = rewrite::relu_grads_read_outputs(&def).building("ReLU gradient rewrite")?;
+        let ranks = rewrite::known_ranks(&scope.graph()).building("static ranks")?;
+        let (def, _) = rewrite::for_fusion(&def, &ranks).building("graph rewrite for fusion")?;
         let mut fresh = Scope::new_root_scope();
         fresh
             .graph_mut()

@@ -1,15 +1,19 @@
-//! A GraphDef rewrite applied after the C API has built the gradients: every `ReluGrad` reads
-//! its ReLU's output instead of its input.
+//! GraphDef rewrites applied after the C API has built the gradients, so that Grappler's
+//! remapper fuses every batch norm with its ReLU, as it does in a Keras graph.
 //!
-//! Why: TensorFlow's C++ gradient for `Relu` (the one `TF_AddGradients` uses) passes the ReLU's
-//! input to `ReluGrad`; Python's passes the output. Both give the same bits (`y > 0` exactly when
-//! `x > 0`), but with the input the batch-norm output has a second consumer, so Grappler's
-//! remapper cannot fuse batch norm and ReLU into one op the way it does in a Keras graph. Measured
-//! with `bench/py/ab_step.py` (see BENCHMARKS.md).
+//! 1. Every `ReluGrad` reads its ReLU's output instead of its input. TensorFlow's C++ gradient
+//!    for `Relu` (the one `TF_AddGradients` uses) passes the ReLU's input; Python's passes the
+//!    output. Both give the same bits (`y > 0` exactly when `x > 0`), but with the input the
+//!    batch-norm output has a second consumer and cannot be fused with the ReLU. Measured with
+//!    `bench/py/ab_step.py` (see BENCHMARKS.md).
+//! 2. Every `Rank` of a tensor whose rank is known becomes a constant. The C++ gradient of `Pad`
+//!    takes `Rank(x)`; Grappler turns that into a constant with a control edge from `x`, and a
+//!    ReLU with a control edge is not fused. Python's `tf.rank` returns the constant itself. In
+//!    ResNet-50 this is the ReLU before each strided 3x3 convolution's padding (3 of 33 pairs).
 //!
 //! The GraphDef is read and written with prost. Only node names, op types and inputs are looked
-//! at; every other field (attributes, versions, the function library, debug info) is carried as
-//! its encoded bytes, so nothing else changes.
+//! at, and a `Rank` node's attributes replaced; every other field (attributes, versions, the
+//! function library, debug info) is carried as its encoded bytes, so nothing else changes.
 use std::collections::HashMap;
 
 use prost::Message;
@@ -66,21 +70,77 @@ struct NodeDef {
     experimental_type: Option<Vec<u8>>,
 }
 
-/// Rewrites the serialised GraphDef `def` so that each `ReluGrad` whose features input is some
-/// `Relu`'s input reads that `Relu` instead. Returns the new GraphDef and how many `ReluGrad`s
-/// changed.
-pub(crate) fn relu_grads_read_outputs(def: &[u8]) -> Result<(Vec<u8>, usize), Status> {
+/// The two cases of `tensorflow.AttrValue` (attr_value.proto) a `Const` needs.
+#[derive(Clone, PartialEq, Message)]
+struct AttrValue {
+    #[prost(int32, optional, tag = "6")]
+    r#type: Option<i32>,
+    #[prost(message, optional, tag = "8")]
+    tensor: Option<TensorProto>,
+}
+
+/// `tensorflow.TensorProto` (tensor.proto), int32 values only.
+#[derive(Clone, PartialEq, Message)]
+struct TensorProto {
+    #[prost(int32, tag = "1")]
+    dtype: i32,
+    #[prost(message, optional, tag = "2")]
+    tensor_shape: Option<TensorShapeProto>,
+    #[prost(int32, repeated, tag = "7")]
+    int_val: Vec<i32>,
+}
+
+/// `tensorflow.TensorShapeProto` (tensor_shape.proto); no dimensions: a scalar.
+#[derive(Clone, PartialEq, Message)]
+struct TensorShapeProto {}
+
+/// What [`for_fusion`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rewritten {
+    pub relu_grads: usize,
+    pub ranks: usize,
+}
+
+/// Rewrites the serialised GraphDef `def`: each `ReluGrad` whose features input is some `Relu`'s
+/// input reads that `Relu` instead, and each `Rank` node named in `known_ranks` becomes an int32
+/// constant of that value (its control inputs kept). Returns the new GraphDef and the counts.
+pub(crate) fn for_fusion(
+    def: &[u8],
+    known_ranks: &HashMap<String, i32>,
+) -> Result<(Vec<u8>, Rewritten), Status> {
     let mut graph = GraphDef::decode(def).map_err(|e| {
         Status::new_set_lossy(
             tensorflow::Code::Internal,
             &format!("reading the GraphDef: {e}"),
         )
     })?;
-    let changed = point_relu_grads_at_outputs(&mut graph.node);
+    let changed = Rewritten {
+        relu_grads: point_relu_grads_at_outputs(&mut graph.node),
+        ranks: ranks_to_constants(&mut graph.node, known_ranks),
+    };
     Ok((graph.encode_to_vec(), changed))
 }
 
-/// The rewrite on decoded nodes (see [`relu_grads_read_outputs`]).
+/// `Rank` nodes of `graph` whose input has a static rank, with that rank: the input to
+/// [`for_fusion`].
+pub(crate) fn known_ranks(graph: &Graph) -> Result<HashMap<String, i32>, Status> {
+    let mut ranks = HashMap::new();
+    for op in graph.operation_iter() {
+        if op.op_type()? == "Rank" && op.num_inputs() == 1 {
+            let (input, index) = op.input(0);
+            let dims = graph.num_dims(Output {
+                operation: input,
+                index: index as i32,
+            })?;
+            if dims >= 0 {
+                ranks.insert(op.name()?, dims);
+            }
+        }
+    }
+    Ok(ranks)
+}
+
+/// The first rewrite on decoded nodes (see [`for_fusion`]).
 fn point_relu_grads_at_outputs(nodes: &mut [NodeDef]) -> usize {
     let relu_of: HashMap<String, String> = nodes
         .iter()
@@ -95,6 +155,44 @@ fn point_relu_grads_at_outputs(nodes: &mut [NodeDef]) -> usize {
         }
     }
     changed
+}
+
+/// The second rewrite on decoded nodes (see [`for_fusion`]).
+fn ranks_to_constants(nodes: &mut [NodeDef], known_ranks: &HashMap<String, i32>) -> usize {
+    let mut changed = 0;
+    for n in nodes.iter_mut().filter(|n| n.op == "Rank") {
+        if let Some(&rank) = known_ranks.get(&n.name) {
+            n.op = "Const".into();
+            n.input.retain(|i| i.starts_with('^'));
+            n.attr = int32_scalar_attrs(rank);
+            changed += 1;
+        }
+    }
+    changed
+}
+
+/// `DataType::DT_INT32` in types.proto.
+const DT_INT32: i32 = 3;
+
+/// The attributes of a `Const` node holding the int32 scalar `value`.
+fn int32_scalar_attrs(value: i32) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let dtype = AttrValue {
+        r#type: Some(DT_INT32),
+        tensor: None,
+    };
+    let tensor = AttrValue {
+        r#type: None,
+        tensor: Some(TensorProto {
+            dtype: DT_INT32,
+            tensor_shape: Some(TensorShapeProto {}),
+            int_val: vec![value],
+        }),
+    };
+    [
+        ("dtype".to_string(), dtype.encode_to_vec()),
+        ("value".to_string(), tensor.encode_to_vec()),
+    ]
+    .into()
 }
 
 /// An input string as `node:index`, so `x` and `x:0` compare equal.
@@ -142,8 +240,14 @@ mod tests {
             versions: Some(vec![0x08, 0x9b, 0x0a]),
             debug_info: None,
         };
-        let (bytes, changed) = relu_grads_read_outputs(&graph.encode_to_vec()).unwrap();
-        assert_eq!(changed, 2);
+        let (bytes, changed) = for_fusion(&graph.encode_to_vec(), &HashMap::new()).unwrap();
+        assert_eq!(
+            changed,
+            Rewritten {
+                relu_grads: 2,
+                ranks: 0
+            }
+        );
         let back = GraphDef::decode(bytes.as_slice()).unwrap();
         let inputs = |i: usize| back.node[i].input.clone();
         assert_eq!(inputs(3), ["up", "relu"]);
@@ -154,5 +258,41 @@ mod tests {
         expected.node[3].input[1] = "relu".into();
         expected.node[4].input[1] = "relu2".into();
         assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn known_ranks_become_int32_constants_keeping_only_control_inputs() {
+        let graph = GraphDef {
+            node: vec![
+                node("relu", "Relu", &["bn"]),
+                node("gradients/Rank", "Rank", &["relu", "^dep"]),
+                // A rank the caller does not know stays an op.
+                node("gradients/Rank_1", "Rank", &["dynamic"]),
+            ],
+            ..Default::default()
+        };
+        let ranks = [("gradients/Rank".to_string(), 4)].into();
+        let (bytes, changed) = for_fusion(&graph.encode_to_vec(), &ranks).unwrap();
+        assert_eq!(
+            changed,
+            Rewritten {
+                relu_grads: 0,
+                ranks: 1
+            }
+        );
+        let back = GraphDef::decode(bytes.as_slice()).unwrap();
+        let c = &back.node[1];
+        assert_eq!(
+            (c.op.as_str(), c.input.clone()),
+            ("Const", vec!["^dep".to_string()])
+        );
+        assert_eq!(c.device, "/device:CPU:0");
+        let attr = |k: &str| AttrValue::decode(c.attr[k].as_slice()).unwrap();
+        assert_eq!(attr("dtype").r#type, Some(DT_INT32));
+        let t = attr("value").tensor.unwrap();
+        assert_eq!((t.dtype, t.int_val), (DT_INT32, vec![4]));
+        assert_eq!(t.tensor_shape, Some(TensorShapeProto {}));
+        assert_eq!(back.node[2], graph.node[2]);
+        assert_eq!(back.node[0], graph.node[0]);
     }
 }
