@@ -25,7 +25,7 @@
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::topology::{Color, Communicator, SimpleCommunicator};
 
-use crate::node::Node;
+use crate::node::{Between, Node};
 use crate::ring::{Ring, RingError};
 use crate::shm;
 use crate::wire::{F16Wire, WireFormat};
@@ -102,17 +102,22 @@ impl Hierarchical {
             Some(Route::Hosts { node, cross }) => {
                 let hosts = cross.size();
                 let (ring, f16) = (&mut self.ring, &mut self.f16);
-                node.all_reduce(data, (hosts == 1).then_some(divisor), |chunk| {
-                    if hosts > 1 {
-                        ring.reduce_over(cross, chunk, compression, Some(divisor))
-                            .map_err(HierarchicalError::Cross)
-                    } else {
-                        if compression == Compression::Fp16 {
-                            F16Wire::quantize(chunk, f16);
-                        }
-                        Ok(())
-                    }
-                })
+                let mut across = |chunk: &mut [f32]| {
+                    ring.reduce_over(cross, chunk, compression, Some(divisor))
+                        .map_err(HierarchicalError::Cross)
+                };
+                let mut rounding = |chunk: &mut [f32]| {
+                    F16Wire::quantize(chunk, f16);
+                    Ok(())
+                };
+                let between: Option<Between<'_, HierarchicalError>> = if hosts > 1 {
+                    Some(&mut across)
+                } else if compression == Compression::Fp16 {
+                    Some(&mut rounding)
+                } else {
+                    None
+                };
+                node.all_reduce(data, (hosts == 1).then_some(divisor), between)
             }
             Some(Route::Broken) => Err(HierarchicalError::Broken),
             _ => self

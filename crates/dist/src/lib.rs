@@ -9,7 +9,7 @@
 //! 3. move: [`hierarchical`] (the default) — within a host through a shared-memory segment
 //!    (`node`, over `shm`), across hosts a ring; [`ring`] — the flat ring over MPI
 //!    point-to-point. Both are bitwise identical on every rank; [`wire`] optionally halves the
-//!    bytes on the ring's wire (fp16).
+//!    bytes on the ring's wire (fp16); [`sum`] is the addition (and division) both run.
 //! 4. [`allreduce`] — glue: plan + mean (ours divide inside; `MPI_Allreduce` + divide by N).
 //!
 //! [`world`] owns MPI itself (initialisation, ranks, broadcast, config check, abort on error);
@@ -32,6 +32,7 @@ pub mod ring;
 pub mod say;
 mod shm;
 pub mod stall;
+pub mod sum;
 pub mod timeline;
 pub mod wire;
 pub mod world;

@@ -10,8 +10,9 @@
 //! 1. every rank copies the round's elements, except its own chunk, into its slot; barrier;
 //! 2. rank r sums chunk r: its own values plus the other slots' chunk r, added in the order
 //!    r+1, r+2, ... (mod N), a cache-sized piece at a time, dividing in the pass of the last
-//!    addition when a mean is asked (as the ring does); the caller may then change the chunk
-//!    (the ring across hosts, fp16 rounding); the result goes into its slot; barrier;
+//!    addition when a mean is asked (as the ring does); the result goes into its slot, in the
+//!    same pass unless the caller changes the chunk first (the ring across hosts, fp16
+//!    rounding); barrier;
 //! 3. every rank copies every other chunk from its owner's slot.
 //!
 //! Rounds alternate between two sets of slots, so step 3 needs no barrier after it: a slot set
@@ -32,14 +33,20 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 use crate::copy::copy_floats;
 use crate::ring::chunk_bounds;
 use crate::shm::{self, Segment};
+use crate::sum;
 use crate::world::broadcast_bytes_on;
 
-/// Elements per rank per round: each rank's two slots are this long (8 MiB each), so a host's
-/// segment is N x 16 MiB in `/dev/shm` however large the fusion buffers are.
-pub const ROUND: usize = 2 << 20;
+/// Elements per rank per round: each rank's two slots are this long (4 MiB each), so a host's
+/// segment is N x 8 MiB in `/dev/shm` however large the fusion buffers are. 4 MiB slots beat
+/// 8 MiB by 5-15% at 25.6M floats on a CPU with 2 MiB of L2 per core (np 2-8, BENCHMARKS.md);
+/// 2 MiB and 0.5 MiB were no better, or worse at np 2 (more barriers per call).
+pub const ROUND: usize = 1 << 20;
 
 /// Elements summed per pass: 64 KiB of each of the N-1 slots, plus ours, stays in cache.
 const PIECE: usize = 16 * 1024;
+
+/// What [`Node::all_reduce`] runs on this rank's reduced chunk before the others copy it.
+pub(crate) type Between<'a, E> = &'a mut dyn FnMut(&mut [f32]) -> Result<(), E>;
 
 /// Errors of making the host's segment (this rank's view).
 #[derive(Debug, thiserror::Error)]
@@ -125,14 +132,16 @@ impl Node {
     }
 
     /// Replaces `data` with its sum over the host's ranks, divided by `divisor` if given.
-    /// `between` gets this rank's reduced chunk of each round before the others copy it (the
-    /// ring across hosts, fp16 rounding); an error from it is returned at once (the binary then
-    /// aborts the job). Collective: every rank of the host calls it with the same length.
+    /// `between`, if any, gets this rank's reduced chunk of each round before the others copy
+    /// it (the ring across hosts, fp16 rounding); an error from it is returned at once (the
+    /// binary then aborts the job). Without it the summing pass also writes the result into our
+    /// slot, saving a pass over the chunk. Collective: every rank of the host calls it with the
+    /// same length.
     pub(crate) fn all_reduce<E>(
         &mut self,
         data: &mut [f32],
         divisor: Option<f32>,
-        mut between: impl FnMut(&mut [f32]) -> Result<(), E>,
+        mut between: Option<Between<'_, E>>,
     ) -> Result<(), E> {
         let (n, r) = (self.size, self.rank);
         let ranks = n as u32;
@@ -149,12 +158,17 @@ impl Node {
                 copy_floats(ours, &part[range]);
             }
             self.segment.barrier(ranks);
-            self.sum_chunk(part, mine.clone(), divisor);
-            between(&mut part[mine.clone()])?;
             // SAFETY: chunk `mine` of our slot: the others read only their own chunks of it
             // until the next barrier, and this one only after it.
             let ours = unsafe { self.segment.slot_mut(slot(r), mine.clone()) };
-            copy_floats(ours, &part[mine]);
+            match between.as_mut() {
+                None => self.sum_chunk(part, mine.clone(), divisor, Some(ours)),
+                Some(between) => {
+                    self.sum_chunk(part, mine.clone(), divisor, None);
+                    between(&mut part[mine.clone()])?;
+                    copy_floats(ours, &part[mine]);
+                }
+            }
             self.segment.barrier(ranks);
             for k in 1..n {
                 let p = (r + k) % n;
@@ -176,7 +190,15 @@ impl Node {
     }
 
     /// Step 2 of a round: `part[mine]` += every other slot's `mine`, in the order r+1, r+2, ...
-    fn sum_chunk(&self, part: &mut [f32], mine: Range<usize>, divisor: Option<f32>) {
+    /// With `publish` (chunk `mine` of our slot), the last addition stores each result there
+    /// too, in the same pass.
+    fn sum_chunk(
+        &self,
+        part: &mut [f32],
+        mine: Range<usize>,
+        divisor: Option<f32>,
+        mut publish: Option<&mut [f32]>,
+    ) {
         let (n, r) = (self.size, self.rank);
         for start in mine.clone().step_by(PIECE) {
             let piece = start..(start + PIECE).min(mine.end);
@@ -185,10 +207,14 @@ impl Node {
                 // SAFETY: chunk `mine` of the other slots was written before the barrier that
                 // preceded this call; their owners write only their own chunks until the next.
                 let src = unsafe { self.segment.slot(self.slot_of((r + k) % n), piece.clone()) };
-                let pairs = dst.iter_mut().zip(src);
-                match divisor.filter(|_| k == n - 1) {
-                    None => pairs.for_each(|(d, s)| *d += *s),
-                    Some(q) => pairs.for_each(|(d, s)| *d = (*d + *s) / q),
+                let last = k == n - 1;
+                let q = divisor.filter(|_| last);
+                match publish.as_deref_mut().filter(|_| last) {
+                    None => sum::add(dst, src, q),
+                    Some(out) => {
+                        let out = &mut out[piece.start - mine.start..piece.end - mine.start];
+                        sum::add_and_store(dst, src, q, out);
+                    }
                 }
             }
         }
@@ -248,8 +274,7 @@ mod tests {
                     lens.iter()
                         .map(|&len| {
                             let mut data: Vec<f32> = (0..len).map(|i| value(rank, i)).collect();
-                            node.all_reduce(&mut data, divisor, |_| Ok::<(), ()>(()))
-                                .unwrap();
+                            node.all_reduce::<()>(&mut data, divisor, None).unwrap();
                             data
                         })
                         .collect::<Vec<_>>()

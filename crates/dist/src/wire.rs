@@ -85,11 +85,7 @@ impl WireFormat for F32Wire {
     }
 
     fn accumulate(incoming: &[f32], dst: &mut [f32], _tmp: &mut Vec<f32>, divisor: Option<f32>) {
-        let pairs = dst.iter_mut().zip(incoming);
-        match divisor {
-            None => pairs.for_each(|(d, s)| *d += *s),
-            Some(n) => pairs.for_each(|(d, s)| *d = (*d + *s) / n),
-        }
+        crate::sum::add(dst, incoming, divisor);
     }
 
     fn overwrite(incoming: &[f32], dst: &mut [f32]) {

@@ -427,7 +427,7 @@ fn at_two_ranks_hierarchical_and_ring_give_the_same_bits() {
 #[test]
 fn a_dev_shm_too_small_for_the_segment_falls_back_to_the_flat_ring_naming_it() {
     // A private mount namespace with an 8 MB /dev/shm, as in a container started without
-    // --shm-size; the segment needs 2 x 8 MiB per rank. Needs root (as the netns tests do):
+    // --shm-size; the segment needs 2 x 4 MiB per rank (24 MiB at np 3). Needs root (as the netns tests do):
     // without it `unshare` fails and so does the test.
     let dir = tempfile::tempdir().unwrap();
     let script = format!(
