@@ -190,11 +190,14 @@ fn short_side_crop_is_the_same_in_eval_sweep_and_the_export() {
         got["top1"].as_f64().unwrap(),
         last["top1"].as_f64().unwrap(),
     );
-    // Within 1 point, or one image where one image is worth more than a point (64 here):
-    // the two sides decode JPEGs with different decoders.
+    // Within two images of the 64 (3.1 points): the two sides decode JPEGs with different
+    // decoders (TensorFlow's libjpeg, our libjpeg-turbo), and this 48-step model sits near
+    // chance, so a pixel's difference flips its least certain images. One image was the margin
+    // until the Xeon box with AMX, where two flip (54.7% vs 51.6%, at 7f45846 as at f86b6cf).
+    // The crop itself is checked above, pixel by pixel; a wrong crop moves both checks further.
     let images = last["images"].as_f64().unwrap();
     assert!(
-        (top1 - want).abs() <= (100.0 / images).max(1.0) + 1e-9,
+        (top1 - want).abs() <= (200.0 / images).max(1.0) + 1e-9,
         "short_side top-1 {top1} vs {want}"
     );
 }
