@@ -151,6 +151,7 @@ class Bench:
         self.quick = args.quick
         self.reps = 1 if args.quick else args.reps
         self.step_rounds = 2 if args.quick else args.step_rounds
+        self.step_pairs = min(self.step_rounds, 2 if args.quick else args.step_pairs)
         self.work = args.work or tempfile.mkdtemp(prefix="dawnrun-bench-")
         self.results = args.results
         os.makedirs(self.results, exist_ok=True)
@@ -491,11 +492,17 @@ class Bench:
         """Both sides stay up (`--serve`) and take turns in short runs of steps, so each round
         gives both the same few seconds of the machine, whose speed drifts by up to ~10% over
         minutes (a 5-process alternation still split 3:2 across such a drift). One sample per
-        side per round: the median of that round's steps."""
+        side per round: the median of that round's steps. The rounds are shared out over
+        `--step-pairs` pairs of processes, started one pair after another."""
         a = self.args
         rounds, k = self.step_rounds, self.steps_per_round(depth)
-        net = "ResNet-%d %s, %d classes, 128 px, batch 32, %d rounds x %d steps" % (
-            depth, precision, a.classes, rounds, k)
+        # The rounds are spread over several pairs of processes: one process's speed stays 1-5%
+        # off another's of the same code for its whole life, so one pair per row put that luck
+        # into the row.
+        per_pair = max(1, -(-rounds // self.step_pairs))
+        pairs = -(-rounds // per_pair)
+        net = "ResNet-%d %s, %d classes, 128 px, batch 32, %d rounds x %d steps over %d process pair%s" % (
+            depth, precision, a.classes, rounds, k, pairs, "" if pairs == 1 else "s")
         key = "train/r%d/%s" % (depth, precision)
         step_row = self.define(key + "/step",
                                "train step %s: trainer at np 1 (fed by its pipeline) vs Keras tf.function"
@@ -520,16 +527,25 @@ class Bench:
                 "(DIFFERENT WORK: Eigen kernels on the Keras side, oneDNN on ours)" % net, "s/step", "time")
             targets += [(default_row, "ours"), (default_row, "reference")]
 
-        def go():
+        def serve_pair(first_round):
+            """One pair of processes (with the Keras-at-default one where needed), its share of
+            the rounds. Which side starts first alternates between pairs: a process started
+            first ran 1-2% slower than its twin started second, whatever it was."""
             default_env = dict(os.environ)
             default_env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+            pair = first_round // per_pair
             with contextlib.ExitStack() as stack:
-                us = stack.enter_context(Served(self, ours, ours=True))
-                ref = stack.enter_context(Served(self, reference, ours=False))
-                plain = default_row and stack.enter_context(Served(self, reference, ours=False, env=default_env))
+                starts = [("ours", ours, None), ("reference", reference, None)]
+                if pair % 2:
+                    starts.reverse()
+                if default_row:
+                    starts.append(("plain", reference, default_env))
+                served = {name: stack.enter_context(Served(self, cmd, ours=name == "ours", env=env))
+                          for name, cmd, env in starts}
+                us, ref, plain = served["ours"], served["reference"], served.get("plain")
                 self.check_params((depth, precision), "ours", us.params)
                 self.check_params((depth, precision), "reference", ref.params)
-                for i in range(rounds):
+                for i in range(first_round, min(first_round + per_pair, rounds)):
                     turns = [(us, "premade"), (ref, "premade"), (us, "trainer")] + ([(plain, "premade")] if plain else [])
                     got = {}
                     for side, path in (turns if i % 2 == 0 else list(reversed(turns))):
@@ -545,7 +561,11 @@ class Bench:
                         values[(default_row, "ours")] = mine("trainer")
                         values[(default_row, "reference")] = got[(id(plain), "premade")]
                     for (row, side), v in values.items():
-                        self.sample(row, side, value=v)
+                        self.sample(row, side, value=v, extra={"pair": pair})
+
+        def go():
+            for first in range(0, rounds, per_pair):
+                serve_pair(first)
 
         try:
             go()
@@ -712,6 +732,8 @@ def parse_args(argv):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--step-rounds", type=int, default=12, help="interleaved rounds of the train step rows")
+    ap.add_argument("--step-pairs", type=int, default=4,
+                    help="pairs of processes (ours, Keras) the step rows' rounds are spread over")
     ap.add_argument("--work", help="scratch folder (default: a new temp dir, removed at the end)")
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     ap.add_argument("--timeout", type=float, default=600)

@@ -31,6 +31,8 @@ import json, sys
 if "--serve" not in sys.argv:
     sys.exit(0)
 log = open(sys.argv[0] + ".requests", "a")
+log.write("start\\n")
+log.flush()
 print(json.dumps({"ready": True, "params": 11181642}), flush=True)
 for line in sys.stdin:
     path, k = line.split()
@@ -77,9 +79,13 @@ class HarnessTest(unittest.TestCase):
             self.assertEqual(scale["cells"][1], "n/a (missing: target/release/trainer bench)")
             self.assertIsNone(scale["ratio"])
             # The step rows: both sides up at once, turns alternating (QUICK: 2 rounds of 3 steps),
-            # the Keras reference really run.
+            # the Keras reference really run; one round for each of 2 pairs of processes, ours
+            # started first in the first pair and second in the other.
             self.assertEqual(read(os.path.join(bin_dir, "trainer.requests")).split(),
-                             ["premade", "trainer", "trainer", "premade"])
+                             ["start", "premade", "trainer", "start", "trainer", "premade"])
+            started = [line for line in read(os.path.join(results, "bench.log")).splitlines()
+                       if line.endswith("(serving)")]
+            self.assertEqual(["train_step_tf.py" in line for line in started], [False, True, True, False])
             premade, step = rows["train/r18/fp32/premade"], rows["train/r18/fp32/step"]
             self.assertEqual((premade["ours"], step["ours"]), (0.5, 0.7))
             self.assertGreater(premade["reference"], 0)
