@@ -151,7 +151,7 @@ class Bench:
         self.quick = args.quick
         self.reps = 1 if args.quick else args.reps
         self.step_rounds = 2 if args.quick else args.step_rounds
-        self.step_pairs = min(self.step_rounds, 2 if args.quick else args.step_pairs)
+        self.step_pairs = max(1, min(self.step_rounds, 2 if args.quick else args.step_pairs))
         self.work = args.work or tempfile.mkdtemp(prefix="dawnrun-bench-")
         self.results = args.results
         os.makedirs(self.results, exist_ok=True)
