@@ -17,6 +17,15 @@ A variant is `keras` or `ours`, then options separated by ':':
   no-unscale          the per-gradient loss-scale division bypassed (ours only; loss scale 1)
   no-gate             the one-run update applied as each gradient arrives, not gated on the
                       finite check of all of them (ours only)
+  no-l2-value         the total loss is the cross-entropy alone: nothing fetched needs the L2
+                      penalty's value, so TensorFlow prunes the L2Loss ops; its gradient,
+                      wd * w, stays (ours only; the same updates)
+  no-wd               the weight-decay gradient is not added to the kernels' gradients
+                      (ours only; NOT the same math: an upper bound of what it costs)
+  no-sum              the finite check reads the losses only, not a sum per gradient
+                      (ours only; an upper bound of what the check costs)
+  nospin              the session's `disable_thread_spinning` (ours only)
+  static              the session's `optimize_for_static_graph` (ours only)
   input-first / filter-first
                       each convolution's two gradients run one after the other, the input's
                       (or the filter's) first, instead of side by side (ours only)
@@ -53,6 +62,26 @@ def rewrite(graph_def, options):
             for i, x in enumerate(n.input):
                 if x in bypass:
                     n.input[i] = bypass[x]
+    by_name = {n.name: n for n in nodes}
+    if "no-l2-value" in options:
+        total = next(n for n in nodes if n.name.endswith("total_loss"))
+        total.op = "Identity"
+        del total.input[1:]
+    if "no-wd" in options:
+        # AddN(wd * w, filter or dense gradient) -> the gradient alone.
+        for n in nodes:
+            if n.op == "AddN" and n.name.startswith("gradients/") and len(n.input) == 2:
+                kinds = [by_name[x.split(":")[0]].op for x in n.input]
+                if kinds[0] == "Mul" and kinds[1] in ("Conv2DBackpropFilter", "MatMul"):
+                    n.op = "Identity"
+                    del n.input[0]
+                    del n.attr["N"]
+    if "no-sum" in options:
+        check = by_name["fused/AddN"]
+        keep = [x for x in check.input if not x.startswith("fused/Sum")]
+        del check.input[:]
+        check.input.extend(keep)
+        check.attr["N"].i = len(keep)
     for first, then in (("Conv2DBackpropInput", "Conv2DBackpropFilter"), ("Conv2DBackpropFilter", "Conv2DBackpropInput")):
         if "%s-first" % first[len("Conv2DBackprop"):].lower() in options:
             by_grad = {n.input[2]: n.name for n in nodes if n.op == first}
@@ -79,6 +108,8 @@ def serve(args, variant):
     else:
         tf.compat.v1.disable_eager_execution()
         config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+        config.experimental.disable_thread_spinning = "nospin" in options
+        config.experimental.optimize_for_static_graph = "static" in options
         for o in options:
             if o.startswith("inter="):
                 config.inter_op_parallelism_threads = int(o[len("inter="):])
