@@ -13,7 +13,8 @@
 //!    addition when a mean is asked (as the ring does); the result goes into its slot, in the
 //!    same pass unless the caller changes the chunk first (the ring across hosts, fp16
 //!    rounding); barrier;
-//! 3. every rank copies every other chunk from its owner's slot.
+//! 3. every rank copies every other chunk from its owner's slot (past the caches, for large
+//!    calls on a host with more ranks than CPUs: [`STREAM_FROM`]).
 //!
 //! Rounds alternate between two sets of slots, so step 3 needs no barrier after it: a slot set
 //! is refilled two rounds later, after the next round's first barrier, which nobody passes
@@ -30,7 +31,7 @@ use std::ops::Range;
 use mpi::collective::{CommunicatorCollectives, Root};
 use mpi::topology::{Communicator, SimpleCommunicator};
 
-use crate::copy::copy_floats;
+use crate::copy::{copy_floats, stream_floats};
 use crate::ring::chunk_bounds;
 use crate::shm::{self, Segment};
 use crate::sum;
@@ -41,6 +42,16 @@ use crate::world::broadcast_bytes_on;
 /// 8 MiB by 5-15% at 25.6M floats on a CPU with 2 MiB of L2 per core (np 2-8, BENCHMARKS.md);
 /// 2 MiB and 0.5 MiB were no better, or worse at np 2 (more barriers per call).
 pub const ROUND: usize = 1 << 20;
+
+/// From this many elements (32 MiB) on, a call's last step streams the reduced chunks into the
+/// caller's buffer past the caches ([`stream_floats`]), on a host with more ranks than CPUs.
+/// There the ranks take turns on each core, every turn evicts the others' freshly written lines
+/// (written back, after being read to be written), and nothing reads the buffer before the call
+/// returns. Measured (`allreduce-check`, 8 ranks on 2 CPUs): 10M floats 6-12% and 25.6M floats
+/// 5-10% faster, 4M floats within the noise. With a CPU per rank (2 ranks on 2 CPUs) streaming
+/// lost 7-20% at 4M and 10M floats and tied at 25.6M, so it stays off there (BENCHMARKS.md,
+/// "Streaming the copy back").
+const STREAM_FROM: usize = 8 << 20;
 
 /// Elements summed per pass: 64 KiB of each of the N-1 slots, plus ours, stays in cache.
 const PIECE: usize = 16 * 1024;
@@ -69,6 +80,9 @@ pub(crate) struct Node {
     segment: Segment,
     /// The slot set the next round uses (0 or 1), carried across calls.
     set: usize,
+    /// Calls of at least this many elements stream their last step ([`STREAM_FROM`] on a host
+    /// with more ranks than CPUs, else never).
+    stream_from: usize,
 }
 
 impl Node {
@@ -124,6 +138,11 @@ impl Node {
             size,
             segment,
             set: 0,
+            stream_from: if size > online_cpus() {
+                STREAM_FROM
+            } else {
+                usize::MAX
+            },
         })
     }
 
@@ -146,6 +165,11 @@ impl Node {
         let (n, r) = (self.size, self.rank);
         let ranks = n as u32;
         let round = self.segment.slot_len();
+        let copy_back = if data.len() >= self.stream_from {
+            stream_floats
+        } else {
+            copy_floats
+        };
         for part in data.chunks_mut(round) {
             let slot = |rank: usize| self.slot_of(rank);
             let chunks = chunk_bounds(part.len(), n);
@@ -175,7 +199,7 @@ impl Node {
                 let c = chunks[p].clone();
                 // SAFETY: rank p wrote chunk c of its slot before the barrier above and writes
                 // this set again only after the next round's first barrier.
-                copy_floats(&mut part[c.clone()], unsafe {
+                copy_back(&mut part[c.clone()], unsafe {
                     self.segment.slot(slot(p), c)
                 });
             }
@@ -221,6 +245,13 @@ impl Node {
     }
 }
 
+/// The host's online CPUs (not this process's affinity: `mpirun` may bind each rank to one).
+fn online_cpus() -> usize {
+    // SAFETY: sysconf only reads a system value.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,7 +282,12 @@ mod tests {
 
     /// `n` threads, each with its own mapping of one segment, as ranks of a host; every thread
     /// reduces `lens` in turn.
-    fn run_host(n: usize, lens: &[usize], divisor: Option<f32>) -> Vec<Vec<Vec<f32>>> {
+    fn run_host(
+        n: usize,
+        lens: &[usize],
+        divisor: Option<f32>,
+        stream_from: usize,
+    ) -> Vec<Vec<Vec<f32>>> {
         let name = format!("/dawnrun-test-node-{}-{n}", std::process::id());
         let first = Segment::create(&name, 2 * n, TEST_ROUND).unwrap();
         let mut segments = vec![first];
@@ -270,6 +306,7 @@ mod tests {
                         size: n,
                         segment,
                         set: 0,
+                        stream_from,
                     };
                     lens.iter()
                         .map(|&len| {
@@ -288,8 +325,14 @@ mod tests {
     fn every_rank_gets_the_same_bits_summed_in_the_documented_order() {
         // Lengths: shorter than the ranks, one round exactly, and many rounds with a short last.
         let lens = [2, TEST_ROUND, 7 * TEST_ROUND + TEST_ROUND / 2 + 3];
-        for (n, divisor) in [(2, Some(2.0)), (3, None), (5, Some(5.0))] {
-            let results = run_host(n, &lens, divisor);
+        // Streamed copies back from the longest length on, and plain ones always.
+        let cases = [
+            (2, Some(2.0), usize::MAX),
+            (3, None, lens[2]),
+            (5, Some(5.0), 0),
+        ];
+        for (n, divisor, stream_from) in cases {
+            let results = run_host(n, &lens, divisor, stream_from);
             for (call, &len) in lens.iter().enumerate() {
                 let want: Vec<f32> = data_rounds(len)
                     .flat_map(|(start, part)| {

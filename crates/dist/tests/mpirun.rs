@@ -140,6 +140,16 @@ fn our_methods_match_mpi_allreduce_and_are_identical_on_every_rank() {
 }
 
 #[test]
+fn a_call_large_enough_to_stream_its_copy_back_matches_mpi_allreduce() {
+    // Over node.rs `STREAM_FROM` (8 Mi floats): with more ranks than CPUs (4 ranks here on a
+    // 2-CPU machine) the last step of each round streams into the caller's buffer.
+    let floats = (8usize << 20) + 3;
+    let f = floats.to_string();
+    let out = mpirun(4, &["--floats", &f, "--iters", "2", "--json"]);
+    assert_checks_pass(&json_lines(&out), 4, floats, "none", one_host(4));
+}
+
+#[test]
 fn fp16_compression_stays_within_fp16_tolerance_and_identical() {
     for np in [2usize, 3, 4] {
         for floats in [1usize, 3, 1_000_003] {
