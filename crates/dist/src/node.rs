@@ -47,9 +47,9 @@ pub const ROUND: usize = 1 << 20;
 /// caller's buffer past the caches ([`stream_floats`]), on a host with more ranks than CPUs.
 /// There the ranks take turns on each core, every turn evicts the others' freshly written lines
 /// (written back, after being read to be written), and nothing reads the buffer before the call
-/// returns. Measured (`allreduce-check`, 8 ranks on 2 CPUs): 10M floats 6-12% and 25.6M floats
-/// 5-10% faster, 4M floats within the noise. With a CPU per rank (2 ranks on 2 CPUs) streaming
-/// lost 7-20% at 4M and 10M floats and tied at 25.6M, so it stays off there (BENCHMARKS.md,
+/// returns. Measured (`allreduce-check`, 8 ranks on 2 CPUs): 10M floats 7-13% and 25.6M floats
+/// 3-10% faster, 4M floats within the noise. With a CPU per rank (2 ranks on 2 CPUs) streaming
+/// lost 7-23% at 4M and 10M floats and tied at 25.6M, so it stays off there (BENCHMARKS.md,
 /// "Streaming the copy back").
 const STREAM_FROM: usize = 8 << 20;
 
