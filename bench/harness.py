@@ -505,8 +505,13 @@ class Bench:
             depth, precision, a.classes, rounds, k, pairs, "" if pairs == 1 else "s")
         key = "train/r%d/%s" % (depth, precision)
         step_row = self.define(key + "/step",
-                               "train step %s: trainer at np 1 (fed by its pipeline) vs Keras tf.function"
+                               "train step %s: trainer at np 1 (fed by its pipeline) vs Keras tf.function on "
+                               "the pre-made batch (DIFFERENT WORK: only ours decodes its input)"
                                % net, "s/step", "time")
+        same_row = self.define(key + "/same-work",
+                               "train step %s: trainer at np 1 vs Keras tf.function fed by tf.data from the "
+                               "same records (both decode, crop, resize and flip their input on the same "
+                               "cores)" % net, "s/step", "time")
         premade_row = self.define(key + "/premade",
                                   "train step %s, pre-made batch: our graph vs Keras" % net, "s/step", "time")
         over_row = self.define(key + "/overhead",
@@ -515,8 +520,9 @@ class Bench:
         ours = self.trainer_cmd(records, precision, depth=depth) + ["--serve"]
         reference = [self.py, self.script("train_step_tf.py"), "--depth", str(depth), "--classes",
                      str(a.classes), "--px", "128", "--batch", "32", "--warmup", str(a.warmup),
-                     "--precision", precision, "--serve"]
-        targets = [(r, side) for r in (step_row, premade_row, over_row) for side in ("ours", "reference")]
+                     "--precision", precision, "--serve", "--records", records]
+        targets = [(r, side) for r in (step_row, same_row, premade_row, over_row)
+                   for side in ("ours", "reference")]
         # Where TensorFlow's own default is its Eigen kernels (no oneDNN on this CPU), also time
         # Keras as a user gets it without setting anything: a fourth turn in the same rounds.
         default_row = None
@@ -546,7 +552,8 @@ class Bench:
                 self.check_params((depth, precision), "ours", us.params)
                 self.check_params((depth, precision), "reference", ref.params)
                 for i in range(first_round, min(first_round + per_pair, rounds)):
-                    turns = [(us, "premade"), (ref, "premade"), (us, "trainer")] + ([(plain, "premade")] if plain else [])
+                    turns = [(us, "premade"), (ref, "premade"), (us, "trainer"), (ref, "tfdata")]
+                    turns += [(plain, "premade")] if plain else []
                     got = {}
                     for side, path in (turns if i % 2 == 0 else list(reversed(turns))):
                         got[(id(side), path)] = statistics.median(side.steps(path, k))
@@ -556,6 +563,8 @@ class Bench:
                               (over_row, "ours"): mine("trainer"),
                               (over_row, "reference"): mine("premade"),
                               (step_row, "reference"): got[(id(ref), "premade")],
+                              (same_row, "ours"): mine("trainer"),
+                              (same_row, "reference"): got[(id(ref), "tfdata")],
                               (premade_row, "reference"): got[(id(ref), "premade")]}
                     if plain:
                         values[(default_row, "ours")] = mine("trainer")

@@ -6,6 +6,7 @@ measurements behind `--step-pairs` (BENCHMARKS.md, "Which process starts first")
     python bench/py/start_order.py pairs                       # ours vs Keras, start order alternating
     python bench/py/start_order.py turns                       # a turn after our own turn vs after the other's
     python bench/py/start_order.py sched-idle --records R      # pipeline threads under SCHED_IDLE or not
+    python bench/py/start_order.py same-work --records R       # trainer vs Keras fed by tf.data
 
 Every process is a `--serve` one, as in the harness; a turn is `--k` steps on the pre-made batch
 (the pipeline-fed path for `sched-idle`) and gives the median of its steps.
@@ -23,10 +24,11 @@ def commands(a):
     common = ["--depth", a.depth, "--classes", "10", "--px", "128", "--batch", "32",
               "--warmup", "3", "--precision", a.precision]
     ours = [os.path.join(ROOT, "target/release/trainer"), "bench", *common, "--json", "--serve"]
-    if a.records:
-        ours += ["--records", a.records]
     keras = [os.path.join(ROOT, ".deps/venv/bin/python"),
              os.path.join(ROOT, "bench/py/train_step_tf.py"), *common, "--serve"]
+    if a.records:
+        ours += ["--records", a.records]
+        keras += ["--records", a.records]
     return ours, keras
 
 
@@ -49,10 +51,10 @@ def ratios(num, den):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("mode", choices=["sequential", "twins", "pairs", "turns", "sched-idle"])
+    ap.add_argument("mode", choices=["sequential", "twins", "pairs", "turns", "sched-idle", "same-work"])
     ap.add_argument("--depth", default="18")
     ap.add_argument("--precision", default="fp32")
-    ap.add_argument("--records", help="a records folder with train shards (sched-idle)")
+    ap.add_argument("--records", help="a records folder with train shards (sched-idle, same-work)")
     ap.add_argument("--side", choices=["ours", "keras"], default="ours", help="sequential: whose processes")
     ap.add_argument("--second-first", action="store_true", help="twins: start the second process first")
     ap.add_argument("--processes", type=int, default=5, help="sequential: processes; twins, pairs: pairs")
@@ -104,6 +106,28 @@ def main():
         for name, ts in after.items():
             print("A after %s: %2d turns, first step median %.4f, turn median median %.4f" % (
                 name, len(ts), statistics.median(t[0] for t in ts), statistics.median(statistics.median(t) for t in ts)))
+    elif a.mode == "same-work":
+        # Each side decodes its own input: the trainer's path against Keras fed by tf.data; Keras
+        # on the pre-made batch as well, to tie the figures to the bench's rows.
+        if not a.records:
+            ap.error("same-work needs --records")
+        got = {"trainer": [], "tfdata": [], "premade": []}
+        for i in range(a.processes):
+            ours_first = i % 2 == 0
+            with Served(s, ours if ours_first else keras, ours_first) as p, \
+                    Served(s, keras if ours_first else ours, not ours_first) as q:
+                us, ref = (p, q) if ours_first else (q, p)
+                turns = [(us, "trainer"), (ref, "tfdata"), (ref, "premade")]
+                for r in range(a.rounds):
+                    for proc, path in (turns if r % 2 == 0 else turns[::-1]):
+                        got[path].append(turn(proc, a, path))
+            print("pair %d (%s started first) done" % (i, "ours" if ours_first else "Keras"), flush=True)
+        for path in ("tfdata", "premade"):
+            r = [k / o for o, k in zip(got["trainer"], got[path])]
+            print("Keras %-7s / trainer: median of the rounds %.3f over %d (%s)" % (
+                path, statistics.median(r), len(r), " ".join("%.2f" % x for x in r)))
+        print("medians: trainer %.4f, Keras tfdata %.4f, Keras premade %.4f s/step" % tuple(
+            statistics.median(got[p]) for p in ("trainer", "tfdata", "premade")))
     else:
         if not a.records:
             ap.error("sched-idle needs --records")

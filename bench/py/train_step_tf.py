@@ -17,7 +17,10 @@ pre-made batch). Each step waits for its loss, so the timing covers the whole up
 Prints {"step_s_median": s, "images_per_s": batch / s, "params": trainable parameter count}.
 With --serve (as `trainer bench --serve`): after the warm-up it prints {"ready": true, "params":
 N}, then for each stdin line `premade K` runs K steps and prints {"path": "premade", "step_s":
-[seconds...]}.
+[seconds...]}. With --records as well, `tfdata K` runs K steps fed by tf.data from those train
+shards (pipeline_tf.py's training input: decode_and_crop_jpeg, bilinear resize, flip, 2 threads),
+the batch taken inside the step's tf.function as Keras' fit does: the same work as the trainer's
+path, which decodes its own input.
 """
 import argparse
 import json
@@ -104,24 +107,41 @@ def make_train_step(model, classes):
     return train_step
 
 
-def serve(step, warmup, params):
-    """Warm up, say ready (a JSON line with the parameter count), then time `premade K`
-    requests from stdin until it closes."""
-    for _ in range(warmup):
-        step()
+def serve(steps, warmup, params):
+    """Warm up every path, say ready (a JSON line with the parameter count), then time `PATH K`
+    requests from stdin until it closes. `steps`: {path name: step function}."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
     print(json.dumps({"ready": True, "params": params}), flush=True)
     for line in sys.stdin:
         words = line.split()
-        if len(words) != 2 or words[0] != "premade" or not words[1].isdigit():
-            raise SystemExit("error: request %r: expected `premade K`" % line.strip())
+        if len(words) != 2 or words[0] not in steps or not words[1].isdigit():
+            raise SystemExit("error: request %r: expected `%s K`" % (line.strip(), " K` or `".join(steps)))
         times = []
         for _ in range(int(words[1])):
             start = time.perf_counter()
-            loss = step()
+            loss = steps[words[0]]()
             times.append(time.perf_counter() - start)
         if not np.isfinite(loss):
             raise SystemExit("error: loss is %r" % loss)
-        print(json.dumps({"path": "premade", "step_s": times}), flush=True)
+        print(json.dumps({"path": words[0], "step_s": times}), flush=True)
+
+
+def tfdata_step(train_step, args):
+    """A step fed by tf.data from `args.records`, the batch taken inside the tf.function."""
+    import pipeline_tf
+
+    data = argparse.Namespace(records=args.records, prefix="train", px=args.px, batch=args.batch,
+                              threads=2, mode="train", crop_op="decode_and_crop")
+    iterator = iter(pipeline_tf.build(data))
+
+    @tf.function(jit_compile=False)
+    def fed(it):
+        images, labels = next(it)
+        return train_step(images, labels - 1)  # records hold 1-based labels, as ours reads them
+
+    return lambda: float(fed(iterator))
 
 
 def main():
@@ -135,6 +155,7 @@ def main():
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--params-only", action="store_true", help="build, print the count, no steps")
     ap.add_argument("--serve", action="store_true", help="time steps on request from stdin")
+    ap.add_argument("--records", help="with --serve: train shards for the `tfdata` path")
     args = ap.parse_args()
 
     if args.precision == "bf16":
@@ -150,7 +171,10 @@ def main():
     images = rng.integers(0, 256, size=(args.batch, args.px, args.px, 3), dtype=np.uint8)
     labels = rng.integers(0, args.classes, size=(args.batch,), dtype=np.int32)
     if args.serve:
-        serve(lambda: float(train_step(images, labels)), args.warmup, params)
+        steps = {"premade": lambda: float(train_step(images, labels))}
+        if args.records:
+            steps["tfdata"] = tfdata_step(train_step, args)
+        serve(steps, args.warmup, params)
         return
     times = []
     for step in range(args.warmup + args.steps):

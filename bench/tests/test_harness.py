@@ -42,6 +42,12 @@ for line in sys.stdin:
 """ % sys.executable
 
 
+def samples_of(row, results):
+    """The samples.jsonl entries of `row`."""
+    with open(os.path.join(results, "samples.jsonl")) as f:
+        return [x for x in map(json.loads, f) if x["row"] == row]
+
+
 def read(path):
     with open(path) as f:
         return f.read()
@@ -90,6 +96,11 @@ class HarnessTest(unittest.TestCase):
             self.assertEqual((premade["ours"], step["ours"]), (0.5, 0.7))
             self.assertGreater(premade["reference"], 0)
             self.assertEqual(premade["reference"], step["reference"])
+            # Keras fed by tf.data from the same records: its own turn, timed for real.
+            same = rows["train/r18/fp32/same-work"]
+            self.assertEqual(same["ours"], 0.7)
+            self.assertGreater(same["reference"], 0)
+            self.assertEqual(sum(1 for x in samples_of("train/r18/fp32/same-work", results)), 4)
             self.assertAlmostEqual(rows["train/r18/fp32/overhead"]["ratio"], 0.4)
             samples = [json.loads(l) for l in read(os.path.join(results, "samples.jsonl")).splitlines()]
             self.assertEqual(sum(1 for x in samples if x["row"] == "train/r18/fp32/premade"), 4)
