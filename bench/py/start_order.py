@@ -12,6 +12,7 @@ Every process is a `--serve` one, as in the harness; a turn is `--k` steps on th
 (the pipeline-fed path for `sched-idle`) and gives the median of its steps.
 """
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -43,6 +44,15 @@ def alternate(a, first, second):
         for j in ((0, 1) if i % 2 == 0 else (1, 0)):
             times[j].append(turn((first, second)[j], a))
     return times
+
+
+@contextlib.contextmanager
+def pair(s, i, ours, keras):
+    """The i-th pair of processes, ours started first when i is even: (ours, Keras')."""
+    ours_first = i % 2 == 0
+    with Served(s, ours if ours_first else keras, ours_first) as p, \
+            Served(s, keras if ours_first else ours, not ours_first) as q:
+        yield (p, q) if ours_first else (q, p)
 
 
 def ratios(num, den):
@@ -82,9 +92,7 @@ def main():
         pooled = {True: [], False: []}
         for i in range(a.processes):
             ours_first = i % 2 == 0
-            with Served(s, ours if ours_first else keras, ours_first) as p, \
-                    Served(s, keras if ours_first else ours, not ours_first) as q:
-                us, ref = (p, q) if ours_first else (q, p)
+            with pair(s, i, ours, keras) as (us, ref):
                 to, tk = alternate(a, us, ref)
             pooled[ours_first] += [k / o for o, k in zip(to, tk)]
             print("pair %d (%s started first): Keras / ours %.3f  per round %s" % (
@@ -113,15 +121,12 @@ def main():
             ap.error("same-work needs --records")
         got = {"trainer": [], "tfdata": [], "premade": []}
         for i in range(a.processes):
-            ours_first = i % 2 == 0
-            with Served(s, ours if ours_first else keras, ours_first) as p, \
-                    Served(s, keras if ours_first else ours, not ours_first) as q:
-                us, ref = (p, q) if ours_first else (q, p)
+            with pair(s, i, ours, keras) as (us, ref):
                 turns = [(us, "trainer"), (ref, "tfdata"), (ref, "premade")]
                 for r in range(a.rounds):
                     for proc, path in (turns if r % 2 == 0 else turns[::-1]):
                         got[path].append(turn(proc, a, path))
-            print("pair %d (%s started first) done" % (i, "ours" if ours_first else "Keras"), flush=True)
+            print("pair %d (%s started first) done" % (i, "ours" if i % 2 == 0 else "Keras"), flush=True)
         for path in ("tfdata", "premade"):
             r = [k / o for o, k in zip(got["trainer"], got[path])]
             print("Keras %-7s / trainer: median of the rounds %.3f over %d (%s)" % (

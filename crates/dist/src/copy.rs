@@ -53,7 +53,7 @@ const LINE: usize = 16;
 /// will be read soon. glibc's `memcpy` streams only above its own threshold, 3/4 of the shared
 /// cache it reads from CPUID: 190 MB on this VM (the host's whole L3), so never for our copies.
 /// Where the destination is read again soon, plain copies are faster (measured: BENCHMARKS.md,
-/// "Streaming stores in the host all-reduce").
+/// "Streaming the copy back").
 pub fn stream_floats(dst: &mut [f32], src: &[f32]) {
     assert_eq!(dst.len(), src.len(), "stream_floats: lengths differ");
     #[cfg(target_arch = "x86_64")]
