@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import queue
+import resource
 import shutil
 import signal
 import statistics
@@ -160,6 +161,7 @@ class Bench:
         self.log = open(os.path.join(self.results, "bench.log"), "w")
         self.notes = []
         self.load_at_start = os.getloadavg()[0]
+        self.cpu_at_start = cpu_clock()
         self.rows = {}
         self.params = {}
         self.missing = set()
@@ -721,6 +723,7 @@ class Bench:
                 mode, (time.time() - started.timestamp()) / 60, "QUICK=1 make bench" if self.quick else "make bench"),
             "- 1-minute load average %.1f at start, %.1f at end (above ~2 other work shared the cores: "
             "treat the numbers as noisy)" % (self.load_at_start, os.getloadavg()[0]),
+            cpu_line(foreign_cpu(self.cpu_at_start, cpu_clock())),
             "- ratio > 1 means ours is better: rates ours/reference, times reference/ours; overhead in %.",
         ] + self.notes
         if self.missing:
@@ -761,6 +764,42 @@ def parse_args(argv):
         args.bf16_note = ("- no bf16 rows: this CPU has no AVX-512, and TensorFlow 2.13 runs bf16 "
                           "on a CPU only with it, for Keras as for us (both refuse)")
     return args
+
+
+def cpu_clock():
+    """CPU seconds so far: (busy on the whole machine, stolen by the hypervisor, used by this
+    process and its waited-for descendants), or None where /proc/stat is absent."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(t) for t in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal ...: busy is all but idle, iowait and steal.
+    busy = sum(ticks[:8]) - ticks[3] - ticks[4] - ticks[7]
+    own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
+    return busy / hz, ticks[7] / hz, own
+
+
+def foreign_cpu(start, end):
+    """What ran besides the bench between two `cpu_clock()` readings: (CPU seconds busy outside
+    the bench, seconds stolen, the machine's busy seconds), or None if either reading is."""
+    if start is None or end is None:
+        return None
+    busy, steal, own = (b - a for a, b in zip(start, end))
+    return max(0.0, busy - own), steal, busy
+
+
+def cpu_line(foreign):
+    """The header's line on other work: the load average only samples the ends of the run, this
+    counts every CPU second of it. Children killed without a wait count as foreign (overstated)."""
+    if foreign is None:
+        return "- CPU time outside the bench: unknown (no /proc/stat)"
+    other, steal, busy = foreign
+    share = 100.0 * other / busy if busy > 0 else 0.0
+    return ("- CPU time outside the bench's own processes during the run: %.0f s of %.0f s busy (%.1f%%; "
+            "above ~5%%, other work shared the cores), %.0f s stolen by the hypervisor" % (other, busy, share, steal))
 
 
 def cpu_flags():

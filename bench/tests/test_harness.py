@@ -106,6 +106,22 @@ class HarnessTest(unittest.TestCase):
             self.assertIn("make-synthetic missing", md)
             self.assertIn("missing commands of ours: target/release/make-synthetic, target/release/trainer bench", md)
             self.assertIn(md.split("\n\n| what")[1][:10], p.stdout)
+            self.assertRegex(md, r"- CPU time outside the bench's own processes during the run: \d+ s of \d+ s busy")
+
+    def test_foreign_cpu_is_the_machines_busy_time_less_the_benchs_own(self):
+        sys.path.insert(0, BENCH)
+        import harness
+        self.assertEqual(harness.foreign_cpu((100.0, 1.0, 10.0), (190.0, 4.0, 70.0)), (30.0, 3.0, 90.0))
+        # Our own count can run ahead of the machine's coarser ticks: never a negative share.
+        self.assertEqual(harness.foreign_cpu((0.0, 0.0, 0.0), (5.0, 0.0, 5.5)), (0.0, 0.0, 5.0))
+        self.assertIsNone(harness.foreign_cpu(None, (1.0, 0.0, 1.0)))
+        self.assertIn("30 s of 90 s busy (33.3%", harness.cpu_line((30.0, 3.0, 90.0)))
+        before = harness.cpu_clock()
+        deadline = time.time() + 0.5
+        while time.time() < deadline:
+            pass
+        other, _, busy = harness.foreign_cpu(before, harness.cpu_clock())
+        self.assertGreaterEqual(busy, 0.3)  # this process spun for half a second
 
     def test_sigterm_writes_the_table_and_removes_the_work_folder(self):
         with tempfile.TemporaryDirectory() as root:
