@@ -1,7 +1,8 @@
 //! What goes wrong in a long multi-rank run, through the real binaries: a frozen rank, a rank
 //! killed with SIGKILL, a second trainer on the same run directory, a full disk, a missing
-//! later-phase data folder, a shard cut short at a record boundary. Each must end in a named
-//! error or a clean resume, never in a hang or a silent success.
+//! later-phase data folder, a shard cut short at a record boundary, records where no JPEG
+//! decodes. Each must end in a named error or a clean resume, never in a hang or a silent
+//! success.
 
 mod common;
 use common::*;
@@ -259,6 +260,19 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// `build-records` of `images` (the fixture's layout) into `out`, 4 training shards and 2
+/// validation shards.
+fn build_records(images: &Path, out: &Path) {
+    let mut c = command(&tool("build-records"));
+    c.arg("--input").arg(images).arg("--output").arg(out).args([
+        "--train-shards",
+        "4",
+        "--validation-shards",
+        "2",
+    ]);
+    ok(c);
+}
+
 #[test]
 fn damaged_and_panicking_jpegs_are_skipped_named_and_counted_over_all_ranks() {
     let tmp = tempdir();
@@ -282,13 +296,7 @@ fn damaged_and_panicking_jpegs_are_skipped_named_and_counted_over_all_ranks() {
     marked.extend_from_slice(&bytes[2..]);
     std::fs::write(&files[1], marked).unwrap();
     let records = tmp.path().join("records");
-    let mut c = command(&tool("build-records"));
-    c.arg("--input")
-        .arg(&images)
-        .arg("--output")
-        .arg(records.join("48"))
-        .args(["--train-shards", "4", "--validation-shards", "2"]);
-    ok(c);
+    build_records(&images, &records.join("48"));
 
     let sched = faults_schedule(tmp.path(), "bad-jpegs", "", &[P1]);
     let run_dir = tmp.path().join("run");
@@ -327,6 +335,43 @@ fn damaged_and_panicking_jpegs_are_skipped_named_and_counted_over_all_ranks() {
     assert!(named.len() >= 2, "{err}");
     let last = metrics(&run_dir).pop().unwrap();
     assert_eq!(last["skipped_images"], done["skipped_images"]);
+}
+
+#[test]
+fn records_where_no_jpeg_decodes_end_the_job_with_a_named_error() {
+    // Every training JPEG cut at 40%: build-records keeps them (the headers are whole), the
+    // decoder refuses each. Skipping alone would read spares without end.
+    let tmp = tempdir();
+    let images = tmp.path().join("images").join("48");
+    copy_tree(&fixture().join("images").join("48"), &images);
+    for class in std::fs::read_dir(images.join("train")).unwrap() {
+        for file in std::fs::read_dir(class.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            std::fs::write(&path, &bytes[..bytes.len() * 2 / 5]).unwrap();
+        }
+    }
+    let records = tmp.path().join("records");
+    build_records(&images, &records.join("48"));
+
+    let sched = faults_schedule(tmp.path(), "no-jpeg-decodes", "", &[P1]);
+    let run_dir = tmp.path().join("run");
+    let mut c = trainer_mpirun(2, &sched, &run_dir);
+    c.arg("--data").arg(&records);
+    let out = run_bounded(c, Duration::from_secs(240));
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("error:"), "{err}");
+    assert!(
+        err.contains("JPEGs of this rank's share did not decode"),
+        "{err}"
+    );
+    assert!(
+        err.contains("train-0000") && err.contains("record at byte"),
+        "{err}"
+    );
+    assert!(err.contains("rebuild them with build-records"), "{err}");
+    assert!(!run_dir.join("done.json").exists(), "{err}");
 }
 
 /// `python tests/py/read_checkpoint.py PREFIX` as JSON.

@@ -170,6 +170,59 @@ fn corrupt_jpeg_is_skipped_counted_and_named() {
 }
 
 #[test]
+fn records_where_nothing_decodes_stop_the_pipeline_naming_the_last_one() {
+    // Every JPEG garbage: without a limit each skip asks for a spare, which is skipped too,
+    // without end (and with a growing list of skipped images).
+    let dir = tempfile::tempdir().unwrap();
+    let all: Vec<(usize, usize)> = (0..2).flat_map(|f| (0..10).map(move |i| (f, i))).collect();
+    let (files, written) = write_shards(dir.path(), 2, 10, &all);
+    returns("a pipeline over undecodable records", move || {
+        // One rank, batch 4, 5 batches: the epoch trains on 20 images.
+        let mut pipeline = TrainPipeline::start(train_config(files, 0, 1, 5)).unwrap();
+        let error = pipeline.next().expect_err("no image decodes");
+        let message = chain(&error);
+        assert!(message.contains("epoch 0: 21 JPEGs"), "{message}");
+        assert!(
+            message.contains("the 20 images the epoch trains on"),
+            "{message}"
+        );
+        assert!(
+            written.iter().any(|w| message.contains(&format!(
+                "{}: record at byte {}",
+                w.file.display(),
+                w.offset
+            ))),
+            "{message}"
+        );
+        assert!(message.contains("build-records"), "{message}");
+        assert!(pipeline.next().is_err(), "a stopped pipeline stays stopped");
+        assert!(pipeline.stats().skipped.len() <= 20);
+    });
+}
+
+#[test]
+fn an_epoch_may_skip_up_to_as_many_images_as_it_trains_on() {
+    // 20 records, half of them garbage, batch 2 for 5 batches: the epoch trains on 10 images
+    // and skips 10 to find them (a spare read past the share comes round to the bad ones).
+    let dir = tempfile::tempdir().unwrap();
+    let bad: Vec<(usize, usize)> = (0..2)
+        .flat_map(|f| (0..10).filter(|i| i % 2 == 1).map(move |i| (f, i)))
+        .collect();
+    let (files, _) = write_shards(dir.path(), 2, 10, &bad);
+    let config = dawnrun_data::TrainConfig {
+        batch_size: 2,
+        ..train_config(files, 0, 1, 5)
+    };
+    let mut pipeline = TrainPipeline::start(config).unwrap();
+    for batch in take(&mut pipeline, 5) {
+        assert_eq!(batch.n, 2);
+        assert_labels_match_pixels(&batch);
+    }
+    let skipped = pipeline.stats().skipped.len();
+    assert!(skipped <= 20, "{skipped}");
+}
+
+#[test]
 fn skipped_images_move_every_later_one_down_across_batches() {
     // The same shards twice, the second with three JPEGs replaced by garbage. An image's crop
     // and flip follow its key, not its place in a batch, so the damaged run must deliver the

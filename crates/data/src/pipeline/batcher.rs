@@ -21,7 +21,9 @@ use crossbeam_channel::{Receiver, Sender};
 use super::reader::{Key, Request};
 use super::slots::{Place, Slots};
 use super::worker::{Done, Image, Outcome};
-use super::{send_or_stop, BatcherMsg, PipelineError, Shared, Stage, StopSignal, Tick};
+use super::{
+    send_or_stop, BatcherMsg, PipelineError, Shared, SkippedImage, Stage, StopSignal, Tick,
+};
 use crate::batch::Batch;
 
 pub(super) enum Batching {
@@ -63,6 +65,8 @@ struct Filling {
     /// Training: images placed so far in the epoch (the next one's position). Evaluation:
     /// the group being filled.
     next: u64,
+    /// Training: images of this epoch skipped as undecodable so far.
+    skipped: u64,
 }
 
 impl Filling {
@@ -198,6 +202,7 @@ impl Batcher {
                     *key = (key.0 + 1, 0);
                     *batches_left = *batches_per_epoch;
                     filling.next = 0;
+                    filling.skipped = 0;
                     self.slots.forget_before(*key);
                 }
                 Next::Continue
@@ -225,10 +230,38 @@ impl Batcher {
                     Next::Quit
                 }
             }
-            (Outcome::Skipped(skipped), _) => {
-                if let Ok(mut list) = self.shared.skipped.lock() {
-                    list.push(skipped);
+            (
+                Outcome::Skipped(skipped),
+                Batching::Train {
+                    batch_size,
+                    batches_per_epoch,
+                    ..
+                },
+            ) => {
+                // Each skip asks the reader for a spare, so records where (nearly) nothing
+                // decodes would be read, skipped and listed without end: stop once an epoch has
+                // skipped more images than it trains on.
+                filling.skipped += 1;
+                let trains_on = batches_per_epoch * *batch_size as u64;
+                if filling.skipped > trains_on {
+                    let e = PipelineError::TooManySkipped {
+                        epoch: key.0,
+                        skipped: filling.skipped,
+                        trains_on,
+                        last: skipped,
+                    };
+                    send_or_stop(
+                        &self.output,
+                        BatcherMsg::Error(Stage::Batcher, e),
+                        &self.stop,
+                    );
+                    return Next::Quit;
                 }
+                self.note_skipped(skipped);
+                Next::Continue
+            }
+            (Outcome::Skipped(skipped), Batching::Eval { .. }) => {
+                self.note_skipped(skipped);
                 Next::Continue
             }
             (Outcome::Fatal(stage, e), _) => {
@@ -259,6 +292,12 @@ impl Batcher {
         filling.labels.push(image.label);
         filling.filenames.extend(image.filename);
         true
+    }
+
+    fn note_skipped(&self, skipped: SkippedImage) {
+        if let Ok(mut list) = self.shared.skipped.lock() {
+            list.push(skipped);
+        }
     }
 
     /// Evaluation: sends the group being filled, if it has images.

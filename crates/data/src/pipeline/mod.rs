@@ -22,6 +22,9 @@
 //!    share in reading order), so batches stay full and every epoch still has exactly
 //!    `batches_per_epoch` batches. The reader only moves to the next epoch when the batcher says
 //!    the epoch is complete, a short pause once per epoch that the prefetched batches cover.
+//!    An epoch that skips more images than it trains on stops the pipeline
+//!    ([`PipelineError::TooManySkipped`]): on records where nothing decodes, spares would be
+//!    read without end.
 //! 5. Damage to the container (a record frame failing its CRC, an Example without an image or a
 //!    label) stops the pipeline: the error travels in key order, after the batches before it,
 //!    and names the file and byte offset.
@@ -158,6 +161,19 @@ pub enum PipelineError {
         /// As stored in `image/class/label` (1-based).
         label: i64,
         num_classes: u32,
+    },
+    /// Records where (nearly) nothing decodes: skipping would read spares without end.
+    #[error(
+        "epoch {epoch}: {skipped} JPEGs of this rank's share did not decode, more than the \
+         {trains_on} images the epoch trains on; the last: {}: record at byte {}: {}. These \
+         records are damaged beyond skipping: rebuild them with build-records",
+        .last.file.display(), .last.offset, .last.cause
+    )]
+    TooManySkipped {
+        epoch: u64,
+        skipped: u64,
+        trains_on: u64,
+        last: SkippedImage,
     },
     #[error("rank {rank}: epoch {epoch}: its {files} shard file(s) hold no records")]
     NoRecords { rank: u64, epoch: u64, files: usize },
