@@ -1,6 +1,7 @@
 //! eval-sweep on the checkpoints of a real tiny run: every checkpoint evaluated exactly once at
 //! any world size, the DAWNBench table, incremental reuse, identical numbers on re-evaluation,
-//! damaged checkpoints skipped and named, `--watch` beside a live trainer.
+//! damaged checkpoints (and one whose data file is lost) skipped and named, a shortened
+//! validation shard refused, `--watch` beside a live trainer.
 
 mod common;
 use common::*;
@@ -128,6 +129,22 @@ fn a_second_sweep_reuses_results_and_an_exclude_list_changes_the_count() {
     );
 }
 
+/// eval-sweep on `run`, where one checkpoint of four cannot be evaluated: the report of the
+/// other three is written and the exit code says one failed. Returns its stdout.
+fn sweep_with_one_failure(run: &Path) -> String {
+    let mut c = command(&bin("eval-sweep"));
+    c.arg(run);
+    let out = run_(c);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(rows(run).len(), 3);
+    assert!(
+        err.contains("1 of 4 checkpoint(s) could not be evaluated"),
+        "{err}"
+    );
+    text(&out.stdout)
+}
+
 #[test]
 fn a_damaged_checkpoint_is_named_skipped_and_fails_the_sweep() {
     let tmp = tempdir();
@@ -136,24 +153,25 @@ fn a_damaged_checkpoint_is_named_skipped_and_fails_the_sweep() {
     let len = std::fs::metadata(&data).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
     f.set_len(len / 2).unwrap();
-    let mut c = command(&bin("eval-sweep"));
-    c.arg(&run);
-    let out = run_(c);
-    // The report of the other checkpoints is written, and the exit code says one failed.
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert_eq!(rows(&run).len(), 3);
-    assert!(
-        text(&out.stderr).contains("1 of 4 checkpoint(s) could not be evaluated"),
-        "{}",
-        text(&out.stderr)
-    );
-    let stdout = text(&out.stdout);
+    let stdout = sweep_with_one_failure(&run);
     assert!(
         stdout.contains("3 checkpoint(s): 3 evaluated now, 0 from earlier sweeps, 1 failed"),
         "{stdout}"
     );
     assert!(
         stdout.contains("failed: ") && stdout.contains("ckpt-32"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_checkpoint_whose_data_file_is_lost_is_named_and_fails_the_sweep() {
+    let tmp = tempdir();
+    let run = fresh_copy(tmp.path());
+    std::fs::remove_file(run.join("checkpoints/ckpt-48.data-00000-of-00001")).unwrap();
+    let stdout = sweep_with_one_failure(&run);
+    assert!(
+        stdout.contains("ckpt-48: its index is there but its data file"),
         "{stdout}"
     );
 }
@@ -176,6 +194,38 @@ fn validation_records_of_another_class_count_are_refused() {
         err.contains("have 4 classes but the run's network has 7"),
         "{err}"
     );
+}
+
+#[test]
+fn a_validation_shard_cut_at_a_record_boundary_is_refused_naming_it() {
+    // Cut after its first record, the shard passes every CRC: only the manifest's size shows
+    // that the validation set shrank.
+    let tmp = tempdir();
+    let run = fresh_copy(tmp.path());
+    let data = tmp.path().join("records");
+    let (from, to) = (fixture().join("records").join("48"), data.join("48"));
+    std::fs::create_dir_all(&to).unwrap();
+    for e in std::fs::read_dir(&from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    let shard = to.join("validation-00001-of-00002");
+    let bytes = std::fs::read(&shard).unwrap();
+    let first = 16 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    std::fs::write(&shard, &bytes[..first]).unwrap();
+    let mut c = command(&bin("eval-sweep"));
+    c.arg(&run).arg("--data").arg(&data);
+    let out = run_(c);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: {first} bytes, but build-records wrote",
+            shard.display()
+        )),
+        "{err}"
+    );
+    assert!(!run.join("eval.jsonl").exists(), "{err}");
 }
 
 fn run_(c: std::process::Command) -> std::process::Output {

@@ -429,6 +429,29 @@ fn a_resume_keeps_the_loss_scale_cleans_up_and_refuses_other_data() {
     // The run of good steps went on from 8 instead of restarting at 0.
     let at16 = read_checkpoint(&run_dir.join("checkpoints/ckpt-16"));
     assert_eq!(at16["loss_scale_good_steps"], 16);
+
+    // The newest checkpoint's data file lost (its index is written last, so only damage does
+    // this): named, not passed over for ckpt-16.
+    let ckpts = run_dir.join("checkpoints");
+    std::fs::copy(ckpts.join("ckpt-16.index"), ckpts.join("ckpt-20.index")).unwrap();
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .arg("--resume")
+        .args(["--max-steps", "24"]);
+    let out = run(c);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("(step 20) has its index but not its data file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("to resume from") && err.contains("ckpt-16"),
+        "{err}"
+    );
+    assert!(!ckpts.join("ckpt-24.index").exists(), "{err}");
 }
 
 #[test]

@@ -216,6 +216,24 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
     Ok(found)
 }
 
+/// Checkpoints in `dir` whose index file has no data file, sorted by step. A save never leaves
+/// this state (the data file is renamed into place before the index), so the data was lost
+/// afterwards: callers name these rather than pass over them in silence.
+pub fn missing_data(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
+    let complete = list(dir)?;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut lost: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(step_of_index))
+        .filter(|step| complete.iter().all(|(s, _)| s != step))
+        .map(|step| (step, prefix_for(dir, step)))
+        .collect();
+    lost.sort();
+    Ok(lost)
+}
+
 /// The newest complete checkpoint in `dir`, if any.
 pub fn latest_complete(dir: &Path) -> Result<Option<(u64, PathBuf)>, CheckpointError> {
     Ok(list(dir)?.pop())
@@ -264,6 +282,10 @@ mod tests {
         let (step, prefix) = latest_complete(dir.path()).unwrap().unwrap();
         assert_eq!((step, prefix), (100, dir.path().join("ckpt-100")));
         assert!(list(&dir.path().join("absent")).unwrap().is_empty());
+        // The index without its data is named apart; the save in progress (data only) is not.
+        let lost = missing_data(dir.path()).unwrap();
+        assert_eq!(lost, vec![(60, dir.path().join("ckpt-60"))]);
+        assert!(missing_data(&dir.path().join("absent")).unwrap().is_empty());
     }
 
     #[test]

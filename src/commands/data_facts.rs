@@ -2,7 +2,7 @@
 //! (the step count depends on it) and how many classes (the network's last layer). Flags win;
 //! otherwise they come from the first phase's records and build-records' manifest.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -52,8 +52,8 @@ pub fn resolve(schedule: &Schedule, data_root: &Path, given: &DataFacts) -> Resu
 /// silently shrink the epoch); every folder's manifest lists the same classes, and so does the
 /// evaluation folder's when it is present.
 pub fn check_all_phases(schedule: &Schedule, data_root: &Path) -> Result<()> {
-    let mut classes: Option<(std::path::PathBuf, Vec<String>)> = None;
-    let mut dirs: Vec<(std::path::PathBuf, &str, bool)> = schedule
+    let mut classes: Option<(PathBuf, Vec<String>)> = None;
+    let mut dirs: Vec<(PathBuf, &str, bool)> = schedule
         .phases
         .iter()
         .map(|p| (data_root.join(&p.data_dir), p.prefix.as_str(), true))
@@ -68,27 +68,9 @@ pub fn check_all_phases(schedule: &Schedule, data_root: &Path) -> Result<()> {
         if !required {
             continue;
         }
-        let files = list_shards(&dir, prefix)?;
-        let Some(m) = manifest::read_in(&dir)? else {
+        let (_, Some(m)) = checked_shards(&dir, prefix)? else {
             continue;
         };
-        for file in &files {
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
-            let Some(want) = name.as_deref().and_then(|n| m.shard_bytes(n)) else {
-                continue;
-            };
-            let have = std::fs::metadata(file)
-                .with_context(|| format!("{}: cannot read its size", file.display()))?
-                .len();
-            if have != want {
-                bail!(
-                    "{}: {have} bytes, but build-records wrote {want} (manifest {}): the shard was \
-                     cut short or changed; rebuild it with build-records",
-                    file.display(),
-                    dir.join(manifest::MANIFEST_FILE).display()
-                );
-            }
-        }
         match &classes {
             None => classes = Some((dir.clone(), m.synsets().to_vec())),
             Some((first, synsets)) if synsets.as_slice() != m.synsets() => bail!(
@@ -103,6 +85,37 @@ pub fn check_all_phases(schedule: &Schedule, data_root: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The `prefix` shards in `dir`, a complete set, each of the size build-records' manifest
+/// recorded when the folder has one (a shard cut short at a record boundary passes every CRC
+/// and would silently shrink an epoch or a validation set); with that manifest.
+pub fn checked_shards(
+    dir: &Path,
+    prefix: &str,
+) -> Result<(Vec<PathBuf>, Option<manifest::Manifest>)> {
+    let files = list_shards(dir, prefix)?;
+    let Some(m) = manifest::read_in(dir)? else {
+        return Ok((files, None));
+    };
+    for file in &files {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        let Some(want) = name.as_deref().and_then(|n| m.shard_bytes(n)) else {
+            continue;
+        };
+        let have = std::fs::metadata(file)
+            .with_context(|| format!("{}: cannot read its size", file.display()))?
+            .len();
+        if have != want {
+            bail!(
+                "{}: {have} bytes, but build-records wrote {want} (manifest {}): the shard was \
+                 cut short or changed; rebuild it with build-records",
+                file.display(),
+                dir.join(manifest::MANIFEST_FILE).display()
+            );
+        }
+    }
+    Ok((files, Some(m)))
 }
 
 /// Records in the first phase's training shards.

@@ -9,7 +9,6 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use dawnrun_data::EvalCrop;
 use dawnrun_dist::World;
-use dawnrun_records::shard_set::list_shards;
 use dawnrun_schedule::{CropMode, Schedule};
 
 use super::data_facts;
@@ -73,7 +72,7 @@ pub fn run(args: &EvalSweepArgs, world: &World) -> Result<()> {
     let ev = &schedule.eval;
     let data_root = args.data.clone().unwrap_or_else(|| info.data_root.clone());
     let val_dir = data_root.join(&ev.data_dir);
-    let files = list_shards(&val_dir, &ev.prefix)?;
+    let (files, _) = data_facts::checked_shards(&val_dir, &ev.prefix)?;
     if let Some(classes) = data_facts::classes_in(&val_dir)? {
         if classes != info.num_classes {
             bail!(

@@ -177,6 +177,16 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
             by_step.insert(r.step, r);
         }
     }
+    for (_, prefix) in checkpoint::missing_data(&ckpt_dir)? {
+        failed.push((
+            prefix.display().to_string(),
+            format!(
+                "its index is there but its data file {} is missing (a save renames the data \
+                 into place first, so it was lost afterwards)",
+                checkpoint::data_path(&prefix).display()
+            ),
+        ));
+    }
     let results: Vec<CheckpointResult> = by_step.into_values().collect();
     write_report(cfg, &results)?;
     print!("{}", report::table(&results));

@@ -185,6 +185,22 @@ fn restore_or_start(
 ) -> Result<Position> {
     let latest = checkpoint::latest_complete(ckpt_dir)
         .with_context(|| format!("{}: listing checkpoints", ckpt_dir.display()))?;
+    if let Some((step, prefix)) = checkpoint::missing_data(ckpt_dir)?.pop() {
+        // Resuming from an older checkpoint without a word would repeat steps silently.
+        if resume && latest.as_ref().is_none_or(|(s, _)| *s < step) {
+            bail!(
+                "{}: the newest checkpoint (step {step}) has its index but not its data file {}; \
+                 move {}.index aside to resume from {}",
+                ckpt_dir.display(),
+                checkpoint::data_path(&prefix).display(),
+                prefix.display(),
+                latest.as_ref().map_or_else(
+                    || "the start (no complete checkpoint is left)".to_string(),
+                    |(_, p)| p.display().to_string()
+                )
+            );
+        }
+    }
     match (latest, resume) {
         (Some((_, prefix)), true) => {
             let meta = checkpoint::restore(graph, &prefix)
