@@ -333,6 +333,7 @@ fn damaged_and_panicking_jpegs_are_skipped_named_and_counted_over_all_ranks() {
         "{err}"
     );
     assert!(named.len() >= 2, "{err}");
+    assert_eq!(done["planned_steps"], done["final_step"], "{done}");
     let last = metrics(&run_dir).pop().unwrap();
     assert_eq!(last["skipped_images"], done["skipped_images"]);
 }

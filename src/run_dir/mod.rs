@@ -208,6 +208,10 @@ pub struct RunLock {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Done {
     pub final_step: u64,
+    /// The plan's steps: more than `final_step` when `--max-steps` ended the run early (a
+    /// `--resume` continues it), so the file alone says whether the run is complete.
+    #[serde(default)]
+    pub planned_steps: u64,
     pub train_seconds: f64,
     /// Images skipped as undecodable by this trainer process (since its start or resume), summed
     /// over all ranks.
@@ -277,12 +281,16 @@ mod tests {
         let d = RunDir::new(dir.path());
         let done = Done {
             final_step: 7,
+            planned_steps: 9,
             train_seconds: 1.5,
             skipped_images: 2,
         };
         write_json(&d.done(), &done).unwrap();
         let back: Done = read_json(&d.done()).unwrap();
-        assert_eq!((back.final_step, back.train_seconds), (7, 1.5));
+        assert_eq!(
+            (back.final_step, back.planned_steps, back.train_seconds),
+            (7, 9, 1.5)
+        );
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -163,6 +163,7 @@ fn finish(t: Trainer, cfg: &RunConfig, summary: &RunSummary) -> Result<()> {
     if step == total || Some(step) == cfg.max_steps {
         let done = Done {
             final_step: step,
+            planned_steps: total,
             train_seconds: summary.train_seconds,
             skipped_images: summary.skipped_images,
         };
