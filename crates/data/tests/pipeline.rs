@@ -162,11 +162,15 @@ fn corrupt_jpeg_is_skipped_counted_and_named() {
         assert!(skipped.cause.contains("JPEG"), "{}", skipped.cause);
     }
     assert!(stats.images_decoded >= 20);
+    // What the consumer is told covers the batches it took, not the ones prefetched past them.
+    assert_eq!(pipeline.skipped_since(0).len(), 1);
     // The next epoch meets it again and still fills its batches.
     for batch in take(&mut pipeline, 5) {
         assert_eq!(batch.n, 4);
     }
     assert!(pipeline.stats().skipped.len() >= 2);
+    assert_eq!(pipeline.skipped_since(0).len(), 2);
+    assert_eq!(pipeline.skipped_since(1).len(), 1);
 }
 
 #[test]

@@ -319,7 +319,11 @@ impl Batcher {
     /// Sends `group`'s batch; `false` when the pipeline is stopping (or its slab is gone).
     fn emit(&self, filling: &mut Filling, group: Key, with_filenames: bool) -> bool {
         match filling.take(&self.slots, group, with_filenames) {
-            Some(batch) => send_or_stop(&self.output, BatcherMsg::Batch(batch), &self.stop),
+            Some(batch) => {
+                // Keys arrive in order: every skip before this batch's last image is listed.
+                let skips = self.shared.skipped.lock().map_or(0, |s| s.len());
+                send_or_stop(&self.output, BatcherMsg::Batch(batch, skips), &self.stop)
+            }
             None => self.internal(format!("the slab of group {group:?} is gone")),
         }
     }

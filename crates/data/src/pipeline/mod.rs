@@ -279,7 +279,9 @@ impl Clock {
 
 /// What the batcher hands to the consumer.
 enum BatcherMsg {
-    Batch(Batch),
+    /// A batch, and how many images the pipeline had skipped when it made it: the skips that
+    /// belong to the batches handed out so far, not to those prefetched past them.
+    Batch(Batch, usize),
     Error(Stage, PipelineError),
     /// Evaluation only: every record delivered.
     Done,
@@ -313,6 +315,8 @@ struct Engine {
     shared: Arc<Shared>,
     waited: Duration,
     finished: bool,
+    /// Skips up to the last batch handed to the consumer ([`BatcherMsg::Batch`]).
+    delivered_skips: usize,
 }
 
 impl Engine {
@@ -326,7 +330,10 @@ impl Engine {
         let msg = output.recv();
         self.waited += start.elapsed();
         match msg {
-            Ok(BatcherMsg::Batch(batch)) => Some(Ok(batch)),
+            Ok(BatcherMsg::Batch(batch, skips)) => {
+                self.delivered_skips = skips;
+                Some(Ok(batch))
+            }
             Ok(BatcherMsg::Done) => {
                 self.finished = true;
                 None
@@ -355,7 +362,11 @@ impl Engine {
         self.shared
             .skipped
             .lock()
-            .map(|s| s.get(seen..).unwrap_or_default().to_vec())
+            .map(|s| {
+                s.get(seen..self.delivered_skips.min(s.len()))
+                    .unwrap_or_default()
+                    .to_vec()
+            })
             .unwrap_or_default()
     }
 
@@ -429,6 +440,7 @@ fn start_engine(
     let shared = Arc::new(Shared::default());
     let clock = shared.clock.clone();
     let mut engine = Engine {
+        delivered_skips: 0,
         output: Some(output_rx),
         slots: slots.clone(),
         stop: Some(stop_tx),
@@ -560,8 +572,9 @@ impl TrainPipeline {
         self.engine.give_back(batch);
     }
 
-    /// The images skipped after the first `seen` (in delivery order): what the trainer has
-    /// not reported yet, without copying the whole list every step.
+    /// The images skipped after the first `seen` (in delivery order) up to the last batch
+    /// `next` returned: what the trainer has not reported yet, without copying the whole list
+    /// every step, and without the skips of batches prefetched but not yet trained on.
     pub fn skipped_since(&self, seen: usize) -> Vec<SkippedImage> {
         self.engine.skipped_since(seen)
     }
