@@ -130,9 +130,15 @@ pub fn list_split(input: &Path, split: &str) -> Result<SplitListing, InputsError
                 size_bytes: meta.len(),
             });
         }
-        if any {
-            listing.synsets.push(synset);
+        // An empty synset folder stays a class: dropping it would give every later synset
+        // another label than the sorted folder list (ImageNet's label order) says.
+        if !any {
+            listing.skipped.push((
+                synset.clone(),
+                "synset folder holds no images: kept as a class with none".into(),
+            ));
         }
+        listing.synsets.push(synset);
     }
     if listing.files.is_empty() {
         return Err(InputsError::EmptySplit(dir));

@@ -25,8 +25,10 @@ pub struct JpegHeader {
 pub enum HeaderError {
     #[error("does not start with the JPEG start-of-image marker FF D8")]
     NotJpeg,
-    #[error("ends at byte {offset} before the frame header")]
-    Truncated { offset: usize },
+    /// `offset` is the first byte past the end that the header needed (a segment's length can
+    /// point far past a short file): the message gives the file's own end first.
+    #[error("ends at byte {len} before the frame header (a segment runs to byte {offset})")]
+    Truncated { offset: usize, len: usize },
     #[error("byte {offset}: expected a marker (FF xx), found {found:#04x}")]
     NotAMarker { offset: usize, found: u8 },
     #[error("byte {offset}: segment length {len} is below 2")]
@@ -46,10 +48,10 @@ pub fn read_header(bytes: &[u8]) -> Result<JpegHeader, HeaderError> {
         return Err(HeaderError::NotJpeg);
     }
     let byte_at = |offset: usize| {
-        bytes
-            .get(offset)
-            .copied()
-            .ok_or(HeaderError::Truncated { offset })
+        bytes.get(offset).copied().ok_or(HeaderError::Truncated {
+            offset,
+            len: bytes.len(),
+        })
     };
     let u16_at = |offset: usize| -> Result<usize, HeaderError> {
         Ok(usize::from(byte_at(offset)?) << 8 | usize::from(byte_at(offset + 1)?))
@@ -233,6 +235,18 @@ mod tests {
             assert!(read_header(&bytes[..cut]).is_err(), "cut at {cut}");
         }
         assert!(read_header(&bytes[..sof + 10]).is_ok());
+        // A 21-byte file whose APP0 segment claims 1000 bytes: the message leads with the end.
+        let mut short = b"\xFF\xD8\xFF\xE0\x03\xE8".to_vec();
+        short.resize(21, 0);
+        let e = read_header(&short).unwrap_err();
+        assert_eq!(
+            e,
+            HeaderError::Truncated {
+                offset: 1004,
+                len: 21
+            }
+        );
+        assert!(e.to_string().starts_with("ends at byte 21 "), "{e}");
     }
 
     #[test]

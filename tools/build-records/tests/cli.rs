@@ -357,6 +357,27 @@ fn other_configuration_is_refused_unless_forced() {
 }
 
 #[test]
+fn an_empty_synset_folder_stays_a_class_and_is_named() {
+    // Dropped, it would move every later synset's label down by one.
+    let tmp = tempfile::tempdir().unwrap();
+    let input = synthetic_input(tmp.path(), false);
+    fs::create_dir_all(input.join("train/n00000001")).unwrap();
+    let out = tmp.path().join("out");
+    let o = build(&input, &out, &[]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("5 classes"), "{stdout}");
+    assert!(
+        stdout.contains("train/n00000001") && stdout.contains("holds no images"),
+        "{stdout}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("build-records.json")).unwrap()).unwrap();
+    let synsets = manifest["config"]["synsets"].as_array().unwrap();
+    assert_eq!(synsets.len(), 5, "{manifest}");
+    assert_eq!(synsets[0], "n00000001", "{manifest}");
+}
+
+#[test]
 fn bad_inputs_give_a_one_line_error() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
