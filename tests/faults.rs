@@ -333,8 +333,9 @@ fn damaged_and_panicking_jpegs_are_skipped_named_and_counted_over_all_ranks() {
         "{err}"
     );
     // 256 images, 2 ranks of batch 8: every record is read each epoch, so each bad image is
-    // met exactly twice; a count that took in batches decoded ahead of the last step would be
-    // higher.
+    // met once an epoch (the seeded record order puts neither where a spare, read from the
+    // start of the share again, would meet it twice): 4. A count that took in batches decoded
+    // ahead of the last step would be higher.
     assert_eq!(named.len(), 4, "{err}");
     assert_eq!(done["planned_steps"], done["final_step"], "{done}");
     let last = metrics(&run_dir).pop().unwrap();
@@ -367,7 +368,7 @@ fn records_where_no_jpeg_decodes_end_the_job_with_a_named_error() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("error:"), "{err}");
     assert!(
-        err.contains("JPEGs of this rank's share did not decode"),
+        err.contains("undecodable JPEGs skipped in this rank's share"),
         "{err}"
     );
     assert!(
@@ -456,6 +457,39 @@ fn a_resume_keeps_the_loss_scale_cleans_up_and_refuses_other_data() {
         "{err}"
     );
     assert!(!ckpts.join("ckpt-24.index").exists(), "{err}");
+    // Refused before anything changed: the finished part's done.json is still there.
+    assert!(run_dir.join("done.json").exists(), "{err}");
+
+    // A fresh start beside nothing but that lost checkpoint is refused too: it would later
+    // resume into it.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(other.join("checkpoints")).unwrap();
+    std::fs::copy(
+        ckpts.join("ckpt-20.index"),
+        other.join("checkpoints/ckpt-20.index"),
+    )
+    .unwrap();
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched).arg("--run-dir").arg(&other);
+    let out = run(c);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("whose data file is lost (step 20"), "{err}");
+
+    // A resume that goes on past the earlier stop takes back its done.json, so
+    // `eval-sweep --watch` does not stop beside it; failing later leaves none.
+    std::fs::remove_file(ckpts.join("ckpt-20.index")).unwrap();
+    let mut c = command(&bin("trainer"));
+    c.arg(&sched)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .arg("--resume")
+        .env("DAWNRUN_FAIL_AT_STEP", "18");
+    let out = run(c);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("failing on purpose"), "{err}");
+    assert!(!run_dir.join("done.json").exists(), "{err}");
 }
 
 #[test]

@@ -220,15 +220,16 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
 /// this state (the data file is renamed into place before the index), so the data was lost
 /// afterwards: callers name these rather than pass over them in silence.
 pub fn missing_data(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
-    let complete = list(dir)?;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
+    // One pass, each index's data looked for when the index is seen: a save finishing meanwhile
+    // renamed its data before its index, so it can never look lost here.
     let mut lost: Vec<(u64, PathBuf)> = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str().and_then(step_of_index))
-        .filter(|step| complete.iter().all(|(s, _)| s != step))
         .map(|step| (step, prefix_for(dir, step)))
+        .filter(|(_, prefix)| !data_path(prefix).is_file())
         .collect();
     lost.sort();
     Ok(lost)

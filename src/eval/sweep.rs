@@ -177,9 +177,14 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
             by_step.insert(r.step, r);
         }
     }
-    for (_, prefix) in checkpoint::missing_data(&ckpt_dir)? {
+    for (step, prefix) in checkpoint::missing_data(&ckpt_dir)? {
+        // A data file lost after a rank evaluated or failed on it is counted there already.
+        let name = prefix.display().to_string();
+        if by_step.contains_key(&step) || failed.iter().any(|(f, _)| *f == name) {
+            continue;
+        }
         failed.push((
-            prefix.display().to_string(),
+            name,
             format!(
                 "its index is there but its data file {} is missing (a save renames the data \
                  into place first, so it was lost afterwards)",

@@ -87,6 +87,13 @@ impl<'w> Trainer<'w> {
         let mut position = Position::default();
         if world.rank() == 0 {
             position = restore_or_start(&mut graph, &cfg.run_dir.checkpoints(), cfg.resume, plan)?;
+            // An earlier trainer's `done.json` (a `--max-steps` stop) no longer holds once this
+            // one continues the run: `eval-sweep --watch` would stop beside it.
+            let done = cfg.run_dir.done();
+            if done.exists() {
+                std::fs::remove_file(&done)
+                    .with_context(|| format!("{}: cannot remove", done.display()))?;
+            }
         }
         broadcast_state(world, &mut graph, &mut position)?;
 
@@ -186,7 +193,16 @@ fn restore_or_start(
     let latest = checkpoint::latest_complete(ckpt_dir)
         .with_context(|| format!("{}: listing checkpoints", ckpt_dir.display()))?;
     if let Some((step, prefix)) = checkpoint::missing_data(ckpt_dir)?.pop() {
-        // Resuming from an older checkpoint without a word would repeat steps silently.
+        // Resuming from an older checkpoint without a word would repeat steps silently, and a
+        // fresh start beside a lost checkpoint would later resume into it.
+        if !resume && latest.is_none() {
+            bail!(
+                "{} holds the index of a checkpoint whose data file is lost (step {step}, {}); \
+                 remove it or choose another --run-dir",
+                ckpt_dir.display(),
+                checkpoint::data_path(&prefix).display()
+            );
+        }
         if resume && latest.as_ref().is_none_or(|(s, _)| *s < step) {
             bail!(
                 "{}: the newest checkpoint (step {step}) has its index but not its data file {}; \

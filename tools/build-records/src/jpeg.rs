@@ -27,7 +27,7 @@ pub enum HeaderError {
     NotJpeg,
     /// `offset` is the first byte past the end that the header needed (a segment's length can
     /// point far past a short file): the message gives the file's own end first.
-    #[error("ends at byte {len} before the frame header (a segment runs to byte {offset})")]
+    #[error("ends at byte {len}, before its frame header is complete (byte {offset} is needed)")]
     Truncated { offset: usize, len: usize },
     #[error("byte {offset}: expected a marker (FF xx), found {found:#04x}")]
     NotAMarker { offset: usize, found: u8 },
@@ -246,7 +246,7 @@ mod tests {
                 len: 21
             }
         );
-        assert!(e.to_string().starts_with("ends at byte 21 "), "{e}");
+        assert!(e.to_string().starts_with("ends at byte 21, "), "{e}");
     }
 
     #[test]

@@ -164,9 +164,10 @@ pub enum PipelineError {
     },
     /// Records where (nearly) nothing decodes: skipping would read spares without end.
     #[error(
-        "epoch {epoch}: {skipped} JPEGs of this rank's share did not decode, more than the \
-         {trains_on} images the epoch trains on; the last: {}: record at byte {}: {}. These \
-         records are damaged beyond skipping: rebuild them with build-records",
+        "epoch {epoch}: {skipped} undecodable JPEGs skipped in this rank's share (a record met \
+         again as a spare counts again), more than the epoch's {trains_on} images; the last: {}: \
+         record at byte {}: {}. These records are damaged beyond skipping: rebuild them with \
+         build-records",
         .last.file.display(), .last.offset, .last.cause
     )]
     TooManySkipped {
