@@ -133,8 +133,7 @@ fn a_second_trainer_on_a_run_directory_is_refused_naming_the_first() {
         std::thread::sleep(Duration::from_millis(100));
     }
     for resume in [false, true] {
-        let mut c = command(&bin("trainer"));
-        c.arg(&sched).arg("--run-dir").arg(&run_dir);
+        let mut c = trainer(&sched, &run_dir);
         if resume {
             c.arg("--resume");
         }
@@ -148,8 +147,8 @@ fn a_second_trainer_on_a_run_directory_is_refused_naming_the_first() {
     // kill -9 releases the lock with the process: a resume then runs to the end.
     first.kill().unwrap();
     first.wait().unwrap();
-    let mut c = command(&bin("trainer"));
-    c.arg(&sched).arg("--run-dir").arg(&run_dir).arg("--resume");
+    let mut c = trainer(&sched, &run_dir);
+    c.arg("--resume");
     let out = run_bounded(c, Duration::from_secs(240));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let metrics_after = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
@@ -181,8 +180,7 @@ fn a_full_disk_says_the_checkpoint_was_not_written_and_leaves_no_partial_files()
         "mounting a tmpfs needs root (CI and this box run as root)"
     );
     let run_dir = mount.join("run");
-    let mut c = command(&bin("trainer"));
-    c.arg(&sched).arg("--run-dir").arg(&run_dir);
+    let c = trainer(&sched, &run_dir);
     let out = run_bounded(c, Duration::from_secs(240));
     let err = text(&out.stderr);
     let leftovers: Vec<String> = std::fs::read_dir(run_dir.join("checkpoints"))
@@ -234,12 +232,8 @@ fn a_shard_cut_at_a_record_boundary_is_refused_naming_it() {
     let _ = std::fs::remove_file(shard.with_extension("idx"));
     let sched = faults_schedule(tmp.path(), "cut", "", &[P1]);
     let run_dir = tmp.path().join("run");
-    let mut c = command(&bin("trainer"));
-    c.arg(&sched)
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .arg("--data")
-        .arg(&records);
+    let mut c = trainer(&sched, &run_dir);
+    c.arg("--data").arg(&records);
     let out = run_bounded(c, Duration::from_secs(240));
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -258,6 +252,13 @@ fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
+}
+
+/// `trainer SCHEDULE --run-dir RUN_DIR` in one process; add flags and env to taste.
+fn trainer(schedule: &Path, run_dir: &Path) -> Command {
+    let mut c = command(&bin("trainer"));
+    c.arg(schedule).arg("--run-dir").arg(run_dir);
+    c
 }
 
 /// `build-records` of `images` (the fixture's layout) into `out`, 4 training shards and 2
@@ -395,11 +396,8 @@ fn a_resume_keeps_the_loss_scale_cleans_up_and_refuses_other_data() {
     let tmp = tempdir();
     let sched = faults_schedule(tmp.path(), "scale", "  loss_scale: dynamic\n", &[P1]);
     let run_dir = tmp.path().join("run");
-    let mut c = command(&bin("trainer"));
-    c.arg(&sched)
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .args(["--max-steps", "8"]);
+    let mut c = trainer(&sched, &run_dir);
+    c.args(["--max-steps", "8"]);
     ok(c);
     let at8 = read_checkpoint(&run_dir.join("checkpoints/ckpt-8"));
     assert_eq!(at8["loss_scale"], 32768.0);
@@ -410,23 +408,15 @@ fn a_resume_keeps_the_loss_scale_cleans_up_and_refuses_other_data() {
     std::fs::write(&stale, vec![0u8; 4096]).unwrap();
 
     // Records of another size: the plan's steps would not match the checkpoints.
-    let mut c = command(&bin("trainer"));
-    c.arg(&sched)
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .arg("--resume")
-        .args(["--train-images", "200"]);
+    let mut c = trainer(&sched, &run_dir);
+    c.arg("--resume").args(["--train-images", "200"]);
     let out = run(c);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("was made with 256 training images"), "{err}");
 
-    let mut c = command(&bin("trainer"));
-    c.arg(&sched)
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .arg("--resume")
-        .args(["--max-steps", "16"]);
+    let mut c = trainer(&sched, &run_dir);
+    c.arg("--resume").args(["--max-steps", "16"]);
     let out = ok(c);
     let err = text(&out.stderr);
     assert!(err.contains("removed 1 temporary file(s)"), "{err}");
@@ -439,12 +429,8 @@ fn a_resume_keeps_the_loss_scale_cleans_up_and_refuses_other_data() {
     // this): named, not passed over for ckpt-16.
     let ckpts = run_dir.join("checkpoints");
     std::fs::copy(ckpts.join("ckpt-16.index"), ckpts.join("ckpt-20.index")).unwrap();
-    let mut c = command(&bin("trainer"));
-    c.arg(&sched)
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .arg("--resume")
-        .args(["--max-steps", "24"]);
+    let mut c = trainer(&sched, &run_dir);
+    c.arg("--resume").args(["--max-steps", "24"]);
     let out = run(c);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -469,8 +455,7 @@ fn a_resume_keeps_the_loss_scale_cleans_up_and_refuses_other_data() {
         other.join("checkpoints/ckpt-20.index"),
     )
     .unwrap();
-    let mut c = command(&bin("trainer"));
-    c.arg(&sched).arg("--run-dir").arg(&other);
+    let c = trainer(&sched, &other);
     let out = run(c);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -479,12 +464,8 @@ fn a_resume_keeps_the_loss_scale_cleans_up_and_refuses_other_data() {
     // A resume that goes on past the earlier stop takes back its done.json, so
     // `eval-sweep --watch` does not stop beside it; failing later leaves none.
     std::fs::remove_file(ckpts.join("ckpt-20.index")).unwrap();
-    let mut c = command(&bin("trainer"));
-    c.arg(&sched)
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .arg("--resume")
-        .env("DAWNRUN_FAIL_AT_STEP", "18");
+    let mut c = trainer(&sched, &run_dir);
+    c.arg("--resume").env("DAWNRUN_FAIL_AT_STEP", "18");
     let out = run(c);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");

@@ -185,54 +185,48 @@ fn step_of_index(file_name: &str) -> Option<u64> {
 /// Complete checkpoints in `dir` (an index file and its data file both present), sorted by
 /// step. A missing directory has none.
 pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(CheckpointError::Io {
-                path: dir.to_path_buf(),
-                what: "listing checkpoints",
-                source,
-            })
-        }
-    };
-    let mut found = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| CheckpointError::Io {
-            path: dir.to_path_buf(),
-            what: "listing checkpoints",
-            source,
-        })?;
-        let name = entry.file_name();
-        let Some(step) = name.to_str().and_then(step_of_index) else {
-            continue;
-        };
-        let prefix = prefix_for(dir, step);
-        if data_path(&prefix).is_file() {
-            found.push((step, prefix));
-        }
-    }
-    found.sort();
-    Ok(found)
+    Ok(indexes(dir)?
+        .into_iter()
+        .filter_map(|(step, prefix, complete)| complete.then_some((step, prefix)))
+        .collect())
 }
 
 /// Checkpoints in `dir` whose index file has no data file, sorted by step. A save never leaves
 /// this state (the data file is renamed into place before the index), so the data was lost
 /// afterwards: callers name these rather than pass over them in silence.
 pub fn missing_data(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(Vec::new());
+    Ok(indexes(dir)?
+        .into_iter()
+        .filter_map(|(step, prefix, complete)| (!complete).then_some((step, prefix)))
+        .collect())
+}
+
+/// Every `ckpt-<step>.index` in `dir` as (step, prefix, whether its data file is there), sorted
+/// by step. The data file is looked for when its index is seen, in one pass: a save finishing
+/// meanwhile renamed its data before its index, so it never looks incomplete here.
+fn indexes(dir: &Path) -> Result<Vec<(u64, PathBuf, bool)>, CheckpointError> {
+    let io = |source| CheckpointError::Io {
+        path: dir.to_path_buf(),
+        what: "listing checkpoints",
+        source,
     };
-    // One pass, each index's data looked for when the index is seen: a save finishing meanwhile
-    // renamed its data before its index, so it can never look lost here.
-    let mut lost: Vec<(u64, PathBuf)> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(step_of_index))
-        .map(|step| (step, prefix_for(dir, step)))
-        .filter(|(_, prefix)| !data_path(prefix).is_file())
-        .collect();
-    lost.sort();
-    Ok(lost)
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(io(source)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let name = entry.map_err(io)?.file_name();
+        let Some(step) = name.to_str().and_then(step_of_index) else {
+            continue;
+        };
+        let prefix = prefix_for(dir, step);
+        let complete = data_path(&prefix).is_file();
+        found.push((step, prefix, complete));
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// The newest complete checkpoint in `dir`, if any.

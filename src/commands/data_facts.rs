@@ -130,16 +130,20 @@ pub fn count_train_images(schedule: &Schedule, data_root: &Path) -> Result<u64> 
 /// Classes of the records in `dir`: the synset list of build-records' manifest; `None` when the
 /// folder has no manifest (records made by another tool).
 pub fn classes_in(dir: &Path) -> Result<Option<u32>> {
-    match manifest::read_in(dir)? {
-        None => Ok(None),
-        Some(m) if m.synsets().is_empty() => {
-            bail!(
-                "{}: the build-records manifest lists no synsets",
-                dir.display()
-            )
-        }
-        Some(m) => Ok(Some(m.synsets().len() as u32)),
+    manifest::read_in(dir)?
+        .map(|m| class_count(dir, &m))
+        .transpose()
+}
+
+/// Classes listed by `m`, the manifest of the records in `dir`.
+pub fn class_count(dir: &Path, m: &manifest::Manifest) -> Result<u32> {
+    if m.synsets().is_empty() {
+        bail!(
+            "{}: the build-records manifest lists no synsets",
+            dir.display()
+        );
     }
+    Ok(m.synsets().len() as u32)
 }
 
 fn first_phase(schedule: &Schedule) -> Result<&dawnrun_schedule::Phase> {

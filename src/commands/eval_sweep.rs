@@ -72,8 +72,9 @@ pub fn run(args: &EvalSweepArgs, world: &World) -> Result<()> {
     let ev = &schedule.eval;
     let data_root = args.data.clone().unwrap_or_else(|| info.data_root.clone());
     let val_dir = data_root.join(&ev.data_dir);
-    let (files, _) = data_facts::checked_shards(&val_dir, &ev.prefix)?;
-    if let Some(classes) = data_facts::classes_in(&val_dir)? {
+    let (files, val_manifest) = data_facts::checked_shards(&val_dir, &ev.prefix)?;
+    if let Some(m) = &val_manifest {
+        let classes = data_facts::class_count(&val_dir, m)?;
         if classes != info.num_classes {
             bail!(
                 "{}: the validation records have {classes} classes but the run's network has {} \
