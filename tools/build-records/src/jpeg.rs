@@ -2,8 +2,9 @@
 //! and re-encode what TensorFlow's `decode_jpeg` cannot read (PNG content, CMYK JPEGs).
 //!
 //! A well-formed RGB or grey JPEG is stored as its original bytes and never decoded: only the
-//! markers up to the frame header (SOFn) are read, which gives height, width and the component
-//! count. Anything else is decided here per file: re-encode (counted) or skip (named, counted);
+//! markers up to the first scan are read (the frame header gives height, width and the component
+//! count), and the end-of-image marker is looked for after that scan, which catches the commonest
+//! damage, a file cut short. Anything else is decided here per file: re-encode (counted) or skip (named, counted);
 //! this module never fails the whole run, the caller does that for unreadable files.
 
 use image::codecs::jpeg::JpegEncoder;
@@ -39,10 +40,19 @@ pub enum HeaderError {
         "frame header gives a zero size ({width}x{height}); DNL-sized JPEGs are not supported"
     )]
     ZeroSize { width: u32, height: u32 },
+    /// Image data starts at `scan` but no end-of-image marker follows: the file was cut short
+    /// (a partial download or copy). Decoders refuse it or fill the rest with grey.
+    #[error(
+        "cut short: its image data starts at byte {scan} and the file ends at byte {len} \
+         without the end-of-image marker FF D9"
+    )]
+    NoEnd { scan: usize, len: usize },
 }
 
-/// Reads markers from the start of `bytes` up to the first start-of-frame and returns its size
-/// and component count. Cost: a few hundred bytes, never the entropy-coded data.
+/// Reads markers from the start of `bytes` to the first start-of-scan, returns the frame
+/// header's size and component count, and checks that an end-of-image marker follows the scan.
+/// Cost: the header's few hundred bytes and the file's last two, never the entropy-coded data,
+/// unless something follows the end marker (then a backward search for it).
 pub fn read_header(bytes: &[u8]) -> Result<JpegHeader, HeaderError> {
     if bytes.len() < 2 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
         return Err(HeaderError::NotJpeg);
@@ -56,6 +66,7 @@ pub fn read_header(bytes: &[u8]) -> Result<JpegHeader, HeaderError> {
     let u16_at = |offset: usize| -> Result<usize, HeaderError> {
         Ok(usize::from(byte_at(offset)?) << 8 | usize::from(byte_at(offset + 1)?))
     };
+    let mut frame = None;
     let mut pos = 2;
     loop {
         let found = byte_at(pos)?;
@@ -69,20 +80,34 @@ pub fn read_header(bytes: &[u8]) -> Result<JpegHeader, HeaderError> {
         let marker = byte_at(pos)?;
         let marker_offset = pos - 1;
         pos += 1;
-        match marker {
+        match (marker, frame) {
             // Stand-alone markers: TEM, RSTn (no length field).
-            0x01 | 0xD0..=0xD7 => continue,
-            0xD9 => {
+            (0x01 | 0xD0..=0xD7, _) => continue,
+            (0xD9, _) => {
                 return Err(HeaderError::NoFrame {
                     offset: marker_offset,
                     what: "end of image",
                 })
             }
-            0xDA => {
+            (0xDA, None) => {
                 return Err(HeaderError::NoFrame {
                     offset: marker_offset,
                     what: "start of scan",
                 })
+            }
+            (0xDA, Some(header)) => {
+                let len = u16_at(pos)?;
+                let scan = pos + len;
+                // Entropy-coded data never holds FF D9 (an FF there is followed by 00 or a
+                // restart code), so the marker's presence after the scan header is the test.
+                return match bytes.get(scan..) {
+                    Some([.., 0xFF, 0xD9]) => Ok(header),
+                    Some(rest) if rest.windows(2).rev().any(|w| w == [0xFF, 0xD9]) => Ok(header),
+                    _ => Err(HeaderError::NoEnd {
+                        scan: scan.min(bytes.len()),
+                        len: bytes.len(),
+                    }),
+                };
             }
             _ => {}
         }
@@ -91,14 +116,17 @@ pub fn read_header(bytes: &[u8]) -> Result<JpegHeader, HeaderError> {
             return Err(HeaderError::BadLength { offset: pos, len });
         }
         // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
-        if (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker) {
+        if frame.is_none()
+            && (0xC0..=0xCF).contains(&marker)
+            && ![0xC4, 0xC8, 0xCC].contains(&marker)
+        {
             let height = u16_at(pos + 3)? as u32;
             let width = u16_at(pos + 5)? as u32;
             let components = byte_at(pos + 7)?;
             if width == 0 || height == 0 {
                 return Err(HeaderError::ZeroSize { width, height });
             }
-            return Ok(JpegHeader {
+            frame = Some(JpegHeader {
                 width,
                 height,
                 components,
@@ -228,13 +256,27 @@ mod tests {
     #[test]
     fn every_truncation_is_an_error_not_a_panic() {
         let bytes = jpeg_of(50, 20);
-        let sof = (0..bytes.len() - 1)
-            .find(|&i| bytes[i] == 0xFF && bytes[i + 1] == 0xC0)
+        let sos = (0..bytes.len() - 1)
+            .find(|&i| bytes[i] == 0xFF && bytes[i + 1] == 0xDA)
             .unwrap();
-        for cut in 0..sof + 10 {
-            assert!(read_header(&bytes[..cut]).is_err(), "cut at {cut}");
+        for cut in 0..bytes.len() {
+            let e = read_header(&bytes[..cut]).unwrap_err();
+            // Past the scan header, the message says where the image data starts and ends.
+            if cut > sos + 14 {
+                assert!(
+                    matches!(e, HeaderError::NoEnd { len, .. } if len == cut),
+                    "{e}"
+                );
+                assert!(e.to_string().starts_with("cut short: "), "{e}");
+            }
         }
-        assert!(read_header(&bytes[..sof + 10]).is_ok());
+        assert!(read_header(&bytes).is_ok());
+        // Bytes after the end marker (padding, a camera's trailer) are allowed, as decoders do.
+        for tail in [&b"\0\0\0"[..], b"trailer \xFF\xD8 more"] {
+            let mut longer = bytes.clone();
+            longer.extend_from_slice(tail);
+            assert!(read_header(&longer).is_ok());
+        }
         // A 21-byte file whose APP0 segment claims 1000 bytes: the message leads with the end.
         let mut short = b"\xFF\xD8\xFF\xE0\x03\xE8".to_vec();
         short.resize(21, 0);
@@ -297,10 +339,13 @@ mod tests {
 
     #[test]
     fn prepare_skips_non_images_with_a_reason() {
+        let mut cut_jpeg = jpeg_of(30, 30);
+        cut_jpeg.truncate(cut_jpeg.len() - 40);
         for (bytes, needle) in [
             (&b""[..], "empty"),
             (b"hello world", "not an image"),
             (b"\xFF\xD8\xFF\xE0\x00", "damaged JPEG"),
+            (&cut_jpeg[..], "damaged JPEG: cut short"),
             (b"GIF89a\x01\x00\x01\x00", "unsupported image format"),
         ] {
             match prepare(bytes.to_vec()) {

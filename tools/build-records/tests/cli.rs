@@ -168,9 +168,25 @@ fn python_tensorflow_reads_every_record_with_the_right_labels() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("skipped: 1\n  train/n01000000/n01000000_odd_text.JPEG: not an image"),
+        stdout.contains(
+            "skipped: 2\n  train/n01000000/n01000000_odd_cut.JPEG: damaged JPEG: cut short: "
+        ),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("\n  train/n01000000/n01000000_odd_text.JPEG: not an image"),
+        "{stdout}"
+    );
+    // The cut JPEG is skipped because TensorFlow's own decoder refuses it.
+    let cut = input.join("train/n01000000/n01000000_odd_cut.JPEG");
+    let refused = run(Command::new(python()).args([
+        "-c",
+        "import sys, tensorflow as tf\n\
+         try:\n    tf.io.decode_jpeg(open(sys.argv[1], 'rb').read())\n\
+         except tf.errors.InvalidArgumentError:\n    print('refused')",
+        cut.to_str().unwrap(),
+    ]));
+    assert_eq!(String::from_utf8_lossy(&refused.stdout).trim(), "refused");
 
     // What Python must find: every input file except the text one, under its folder's synset.
     let synsets: Vec<String> = fs::read_to_string(data.join("synsets.txt"))
@@ -192,7 +208,7 @@ fn python_tensorflow_reads_every_record_with_the_right_labels() {
         for synset in &synsets {
             for e in fs::read_dir(input.join(split).join(synset)).unwrap() {
                 let name = e.unwrap().file_name().into_string().unwrap();
-                if !name.ends_with("_odd_text.JPEG") {
+                if !name.ends_with("_odd_text.JPEG") && !name.ends_with("_odd_cut.JPEG") {
                     files.insert(name, json!(synset));
                 }
             }

@@ -56,8 +56,8 @@ struct Args {
     /// JPEG quality 1..=100.
     #[arg(long, default_value_t = 90)]
     quality: u8,
-    /// Also write, in each size's train/FIRST_SYNSET/, a PNG named .JPEG, a CMYK JPEG and a
-    /// text file named .JPEG (the awkward files build-records must re-encode or skip).
+    /// Also write, in each size's train/FIRST_SYNSET/, a PNG named .JPEG, a CMYK JPEG, a JPEG cut
+    /// short and a text file named .JPEG (the awkward files build-records must re-encode or skip).
     #[arg(long)]
     odd_files: bool,
 }
@@ -190,6 +190,12 @@ fn make_odd_files(plan: &Plan) -> Result<()> {
         write_file(
             &dir.join(format!("{}_odd_cmyk.JPEG", class.synset)),
             &cmyk::encode_cmyk_mosaic(&img),
+        )?;
+        // A JPEG cut at two thirds, as a partial download leaves it: no end-of-image marker.
+        let whole = encode_jpeg(&img, plan.quality)?;
+        write_file(
+            &dir.join(format!("{}_odd_cut.JPEG", class.synset)),
+            &whole[..whole.len() * 2 / 3],
         )?;
         write_file(
             &dir.join(format!("{}_odd_text.JPEG", class.synset)),

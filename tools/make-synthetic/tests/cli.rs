@@ -155,7 +155,7 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
 }
 
 #[test]
-fn odd_files_are_a_png_a_cmyk_jpeg_and_text() {
+fn odd_files_are_a_png_a_cmyk_jpeg_a_cut_jpeg_and_text() {
     let tmp = tempfile::tempdir().unwrap();
     make(tmp.path(), &[&SMALL[..], &["--odd-files"]].concat());
     let synset = fs::read_to_string(tmp.path().join("synsets.txt"))
@@ -172,6 +172,10 @@ fn odd_files_are_a_png_a_cmyk_jpeg_and_text() {
     let sof = cmyk.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
     assert_eq!(cmyk[sof + 9], 4);
     assert!(image::load_from_memory(&cmyk).is_ok());
+    let cut = fs::read(dir.join(format!("{synset}_odd_cut.JPEG"))).unwrap();
+    // Cut inside its image data: a scan has started and no end-of-image marker follows.
+    let sos = cut.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    assert!(!cut[sos..].windows(2).any(|w| w == [0xFF, 0xD9]));
     let text = fs::read(dir.join(format!("{synset}_odd_text.JPEG"))).unwrap();
     assert!(image::guess_format(&text).is_err());
 }
