@@ -242,6 +242,20 @@ fn a_shard_cut_at_a_record_boundary_is_refused_naming_it() {
     assert!(complete_checkpoints(&run_dir).is_empty());
 }
 
+/// `jpeg` with the 16 code-length counts of its first Huffman table set to 255: damage inside a
+/// well-formed file, which only decoding finds ("Bogus Huffman table definition" in libjpeg,
+/// TensorFlow's decoder and ours alike). A file cut short is refused by build-records instead.
+fn break_huffman_table(jpeg: &[u8]) -> Vec<u8> {
+    let dht = jpeg
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC4])
+        .expect("a Huffman table");
+    let mut broken = jpeg.to_vec();
+    // FF C4, the length (2 bytes), the table class and id (1 byte), then the counts.
+    broken[dht + 5..dht + 21].fill(0xFF);
+    broken
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -285,9 +299,9 @@ fn damaged_and_panicking_jpegs_are_skipped_named_and_counted_over_all_ranks() {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    // One JPEG cut at 40% (TensorFlow's decode_jpeg refuses it) ...
+    // One JPEG with a broken Huffman table (TensorFlow's decode_jpeg refuses it) ...
     let bytes = std::fs::read(&files[0]).unwrap();
-    std::fs::write(&files[0], &bytes[..bytes.len() * 2 / 5]).unwrap();
+    std::fs::write(&files[0], break_huffman_table(&bytes)).unwrap();
     // ... and one whose comment segment trips the injected decoder panic.
     let bytes = std::fs::read(&files[1]).unwrap();
     let marker = b"dawnrun-panic";
@@ -345,8 +359,9 @@ fn damaged_and_panicking_jpegs_are_skipped_named_and_counted_over_all_ranks() {
 
 #[test]
 fn records_where_no_jpeg_decodes_end_the_job_with_a_named_error() {
-    // Every training JPEG cut at 40%: build-records keeps them (the headers are whole), the
-    // decoder refuses each. Skipping alone would read spares without end.
+    // Every training JPEG with a broken Huffman table: build-records keeps them (it reads only
+    // the frame header and the end marker), the decoder refuses each. Skipping alone would read
+    // spares without end.
     let tmp = tempdir();
     let images = tmp.path().join("images").join("48");
     copy_tree(&fixture().join("images").join("48"), &images);
@@ -354,7 +369,7 @@ fn records_where_no_jpeg_decodes_end_the_job_with_a_named_error() {
         for file in std::fs::read_dir(class.unwrap().path()).unwrap() {
             let path = file.unwrap().path();
             let bytes = std::fs::read(&path).unwrap();
-            std::fs::write(&path, &bytes[..bytes.len() * 2 / 5]).unwrap();
+            std::fs::write(&path, break_huffman_table(&bytes)).unwrap();
         }
     }
     let records = tmp.path().join("records");
@@ -487,4 +502,35 @@ fn a_label_beyond_the_networks_classes_names_its_record() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("label 4 (as stored, 1-based)"), "{err}");
     assert!(err.contains("train-0000") && err.contains("byte "), "{err}");
+}
+
+#[test]
+fn a_diverging_run_stops_at_once_and_saves_nothing_after_the_divergence() {
+    // lr 1e30 with dynamic loss scaling: the first update sends the weights far out and the
+    // next forward pass gives a NaN loss. Halving the loss scale cannot mend a forward pass, so
+    // the run must stop there, not skip 31 steps and finish "done" with NaN weights.
+    let tmp = tempdir();
+    let p = r#"{epoch: [0, 2], lr: [1.0e30, 1.0e30], lr_method: linear, batch_size: 8, image_size: 32, data_dir: "48"}"#;
+    let sched = faults_schedule(tmp.path(), "diverge", "  loss_scale: dynamic\n", &[p]);
+    let run_dir = tmp.path().join("run");
+    let mut c = trainer_mpirun(2, &sched, &run_dir);
+    c.args(["--max-steps", "12"]);
+    let out = run_bounded(c, Duration::from_secs(240));
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("training diverged"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("update skipped"), "{err}");
+    assert!(!run_dir.join("done.json").exists(), "{err}");
+    // Whatever checkpoint was written holds finite weights only.
+    for name in complete_checkpoints(&run_dir) {
+        let prefix = run_dir
+            .join("checkpoints")
+            .join(name.trim_end_matches(".index"));
+        assert_eq!(
+            read_checkpoint(&prefix)["all_finite"],
+            true,
+            "{name}\n{err}"
+        );
+    }
 }

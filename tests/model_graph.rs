@@ -317,6 +317,33 @@ fn the_fused_step_equals_gradients_then_apply_and_skips_when_not_finite() {
     assert_eq!(before[before.len() - p..], after[after.len() - p..]);
 }
 
+/// The check run before each checkpoint sees one non-finite float anywhere in the state: a
+/// weight, a batch-norm moving statistic, a momentum slot.
+#[test]
+fn the_state_check_finds_a_non_finite_value_in_any_kind_of_state() {
+    let _cores = cores();
+    let mut g = built(&small(Precision::Fp32));
+    let good = g.state_to_host().unwrap();
+    assert!(g.state_is_finite().unwrap());
+    let (p, len) = (g.num_params(), good.len());
+    // The first weight, the first moving statistic (right after the weights), the last slot.
+    for (i, bad) in [
+        (0, f32::NAN),
+        (p, f32::INFINITY),
+        (len - 1, f32::NEG_INFINITY),
+    ] {
+        let mut state = good.clone();
+        state[i] = bad;
+        g.state_from_host(&state).unwrap();
+        assert!(!g.state_is_finite().unwrap(), "{bad} at {i}");
+    }
+    // Huge but finite weights pass: this is a check for NaN and inf, not for size.
+    let mut state = good.clone();
+    state[1] = 1.0e30;
+    g.state_from_host(&state).unwrap();
+    assert!(g.state_is_finite().unwrap());
+}
+
 /// The overlapped step's two halves, run on two threads, deliver the same gradient bits as the
 /// one-run fetch, group by group (groups of one and of many variables), and the same metrics.
 #[test]

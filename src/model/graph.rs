@@ -234,6 +234,8 @@ pub struct TrainGraph {
     init: Operation,
     state: Output, // [S] f32
     state_assign: Operation,
+    /// Bool scalar: every weight, moving statistic and momentum slot is finite.
+    state_finite: Output,
     trainable: Vec<VarInfo>,
     /// Every state variable in state order (trainables first).
     state_vars: Vec<VarInfo>,
@@ -323,6 +325,11 @@ impl TrainGraph {
             .collect();
         let (state, state_in, state_assign, init) =
             state_ops(&mut scope.new_sub_scope("state"), &state_vars).building("state transfer")?;
+        // Checked before a checkpoint is written, so a diverged model is never saved.
+        let state_reads: Vec<Output> = state_vars.iter().map(|v| v.read.clone()).collect();
+        let state_finite =
+            optim::all_finite(&mut scope.new_sub_scope("state_check"), &[], &state_reads)
+                .building("state check")?;
         let saver = Saver::build(&mut root.new_sub_scope("checkpoint"), &state_vars)
             .building("checkpoint ops")?;
 
@@ -370,6 +377,7 @@ impl TrainGraph {
             init: op(&init)?,
             state: out(&state)?,
             state_assign: op(&state_assign)?,
+            state_finite: out(&state_finite)?,
             trainable,
             state_vars: state_infos,
             state_len,
@@ -585,6 +593,21 @@ impl TrainGraph {
             source: source.into(),
         })?;
         Ok(t.to_vec())
+    }
+
+    /// True when every weight, batch-norm moving statistic and momentum slot is finite: one
+    /// pass over the state in the graph, nothing copied out.
+    pub fn state_is_finite(&self) -> Result<bool, ModelError> {
+        let mut args = SessionRunArgs::new();
+        let token = request(&mut args, &self.state_finite);
+        self.run(&mut args, "checking the state is finite")?;
+        let t = args
+            .fetch::<bool>(token)
+            .map_err(|source| ModelError::Run {
+                what: "fetching the state check",
+                source: source.into(),
+            })?;
+        Ok(t[0])
     }
 
     /// Overwrites all state from a vector made by [`TrainGraph::state_to_host`] of the same config.

@@ -5,6 +5,11 @@
 //! non-finite gradient as fatal. Dynamic scaling halves the scale and skips the step on a
 //! non-finite gradient, and doubles it after `growth_interval` good steps in a row (the policy of
 //! TensorFlow's and Apex's dynamic loss scalers).
+//!
+//! A non-finite *loss* is fatal under either kind, at once: the scale multiplies only what goes
+//! into backward, so a forward pass that gives NaN is divergence, not overflow, and halving the
+//! scale 31 times would only delay the end (TensorFlow's scaler does that). Its batch statistics
+//! have already gone into the batch-norm moving averages, so nothing after it is worth keeping.
 
 /// What the trainer should do with this step's (all-reduced) gradients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,8 +18,10 @@ pub enum Verdict {
     Apply,
     /// Non-finite under dynamic scaling: skip the update; the scale has been reduced.
     Skip,
-    /// Non-finite under static scaling (or at the minimum dynamic scale): stop the run.
+    /// Non-finite gradients under static scaling (or at the minimum dynamic scale): stop.
     Fatal,
+    /// The loss itself is not finite: the model diverged; stop.
+    Diverged,
 }
 
 /// The loss scale's state during a run; the schedule's `loss_scale` setting picks its kind.
@@ -89,8 +96,13 @@ impl LossScaler {
         }
     }
 
-    /// Updates the state after a step whose gradients were `finite` (or not).
-    pub fn update(&mut self, finite: bool) -> Verdict {
+    /// Updates the state after a step whose loss and gradients were `finite` (or not): all
+    /// of them together, as both the one-run step's in-graph gate and the host check see them.
+    /// `loss_finite` alone tells divergence from an overflow in backward.
+    pub fn update(&mut self, loss_finite: bool, finite: bool) -> Verdict {
+        if !loss_finite {
+            return Verdict::Diverged;
+        }
         match self {
             LossScaler::Static(_) if finite => Verdict::Apply,
             LossScaler::Static(_) => Verdict::Fatal,
@@ -142,9 +154,18 @@ mod tests {
     #[test]
     fn static_scale_applies_finite_and_stops_on_overflow() {
         let mut s = LossScaler::Static(256.0);
-        assert_eq!(s.update(true), Verdict::Apply);
-        assert_eq!(s.update(false), Verdict::Fatal);
+        assert_eq!(s.update(true, true), Verdict::Apply);
+        assert_eq!(s.update(true, false), Verdict::Fatal);
         assert_eq!(s.scale(), 256.0);
+    }
+
+    #[test]
+    fn a_non_finite_loss_is_divergence_for_either_kind_and_leaves_the_scale() {
+        for mut s in [LossScaler::Static(1.0), LossScaler::dynamic()] {
+            let before = s.clone();
+            assert_eq!(s.update(false, false), Verdict::Diverged);
+            assert_eq!(s, before);
+        }
     }
 
     #[test]
@@ -154,26 +175,26 @@ mod tests {
             good_steps: 0,
             growth_interval: 3,
         };
-        assert_eq!(s.update(false), Verdict::Skip);
+        assert_eq!(s.update(true, false), Verdict::Skip);
         assert_eq!(s.scale(), 512.0);
-        assert_eq!(s.update(true), Verdict::Apply);
-        assert_eq!(s.update(true), Verdict::Apply);
+        assert_eq!(s.update(true, true), Verdict::Apply);
+        assert_eq!(s.update(true, true), Verdict::Apply);
         assert_eq!(s.scale(), 512.0);
-        assert_eq!(s.update(true), Verdict::Apply);
+        assert_eq!(s.update(true, true), Verdict::Apply);
         assert_eq!(s.scale(), 1024.0);
         // An overflow resets the run of good steps.
-        s.update(true);
-        s.update(false);
-        s.update(true);
-        s.update(true);
+        s.update(true, true);
+        s.update(true, false);
+        s.update(true, true);
+        s.update(true, true);
         assert_eq!(s.scale(), 512.0);
     }
 
     #[test]
     fn dynamic_state_survives_a_resume_and_static_keeps_its_setting() {
         let mut s = LossScaler::dynamic();
-        s.update(false);
-        s.update(true);
+        s.update(true, false);
+        s.update(true, true);
         let (scale, good) = s.state();
         let mut resumed = LossScaler::dynamic();
         resumed.resume(scale, good);
@@ -188,7 +209,7 @@ mod tests {
         let mut s = LossScaler::dynamic();
         let mut verdict = Verdict::Skip;
         for _ in 0..100 {
-            verdict = s.update(false);
+            verdict = s.update(true, false);
             if verdict == Verdict::Fatal {
                 break;
             }

@@ -65,7 +65,7 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
             pipeline.give_back(batch);
             t.log.after_step(step, phase, &out, tally);
             if plan.checkpoint_due(step) || step == t.end_step {
-                save_checkpoint(&t, &cfg, step, seconds)?;
+                save_checkpoint(&t, &cfg, step, seconds, last_loss)?;
             }
         }
     }
@@ -85,7 +85,13 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
 /// rank 0 while the other ranks wait: no rank can fail and end the job half-way through a
 /// write (a failed write removes its temporary files and says the checkpoint was not written).
 /// The logs are flushed first, so they never lag behind a checkpoint.
-fn save_checkpoint(t: &Trainer, cfg: &RunConfig, step: u64, train_seconds: f64) -> Result<()> {
+fn save_checkpoint(
+    t: &Trainer,
+    cfg: &RunConfig,
+    step: u64,
+    train_seconds: f64,
+    last_loss: f32,
+) -> Result<()> {
     let world = t.replicas.world;
     if world.rank() == 0 {
         let (scale, good_steps) = t.replicas.scaler.state();
@@ -97,6 +103,16 @@ fn save_checkpoint(t: &Trainer, cfg: &RunConfig, step: u64, train_seconds: f64) 
             loss_scale_good_steps: u64::from(good_steps),
         };
         t.log.flush();
+        // A finite loss can still come with an update that overflowed the weights (a huge lr):
+        // the next step would find it, but this checkpoint would keep it.
+        if !t.graph.state_is_finite()? {
+            bail!(
+                "step {step}: training diverged: the weights after this step are not finite \
+                 (the loss before the update was {}). Checkpoint ckpt-{step} is not written: \
+                 resume from the last one with a lower lr or a longer warm-up",
+                last_loss
+            );
+        }
         let prefix = checkpoint::save(&t.graph, &cfg.run_dir.checkpoints(), &meta)
             .with_context(|| format!("step {step}: checkpoint ckpt-{step} was not written"))?;
         t.log.note(&format!("checkpoint {}", prefix.display()));

@@ -285,17 +285,26 @@ pub fn update(
         }
         (out.metrics, finite)
     };
-    match ex.scaler.update(finite) {
+    // Both losses are means over ranks here, so every rank reaches the same verdict.
+    let loss_finite = metrics.loss.is_finite() && metrics.total_loss.is_finite();
+    match ex.scaler.update(loss_finite, finite) {
         Verdict::Apply => {}
         Verdict::Skip => log.note(&format!(
             "step {step}: non-finite gradients, update skipped, loss scale now {}",
             ex.scaler.scale()
         )),
         Verdict::Fatal => bail!(
-            "step {step}: the loss ({}) or its gradients are not finite with loss scale {}; \
-             lower the lr or use `loss_scale: dynamic`",
+            "step {step}: the gradients are not finite with loss scale {} (the loss is {}); \
+             lower the lr, or use `loss_scale: dynamic` if it is static",
+            ex.scaler.scale(),
+            metrics.loss
+        ),
+        Verdict::Diverged => bail!(
+            "step {step}: training diverged: the loss is {} (total loss {}); \
+             loss scaling cannot help, it scales only backward. Nothing from this step on is \
+             saved: resume from the last checkpoint with a lower lr or a longer warm-up",
             metrics.loss,
-            ex.scaler.scale()
+            metrics.total_loss
         ),
     }
     Ok(metrics)

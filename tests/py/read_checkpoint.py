@@ -1,9 +1,11 @@
 """Reads a dawnrun checkpoint with Python TensorFlow and prints what it holds as one JSON object:
-variable shapes and dtypes, the progress scalars, and a few values to compare with Rust's view.
+variable shapes and dtypes, the progress scalars, whether every float tensor is finite, and a few
+values to compare with Rust's view.
 Usage: read_checkpoint.py PREFIX NAME...   (NAME: variables whose values to print in full)"""
 import json
 import sys
 
+import numpy as np
 import tensorflow as tf
 
 prefix, wanted = sys.argv[1], sys.argv[2:]
@@ -18,5 +20,7 @@ print(json.dumps({
     "train_seconds": float(reader.get_tensor("dawnrun/train_seconds")),
     "loss_scale": float(reader.get_tensor("dawnrun/loss_scale")),
     "loss_scale_good_steps": int(reader.get_tensor("dawnrun/loss_scale_good_steps")),
+    "all_finite": bool(all(np.isfinite(reader.get_tensor(k)).all()
+                           for k, d in dtypes.items() if d.is_floating)),
     "values": {k: reader.get_tensor(k).reshape(-1).astype("float64").tolist() for k in wanted},
 }))
