@@ -17,7 +17,7 @@ fn tiny_schedule(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 #[test]
-fn every_rank_ends_with_identical_weights_at_np_2_3_and_4() {
+fn every_rank_ends_with_identical_weights_and_its_share_of_cores_at_np_2_3_and_4() {
     let tmp = tempdir();
     let sched = tiny_schedule(tmp.path());
     for np in [2usize, 3, 4] {
@@ -37,6 +37,17 @@ fn every_rank_ends_with_identical_weights_at_np_2_3_and_4() {
                 "steps 0..{steps_per_epoch}, 32 px, batch 8/rank x {np} = {}",
                 8 * np
             )),
+            "np {np}:\n{log}"
+        );
+        // Unbound (`--bind-to none`), each rank decodes on the host's cores over its ranks.
+        let host = std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count();
+        let threads = (host / np).max(1);
+        assert!(
+            log.contains(&format!(", {threads} decode thread(s) per rank")),
             "np {np}:\n{log}"
         );
         // Only rank 0 writes.

@@ -43,7 +43,7 @@ pub struct EvalSweepArgs {
     /// Validation images per batch [default: the schedule's eval.batch_size].
     #[arg(long)]
     batch_size: Option<usize>,
-    /// JPEG decode threads per rank [default: cores / ranks on this host].
+    /// JPEG decode threads per rank [default: the host's cores / its ranks, at most the cores this rank is bound to].
     #[arg(long)]
     decode_threads: Option<usize>,
     /// Seconds between looks for new checkpoints with --watch.

@@ -42,7 +42,7 @@ pub struct TrainArgs {
     /// Override the schedule's all-reduce: hierarchical or ring (ours), or mpi (MPI_Allreduce).
     #[arg(long, value_enum)]
     allreduce: Option<Allreduce>,
-    /// JPEG decode threads per rank [default: cores / ranks on this host, at least 1].
+    /// JPEG decode threads per rank [default: the host's cores / its ranks, at most the cores this rank is bound to].
     #[arg(long)]
     decode_threads: Option<usize>,
     /// Place the graph on GPU <local rank> (a GPU build of libtensorflow is needed).

@@ -118,7 +118,7 @@ impl<'w> Trainer<'w> {
             StepLog::silent()
         };
         log.note(&format!(
-            "rank 0 of {}: ResNet-{} ({} params, {} classes), steps {}..{} of {}, {} fusion buffer(s), all-reduce {:?}{}",
+            "rank 0 of {}: ResNet-{} ({} params, {} classes), steps {}..{} of {}, {} fusion buffer(s), all-reduce {:?}{}, {} decode thread(s) per rank",
             world.size(),
             cfg.model.depth,
             graph.num_params(),
@@ -133,6 +133,7 @@ impl<'w> Trainer<'w> {
             } else {
                 ""
             },
+            cfg.decode_threads,
         ));
         let mut scaler = cfg.loss_scale.clone();
         if position.step > 0 {

@@ -140,6 +140,16 @@ impl World {
         self.local_size
     }
 
+    /// This host's online cores, whatever this process is bound to (its affinity mask, which
+    /// `std::thread::available_parallelism` reports, may be one core or one socket of them).
+    /// Counted in `/proc/cpuinfo`; 1 where it cannot be read.
+    pub fn host_cores(&self) -> usize {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .map(|info| info.lines().filter(|l| l.starts_with("processor")).count())
+            .unwrap_or(1)
+            .max(1)
+    }
+
     /// MPI's processor name (the host name under Open MPI).
     pub fn hostname(&self) -> &str {
         &self.hostname
