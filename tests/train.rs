@@ -214,6 +214,22 @@ fn a_bad_schedule_is_refused_with_its_line_before_any_work() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("bad.yaml:3:"), "{err}");
+
+    // A key given twice: the second place, not the mapping's start.
+    std::fs::write(
+        &path,
+        "run:\n  depth: 18\n  seed: 3\n  depth: 50\nphases:\n  - {epoch: [0, 1], lr: [0.1, 0.2], lr_method: linear, batch_size: 8, image_size: 32, data_dir: \"48\"}\n",
+    )
+    .unwrap();
+    let mut c = command(&bin("trainer"));
+    c.arg(&path).arg("--run-dir").arg(&run_dir);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:4:3: run.depth is given twice (first at line 2)"),
+        "{err}"
+    );
 }
 
 /// bf16 on the CPU: where TensorFlow has kernels for it (AVX-512) a short run trains; elsewhere

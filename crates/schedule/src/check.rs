@@ -388,6 +388,25 @@ mod tests {
     }
 
     #[test]
+    fn a_key_given_twice_is_refused_at_its_second_line() {
+        let e = refuse(|t| {
+            t.replace(
+                "    batch_size: 740\n",
+                "    batch_size: 740\n    lr: [0.1, 0.2]\n",
+            )
+        });
+        assert_eq!(
+            e,
+            "s.yaml:6:5: phases[0].lr is given twice (first at line 3)"
+        );
+        let e = refuse(|t| t.replace("data_dir: \"160\"}", "data_dir: \"160\", epoch: [6, 7]}"));
+        starts(
+            &e,
+            "s.yaml:8:106: phases[1].epoch is given twice (first at line 8)",
+        );
+    }
+
+    #[test]
     fn an_lr_method_typo_names_the_field_and_choices() {
         let e = refuse(|t| t.replace("lr_method: exp", "lr_method: expo"));
         starts(&e, "s.yaml:8:");

@@ -28,7 +28,7 @@ impl Schedule {
     pub fn from_str(text: &str, path: impl AsRef<Path>) -> Result<Schedule, ScheduleError> {
         let path = path.as_ref();
         let mut schedule: Schedule =
-            serde_yaml::from_str(text).map_err(|e| syntax_error(path, &e))?;
+            serde_yaml::from_str(text).map_err(|e| syntax_error(path, text, &e))?;
         let name = match &schedule.run.name {
             Some(name) => name.clone(),
             None => path.file_stem().map_or_else(
@@ -67,8 +67,9 @@ fn utf8<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a str, ScheduleError> {
     })
 }
 
-/// serde_yaml's message ends in " at line L column C"; the location moves to the front.
-fn syntax_error(path: &Path, error: &serde_yaml::Error) -> ScheduleError {
+/// serde_yaml's message ends in " at line L column C"; the location moves to the front. A key
+/// given twice is reported at its second place, which serde_yaml does not know.
+fn syntax_error(path: &Path, text: &str, error: &serde_yaml::Error) -> ScheduleError {
     let full = error.to_string();
     let (location, message) = match error.location() {
         Some(l) => {
@@ -82,6 +83,15 @@ fn syntax_error(path: &Path, error: &serde_yaml::Error) -> ScheduleError {
         }
         None => (Location::START, full),
     };
+    if message.contains("duplicate") {
+        if let Some((key, first, again)) = SourceMap::build(text).repeated_key() {
+            return ScheduleError::Syntax {
+                path: path.to_path_buf(),
+                location: again,
+                message: format!("{key} is given twice (first at line {})", first.line),
+            };
+        }
+    }
     ScheduleError::Syntax {
         path: path.to_path_buf(),
         location,

@@ -40,6 +40,8 @@ impl fmt::Display for Location {
 #[derive(Debug, Default, Clone)]
 pub struct SourceMap {
     marks: HashMap<String, Mark>,
+    /// Keys given twice in one mapping: (path, the second one), in text order.
+    repeated: Vec<(String, Mark)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +76,15 @@ impl SourceMap {
         }
         SourceMap {
             marks: recorder.marks,
+            repeated: recorder.repeated,
         }
+    }
+
+    /// The first key given twice in one mapping: its path, where it first stands and where it
+    /// stands again. serde_yaml refuses such a file but points at the mapping's start.
+    pub fn repeated_key(&self) -> Option<(&str, Location, Location)> {
+        let (path, again) = self.repeated.first()?;
+        Some((path, self.marks.get(path)?.location, again.location))
     }
 
     /// Where `path` starts; if it is absent (a defaulted field), where its nearest present
@@ -126,6 +136,7 @@ enum Frame {
 struct Recorder {
     stack: Vec<Frame>,
     marks: HashMap<String, Mark>,
+    repeated: Vec<(String, Mark)>,
 }
 
 impl Recorder {
@@ -168,7 +179,11 @@ impl Recorder {
                     *item = mark;
                 }
             }
-            self.record(key_path, mark);
+            if self.marks.contains_key(&key_path) {
+                self.repeated.push((key_path, mark));
+            } else {
+                self.record(key_path, mark);
+            }
         } else {
             self.value_path(mark);
         }
@@ -259,6 +274,24 @@ mod tests {
                 assert_eq!(at(&map, &format!("phases[{i}].lr_method")), (4 + 2 * i, 5));
             }
         }
+    }
+
+    #[test]
+    fn a_key_given_twice_is_found_at_its_second_place() {
+        let text = "run:\n  depth: 18\n  seed: 3\n  depth: 50\nphases:\n  - {lr: [1, 2], epoch: [0, 1], lr: [3, 4]}\n";
+        let map = SourceMap::build(text);
+        let (path, first, again) = map.repeated_key().unwrap();
+        assert_eq!(path, "run.depth");
+        assert_eq!((first.line, first.column), (2, 3));
+        assert_eq!((again.line, again.column), (4, 3));
+        // The first value stays the one located.
+        assert_eq!(at(&map, "run.depth"), (2, 3));
+        let map = SourceMap::build("phases:\n  - {lr: [1, 2], epoch: [0, 1], lr: [3, 4]}\n");
+        let (path, first, again) = map.repeated_key().unwrap();
+        assert_eq!((path, first.column, again.column), ("phases[0].lr", 6, 33));
+        assert!(SourceMap::build("a: 1\nb: {a: 2}\n")
+            .repeated_key()
+            .is_none());
     }
 
     #[test]
