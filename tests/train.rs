@@ -187,45 +187,36 @@ fn plan_prints_the_106min_phases_as_json() {
 fn a_bad_schedule_is_refused_with_its_line_before_any_work() {
     let tmp = tempdir();
     let path = tmp.path().join("bad.yaml");
-    std::fs::write(
-        &path,
-        "run:\n  depth: 18\n  momentun: 0.9\nphases:\n  - {epoch: [0, 1], lr: [0.1, 0.2], lr_method: linear, batch_size: 8, image_size: 32, data_dir: \"48\"}\n",
-    )
-    .unwrap();
     let run_dir = tmp.path().join("run");
-    let mut c = command(&bin("trainer"));
-    c.arg(&path).arg("--run-dir").arg(&run_dir);
-    let out = run(c);
-    assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
+    // The trainer's stderr for a schedule of `yaml`, which it must refuse with exit 2.
+    let refused = |yaml: &str| {
+        std::fs::write(&path, yaml).unwrap();
+        let mut c = command(&bin("trainer"));
+        c.arg(&path).arg("--run-dir").arg(&run_dir);
+        let out = run(c);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    let phase = "{epoch: [0, 1], lr: [0.1, 0.2], lr_method: linear, batch_size: 8, image_size: 32, data_dir: \"48\"}";
+
+    let err = refused(&format!(
+        "run:\n  depth: 18\n  momentun: 0.9\nphases:\n  - {phase}\n"
+    ));
     assert!(err.contains("bad.yaml:3:"), "{err}");
     assert!(err.contains("momentun"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
     assert!(!run_dir.exists());
 
-    std::fs::write(
-        &path,
+    let err = refused(
         "phases:\n  - {epoch: [0, 2], lr: [0.1, 0.2], lr_method: linear, batch_size: 8, image_size: 32, data_dir: \"48\"}\n  - {epoch: [3, 4], lr: [0.1, 0.2], lr_method: exponential, batch_size: 8, image_size: 32, data_dir: \"48\"}\n",
-    )
-    .unwrap();
-    let mut c = command(&bin("trainer"));
-    c.arg(&path).arg("--run-dir").arg(&run_dir);
-    let out = run(c);
-    assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
+    );
     assert!(err.contains("bad.yaml:3:"), "{err}");
 
     // A key given twice: the second place, not the mapping's start.
-    std::fs::write(
-        &path,
-        "run:\n  depth: 18\n  seed: 3\n  depth: 50\nphases:\n  - {epoch: [0, 1], lr: [0.1, 0.2], lr_method: linear, batch_size: 8, image_size: 32, data_dir: \"48\"}\n",
-    )
-    .unwrap();
-    let mut c = command(&bin("trainer"));
-    c.arg(&path).arg("--run-dir").arg(&run_dir);
-    let out = run(c);
-    assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
+    let err = refused(&format!(
+        "run:\n  depth: 18\n  seed: 3\n  depth: 50\nphases:\n  - {phase}\n"
+    ));
     assert!(
         err.contains("bad.yaml:4:3: run.depth is given twice (first at line 2)"),
         "{err}"
