@@ -511,19 +511,38 @@ fn a_diverging_run_stops_at_once_and_saves_nothing_after_the_divergence() {
     // the run must stop there, not skip 31 steps and finish "done" with NaN weights.
     let tmp = tempdir();
     let p = r#"{epoch: [0, 2], lr: [1.0e30, 1.0e30], lr_method: linear, batch_size: 8, image_size: 32, data_dir: "48"}"#;
-    let sched = faults_schedule(tmp.path(), "diverge", "  loss_scale: dynamic\n", &[p]);
+    let extra = "  loss_scale: dynamic\n  checkpoint_every_steps: 1\n";
+    let sched = schedule(tmp.path(), "diverge", extra, &[p]);
     let run_dir = tmp.path().join("run");
     let mut c = trainer_mpirun(2, &sched, &run_dir);
     c.args(["--max-steps", "12"]);
     let out = run_bounded(c, Duration::from_secs(240));
     let err = text(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("training diverged"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(!err.contains("update skipped"), "{err}");
     assert!(!run_dir.join("done.json").exists(), "{err}");
-    // Whatever checkpoint was written holds finite weights only.
-    for name in complete_checkpoints(&run_dir) {
+    let named = err
+        .find(": training diverged: the loss is")
+        .unwrap_or_else(|| panic!("no divergence named\n{err}"));
+    let at: u64 = err[..named]
+        .rsplit("step ")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A checkpoint every step: those before the divergence exist (their weights huge but
+    // finite) and hold finite values only; none at or after it.
+    let written = complete_checkpoints(&run_dir);
+    assert!(!written.is_empty() && at > 0, "{written:?}\n{err}");
+    for name in &written {
+        let step: u64 = name["ckpt-".len()..name.len() - ".index".len()]
+            .parse()
+            .unwrap();
+        assert!(
+            step <= at,
+            "{name} after the divergence at step {at}\n{err}"
+        );
         let prefix = run_dir
             .join("checkpoints")
             .join(name.trim_end_matches(".index"));
@@ -533,4 +552,32 @@ fn a_diverging_run_stops_at_once_and_saves_nothing_after_the_divergence() {
             "{name}\n{err}"
         );
     }
+}
+
+#[test]
+fn a_checkpoint_whose_state_is_not_finite_is_not_written() {
+    // A NaN in rank 0's momentum (an update that overflowed) just before the save after step
+    // 4: the loss before it was finite, so only the check of the state can catch it.
+    let tmp = tempdir();
+    let sched = faults_schedule(tmp.path(), "nan-state", "", &[P1]);
+    let run_dir = tmp.path().join("run");
+    let mut c = trainer_mpirun(2, &sched, &run_dir);
+    c.env("DAWNRUN_NAN_STATE_AT_STEP", "8")
+        .env("DAWNRUN_FAIL_RANK", "0");
+    let out = run_bounded(c, Duration::from_secs(240));
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("step 8: training diverged: the state after this step"),
+        "{err}"
+    );
+    assert!(err.contains("Checkpoint ckpt-8 is not written"), "{err}");
+    let left: Vec<String> = std::fs::read_dir(run_dir.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.iter().all(|n| n.starts_with("ckpt-4.")), "{left:?}");
+    assert_eq!(complete_checkpoints(&run_dir), ["ckpt-4.index"]);
 }

@@ -337,7 +337,8 @@ fn the_state_check_finds_a_non_finite_value_in_any_kind_of_state() {
         g.state_from_host(&state).unwrap();
         assert!(!g.state_is_finite().unwrap(), "{bad} at {i}");
     }
-    // Huge but finite weights pass: this is a check for NaN and inf, not for size.
+    // A huge but finite weight passes: only NaN, inf, or a variable whose sum leaves f32's
+    // range fail the check.
     let mut state = good.clone();
     state[1] = 1.0e30;
     g.state_from_host(&state).unwrap();

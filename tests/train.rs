@@ -218,7 +218,7 @@ fn a_bad_schedule_is_refused_with_its_line_before_any_work() {
         "run:\n  depth: 18\n  seed: 3\n  depth: 50\nphases:\n  - {phase}\n"
     ));
     assert!(
-        err.contains("bad.yaml:4:3: run.depth is given twice (first at line 2)"),
+        err.contains("bad.yaml:4:3: run.depth: given twice (first at line 2)"),
         "{err}"
     );
 }

@@ -43,7 +43,7 @@ pub struct EvalSweepArgs {
     /// Validation images per batch [default: the schedule's eval.batch_size].
     #[arg(long)]
     batch_size: Option<usize>,
-    /// JPEG decode threads per rank [default: the host's cores / its ranks, at most the cores this rank is bound to].
+    /// JPEG decode threads per rank [default: the CPUs this rank may use over the host's ranks that share them].
     #[arg(long)]
     decode_threads: Option<usize>,
     /// Seconds between looks for new checkpoints with --watch.

@@ -126,20 +126,18 @@ fn under_mpi(f: impl FnOnce(&World) -> Result<()>) -> Result<()> {
     }
 }
 
-/// JPEG decode threads per rank: as asked, else this host's cores shared by its ranks.
+/// JPEG decode threads per rank: as asked, else this rank's CPUs shared by the host's ranks
+/// that may run on them too.
 fn decode_threads(asked: Option<usize>, world: &World) -> usize {
     let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let host = world.host_cores().max(usable);
-    asked.unwrap_or_else(|| decode_share(usable, host, world.local_size()))
+    asked.unwrap_or_else(|| decode_share(usable, world.cpu_sharers()))
 }
 
-/// A rank's share of the host's cores: the host's cores over its ranks, and no more than the
-/// cores this rank may run on. Pure. The affinity mask alone misleads both ways: Open MPI binds
-/// each rank to one core at np <= 2 (1 is right), but to a whole socket or NUMA node above that,
-/// where the socket's cores are shared by its ranks (dividing them by all the host's ranks, as
-/// dawnrun once did, left half of a 2-socket host's cores idle); unbound, the mask is the host.
-pub(crate) fn decode_share(usable: usize, host_cores: usize, local_ranks: usize) -> usize {
-    (host_cores / local_ranks.max(1)).min(usable).max(1)
+/// `usable` CPUs (the affinity mask, capped by a container's CPU quota) over the `sharers` ranks
+/// that run on them, at least 1. Pure. Dividing by all of the host's ranks, as dawnrun once did,
+/// left half of a 2-socket host idle under Open MPI's socket binding above np 2.
+pub(crate) fn decode_share(usable: usize, sharers: usize) -> usize {
+    (usable / sharers.max(1)).max(1)
 }
 
 /// Stops with a clear message when TensorFlow does not list the device asked for, or the
@@ -171,17 +169,14 @@ mod tests {
     #[test]
     fn decode_share_fits_each_way_mpirun_binds() {
         // 2-core box: np 1 and np 2 bound to a core each.
-        assert_eq!(decode_share(1, 2, 1), 1);
-        assert_eq!(decode_share(1, 2, 2), 1);
-        // Unbound (`--bind-to none`): 64 cores, 8 ranks.
-        assert_eq!(decode_share(64, 64, 8), 8);
-        // Bound to one of 2 sockets of 32 cores, 8 ranks (4 per socket): 8 each, not 32 / 8.
-        assert_eq!(decode_share(32, 64, 8), 8);
-        // Bound to a core each, 8 ranks on 64 cores: the one core.
-        assert_eq!(decode_share(1, 64, 8), 1);
+        assert_eq!(decode_share(1, 1), 1);
+        // Unbound (`--bind-to none`): 64 cores shared by 8 ranks.
+        assert_eq!(decode_share(64, 8), 8);
+        // Bound to one of 2 sockets of 32 cores, 4 ranks on each: 8, not 32 / 8.
+        assert_eq!(decode_share(32, 4), 8);
+        // A container allowed 4 CPUs of a 64-CPU host, 4 unbound ranks: 1 each.
+        assert_eq!(decode_share(4, 4), 1);
         // More ranks than cores: still one thread.
-        assert_eq!(decode_share(2, 2, 8), 1);
-        // A single process outside mpirun on the whole host.
-        assert_eq!(decode_share(64, 64, 1), 64);
+        assert_eq!(decode_share(2, 8), 1);
     }
 }

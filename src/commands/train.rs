@@ -42,7 +42,7 @@ pub struct TrainArgs {
     /// Override the schedule's all-reduce: hierarchical or ring (ours), or mpi (MPI_Allreduce).
     #[arg(long, value_enum)]
     allreduce: Option<Allreduce>,
-    /// JPEG decode threads per rank [default: the host's cores / its ranks, at most the cores this rank is bound to].
+    /// JPEG decode threads per rank [default: the CPUs this rank may use over the host's ranks that share them].
     #[arg(long)]
     decode_threads: Option<usize>,
     /// Place the graph on GPU <local rank> (a GPU build of libtensorflow is needed).
@@ -194,10 +194,10 @@ fn arm_decode_panic_hook() {
     }
 }
 
-/// The test hooks: `DAWNRUN_FAIL_AT_STEP=S` makes the trainer fail at step S and
-/// `DAWNRUN_FREEZE_AT_STEP=S` / `DAWNRUN_KILL_AT_STEP=S` make it stop / kill itself there, on
-/// the rank named by
-/// `DAWNRUN_FAIL_RANK` (every rank when unset).
+/// The test hooks: `DAWNRUN_FAIL_AT_STEP=S` makes the trainer fail at step S,
+/// `DAWNRUN_FREEZE_AT_STEP=S` / `DAWNRUN_KILL_AT_STEP=S` make it stop / kill itself there, and
+/// `DAWNRUN_NAN_STATE_AT_STEP=S` puts a NaN into its state before the checkpoint after S steps,
+/// on the rank named by `DAWNRUN_FAIL_RANK` (every rank when unset).
 fn test_fault(rank: usize) -> Option<TestFault> {
     let num = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     match num("DAWNRUN_FAIL_RANK") {
@@ -205,7 +205,8 @@ fn test_fault(rank: usize) -> Option<TestFault> {
         _ => num("DAWNRUN_FAIL_AT_STEP")
             .map(TestFault::FailAt)
             .or_else(|| num("DAWNRUN_FREEZE_AT_STEP").map(TestFault::FreezeAt))
-            .or_else(|| num("DAWNRUN_KILL_AT_STEP").map(TestFault::KillAt)),
+            .or_else(|| num("DAWNRUN_KILL_AT_STEP").map(TestFault::KillAt))
+            .or_else(|| num("DAWNRUN_NAN_STATE_AT_STEP").map(TestFault::NanStateAt)),
     }
 }
 

@@ -234,7 +234,7 @@ pub struct TrainGraph {
     init: Operation,
     state: Output, // [S] f32
     state_assign: Operation,
-    /// Bool scalar: every weight, moving statistic and momentum slot is finite.
+    /// Bool scalar: every weight, moving statistic and momentum slot is finite (by sums).
     state_finite: Output,
     trainable: Vec<VarInfo>,
     /// Every state variable in state order (trainables first).
@@ -596,7 +596,8 @@ impl TrainGraph {
     }
 
     /// True when every weight, batch-norm moving statistic and momentum slot is finite: one
-    /// pass over the state in the graph, nothing copied out.
+    /// pass over the state in the graph, nothing copied out. It tests each variable's sum, so
+    /// a variable whose finite values sum beyond f32's range counts as not finite too.
     pub fn state_is_finite(&self) -> Result<bool, ModelError> {
         let mut args = SessionRunArgs::new();
         let token = request(&mut args, &self.state_finite);

@@ -65,6 +65,7 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
             pipeline.give_back(batch);
             t.log.after_step(step, phase, &out, tally);
             if plan.checkpoint_due(step) || step == t.end_step {
+                poison(cfg.test_fault, step, &mut t.graph)?;
                 save_checkpoint(&t, &cfg, step, seconds, last_loss)?;
             }
         }
@@ -107,9 +108,10 @@ fn save_checkpoint(
         // the next step would find it, but this checkpoint would keep it.
         if !t.graph.state_is_finite()? {
             bail!(
-                "step {step}: training diverged: the weights after this step are not finite \
-                 (the loss before the update was {}). Checkpoint ckpt-{step} is not written: \
-                 resume from the last one with a lower lr or a longer warm-up",
+                "step {step}: training diverged: the state after this step (weights, batch-norm \
+                 moving statistics or momentum) is not finite, though the loss before the update \
+                 was {}. Checkpoint ckpt-{step} is not written: resume from the last one with a \
+                 lower lr or a longer warm-up",
                 last_loss
             );
         }
@@ -121,6 +123,19 @@ fn save_checkpoint(
         w.mark(step, Lane::Update);
     }
     world.barrier();
+    Ok(())
+}
+
+/// The test hook [`TestFault::NanStateAt`]: a NaN in the last momentum slot value before the
+/// checkpoint after `step` steps, as an overflowing update would leave one.
+fn poison(fault: Option<TestFault>, step: u64, graph: &mut TrainGraph) -> Result<()> {
+    if fault == Some(TestFault::NanStateAt(step)) {
+        let mut state = graph.state_to_host()?;
+        if let Some(last) = state.last_mut() {
+            *last = f32::NAN;
+        }
+        graph.state_from_host(&state)?;
+    }
     Ok(())
 }
 

@@ -50,8 +50,8 @@ pub struct RunConfig {
 }
 
 /// Faults the process tests inject through the environment (`DAWNRUN_FAIL_AT_STEP`,
-/// `DAWNRUN_FREEZE_AT_STEP`, `DAWNRUN_KILL_AT_STEP`, with `DAWNRUN_FAIL_RANK`): the real failures they stand for cannot
-/// be summoned on demand.
+/// `DAWNRUN_FREEZE_AT_STEP`, `DAWNRUN_KILL_AT_STEP`, `DAWNRUN_NAN_STATE_AT_STEP`, with
+/// `DAWNRUN_FAIL_RANK`): the real failures they stand for cannot be summoned on demand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TestFault {
     /// Return an error on reaching this step.
@@ -61,6 +61,8 @@ pub enum TestFault {
     FreezeAt(u64),
     /// Kill this process (SIGKILL) on reaching this step: no cleanup of any kind runs.
     KillAt(u64),
+    /// Put a NaN into the state just before the checkpoint after this many steps.
+    NanStateAt(u64),
 }
 
 /// A run ready for its first step: what the loop in `run.rs` drives.
@@ -118,7 +120,7 @@ impl<'w> Trainer<'w> {
             StepLog::silent()
         };
         log.note(&format!(
-            "rank 0 of {}: ResNet-{} ({} params, {} classes), steps {}..{} of {}, {} fusion buffer(s), all-reduce {:?}{}, {} decode thread(s) per rank",
+            "rank 0 of {}: ResNet-{} ({} params, {} classes), steps {}..{} of {}, {} fusion buffer(s), all-reduce {:?}{}, {} decode thread(s)",
             world.size(),
             cfg.model.depth,
             graph.num_params(),

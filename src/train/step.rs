@@ -273,7 +273,8 @@ pub fn update(
         let out = average_gradients(graph, ex, batch, step)?;
         // The loss is the mean over ranks and the gradients are averaged: a non-finite value
         // on any rank makes both non-finite everywhere, so every rank reaches the same verdict.
-        let finite = out.metrics.loss.is_finite() && all_finite(&out.grads);
+        let m = &out.metrics;
+        let finite = m.loss.is_finite() && m.total_loss.is_finite() && all_finite(&out.grads);
         if finite {
             let _s = ex.enter(step, Lane::Update, "apply");
             graph

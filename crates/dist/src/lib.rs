@@ -24,6 +24,7 @@
 
 pub mod allreduce;
 pub mod copy;
+pub mod cpus;
 pub mod fusion;
 pub mod hierarchical;
 mod in_place;

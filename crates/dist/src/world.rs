@@ -68,6 +68,7 @@ pub struct World {
     size: usize,
     local_rank: usize,
     local_size: usize,
+    cpu_sharers: usize,
     hostname: String,
     // Last field: dropped after the communicator handle; its Drop calls MPI_Finalize.
     _universe: Universe,
@@ -80,6 +81,7 @@ impl std::fmt::Debug for World {
             .field("size", &self.size)
             .field("local_rank", &self.local_rank)
             .field("local_size", &self.local_size)
+            .field("cpu_sharers", &self.cpu_sharers)
             .field("hostname", &self.hostname)
             .finish()
     }
@@ -102,10 +104,14 @@ impl World {
         let comm = universe.world();
         let rank = to_usize(comm.rank());
         let size = to_usize(comm.size());
-        let (local_rank, local_size) = {
+        let (local_rank, local_size, cpu_sharers) = {
             // Freed at the end of this block, long before MPI_Finalize.
             let local = comm.split_shared(comm.rank());
-            (to_usize(local.rank()), to_usize(local.size()))
+            let mine = crate::cpus::allowed();
+            let mut all = vec![[0u64; 16]; to_usize(local.size())];
+            local.all_gather_into(&mine[..], &mut all.as_flattened_mut()[..]);
+            let sharers = crate::cpus::sharers(&mine, &all);
+            (to_usize(local.rank()), to_usize(local.size()), sharers)
         };
         let hostname = mpi::environment::processor_name()
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
@@ -115,6 +121,7 @@ impl World {
             size,
             local_rank,
             local_size,
+            cpu_sharers,
             hostname,
             _universe: universe,
         })
@@ -140,14 +147,11 @@ impl World {
         self.local_size
     }
 
-    /// This host's online cores, whatever this process is bound to (its affinity mask, which
-    /// `std::thread::available_parallelism` reports, may be one core or one socket of them).
-    /// Counted in `/proc/cpuinfo`; 1 where it cannot be read.
-    pub fn host_cores(&self) -> usize {
-        std::fs::read_to_string("/proc/cpuinfo")
-            .map(|info| info.lines().filter(|l| l.starts_with("processor")).count())
-            .unwrap_or(1)
-            .max(1)
+    /// How many ranks of this host may run on this rank's CPUs, itself included: 1 when each
+    /// rank is bound to its own cores, the host's rank count when none is bound (see
+    /// [`crate::cpus`]).
+    pub fn cpu_sharers(&self) -> usize {
+        self.cpu_sharers
     }
 
     /// MPI's processor name (the host name under Open MPI).

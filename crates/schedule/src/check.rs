@@ -395,14 +395,11 @@ mod tests {
                 "    batch_size: 740\n    lr: [0.1, 0.2]\n",
             )
         });
-        assert_eq!(
-            e,
-            "s.yaml:6:5: phases[0].lr is given twice (first at line 3)"
-        );
+        assert_eq!(e, "s.yaml:6:5: phases[0].lr: given twice (first at line 3)");
         let e = refuse(|t| t.replace("data_dir: \"160\"}", "data_dir: \"160\", epoch: [6, 7]}"));
         starts(
             &e,
-            "s.yaml:8:106: phases[1].epoch is given twice (first at line 8)",
+            "s.yaml:8:106: phases[1].epoch: given twice (first at line 8)",
         );
     }
 

@@ -83,13 +83,15 @@ fn syntax_error(path: &Path, text: &str, error: &serde_yaml::Error) -> ScheduleE
         }
         None => (Location::START, full),
     };
-    if message.contains("duplicate") {
-        if let Some((key, first, again)) = SourceMap::build(text).repeated_key() {
-            return ScheduleError::Syntax {
-                path: path.to_path_buf(),
-                location: again,
-                message: format!("{key} is given twice (first at line {})", first.line),
-            };
+    if let Some(key) = repeated_key_in(&message) {
+        if let Some((path_of_key, first, again)) = SourceMap::build(text).repeated_key() {
+            if path_of_key.rsplit(['.', '[']).next() == Some(key) {
+                return ScheduleError::Syntax {
+                    path: path.to_path_buf(),
+                    location: again,
+                    message: format!("{path_of_key}: given twice (first at line {})", first.line),
+                };
+            }
         }
     }
     ScheduleError::Syntax {
@@ -97,6 +99,19 @@ fn syntax_error(path: &Path, text: &str, error: &serde_yaml::Error) -> ScheduleE
         location,
         message,
     }
+}
+
+/// The key of serde_yaml's "duplicate field `K`" (a struct) or "duplicate entry with key
+/// "K"" (a map) message; None for every other message, even one quoting the word.
+fn repeated_key_in(message: &str) -> Option<&str> {
+    fn quoted(rest: &str, close: char) -> Option<&str> {
+        rest.split_once(close).map(|(key, _)| key)
+    }
+    if let Some((_, rest)) = message.split_once("duplicate field `") {
+        return quoted(rest, '`');
+    }
+    let (_, rest) = message.split_once("duplicate entry with key \"")?;
+    quoted(rest, '"')
 }
 
 #[cfg(test)]
@@ -111,6 +126,20 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn only_serde_yamls_duplicate_messages_name_a_repeated_key() {
+        assert_eq!(
+            repeated_key_in("run: duplicate field `depth`"),
+            Some("depth")
+        );
+        assert_eq!(repeated_key_in("duplicate entry with key \"a\""), Some("a"));
+        assert_eq!(
+            repeated_key_in("run: unknown field `duplicate_lr`, expected"),
+            None
+        );
+        assert_eq!(repeated_key_in("unknown variant `duplicate`"), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub enum HeaderError {
     NotJpeg,
     /// `offset` is the first byte past the end that the header needed (a segment's length can
     /// point far past a short file): the message gives the file's own end first.
-    #[error("ends at byte {len}, before its frame header is complete (byte {offset} is needed)")]
+    #[error("ends at byte {len}, before its image data starts (byte {offset} is needed)")]
     Truncated { offset: usize, len: usize },
     #[error("byte {offset}: expected a marker (FF xx), found {found:#04x}")]
     NotAMarker { offset: usize, found: u8 },
@@ -36,6 +36,8 @@ pub enum HeaderError {
     BadLength { offset: usize, len: usize },
     #[error("byte {offset}: {what} before any frame header")]
     NoFrame { offset: usize, what: &'static str },
+    #[error("byte {offset}: end of image before any image data")]
+    NoScan { offset: usize },
     #[error(
         "frame header gives a zero size ({width}x{height}); DNL-sized JPEGs are not supported"
     )]
@@ -51,8 +53,8 @@ pub enum HeaderError {
 
 /// Reads markers from the start of `bytes` to the first start-of-scan, returns the frame
 /// header's size and component count, and checks that an end-of-image marker follows the scan.
-/// Cost: the header's few hundred bytes and the file's last two, never the entropy-coded data,
-/// unless something follows the end marker (then a backward search for it).
+/// Cost for a whole file: the header's few hundred bytes and its last two. Only a file with
+/// bytes after its end marker, or a file cut short, is searched backwards for the marker.
 pub fn read_header(bytes: &[u8]) -> Result<JpegHeader, HeaderError> {
     if bytes.len() < 2 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
         return Err(HeaderError::NotJpeg);
@@ -83,10 +85,15 @@ pub fn read_header(bytes: &[u8]) -> Result<JpegHeader, HeaderError> {
         match (marker, frame) {
             // Stand-alone markers: TEM, RSTn (no length field).
             (0x01 | 0xD0..=0xD7, _) => continue,
-            (0xD9, _) => {
+            (0xD9, None) => {
                 return Err(HeaderError::NoFrame {
                     offset: marker_offset,
                     what: "end of image",
+                })
+            }
+            (0xD9, Some(_)) => {
+                return Err(HeaderError::NoScan {
+                    offset: marker_offset,
                 })
             }
             (0xDA, None) => {
@@ -95,25 +102,30 @@ pub fn read_header(bytes: &[u8]) -> Result<JpegHeader, HeaderError> {
                     what: "start of scan",
                 })
             }
-            (0xDA, Some(header)) => {
-                let len = u16_at(pos)?;
-                let scan = pos + len;
-                // Entropy-coded data never holds FF D9 (an FF there is followed by 00 or a
-                // restart code), so the marker's presence after the scan header is the test.
-                return match bytes.get(scan..) {
-                    Some([.., 0xFF, 0xD9]) => Ok(header),
-                    Some(rest) if rest.windows(2).rev().any(|w| w == [0xFF, 0xD9]) => Ok(header),
-                    _ => Err(HeaderError::NoEnd {
-                        scan: scan.min(bytes.len()),
-                        len: bytes.len(),
-                    }),
-                };
-            }
             _ => {}
         }
         let len = u16_at(pos)?;
         if len < 2 {
             return Err(HeaderError::BadLength { offset: pos, len });
+        }
+        if let (0xDA, Some(header)) = (marker, frame) {
+            let scan = pos + len;
+            // A file cut inside the scan header is short of its header, like any other.
+            let rest = bytes.get(scan..).ok_or(HeaderError::Truncated {
+                offset: scan,
+                len: bytes.len(),
+            })?;
+            // Entropy-coded data never holds FF D9 (an FF there is followed by 00 or a restart
+            // code). A progressive file cut between two scans could pass if a segment between
+            // them held those two bytes; the trainer would then skip it when it fails to decode.
+            return match rest {
+                [.., 0xFF, 0xD9] => Ok(header),
+                _ if rest.windows(2).rev().any(|w| w == [0xFF, 0xD9]) => Ok(header),
+                _ => Err(HeaderError::NoEnd {
+                    scan,
+                    len: bytes.len(),
+                }),
+            };
         }
         // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
         if frame.is_none()
@@ -259,18 +271,39 @@ mod tests {
         let sos = (0..bytes.len() - 1)
             .find(|&i| bytes[i] == 0xFF && bytes[i + 1] == 0xDA)
             .unwrap();
+        // The scan header of a 3-component baseline JPEG: FF DA, then 12 bytes.
+        let scan = sos + 14;
         for cut in 0..bytes.len() {
             let e = read_header(&bytes[..cut]).unwrap_err();
-            // Past the scan header, the message says where the image data starts and ends.
-            if cut > sos + 14 {
+            if cut >= scan {
+                // Past the scan header, the message says where the image data starts and ends.
+                assert_eq!(e, HeaderError::NoEnd { scan, len: cut });
+                assert!(e.to_string().starts_with("cut short: "), "{e}");
+            } else if cut > sos {
                 assert!(
-                    matches!(e, HeaderError::NoEnd { len, .. } if len == cut),
+                    matches!(e, HeaderError::Truncated { len, .. } if len == cut),
                     "{e}"
                 );
-                assert!(e.to_string().starts_with("cut short: "), "{e}");
             }
         }
         assert!(read_header(&bytes).is_ok());
+        // A frame header and then the end of the image: no image data at all.
+        let mut no_scan = bytes[..sos].to_vec();
+        no_scan.extend_from_slice(&[0xFF, 0xD9]);
+        assert_eq!(
+            read_header(&no_scan),
+            Err(HeaderError::NoScan { offset: sos })
+        );
+        // A scan header whose length is below 2, as any other segment's.
+        let mut bad = bytes.clone();
+        bad[sos + 2..sos + 4].copy_from_slice(&[0, 1]);
+        assert_eq!(
+            read_header(&bad),
+            Err(HeaderError::BadLength {
+                offset: sos + 2,
+                len: 1
+            })
+        );
         // Bytes after the end marker (padding, a camera's trailer) are allowed, as decoders do.
         for tail in [&b"\0\0\0"[..], b"trailer \xFF\xD8 more"] {
             let mut longer = bytes.clone();

@@ -191,11 +191,16 @@ fn make_odd_files(plan: &Plan) -> Result<()> {
             &dir.join(format!("{}_odd_cmyk.JPEG", class.synset)),
             &cmyk::encode_cmyk_mosaic(&img),
         )?;
-        // A JPEG cut at two thirds, as a partial download leaves it: no end-of-image marker.
+        // A JPEG cut halfway through its image data, as a partial download leaves it: the
+        // headers whole, no end-of-image marker.
         let whole = encode_jpeg(&img, plan.quality)?;
+        let scan = whole
+            .windows(2)
+            .position(|w| w == [0xFF, 0xDA])
+            .context("no start-of-scan marker in the encoded JPEG")?;
         write_file(
             &dir.join(format!("{}_odd_cut.JPEG", class.synset)),
-            &whole[..whole.len() * 2 / 3],
+            &whole[..scan + (whole.len() - scan) / 2],
         )?;
         write_file(
             &dir.join(format!("{}_odd_text.JPEG", class.synset)),
