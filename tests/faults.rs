@@ -557,7 +557,8 @@ fn a_diverging_run_stops_at_once_and_saves_nothing_after_the_divergence() {
 #[test]
 fn a_checkpoint_whose_state_is_not_finite_is_not_written() {
     // A NaN in rank 0's momentum (an update that overflowed) just before the save after step
-    // 4: the loss before it was finite, so only the check of the state can catch it.
+    // 8: the loss before it was finite, so only the check of the state can catch it; ckpt-4,
+    // saved before, stays.
     let tmp = tempdir();
     let sched = faults_schedule(tmp.path(), "nan-state", "", &[P1]);
     let run_dir = tmp.path().join("run");

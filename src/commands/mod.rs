@@ -130,14 +130,33 @@ fn under_mpi(f: impl FnOnce(&World) -> Result<()>) -> Result<()> {
 /// that may run on them too.
 fn decode_threads(asked: Option<usize>, world: &World) -> usize {
     let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
-    asked.unwrap_or_else(|| decode_share(usable, world.cpu_sharers()))
+    asked.unwrap_or_else(|| {
+        decode_share(
+            usable,
+            world.cpu_affinity(),
+            world.cpu_sharers(),
+            world.local_size(),
+        )
+    })
 }
 
-/// `usable` CPUs (the affinity mask, capped by a container's CPU quota) over the `sharers` ranks
-/// that run on them, at least 1. Pure. Dividing by all of the host's ranks, as dawnrun once did,
-/// left half of a 2-socket host idle under Open MPI's socket binding above np 2.
-pub(crate) fn decode_share(usable: usize, sharers: usize) -> usize {
-    (usable / sharers.max(1)).max(1)
+/// A rank's decode threads, at least 1. Pure. `usable` is what `available_parallelism` gives:
+/// the `affinity` mask's CPUs (0: not known), or fewer where a container's CPU quota caps
+/// them. Those CPUs are shared by `sharers` ranks (Open MPI binds a rank to a core at np <= 2,
+/// to a socket above that: dividing by all of the host's ranks, as dawnrun once did, left half
+/// of a 2-socket host idle). A quota caps the whole container, so it is divided by all of the
+/// host's `local_ranks`.
+pub(crate) fn decode_share(
+    usable: usize,
+    affinity: usize,
+    sharers: usize,
+    local_ranks: usize,
+) -> usize {
+    let mut share = usable / sharers.max(1);
+    if affinity > 0 && usable < affinity {
+        share = share.min(usable / local_ranks.max(1));
+    }
+    share.max(1)
 }
 
 /// Stops with a clear message when TensorFlow does not list the device asked for, or the
@@ -168,15 +187,20 @@ mod tests {
 
     #[test]
     fn decode_share_fits_each_way_mpirun_binds() {
+        // (usable, affinity, sharers, ranks on the host) -> threads.
         // 2-core box: np 1 and np 2 bound to a core each.
-        assert_eq!(decode_share(1, 1), 1);
+        assert_eq!(decode_share(1, 1, 1, 2), 1);
         // Unbound (`--bind-to none`): 64 cores shared by 8 ranks.
-        assert_eq!(decode_share(64, 8), 8);
+        assert_eq!(decode_share(64, 64, 8, 8), 8);
         // Bound to one of 2 sockets of 32 cores, 4 ranks on each: 8, not 32 / 8.
-        assert_eq!(decode_share(32, 4), 8);
-        // A container allowed 4 CPUs of a 64-CPU host, 4 unbound ranks: 1 each.
-        assert_eq!(decode_share(4, 4), 1);
+        assert_eq!(decode_share(32, 32, 4, 8), 8);
+        // A container with a quota of 4 CPUs on a 64-CPU host, 4 unbound ranks: 1 each.
+        assert_eq!(decode_share(4, 64, 4, 4), 1);
+        // A quota of 8 CPUs, 8 ranks bound to 2 sockets: the quota is shared by all 8.
+        assert_eq!(decode_share(8, 32, 4, 8), 1);
+        // The mask unknown: the usable CPUs over the ranks sharing them.
+        assert_eq!(decode_share(16, 0, 8, 8), 2);
         // More ranks than cores: still one thread.
-        assert_eq!(decode_share(2, 8), 1);
+        assert_eq!(decode_share(2, 2, 8, 8), 1);
     }
 }

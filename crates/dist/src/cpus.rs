@@ -3,9 +3,9 @@
 //!
 //! The affinity mask alone misleads: Open MPI binds each rank to one core at np <= 2, but to a
 //! whole socket or NUMA node above that, where the node's ranks all run on the same CPUs; and
-//! unbound, every rank's mask is the whole host. Counting the ranks whose masks meet this one's
-//! gives the right divisor in each case. `/proc/cpuinfo` would not: inside a container it lists
-//! the whole machine, not the CPUs the container may use.
+//! unbound, every rank's mask is all the CPUs the host (or its container's cpuset) allows.
+//! Counting the ranks whose masks meet this one's gives the right divisor in each case.
+//! `/proc/cpuinfo` would not: inside a container it lists the whole machine.
 
 /// CPUs as a bitmap of 1024 (glibc's `CPU_SETSIZE`); all zero means "not known".
 pub type CpuSet = [u64; 16];
@@ -24,7 +24,8 @@ pub fn allowed() -> CpuSet {
         .unwrap_or([0; 16])
 }
 
-/// The kernel's CPU list format, e.g. `0-3,8,10-11`. CPUs past 1023 are left out. Pure.
+/// The kernel's CPU list format, e.g. `0-3,8,10-11`. CPUs past 1023 are left out (a rank
+/// bound only to such CPUs reads as "not known", and shares with everyone). Pure.
 pub fn parse_cpu_list(list: &str) -> Option<CpuSet> {
     let mut set = [0u64; 16];
     for part in list.split(',').filter(|p| !p.is_empty()) {
@@ -42,9 +43,14 @@ pub fn parse_cpu_list(list: &str) -> Option<CpuSet> {
     Some(set)
 }
 
+/// The number of CPUs in `set` (0: not known). Pure.
+pub fn count(set: &CpuSet) -> usize {
+    set.iter().map(|w| w.count_ones() as usize).sum()
+}
+
 /// How many of `all` (every local rank's set, this one's included) share a CPU with `mine`.
-/// An unknown set counts as sharing with everyone, which gives back the plain division of the
-/// host's cores by its ranks. Pure.
+/// An unknown set counts as sharing with everyone: when this rank's own set is unknown, its
+/// CPUs are divided by all of the host's ranks. Pure.
 pub fn sharers(mine: &CpuSet, all: &[CpuSet]) -> usize {
     let unknown = |s: &CpuSet| s.iter().all(|&w| w == 0);
     all.iter()
@@ -59,6 +65,13 @@ mod tests {
 
     fn set(list: &str) -> CpuSet {
         parse_cpu_list(list).unwrap()
+    }
+
+    #[test]
+    fn count_is_the_number_of_cpus() {
+        assert_eq!(count(&set("0-3,8,10-11")), 7);
+        assert_eq!(count(&set("64-127")), 64);
+        assert_eq!(count(&[0; 16]), 0);
     }
 
     #[test]

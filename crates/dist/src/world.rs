@@ -69,6 +69,7 @@ pub struct World {
     local_rank: usize,
     local_size: usize,
     cpu_sharers: usize,
+    cpu_affinity: usize,
     hostname: String,
     // Last field: dropped after the communicator handle; its Drop calls MPI_Finalize.
     _universe: Universe,
@@ -82,6 +83,7 @@ impl std::fmt::Debug for World {
             .field("local_rank", &self.local_rank)
             .field("local_size", &self.local_size)
             .field("cpu_sharers", &self.cpu_sharers)
+            .field("cpu_affinity", &self.cpu_affinity)
             .field("hostname", &self.hostname)
             .finish()
     }
@@ -104,6 +106,7 @@ impl World {
         let comm = universe.world();
         let rank = to_usize(comm.rank());
         let size = to_usize(comm.size());
+        let cpu_affinity;
         let (local_rank, local_size, cpu_sharers) = {
             // Freed at the end of this block, long before MPI_Finalize.
             let local = comm.split_shared(comm.rank());
@@ -111,6 +114,7 @@ impl World {
             let mut all = vec![[0u64; 16]; to_usize(local.size())];
             local.all_gather_into(&mine[..], &mut all.as_flattened_mut()[..]);
             let sharers = crate::cpus::sharers(&mine, &all);
+            cpu_affinity = crate::cpus::count(&mine);
             (to_usize(local.rank()), to_usize(local.size()), sharers)
         };
         let hostname = mpi::environment::processor_name()
@@ -122,6 +126,7 @@ impl World {
             local_rank,
             local_size,
             cpu_sharers,
+            cpu_affinity,
             hostname,
             _universe: universe,
         })
@@ -152,6 +157,11 @@ impl World {
     /// [`crate::cpus`]).
     pub fn cpu_sharers(&self) -> usize {
         self.cpu_sharers
+    }
+
+    /// The number of CPUs this rank's affinity mask allows; 0 when it could not be read.
+    pub fn cpu_affinity(&self) -> usize {
+        self.cpu_affinity
     }
 
     /// MPI's processor name (the host name under Open MPI).

@@ -196,7 +196,7 @@ fn make_odd_files(plan: &Plan) -> Result<()> {
         let whole = encode_jpeg(&img, plan.quality)?;
         let scan = whole
             .windows(2)
-            .position(|w| w == [0xFF, 0xDA])
+            .rposition(|w| w == [0xFF, 0xDA])
             .context("no start-of-scan marker in the encoded JPEG")?;
         write_file(
             &dir.join(format!("{}_odd_cut.JPEG", class.synset)),

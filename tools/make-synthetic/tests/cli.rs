@@ -175,6 +175,11 @@ fn odd_files_are_a_png_a_cmyk_jpeg_a_cut_jpeg_and_text() {
     let cut = fs::read(dir.join(format!("{synset}_odd_cut.JPEG"))).unwrap();
     // Cut inside its image data: a scan has started and no end-of-image marker follows.
     let sos = cut.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    let scan_header = usize::from(u16::from_be_bytes([cut[sos + 2], cut[sos + 3]]));
+    assert!(
+        cut.len() > sos + 2 + scan_header,
+        "cut inside the scan header"
+    );
     assert!(!cut[sos..].windows(2).any(|w| w == [0xFF, 0xD9]));
     let text = fs::read(dir.join(format!("{synset}_odd_text.JPEG"))).unwrap();
     assert!(image::guess_format(&text).is_err());
