@@ -1,5 +1,5 @@
-//! What goes wrong in a long multi-rank run, through the real binaries: a frozen rank, a rank
-//! killed with SIGKILL, a second trainer on the same run directory, a full disk, a missing
+//! What goes wrong in a long multi-rank run, through the real binaries: a frozen rank (before
+//! and inside the all-reduce), a rank killed with SIGKILL, a second trainer on the same run directory, a full disk, a missing
 //! later-phase data folder, a shard cut short at a record boundary, records where no JPEG
 //! decodes. Each must end in a named error or a clean resume, never in a hang or a silent
 //! success.
@@ -43,12 +43,12 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
     }
 }
 
-fn complete_checkpoints(run_dir: &Path) -> Vec<String> {
+/// The file names in `run_dir/checkpoints`, sorted (none if the folder is missing).
+fn checkpoint_files(run_dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(run_dir.join("checkpoints"))
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("ckpt-") && n.ends_with(".index"))
                 .collect()
         })
         .unwrap_or_default();
@@ -56,49 +56,96 @@ fn complete_checkpoints(run_dir: &Path) -> Vec<String> {
     names
 }
 
+fn complete_checkpoints(run_dir: &Path) -> Vec<String> {
+    checkpoint_files(run_dir)
+        .into_iter()
+        .filter(|n| n.starts_with("ckpt-") && n.ends_with(".index"))
+        .collect()
+}
+
+/// A 2-rank job of the faults schedule `name` (`extra`: more schedule keys) whose rank `rank`
+/// injects the test hook `hook` (`DAWNRUN_..._AT_STEP`) at `step`, bounded to 4 minutes.
+struct FaultJob {
+    sched: PathBuf,
+    run_dir: PathBuf,
+    out: Output,
+    err: String,
+}
+
+fn fault_job(tmp: &Path, name: &str, extra: &str, rank: usize, hook: &str, step: u64) -> FaultJob {
+    let sched = faults_schedule(tmp, name, extra, &[P1]);
+    let run_dir = tmp.join("run");
+    let mut c = trainer_mpirun(2, &sched, &run_dir);
+    c.env("DAWNRUN_FAIL_RANK", rank.to_string())
+        .env(hook, step.to_string());
+    let out = run_bounded(c, Duration::from_secs(240));
+    let err = text(&out.stderr);
+    FaultJob {
+        sched,
+        run_dir,
+        out,
+        err,
+    }
+}
+
 #[test]
 fn a_frozen_rank_ends_the_job_naming_it_the_step_and_the_wait() {
     let tmp = tempdir();
-    let sched = faults_schedule(
-        tmp.path(),
-        "frozen",
-        "distributed:\n  stall_warning_s: 1\n  stall_shutdown_s: 4\n",
-        &[P1],
-    );
-    let run_dir = tmp.path().join("run");
-    let mut c = trainer_mpirun(2, &sched, &run_dir);
-    c.env("DAWNRUN_FAIL_RANK", "1")
-        .env("DAWNRUN_FREEZE_AT_STEP", "5");
+    let stall = "distributed:\n  stall_warning_s: 1\n  stall_shutdown_s: 4\n";
     // SIGSTOP: rank 1 never errors, never exits; only the stall shutdown can end the job.
-    let out = run_bounded(c, Duration::from_secs(240));
-    let err = text(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let job = fault_job(tmp.path(), "frozen", stall, 1, "DAWNRUN_FREEZE_AT_STEP", 5);
+    let err = &job.err;
+    assert!(!job.out.status.success(), "{err}");
     assert!(err.contains("freezing") || err.contains("SIGSTOP"), "{err}");
     assert!(
         err.contains("stall shutdown: ranks [1] have not reached step 5 after 4 s"),
         "{err}"
     );
     // The checkpoint due at step 4 landed before the freeze.
-    assert_eq!(complete_checkpoints(&run_dir), ["ckpt-4.index"]);
+    assert_eq!(complete_checkpoints(&job.run_dir), ["ckpt-4.index"]);
+}
+
+#[test]
+fn a_rank_frozen_inside_the_all_reduce_is_named_by_the_rank_waiting_for_it() {
+    // Rank 1 stops after telling rank 0 it reached step 5, so rank 0's stall check passes and
+    // rank 0 waits in the host's all-reduce barrier: its watchdog (after 4 s + 2 s of grace)
+    // must end the job and name rank 1 from the barrier's arrival counts.
+    let tmp = tempdir();
+    let stall = "distributed:\n  stall_warning_s: 1\n  stall_shutdown_s: 4\n";
+    let hook = "DAWNRUN_FREEZE_IN_ALLREDUCE_AT_STEP";
+    let job = fault_job(tmp.path(), "frozen-in", stall, 1, hook, 5);
+    let err = &job.err;
+    assert!(!job.out.status.success(), "{err}");
+    assert!(err.contains("SIGSTOP"), "{err}");
+    assert!(!err.contains("have not reached step 5"), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("rank 0: stall shutdown: no progress for "))
+        .unwrap_or_else(|| panic!("rank 0's watchdog said nothing\n{err}"));
+    assert!(
+        line.contains(" s at step 5 (this rank waits in `allreduce`)"),
+        "{err}"
+    );
+    assert!(
+        line.contains("on this host, ranks [1] never reached the all-reduce's barrier"),
+        "{err}"
+    );
+    assert_eq!(complete_checkpoints(&job.run_dir), ["ckpt-4.index"]);
 }
 
 #[test]
 fn a_rank_killed_with_sigkill_ends_the_job_and_the_run_resumes_to_the_end() {
     let tmp = tempdir();
-    let sched = faults_schedule(tmp.path(), "killed", "", &[P1]);
-    let run_dir = tmp.path().join("run");
-    let mut c = trainer_mpirun(2, &sched, &run_dir);
-    c.env("DAWNRUN_FAIL_RANK", "1")
-        .env("DAWNRUN_KILL_AT_STEP", "10");
-    let out = run_bounded(c, Duration::from_secs(240));
-    assert!(!out.status.success(), "{}", text(&out.stderr));
+    let job = fault_job(tmp.path(), "killed", "", 1, "DAWNRUN_KILL_AT_STEP", 10);
+    let (sched, run_dir) = (&job.sched, &job.run_dir);
+    assert!(!job.out.status.success(), "{}", job.err);
     assert!(!run_dir.join("done.json").exists());
     assert_eq!(
-        complete_checkpoints(&run_dir),
+        complete_checkpoints(run_dir),
         ["ckpt-4.index", "ckpt-8.index"]
     );
 
-    let mut c = trainer_mpirun(2, &sched, &run_dir);
+    let mut c = trainer_mpirun(2, sched, run_dir);
     c.arg("--resume");
     let out = run_bounded(c, Duration::from_secs(240));
     let err = text(&out.stderr);
@@ -109,7 +156,7 @@ fn a_rank_killed_with_sigkill_ends_the_job_and_the_run_resumes_to_the_end() {
     );
     // 256 images, batch 8 x 2 ranks: 16 steps per epoch, 32 in all.
     assert!(run_dir.join("done.json").exists());
-    assert!(complete_checkpoints(&run_dir).contains(&"ckpt-32.index".to_string()));
+    assert!(complete_checkpoints(run_dir).contains(&"ckpt-32.index".to_string()));
 }
 
 #[test]
@@ -183,11 +230,7 @@ fn a_full_disk_says_the_checkpoint_was_not_written_and_leaves_no_partial_files()
     let c = trainer(&sched, &run_dir);
     let out = run_bounded(c, Duration::from_secs(240));
     let err = text(&out.stderr);
-    let leftovers: Vec<String> = std::fs::read_dir(run_dir.join("checkpoints"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let leftovers = checkpoint_files(&run_dir);
     let _ = Command::new("umount").arg(&mount).status();
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("checkpoint ckpt-4 was not written"), "{err}");
@@ -560,25 +603,23 @@ fn a_checkpoint_whose_state_is_not_finite_is_not_written() {
     // 8: the loss before it was finite, so only the check of the state can catch it; ckpt-4,
     // saved before, stays.
     let tmp = tempdir();
-    let sched = faults_schedule(tmp.path(), "nan-state", "", &[P1]);
-    let run_dir = tmp.path().join("run");
-    let mut c = trainer_mpirun(2, &sched, &run_dir);
-    c.env("DAWNRUN_NAN_STATE_AT_STEP", "8")
-        .env("DAWNRUN_FAIL_RANK", "0");
-    let out = run_bounded(c, Duration::from_secs(240));
-    let err = text(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let job = fault_job(
+        tmp.path(),
+        "nan-state",
+        "",
+        0,
+        "DAWNRUN_NAN_STATE_AT_STEP",
+        8,
+    );
+    let err = &job.err;
+    assert!(!job.out.status.success(), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(
         err.contains("step 8: training diverged: the state after this step"),
         "{err}"
     );
     assert!(err.contains("Checkpoint ckpt-8 is not written"), "{err}");
-    let left: Vec<String> = std::fs::read_dir(run_dir.join("checkpoints"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let left = checkpoint_files(&job.run_dir);
     assert!(left.iter().all(|n| n.starts_with("ckpt-4.")), "{left:?}");
-    assert_eq!(complete_checkpoints(&run_dir), ["ckpt-4.index"]);
+    assert_eq!(complete_checkpoints(&job.run_dir), ["ckpt-4.index"]);
 }

@@ -13,8 +13,8 @@ use super::data_facts::{self, DataFacts};
 use crate::checkpoint;
 use crate::model::ModelConfig;
 use crate::run_dir::{self, LockHolder, RunDir, RunInfo};
+use crate::train::hooks::TestFault;
 use crate::train::loss_scale::LossScaler;
-use crate::train::setup::TestFault;
 use crate::train::{self, RunConfig};
 
 #[derive(Args, Debug, Clone)]
@@ -195,7 +195,8 @@ fn arm_decode_panic_hook() {
 }
 
 /// The test hooks: `DAWNRUN_FAIL_AT_STEP=S` makes the trainer fail at step S,
-/// `DAWNRUN_FREEZE_AT_STEP=S` / `DAWNRUN_KILL_AT_STEP=S` make it stop / kill itself there, and
+/// `DAWNRUN_FREEZE_AT_STEP=S` / `DAWNRUN_KILL_AT_STEP=S` make it stop / kill itself there,
+/// `DAWNRUN_FREEZE_IN_ALLREDUCE_AT_STEP=S` stop itself inside step S's all-reduce, and
 /// `DAWNRUN_NAN_STATE_AT_STEP=S` puts a NaN into its state before the checkpoint after S steps,
 /// on the rank named by `DAWNRUN_FAIL_RANK` (every rank when unset).
 fn test_fault(rank: usize) -> Option<TestFault> {
@@ -205,6 +206,9 @@ fn test_fault(rank: usize) -> Option<TestFault> {
         _ => num("DAWNRUN_FAIL_AT_STEP")
             .map(TestFault::FailAt)
             .or_else(|| num("DAWNRUN_FREEZE_AT_STEP").map(TestFault::FreezeAt))
+            .or_else(|| {
+                num("DAWNRUN_FREEZE_IN_ALLREDUCE_AT_STEP").map(TestFault::FreezeInAllreduceAt)
+            })
             .or_else(|| num("DAWNRUN_KILL_AT_STEP").map(TestFault::KillAt))
             .or_else(|| num("DAWNRUN_NAN_STATE_AT_STEP").map(TestFault::NanStateAt)),
     }

@@ -6,8 +6,10 @@
 //!   `trainer bench` and `trainer gradcheck`
 //! - [`run`](mod@run): the loop: next batch -> update -> log -> checkpoint
 //! - [`loss_scale`]: static and dynamic loss scaling (pure)
+//! - [`hooks`]: faults the process tests inject (frozen, killed, failing, poisoned ranks)
 //! - [`log`]: the step line, metrics.jsonl and TensorBoard events (rank 0)
 
+pub mod hooks;
 pub mod log;
 pub mod loss_scale;
 pub mod run;

@@ -10,8 +10,9 @@ use dawnrun_dist::World;
 
 use dawnrun_data::pipeline::TrainPipeline;
 
+use super::hooks::{inject, poison};
 use super::log::Tally;
-use super::setup::{start_pipeline, RunConfig, TestFault, Trainer};
+use super::setup::{start_pipeline, RunConfig, Trainer};
 use super::step::update;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::model::{BatchRef, TrainGraph};
@@ -123,41 +124,6 @@ fn save_checkpoint(
         w.mark(step, Lane::Update);
     }
     world.barrier();
-    Ok(())
-}
-
-/// The test hook [`TestFault::NanStateAt`]: a NaN in the last momentum slot value before the
-/// checkpoint after `step` steps, as an overflowing update would leave one.
-fn poison(fault: Option<TestFault>, step: u64, graph: &mut TrainGraph) -> Result<()> {
-    if fault == Some(TestFault::NanStateAt(step)) {
-        let mut state = graph.state_to_host()?;
-        if let Some(last) = state.last_mut() {
-            *last = f32::NAN;
-        }
-        graph.state_from_host(&state)?;
-    }
-    Ok(())
-}
-
-/// The test hook of [`TestFault`].
-fn inject(fault: Option<TestFault>, step: u64) -> Result<()> {
-    match fault {
-        Some(TestFault::FailAt(s)) if s == step => {
-            bail!("step {step}: failing on purpose (DAWNRUN_FAIL_AT_STEP)")
-        }
-        Some(TestFault::FreezeAt(s)) if s == step => signal_self("STOP", step),
-        Some(TestFault::KillAt(s)) if s == step => signal_self("KILL", step),
-        _ => Ok(()),
-    }
-}
-
-fn signal_self(signal: &str, step: u64) -> Result<()> {
-    say!("step {step}: sending SIG{signal} to myself on purpose (test hook)");
-    let pid = std::process::id().to_string();
-    std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &pid])
-        .status()
-        .with_context(|| format!("kill -{signal}"))?;
     Ok(())
 }
 

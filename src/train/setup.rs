@@ -18,6 +18,7 @@ use dawnrun_dist::{Allreducer, World};
 use dawnrun_records::shard_set::list_shards;
 use dawnrun_schedule::{Allreduce, Compression, PhasePlan, Plan};
 
+use super::hooks::TestFault;
 use super::log::StepLog;
 use super::loss_scale::LossScaler;
 use super::step::Replicas;
@@ -47,22 +48,6 @@ pub struct RunConfig {
     pub decode_threads: usize,
     /// Test hook: a fault this rank injects into itself.
     pub test_fault: Option<TestFault>,
-}
-
-/// Faults the process tests inject through the environment (`DAWNRUN_FAIL_AT_STEP`,
-/// `DAWNRUN_FREEZE_AT_STEP`, `DAWNRUN_KILL_AT_STEP`, `DAWNRUN_NAN_STATE_AT_STEP`, with
-/// `DAWNRUN_FAIL_RANK`): the real failures they stand for cannot be summoned on demand.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TestFault {
-    /// Return an error on reaching this step.
-    FailAt(u64),
-    /// Stop this process (SIGSTOP) on reaching this step, as a hung NFS read or a stuck driver
-    /// would freeze a rank: nothing in it runs any more, not even its threads.
-    FreezeAt(u64),
-    /// Kill this process (SIGKILL) on reaching this step: no cleanup of any kind runs.
-    KillAt(u64),
-    /// Put a NaN into the state just before the checkpoint after this many steps.
-    NanStateAt(u64),
 }
 
 /// A run ready for its first step: what the loop in `run.rs` drives.
@@ -108,12 +93,14 @@ impl<'w> Trainer<'w> {
             None => None,
         };
         let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
-        let allreducer = Allreducer::new(
+        let mut allreducer = Allreducer::new(
             cfg.allreduce,
             cfg.compression,
             cfg.fusion_threshold_bytes,
             &lens,
         )?;
+        // Before the watchdog starts, so that it can see this host's barriers.
+        allreducer.connect(world);
         let log = if world.rank() == 0 {
             StepLog::create(&cfg.run_dir, plan, position.step, end_step)?
         } else {
@@ -141,9 +128,10 @@ impl<'w> Trainer<'w> {
         if position.step > 0 {
             scaler.resume(position.loss_scale as f32, position.good_steps as u32);
         }
-        let watchdog = cfg
-            .stall_shutdown
-            .map(|limit| Watchdog::start(world, limit + watchdog_grace(limit), position.step));
+        let watchdog = cfg.stall_shutdown.map(|limit| {
+            let limit = limit + watchdog_grace(limit);
+            Watchdog::start(world, limit, position.step, allreducer.host_board())
+        });
         let mut replicas = Replicas {
             world,
             allreducer,
@@ -154,6 +142,7 @@ impl<'w> Trainer<'w> {
             skipped_here: 0,
             skipped_everywhere: 0,
             overlap: None,
+            test_fault: cfg.test_fault,
         };
         if cfg.overlap {
             replicas.enable_overlap(&mut graph)?;

@@ -24,6 +24,7 @@ use dawnrun_dist::timeline::{Lane, Span, Timeline};
 use dawnrun_dist::{Allreducer, Watchdog, World};
 use dawnrun_schedule::{Allreduce, Compression};
 
+use super::hooks::{freeze_in_allreduce, TestFault};
 use super::log::StepLog;
 use super::loss_scale::{all_finite, LossScaler, Verdict};
 use crate::model::{BatchRef, Gradients, StepMetrics, StepOutput, TrainGraph};
@@ -44,6 +45,8 @@ pub struct Replicas<'w> {
     /// Overlap the all-reduce with backward (see [`Replicas::enable_overlap`]); holds the flat
     /// gradient buffer between steps.
     pub overlap: Option<Overlap>,
+    /// The test hook this rank injects into its step, if any (see [`TestFault`]).
+    pub test_fault: Option<TestFault>,
 }
 
 /// The state of overlapped steps: on, and the reusable gradient buffer when no step holds it.
@@ -76,6 +79,7 @@ impl<'w> Replicas<'w> {
             skipped_here: 0,
             skipped_everywhere: 0,
             overlap: None,
+            test_fault: None,
         })
     }
 
@@ -139,6 +143,7 @@ pub fn average_gradients(
     if let Some(w) = &ex.watchdog {
         w.mark(step, Lane::Allreduce);
     }
+    freeze_in_allreduce(ex.test_fault, step)?;
     ex.allreducer
         .average(ex.world, &mut out.grads, ex.timeline.as_ref())
         .with_context(|| format!("step {step}: all-reduce"))?;

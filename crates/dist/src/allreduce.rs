@@ -13,6 +13,7 @@
 
 use crate::fusion::FusionPlan;
 use crate::hierarchical::{Hierarchical, HierarchicalError};
+use crate::node::HostBoard;
 use crate::ring::{Ring, RingError};
 use crate::timeline::{timed, Lane, Timeline};
 use crate::world::World;
@@ -94,6 +95,23 @@ impl Allreducer {
     pub fn layout(&self) -> Option<(usize, usize)> {
         match self.method {
             Allreduce::Hierarchical => self.hierarchical.layout(),
+            _ => None,
+        }
+    }
+
+    /// Sets up the hierarchical method's route now rather than at the first step (collective:
+    /// every rank calls it at once); other methods have nothing to set up.
+    pub fn connect(&mut self, world: &World) {
+        if self.method == Allreduce::Hierarchical {
+            self.hierarchical.connect(world);
+        }
+    }
+
+    /// Where this host's ranks are in the hierarchical all-reduce, once connected through
+    /// shared memory: what the stall watchdog reads to name a rank frozen inside it.
+    pub fn host_board(&self) -> Option<HostBoard> {
+        match self.method {
+            Allreduce::Hierarchical => self.hierarchical.board(),
             _ => None,
         }
     }

@@ -25,7 +25,7 @@
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::topology::{Color, Communicator, SimpleCommunicator};
 
-use crate::node::{Between, Node};
+use crate::node::{Between, HostBoard, Node};
 use crate::ring::{Ring, RingError};
 use crate::shm;
 use crate::wire::{F16Wire, WireFormat};
@@ -94,9 +94,7 @@ impl Hierarchical {
         if n <= 1 {
             return Ok(());
         }
-        if self.route.is_none() {
-            self.route = Some(choose_route(world));
-        }
+        self.connect(world);
         let divisor = n as f32;
         let result = match self.route.as_mut() {
             Some(Route::Hosts { node, cross }) => {
@@ -129,6 +127,22 @@ impl Hierarchical {
             self.route = Some(Route::Broken);
         }
         result
+    }
+
+    /// Chooses the route now, if no call has yet (collective: every rank calls it at once), so
+    /// that [`Hierarchical::board`] is known before the first step. One process: nothing to do.
+    pub fn connect(&mut self, world: &World) {
+        if world.size() > 1 && self.route.is_none() {
+            self.route = Some(choose_route(world));
+        }
+    }
+
+    /// The host's barrier counts, where the route goes through shared memory.
+    pub fn board(&self) -> Option<HostBoard> {
+        match &self.route {
+            Some(Route::Hosts { node, .. }) => Some(node.board()),
+            _ => None,
+        }
     }
 
     /// (hosts, ranks per host) when the first call chose shared memory on each host; `None`
@@ -188,7 +202,7 @@ fn choose_route(world: &World) -> Route {
             );
         }
     }
-    let verdict = Node::new(&node_comm);
+    let verdict = Node::new(&node_comm, world.rank());
     let any_failed = max_over_world(&[i32::from(verdict.is_err())])[0] == 1;
     match verdict {
         Ok(node) if !any_failed => {

@@ -42,6 +42,7 @@ pub use allreduce::{AllreduceError, Allreducer};
 pub use copy::copy_floats;
 pub use fusion::{FusionError, FusionPlan};
 pub use hierarchical::{Hierarchical, HierarchicalError};
+pub use node::{HostBoard, Laggards};
 pub use ring::{chunk_bounds, Ring, RingError};
 pub use stall::{StallBook, StallCheck, StallError, Watchdog, STALL_EXIT_CODE};
 pub use timeline::{Lane, Timeline, TimelineError};

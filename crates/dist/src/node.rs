@@ -27,6 +27,7 @@
 #![allow(unsafe_code)]
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use mpi::collective::{CommunicatorCollectives, Root};
 use mpi::topology::{Communicator, SimpleCommunicator};
@@ -71,13 +72,20 @@ pub enum NodeError {
     },
     #[error("node rank {rank}: node rank 0 could not make the shared memory segment")]
     Creator { rank: usize },
+    #[error(
+        "node rank {rank}: {size} ranks on one host; the shared memory segment has room for {}",
+        shm::MAX_RANKS
+    )]
+    TooMany { rank: usize, size: usize },
 }
 
 /// One host's ranks and their shared segment.
 pub(crate) struct Node {
     rank: usize,
     size: usize,
-    segment: Segment,
+    segment: Arc<Segment>,
+    /// World rank of each rank of the host, by host rank.
+    world_ranks: Vec<usize>,
     /// The slot set the next round uses (0 or 1), carried across calls.
     set: usize,
     /// Calls of at least this many elements stream their last step ([`STREAM_FROM`] on a host
@@ -89,9 +97,14 @@ impl Node {
     /// Collective over `comm` (the ranks of one host): node rank 0 makes the segment, the others
     /// map it, then its name is removed. `Err` is this rank's verdict only; the caller agrees on
     /// one over the world.
-    pub(crate) fn new(comm: &SimpleCommunicator) -> Result<Node, NodeError> {
+    pub(crate) fn new(comm: &SimpleCommunicator, world_rank: usize) -> Result<Node, NodeError> {
         let rank = comm.rank() as usize;
         let size = comm.size() as usize;
+        let mut world_ranks = vec![0u64; size];
+        comm.all_gather_into(&(world_rank as u64), &mut world_ranks[..]);
+        if size > shm::MAX_RANKS {
+            return Err(NodeError::TooMany { rank, size });
+        }
         let mut name = if rank == 0 {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -136,7 +149,8 @@ impl Node {
         Ok(Node {
             rank,
             size,
-            segment,
+            segment: Arc::new(segment),
+            world_ranks: world_ranks.into_iter().map(|r| r as usize).collect(),
             set: 0,
             stream_from: if size > online_cpus() {
                 STREAM_FROM
@@ -148,6 +162,15 @@ impl Node {
 
     pub(crate) fn size(&self) -> usize {
         self.size
+    }
+
+    /// A view of the host's barrier counts for the stall watchdog, which may run on another
+    /// thread while this rank waits in a barrier.
+    pub(crate) fn board(&self) -> HostBoard {
+        HostBoard {
+            segment: Arc::clone(&self.segment),
+            world_ranks: self.world_ranks.clone(),
+        }
     }
 
     /// Replaces `data` with its sum over the host's ranks, divided by `divisor` if given.
@@ -181,7 +204,7 @@ impl Node {
                 let ours = unsafe { self.segment.slot_mut(slot(r), range.clone()) };
                 copy_floats(ours, &part[range]);
             }
-            self.segment.barrier(ranks);
+            self.segment.barrier(ranks, r);
             // SAFETY: chunk `mine` of our slot: the others read only their own chunks of it
             // until the next barrier, and this one only after it.
             let ours = unsafe { self.segment.slot_mut(slot(r), mine.clone()) };
@@ -189,11 +212,13 @@ impl Node {
                 None => self.sum_chunk(part, mine.clone(), divisor, Some(ours)),
                 Some(between) => {
                     self.sum_chunk(part, mine.clone(), divisor, None);
+                    self.segment.set_across(r, true);
                     between(&mut part[mine.clone()])?;
+                    self.segment.set_across(r, false);
                     copy_floats(ours, &part[mine]);
                 }
             }
-            self.segment.barrier(ranks);
+            self.segment.barrier(ranks, r);
             for k in 1..n {
                 let p = (r + k) % n;
                 let c = chunks[p].clone();
@@ -243,6 +268,59 @@ impl Node {
             }
         }
     }
+}
+
+/// Where the ranks of one host are in the node protocol, read from the shared segment: what lets
+/// a rank stuck in a host barrier name the rank it waits for. Cheap to keep: one atomic add per
+/// barrier.
+#[derive(Clone)]
+pub struct HostBoard {
+    segment: Arc<Segment>,
+    world_ranks: Vec<usize>,
+}
+
+impl std::fmt::Debug for HostBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostBoard")
+            .field("world_ranks", &self.world_ranks)
+            .finish()
+    }
+}
+
+impl HostBoard {
+    /// The host's ranks (world ranks) now behind in its barriers.
+    pub fn laggards(&self) -> Laggards {
+        laggards(
+            &self.segment.arrivals(self.world_ranks.len()),
+            &self.world_ranks,
+        )
+    }
+}
+
+/// Ranks of a host that have entered fewer of its barriers than the rank furthest on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Laggards {
+    /// Behind, and not in the ring across hosts: frozen, or far behind, on this host.
+    pub stuck: Vec<usize>,
+    /// Behind while in the ring across hosts: waiting on another host, not stuck here.
+    pub across: Vec<usize>,
+}
+
+/// [`Laggards`] from each host rank's (barriers entered, in the ring across hosts), naming
+/// them by `world_ranks`. Pure.
+pub fn laggards(arrivals: &[(u64, bool)], world_ranks: &[usize]) -> Laggards {
+    let furthest = arrivals.iter().map(|&(n, _)| n).max().unwrap_or(0);
+    let mut out = Laggards::default();
+    for (&(entered, across), &rank) in arrivals.iter().zip(world_ranks) {
+        if entered < furthest {
+            if across {
+                out.across.push(rank);
+            } else {
+                out.stuck.push(rank);
+            }
+        }
+    }
+    out
 }
 
 /// The host's online CPUs (not this process's affinity: `mpirun` may bind each rank to one).
@@ -304,7 +382,8 @@ mod tests {
                     let mut node = Node {
                         rank,
                         size: n,
-                        segment,
+                        segment: Arc::new(segment),
+                        world_ranks: (0..n).collect(),
                         set: 0,
                         stream_from,
                     };
@@ -355,6 +434,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn laggards_are_the_ranks_behind_the_furthest_and_those_in_the_cross_ring_are_told_apart() {
+        let ranks = [4, 5, 6, 7];
+        // Rank 5 froze before the barrier the others wait in.
+        let frozen = [(10, false), (9, false), (10, false), (10, false)];
+        assert_eq!(
+            laggards(&frozen, &ranks),
+            Laggards {
+                stuck: vec![5],
+                across: vec![]
+            }
+        );
+        // Ranks 4 and 6 wait on their rings across hosts; rank 7 froze; 5 waits in the barrier.
+        let mixed = [(9, true), (10, false), (9, true), (9, false)];
+        assert_eq!(
+            laggards(&mixed, &ranks),
+            Laggards {
+                stuck: vec![7],
+                across: vec![4, 6]
+            }
+        );
+        // All level: nobody is behind (the wait is elsewhere, or not yet begun).
+        assert_eq!(laggards(&[(3, false); 4], &ranks), Laggards::default());
+        assert_eq!(laggards(&[], &[]), Laggards::default());
     }
 
     /// (start, length) of each round of a buffer of `len`.

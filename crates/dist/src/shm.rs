@@ -14,10 +14,14 @@
 use std::ffi::CString;
 use std::io;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-/// Bytes before the first slot: the barrier's two words, each on its own cache line.
+/// Bytes before the first slot: the barrier's two words, each on its own cache line, then each
+/// rank's arrival count and "in the ring across hosts" flag.
 const HEADER: usize = 4096;
+
+/// Ranks per host the header has words for. Hosts with more fall back to the flat ring.
+pub(crate) const MAX_RANKS: usize = 240;
 
 /// Looks at the barrier word this many times before sleeping on it.
 const SPINS: u32 = 100;
@@ -34,7 +38,15 @@ struct Header {
     arrived: AtomicU32,
     _pad: [u8; 60],
     generation: AtomicU32,
+    _pad2: [u8; 60],
+    /// Barriers each rank has entered: a rank whose count is below another's has not reached
+    /// the barrier the other waits in. Read only to name a frozen rank (see [`Segment::arrivals`]).
+    entered: [AtomicU64; MAX_RANKS],
+    /// Nonzero while the rank is in the ring across hosts, between two barriers.
+    across: [AtomicU32; MAX_RANKS],
 }
+
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER);
 
 /// One mapping of a named segment; unmapped on drop. The name is unlinked by its creator as soon
 /// as every rank has mapped it, so a `kill -9` after that leaves nothing in `/dev/shm`; one in
@@ -50,6 +62,9 @@ pub(crate) struct Segment {
 // SAFETY: the mapping is plain memory shared with other processes; the barrier words are atomics,
 // and the slots are only reached through the `unsafe` accessors below.
 unsafe impl Send for Segment {}
+// SAFETY: as for `Send`: a thread of this process (the stall watchdog) reads only the header's
+// atomics; the slots' protocol between processes covers threads alike.
+unsafe impl Sync for Segment {}
 
 impl Segment {
     /// Creates `name` (must not exist) with `slots` slots of `slot_len` f32s, reserving its
@@ -147,9 +162,10 @@ impl Segment {
 
     /// Returns once all `ranks` mappers of the segment have called it (a sense-reversing
     /// barrier: the last to arrive resets the count and bumps the generation). Every write to a
-    /// slot before it is visible to every read after it.
-    pub(crate) fn barrier(&self, ranks: u32) {
+    /// slot before it is visible to every read after it. `me` is the caller's rank on the host.
+    pub(crate) fn barrier(&self, ranks: u32, me: usize) {
         let h = self.header();
+        h.entered[me].fetch_add(1, Ordering::Relaxed);
         let generation = h.generation.load(Ordering::Acquire);
         if h.arrived.fetch_add(1, Ordering::AcqRel) + 1 == ranks {
             h.arrived.store(0, Ordering::Relaxed);
@@ -167,6 +183,27 @@ impl Segment {
                 futex_wait(&h.generation, generation);
             }
         }
+    }
+}
+
+impl Segment {
+    /// Marks rank `me` as in (`true`) or out of the ring across hosts.
+    pub(crate) fn set_across(&self, me: usize, across: bool) {
+        self.header().across[me].store(u32::from(across), Ordering::Relaxed);
+    }
+
+    /// Each of the first `ranks` ranks' barrier count and whether it is in the ring across
+    /// hosts, as of now (a snapshot of words that may be changing: for diagnostics only).
+    pub(crate) fn arrivals(&self, ranks: usize) -> Vec<(u64, bool)> {
+        let h = self.header();
+        (0..ranks.min(MAX_RANKS))
+            .map(|r| {
+                (
+                    h.entered[r].load(Ordering::Relaxed),
+                    h.across[r].load(Ordering::Relaxed) != 0,
+                )
+            })
+            .collect()
     }
 }
 
@@ -308,18 +345,22 @@ mod tests {
         let t = std::thread::spawn(move || {
             for i in 0..rounds {
                 unsafe { b.slot_mut(0, 0..1)[0] = i as f32 };
-                b.barrier(2);
+                b.barrier(2, 1);
                 assert_eq!(unsafe { b.slot(1, 0..1)[0] }, i as f32);
-                b.barrier(2);
+                b.barrier(2, 1);
             }
         });
         for i in 0..rounds {
             unsafe { a.slot_mut(1, 0..1)[0] = i as f32 };
-            a.barrier(2);
+            a.barrier(2, 0);
             assert_eq!(unsafe { a.slot(0, 0..1)[0] }, i as f32);
-            a.barrier(2);
+            a.barrier(2, 0);
         }
         t.join().unwrap();
+        // Both entered every barrier; nobody is in a ring across hosts.
+        assert_eq!(a.arrivals(2), [(2 * rounds, false); 2]);
+        a.set_across(1, true);
+        assert_eq!(a.arrivals(2)[1], (2 * rounds, true));
     }
 
     #[test]

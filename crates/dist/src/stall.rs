@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use mpi::point_to_point::{Destination, Source};
 use mpi::topology::Communicator;
 
+use crate::node::{HostBoard, Laggards};
 use crate::timeline::Lane;
 use crate::world::World;
 
@@ -220,8 +221,10 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Starts the thread; progress counts from now, at `step`.
-    pub fn start(world: &World, limit: Duration, step: u64) -> Watchdog {
+    /// Starts the thread; progress counts from now, at `step`. With `board` (the all-reduce
+    /// goes through this host's shared memory) it names the host's ranks that a stuck barrier
+    /// waits for.
+    pub fn start(world: &World, limit: Duration, step: u64, board: Option<HostBoard>) -> Watchdog {
         let progress = Arc::new(Progress {
             origin: Instant::now(),
             at_ms: AtomicU64::new(0),
@@ -240,16 +243,19 @@ impl Watchdog {
                     return;
                 }
                 let now = seen.origin.elapsed();
-                let since = now.saturating_sub(Duration::from_millis(seen.at_ms.load(Ordering::Acquire)));
+                let since =
+                    now.saturating_sub(Duration::from_millis(seen.at_ms.load(Ordering::Acquire)));
                 if stalled(since, limit) {
                     let lane = Lane::ALL[seen.lane.load(Ordering::Acquire) % Lane::ALL.len()];
-                    crate::say!(
-                        "rank {rank}: stall shutdown: no progress for {} s at step {} (this rank waits in `{}`); \
-                         a rank of {size} is frozen or far behind: ending the job",
-                        since.as_secs(),
-                        seen.step.load(Ordering::Acquire),
-                        lane.name()
-                    );
+                    let stuck = Stuck {
+                        rank,
+                        size,
+                        since,
+                        step: seen.step.load(Ordering::Acquire),
+                        lane,
+                    };
+                    let laggards = board.as_ref().map(HostBoard::laggards);
+                    crate::say!("{}", stuck.message(laggards.as_ref()));
                     end_job(size);
                 }
             })
@@ -279,6 +285,55 @@ impl Drop for Watchdog {
     }
 }
 
+/// What a watchdog knows when it fires.
+#[derive(Debug, Clone, Copy)]
+struct Stuck {
+    rank: usize,
+    size: usize,
+    since: Duration,
+    step: u64,
+    lane: Lane,
+}
+
+impl Stuck {
+    /// The line a firing watchdog prints; `laggards`, where known, names the host's ranks that
+    /// the all-reduce waits for. Pure.
+    fn message(&self, laggards: Option<&Laggards>) -> String {
+        let Stuck {
+            rank,
+            size,
+            since,
+            step,
+            lane,
+        } = *self;
+        let head = format!(
+            "rank {rank}: stall shutdown: no progress for {} s at step {step} (this rank waits in `{}`)",
+            since.as_secs(),
+            lane.name()
+        );
+        let culprit = match laggards {
+            // A rank that was stopped and then woken (as `mpirun` does to end the job).
+            Some(l) if l.stuck.contains(&rank) => {
+                "this rank itself is behind the others of its host: it was stopped or is far \
+                 behind"
+                    .to_string()
+            }
+            Some(l) if !l.stuck.is_empty() => format!(
+                "on this host, ranks {:?} never reached the all-reduce's barrier that the others \
+                 wait in: frozen or far behind",
+                l.stuck
+            ),
+            Some(l) if !l.across.is_empty() => format!(
+                "on this host, ranks {:?} wait in the ring across hosts: a rank on another host \
+                 is frozen or far behind",
+                l.across
+            ),
+            _ => format!("a rank of {size} is frozen or far behind"),
+        };
+        format!("{head}; {culprit}: ending the job")
+    }
+}
+
 /// Ends the job from the watchdog thread: `MPI_Abort` (outside the Funneled thread level, as the
 /// panic hook does; Open MPI honours it), and a hard exit should even that not return.
 fn end_job(size: usize) -> ! {
@@ -296,6 +351,43 @@ fn end_job(size: usize) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_firing_watchdog_names_the_hosts_stuck_ranks_else_those_waiting_across_hosts() {
+        let stuck = Stuck {
+            rank: 0,
+            size: 4,
+            since: Duration::from_secs(6),
+            step: 5,
+            lane: Lane::Allreduce,
+        };
+        let head = "rank 0: stall shutdown: no progress for 6 s at step 5 (this rank waits in `allreduce`); ";
+        let frozen = Laggards {
+            stuck: vec![1],
+            across: vec![3],
+        };
+        assert_eq!(
+            stuck.message(Some(&frozen)),
+            format!(
+                "{head}on this host, ranks [1] never reached the all-reduce's barrier that the \
+                 others wait in: frozen or far behind: ending the job"
+            )
+        );
+        let elsewhere = Laggards {
+            stuck: vec![],
+            across: vec![2, 3],
+        };
+        assert!(stuck
+            .message(Some(&elsewhere))
+            .ends_with("ranks [2, 3] wait in the ring across hosts: a rank on another host is frozen or far behind: ending the job"));
+        let woken = Stuck { rank: 1, ..stuck };
+        assert!(woken
+            .message(Some(&frozen))
+            .ends_with("this rank itself is behind the others of its host: it was stopped or is far behind: ending the job"));
+        let unknown = format!("{head}a rank of 4 is frozen or far behind: ending the job");
+        assert_eq!(stuck.message(Some(&Laggards::default())), unknown);
+        assert_eq!(stuck.message(None), unknown);
+    }
 
     #[test]
     fn late_lists_ranks_below_the_step_in_order() {
