@@ -26,6 +26,16 @@ fn rows(run: &Path) -> Vec<serde_json::Value> {
     json_rows(&run.join("eval.jsonl"))
 }
 
+/// `eval-sweep RUN ARGS...`, which must fail with exit code 2; returns its stderr.
+fn refused(run: &Path, args: &[&str]) -> String {
+    let mut c = command(&bin("eval-sweep"));
+    c.arg(run).args(args);
+    let out = common::run(c);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    err
+}
+
 #[test]
 fn every_checkpoint_is_evaluated_exactly_once_on_1_2_and_3_ranks() {
     let mut first: Option<Vec<serde_json::Value>> = None;
@@ -185,11 +195,7 @@ fn validation_records_of_another_class_count_are_refused() {
         serde_json::from_str(&std::fs::read_to_string(&info_path).unwrap()).unwrap();
     info["num_classes"] = 7.into();
     std::fs::write(&info_path, info.to_string()).unwrap();
-    let mut c = command(&bin("eval-sweep"));
-    c.arg(&run);
-    let out = run_(c);
-    assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
+    let err = refused(&run, &[]);
     assert!(
         err.contains("have 4 classes but the run's network has 7"),
         "{err}"
@@ -239,15 +245,8 @@ fn no_checkpoints_is_a_clear_error() {
     for e in std::fs::read_dir(run.join("checkpoints")).unwrap() {
         std::fs::remove_file(e.unwrap().path()).unwrap();
     }
-    let mut c = command(&bin("eval-sweep"));
-    c.arg(&run);
-    let out = run_(c);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("no complete checkpoints to evaluate"),
-        "{}",
-        text(&out.stderr)
-    );
+    let err = refused(&run, &[]);
+    assert!(err.contains("no complete checkpoints to evaluate"), "{err}");
 }
 
 #[test]
@@ -277,4 +276,110 @@ fn watch_evaluates_every_checkpoint_of_a_live_run() {
         .map(|r| r["step"].as_u64().unwrap())
         .collect();
     assert_eq!(steps, [16, 32, 48, 64], "{stdout}\n{}", text(&out.stderr));
+}
+
+#[test]
+fn a_frozen_rank_ends_the_sweep_named_by_the_rank_waiting_for_it() {
+    // Rank 1 stops itself (SIGSTOP) as it takes ckpt-32; rank 0 evaluates 16 and 48, then
+    // waits for rank 1, hears nothing from it for 3 s, and ends the job naming it.
+    let tmp = tempdir();
+    let run = fresh_copy(tmp.path());
+    let mut c = mpirun(2, &bin("eval-sweep"));
+    c.arg(&run)
+        .args(["--stall-shutdown-s", "3"])
+        .env("DAWNRUN_FREEZE_AT_CHECKPOINT", "32");
+    let out = run_(c);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_ne!(out.status.code(), Some(124), "timed out: it hung\n{err}");
+    assert!(err.contains("ckpt-32: sending SIGSTOP"), "{err}");
+    assert!(
+        err.contains("rank 0: ranks [1] sent no sign of progress for 3 s"),
+        "{err}"
+    );
+    assert!(
+        !run.join("eval.tsv").exists(),
+        "no report from a broken sweep"
+    );
+}
+
+#[test]
+fn watch_on_a_run_that_stopped_without_done_json_ends_failing_with_the_report() {
+    let tmp = tempdir();
+    let run = fresh_copy(tmp.path());
+    std::fs::remove_file(run.join("done.json")).unwrap();
+    let mut c = mpirun(2, &bin("eval-sweep"));
+    c.arg(&run)
+        .args(["--watch", "--poll-s", "0.5", "--idle-timeout-s", "2"]);
+    let out = run_(c);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--watch: no new checkpoint for 2 s (--idle-timeout-s) and no done.json"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the report covers the 4 checkpoint(s) seen"),
+        "{err}"
+    );
+    assert_eq!(rows(&run).len(), 4);
+}
+
+#[test]
+fn a_checkpoint_written_again_under_its_step_is_evaluated_again() {
+    // A run restarted from scratch into the same folder writes ckpt-32 anew: the result cached
+    // for the old files must not stand for the new ones.
+    let tmp = tempdir();
+    let run = fresh_copy(tmp.path());
+    let mut c = command(&bin("eval-sweep"));
+    c.arg(&run);
+    ok(c);
+    let ckpts = run.join("checkpoints");
+    for suffix in [".data-00000-of-00001", ".index"] {
+        std::fs::copy(
+            ckpts.join(format!("ckpt-64{suffix}")),
+            ckpts.join(format!("ckpt-32{suffix}")),
+        )
+        .unwrap();
+    }
+    let mut c = command(&bin("eval-sweep"));
+    c.arg(&run);
+    let out = ok(c);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("1 evaluated now, 3 from earlier sweeps, 0 failed"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_checkpoint_with_non_finite_weights_is_named_and_the_others_reported() {
+    let tmp = tempdir();
+    let run = fresh_copy(tmp.path());
+    let mut c = command(&python());
+    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/poison_checkpoint.py"))
+        .arg(run.join("checkpoints/ckpt-48"))
+        .arg("resnet/fc/bias");
+    ok(c);
+    let stdout = sweep_with_one_failure(&run);
+    assert!(
+        stdout.contains("ckpt-48: the validation loss is NaN: the weights are not finite"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn numbers_out_of_range_are_refused_before_any_work() {
+    let tmp = tempdir();
+    let run = fresh_copy(tmp.path());
+    for (flag, value) in [
+        ("--idle-timeout-s", "-1"),
+        ("--poll-s", "nan"),
+        ("--stall-shutdown-s", "1e300"),
+        ("--batch-size", "0"),
+    ] {
+        let err = refused(&run, &[&format!("{flag}={value}")]);
+        assert!(err.contains(flag) && !err.contains("panic"), "{err}");
+    }
+    assert!(!run.join("eval.tsv").exists());
 }

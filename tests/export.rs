@@ -225,6 +225,25 @@ fn eval_sweep_rect_runs_end_to_end() {
 }
 
 #[test]
+fn the_newest_checkpoint_without_its_data_file_is_named_not_passed_over() {
+    let tmp = tempdir();
+    let run = unevaluated_copy(trained(), tmp.path());
+    std::fs::remove_file(run.join("checkpoints/ckpt-48.data-00000-of-00001")).unwrap();
+    let out = tmp.path().join("model");
+    let res = export(&run, &out, &[]);
+    let err = text(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the newest checkpoint, step 48, has its index but not its data file"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // Named explicitly, an older one still exports.
+    let res = export(&run, &out, &["--step", "32"]);
+    assert!(res.status.success(), "{}", text(&res.stderr));
+}
+
+#[test]
 fn a_failed_export_leaves_nothing_at_out() {
     let run = trained();
     let tmp = tempdir();

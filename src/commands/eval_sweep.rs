@@ -41,23 +41,37 @@ pub struct EvalSweepArgs {
     #[arg(long)]
     rect: bool,
     /// Validation images per batch [default: the schedule's eval.batch_size].
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     batch_size: Option<usize>,
     /// JPEG decode threads per rank [default: the CPUs this rank may use over the host's ranks that share them].
     #[arg(long)]
     decode_threads: Option<usize>,
     /// Seconds between looks for new checkpoints with --watch.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = seconds)]
     poll_s: f64,
-    /// With --watch, stop when no new checkpoint appeared for this many seconds.
-    #[arg(long, default_value_t = 3600.0)]
+    /// With --watch, stop (and fail) when no new checkpoint appeared for this many seconds and
+    /// the trainer wrote no done.json.
+    #[arg(long, default_value_t = 3600.0, value_parser = seconds)]
     idle_timeout_s: f64,
+    /// End the job when a rank shows no progress for this many seconds, naming it (a frozen
+    /// rank); 0: never. It must exceed one batch's evaluation and --poll-s.
+    #[arg(long, default_value_t = 600.0, value_parser = seconds)]
+    stall_shutdown_s: f64,
     /// Place the graph on GPU <local rank> (a GPU build of libtensorflow is needed).
     #[arg(long)]
     gpu: bool,
 }
 
 pub fn run(args: &EvalSweepArgs, world: &World) -> Result<()> {
+    let stall_shutdown =
+        (args.stall_shutdown_s > 0.0).then(|| Duration::from_secs_f64(args.stall_shutdown_s));
+    if stall_shutdown.is_some() && args.watch && args.poll_s >= args.stall_shutdown_s {
+        bail!(
+            "--poll-s ({}) must be below --stall-shutdown-s ({}): the ranks sleep that long between looks",
+            args.poll_s,
+            args.stall_shutdown_s
+        );
+    }
     let run_dir = RunDir::new(&args.run_dir);
     let info_path = run_dir.run_info();
     if !info_path.exists() {
@@ -116,6 +130,10 @@ pub fn run(args: &EvalSweepArgs, world: &World) -> Result<()> {
         watch: args.watch,
         poll: Duration::from_secs_f64(args.poll_s.max(0.1)),
         idle_timeout: Duration::from_secs_f64(args.idle_timeout_s),
+        stall_shutdown,
+        freeze_at: std::env::var("DAWNRUN_FREEZE_AT_CHECKPOINT")
+            .ok()
+            .and_then(|v| v.parse().ok()),
     };
     if world.rank() == 0 && !args.watch && checkpoint::list(&ckpt_dir)?.is_empty() {
         bail!(
@@ -124,6 +142,24 @@ pub fn run(args: &EvalSweepArgs, world: &World) -> Result<()> {
         );
     }
     eval::sweep(&cfg, world).with_context(|| format!("sweeping {}", args.run_dir.display()))
+}
+
+/// A number of seconds: finite, not negative, at most a year (clap's error otherwise).
+fn seconds(text: &str) -> Result<f64, String> {
+    let s: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if !(0.0..=365.0 * 86400.0).contains(&s) {
+        return Err(format!("{text} seconds: give 0 to 31536000"));
+    }
+    Ok(s)
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{text}`: give a whole number of at least 1")),
+    }
 }
 
 /// The schedule's evaluation crop as the pipeline's [`EvalCrop`] (eval-sweep and `trainer

@@ -209,10 +209,26 @@ fn choose(run_dir: &RunDir, args: &ExportArgs) -> Result<(u64, PathBuf)> {
                 steps(&dir)
             )
         }),
-        None => all
-            .into_iter()
-            .next_back()
-            .with_context(|| format!("{}: no complete checkpoints", dir.display())),
+        None => {
+            // The newest checkpoint is what "the latest" means: one whose data file was lost
+            // must be named, not passed over for an older one.
+            let newest_complete = all.last().map(|(s, _)| *s);
+            if let Some((step, prefix)) = checkpoint::missing_data(&dir)?
+                .into_iter()
+                .rfind(|(s, _)| newest_complete.is_none_or(|c| *s > c))
+            {
+                bail!(
+                    "{}: the newest checkpoint, step {step}, has its index but not its data file \
+                     {} (lost after it was saved); give --step for an older one (have: {})",
+                    prefix.display(),
+                    checkpoint::data_path(&prefix).display(),
+                    steps(&dir)
+                );
+            }
+            all.into_iter()
+                .next_back()
+                .with_context(|| format!("{}: no complete checkpoints", dir.display()))
+        }
     }
 }
 

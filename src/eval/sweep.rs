@@ -1,13 +1,19 @@
 //! The offline evaluation of a run's checkpoints, as the 106-minute run did it after training:
 //! every checkpoint on the whole validation set, checkpoint i on rank i % N.
 //!
-//! 1. every rank lists the complete checkpoints (an `.index` file means complete: the trainer
-//!    renames it into place last) and takes its own;
-//! 2. a checkpoint already evaluated with the same data and settings is read back from
-//!    `<run>/eval/ckpt-<step>.json` instead of evaluated again;
-//! 3. with `--watch`, ranks poll for new checkpoints until the trainer writes `done.json` and
-//!    every checkpoint up to its final step is evaluated;
-//! 4. the results go to rank 0, which writes eval.tsv, eval.jsonl, eval.png and the verdict.
+//! 1. rank 0 lists the complete checkpoints (an `.index` file means complete: the trainer
+//!    renames it into place last) and reads `done.json`, and every rank takes that one look, so
+//!    all ranks agree on who evaluates what and on when to stop even while a trainer writes;
+//!    of the checkpoints no round has handled yet, the i-th goes to rank i % N;
+//! 2. a checkpoint already evaluated with the same data, settings and checkpoint files (its
+//!    index's fingerprint) is read back from `<run>/eval/ckpt-<step>.json` instead;
+//! 3. the ranks meet ([`Rendezvous`]): a rank that finished its share waits for the others as
+//!    long as they show progress, and ends the job naming any that went silent (frozen) for
+//!    `--stall-shutdown-s`;
+//! 4. with `--watch`, rounds repeat every `--poll-s` until the trainer writes `done.json`, or
+//!    until no new checkpoint came for `--idle-timeout-s` (then the sweep fails: the run did not
+//!    finish);
+//! 5. the results go to rank 0, which writes eval.tsv, eval.jsonl, eval.png and the verdict.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -16,7 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use dawnrun_data::pipeline::{EvalConfig, EvalPipeline};
 use dawnrun_data::Batch;
-use dawnrun_dist::World;
+use dawnrun_dist::stall::watchdog_grace;
+use dawnrun_dist::{Lane, Rendezvous, Watchdog, World};
 use serde::{Deserialize, Serialize};
 
 use super::assign::assigned;
@@ -24,6 +31,7 @@ use super::report::{self, CheckpointResult};
 use crate::checkpoint;
 use crate::model::{BatchRef, EvalGraph, ModelConfig};
 use crate::run_dir::{self, Done, RunDir};
+use crate::train::hooks::signal_self;
 
 pub struct SweepConfig {
     pub run_dir: RunDir,
@@ -44,6 +52,10 @@ pub struct SweepConfig {
     pub poll: Duration,
     /// `--watch` gives up when no new checkpoint appeared for this long.
     pub idle_timeout: Duration,
+    /// End the job when a rank shows no progress for this long (`None`: never).
+    pub stall_shutdown: Option<Duration>,
+    /// Test hook: the rank given this checkpoint stops itself (SIGSTOP) before evaluating it.
+    pub freeze_at: Option<u64>,
 }
 
 /// What a cached result must match to be reused: the data, the preprocessing, the exclusions.
@@ -69,7 +81,63 @@ fn settings_key(cfg: &SweepConfig) -> String {
 #[derive(Debug, Serialize, Deserialize)]
 struct Cached {
     settings: String,
+    /// [`checkpoint_identity`] of the files evaluated: a checkpoint written again under the same
+    /// step (a run restarted from scratch, a resume on more ranks) is evaluated again.
+    identity: String,
     result: CheckpointResult,
+}
+
+/// What tells one checkpoint's files from another's under the same name: a fingerprint of its
+/// index (which holds every tensor's checksum) and the data file's length.
+fn checkpoint_identity(prefix: &Path) -> Result<String> {
+    let index = checkpoint::index_path(prefix);
+    let bytes =
+        std::fs::read(&index).with_context(|| format!("{}: cannot read", index.display()))?;
+    let data = checkpoint::data_path(prefix);
+    let len = std::fs::metadata(&data)
+        .with_context(|| format!("{}: cannot read", data.display()))?
+        .len();
+    Ok(format!("{:016x}:{len}", dawnrun_dist::fingerprint(&bytes)))
+}
+
+/// What rank 0 saw in the run directory at the start of a round; every rank takes the same.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Look {
+    /// Complete checkpoints (step, prefix), by step.
+    checkpoints: Vec<(u64, PathBuf)>,
+    /// The trainer wrote `done.json`: every checkpoint it will write is in `checkpoints`.
+    finished: bool,
+    /// `--watch`: no new checkpoint for the idle timeout, and no `done.json`.
+    idle: bool,
+}
+
+/// Rank 0's look, given to every rank. `growth`: the count of checkpoints last seen and when it
+/// last grew (rank 0's, for the idle timeout).
+fn share_look(cfg: &SweepConfig, world: &World, growth: &mut (usize, Instant)) -> Result<Look> {
+    let mut bytes = Vec::new();
+    if world.rank() == 0 {
+        // done.json first: it is written after the final checkpoint, so a listing taken after
+        // it holds every checkpoint of a finished run.
+        let done_path = cfg.run_dir.done();
+        let finished = done_path.exists();
+        if finished {
+            let _: Done = run_dir::read_json(&done_path)?;
+        }
+        let dir = cfg.run_dir.checkpoints();
+        let checkpoints = checkpoint::list(&dir)
+            .with_context(|| format!("{}: listing checkpoints", dir.display()))?;
+        if checkpoints.len() > growth.0 {
+            *growth = (checkpoints.len(), Instant::now());
+        }
+        let look = Look {
+            idle: cfg.watch && !finished && growth.1.elapsed() > cfg.idle_timeout,
+            checkpoints,
+            finished,
+        };
+        bytes = serde_json::to_vec(&look).expect("plain struct serialises");
+    }
+    world.broadcast_bytes(&mut bytes, 0)?;
+    serde_json::from_slice(&bytes).context("rank 0's look at the run")
 }
 
 /// One rank's outcome: its results and the checkpoints it could not evaluate.
@@ -90,19 +158,44 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
     let mut graph = EvalGraph::build(&cfg.model).context("building the evaluation graph")?;
     let mut outcome = RankOutcome::default();
     let mut handled: HashSet<u64> = HashSet::new();
-    let mut last_new = Instant::now();
-    loop {
-        let all = checkpoint::list(&ckpt_dir)
-            .with_context(|| format!("{}: listing checkpoints", ckpt_dir.display()))?;
-        let mine = assigned(all.len(), world.rank(), world.size());
-        let mut progressed = false;
-        for i in mine {
-            let (step, prefix) = &all[i];
-            if !handled.insert(*step) {
-                continue;
+    let mut growth = (0, Instant::now());
+    let mut meeting = Rendezvous::new(world, cfg.stall_shutdown);
+    // A frozen rank 0 leaves the others in the next look's broadcast: their watchdogs end it.
+    let watchdog = cfg
+        .stall_shutdown
+        .map(|limit| Watchdog::start(world, limit + watchdog_grace(limit), 0, None));
+    let mark = |round: u64, lane: Lane| {
+        if let Some(w) = &watchdog {
+            w.mark(round, lane);
+        }
+    };
+    let mut idle_stop = false;
+    for round in 1u64.. {
+        mark(round, Lane::Negotiate);
+        let look = share_look(cfg, world, &mut growth)?;
+        meeting.all_heard();
+        let pending: Vec<&(u64, PathBuf)> = look
+            .checkpoints
+            .iter()
+            .filter(|(step, _)| !handled.contains(step))
+            .collect();
+        for i in assigned(pending.len(), world.rank(), world.size()) {
+            let (step, prefix) = pending[i];
+            if cfg.freeze_at == Some(*step) {
+                signal_self("STOP", &prefix.display().to_string())?;
             }
-            progressed = true;
-            match evaluate_cached(cfg, &key, &mut graph, *step, prefix, &mut outcome) {
+            let mut beat = || {
+                meeting.beat(world);
+                mark(round, Lane::Compute);
+            };
+            match evaluate_cached(
+                cfg,
+                &key,
+                &mut graph,
+                (*step, prefix),
+                &mut outcome,
+                &mut beat,
+            ) {
                 Ok(r) => {
                     say!(
                         "rank {}: {}: top-1 {:.2}%  top-5 {:.2}%  loss {:.4}  ({} images)",
@@ -127,37 +220,21 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
                 }
             }
         }
-        if !cfg.watch {
+        handled.extend(pending.iter().map(|(step, _)| *step));
+        meeting.meet(world, || mark(round, Lane::Negotiate))?;
+        if !cfg.watch || look.finished {
             break;
         }
-        if progressed {
-            last_new = Instant::now();
-        }
-        // Done when the trainer has finished and every checkpoint up to its last step was seen.
-        let done_path = cfg.run_dir.done();
-        if done_path.exists() {
-            let done: Done = run_dir::read_json(&done_path)?;
-            let all = checkpoint::list(&ckpt_dir)?;
-            let final_seen = all.iter().any(|(s, _)| *s == done.final_step);
-            let mine_left = assigned(all.len(), world.rank(), world.size())
-                .into_iter()
-                .any(|i| !handled.contains(&all[i].0));
-            if final_seen && !mine_left {
-                break;
-            }
-        }
-        if last_new.elapsed() > cfg.idle_timeout {
-            say!(
-                "rank {}: --watch: no new checkpoint for {:.0} s and no done.json; stopping",
-                world.rank(),
-                cfg.idle_timeout.as_secs_f64()
-            );
+        if look.idle {
+            idle_stop = true;
             break;
         }
+        mark(round, Lane::Negotiate);
         std::thread::sleep(cfg.poll);
     }
+    drop(watchdog);
 
-    // 4. Everything to rank 0.
+    // 5. Everything to rank 0.
     let bytes = serde_json::to_vec(&outcome).expect("plain struct serialises");
     let gathered = world
         .gather_bytes(&bytes)
@@ -220,6 +297,15 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
         cfg.run_dir.eval_results().display(),
         cfg.run_dir.eval_plot().display()
     );
+    if idle_stop {
+        bail!(
+            "--watch: no new checkpoint for {:.0} s (--idle-timeout-s) and no done.json: the \
+             run did not finish (is its trainer still running?); the report covers the {} \
+             checkpoint(s) seen",
+            cfg.idle_timeout.as_secs_f64(),
+            results.len()
+        );
+    }
     if !failed.is_empty() {
         bail!(
             "{} of {} checkpoint(s) could not be evaluated (named above); the report covers the rest",
@@ -246,34 +332,46 @@ fn write_report(cfg: &SweepConfig, results: &[CheckpointResult]) -> Result<()> {
     super::plot::draw(&cfg.run_dir.eval_plot(), results, cfg.target_top5, &title)
 }
 
+/// `beat` is called per batch: this rank is making progress.
 fn evaluate_cached(
     cfg: &SweepConfig,
     key: &str,
     graph: &mut EvalGraph,
-    step: u64,
-    prefix: &Path,
+    (step, prefix): (u64, &Path),
     outcome: &mut RankOutcome,
+    beat: &mut dyn FnMut(),
 ) -> Result<CheckpointResult> {
+    let identity = checkpoint_identity(prefix)?;
     let path = cfg.run_dir.eval_cache(step);
     if let Ok(c) = run_dir::read_json::<Cached>(&path) {
-        if c.settings == key && c.result.checkpoint == prefix.display().to_string() {
+        if c.settings == key
+            && c.identity == identity
+            && c.result.checkpoint == prefix.display().to_string()
+        {
             outcome.cached += 1;
             return Ok(c.result);
         }
     }
-    let result = evaluate(cfg, graph, prefix)?;
+    let result = evaluate(cfg, graph, prefix, beat)?;
     outcome.evaluated += 1;
     run_dir::write_json(
         &path,
         &Cached {
             settings: key.to_string(),
+            identity,
             result: result.clone(),
         },
     )?;
     Ok(result)
 }
 
-fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<CheckpointResult> {
+fn evaluate(
+    cfg: &SweepConfig,
+    graph: &mut EvalGraph,
+    prefix: &Path,
+    beat: &mut dyn FnMut(),
+) -> Result<CheckpointResult> {
+    beat();
     let meta = checkpoint::restore(graph, prefix)
         .with_context(|| format!("{}: cannot restore", prefix.display()))?;
     let mut pipeline = EvalPipeline::start(EvalConfig {
@@ -304,6 +402,7 @@ fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<C
         loss += out.loss_sum;
         n += out.n;
         pipeline.give_back(batch);
+        beat();
     }
     // Each image the decoder refused is named here and counted as a miss.
     let skips = pipeline.stats().skipped;
@@ -319,6 +418,10 @@ fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<C
     if n == 0 {
         bail!("no validation images left to score");
     }
+    let loss = loss / n as f64;
+    if !loss.is_finite() {
+        bail!("the validation loss is {loss}: the weights are not finite (a diverged run?)");
+    }
     let pct = |c: usize| 100.0 * c as f64 / (n + skips.len()) as f64;
     Ok(CheckpointResult {
         step: meta.step,
@@ -326,7 +429,7 @@ fn evaluate(cfg: &SweepConfig, graph: &mut EvalGraph, prefix: &Path) -> Result<C
         hours: meta.train_seconds / 3600.0,
         top1: pct(top1),
         top5: pct(top5),
-        loss: loss / n as f64,
+        loss,
         images: n as u64,
         skipped_images: skips.len() as u64,
         checkpoint: prefix.display().to_string(),

@@ -44,8 +44,8 @@ pub fn inject(fault: Option<TestFault>, step: u64) -> Result<()> {
         Some(TestFault::FailAt(s)) if s == step => {
             bail!("step {step}: failing on purpose (DAWNRUN_FAIL_AT_STEP)")
         }
-        Some(TestFault::FreezeAt(s)) if s == step => signal_self("STOP", step),
-        Some(TestFault::KillAt(s)) if s == step => signal_self("KILL", step),
+        Some(TestFault::FreezeAt(s)) if s == step => signal_self("STOP", &format!("step {step}")),
+        Some(TestFault::KillAt(s)) if s == step => signal_self("KILL", &format!("step {step}")),
         _ => Ok(()),
     }
 }
@@ -54,13 +54,16 @@ pub fn inject(fault: Option<TestFault>, step: u64) -> Result<()> {
 /// all-reduce.
 pub fn freeze_in_allreduce(fault: Option<TestFault>, step: u64) -> Result<()> {
     match fault {
-        Some(TestFault::FreezeInAllreduceAt(s)) if s == step => signal_self("STOP", step),
+        Some(TestFault::FreezeInAllreduceAt(s)) if s == step => {
+            signal_self("STOP", &format!("step {step}"))
+        }
         _ => Ok(()),
     }
 }
 
-fn signal_self(signal: &str, step: u64) -> Result<()> {
-    say!("step {step}: sending SIG{signal} to myself on purpose (test hook)");
+/// Sends `signal` to this process, saying so first, `at` naming where (`step 5`).
+pub fn signal_self(signal: &str, at: &str) -> Result<()> {
+    say!("{at}: sending SIG{signal} to myself on purpose (test hook)");
     let pid = std::process::id().to_string();
     std::process::Command::new("kill")
         .args([&format!("-{signal}"), &pid])

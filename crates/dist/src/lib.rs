@@ -12,6 +12,9 @@
 //!    bytes on the ring's wire (fp16); [`sum`] is the addition (and division) both run.
 //! 4. [`allreduce`] — glue: plan + mean (ours divide inside; `MPI_Allreduce` + divide by N).
 //!
+//! Beside the step: [`rendezvous`], where ranks with uneven shares of work meet (eval-sweep),
+//! telling a slow rank from a frozen one.
+//!
 //! [`world`] owns MPI itself (initialisation, ranks, broadcast, config check, abort on error);
 //! `in_place` is its one call the `mpi` crate lacks (`MPI_Allreduce` with `MPI_IN_PLACE`); [`say`](mod@say)
 //! writes a rank's stderr line in one call, so ranks' lines never interleave; [`copy`] copies
@@ -29,6 +32,7 @@ pub mod fusion;
 pub mod hierarchical;
 mod in_place;
 mod node;
+pub mod rendezvous;
 pub mod ring;
 pub mod say;
 mod shm;
@@ -43,6 +47,7 @@ pub use copy::copy_floats;
 pub use fusion::{FusionError, FusionPlan};
 pub use hierarchical::{Hierarchical, HierarchicalError};
 pub use node::{HostBoard, Laggards};
+pub use rendezvous::{Rendezvous, Silent};
 pub use ring::{chunk_bounds, Ring, RingError};
 pub use stall::{StallBook, StallCheck, StallError, Watchdog, STALL_EXIT_CODE};
 pub use timeline::{Lane, Timeline, TimelineError};
