@@ -26,6 +26,16 @@ fn rows(run: &Path) -> Vec<serde_json::Value> {
     json_rows(&run.join("eval.jsonl"))
 }
 
+/// `tests/py/rewrite_checkpoint.py`: variable `name` of the checkpoint at `prefix` rewritten
+/// (`how`: `nan` or `bump`).
+fn rewrite_checkpoint(prefix: &Path, name: &str, how: &str) {
+    let mut c = command(&python());
+    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/rewrite_checkpoint.py"))
+        .arg(prefix)
+        .args([name, how]);
+    ok(c);
+}
+
 /// `eval-sweep RUN ARGS...`, which must fail with exit code 2; returns its stderr.
 fn refused(run: &Path, args: &[&str]) -> String {
     let mut c = command(&bin("eval-sweep"));
@@ -334,33 +344,29 @@ fn a_checkpoint_written_again_under_its_step_is_evaluated_again() {
     let mut c = command(&bin("eval-sweep"));
     c.arg(&run);
     ok(c);
-    let ckpts = run.join("checkpoints");
-    for suffix in [".data-00000-of-00001", ".index"] {
-        std::fs::copy(
-            ckpts.join(format!("ckpt-64{suffix}")),
-            ckpts.join(format!("ckpt-32{suffix}")),
-        )
-        .unwrap();
-    }
+    let before = rows(&run);
+    rewrite_checkpoint(&run.join("checkpoints/ckpt-32"), "resnet/fc/bias", "bump");
     let mut c = command(&bin("eval-sweep"));
     c.arg(&run);
     let out = ok(c);
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("1 evaluated now, 3 from earlier sweeps, 0 failed"),
+        stdout.contains("4 checkpoint(s): 1 evaluated now, 3 from earlier sweeps, 0 failed"),
         "{stdout}"
     );
+    // Its loss moved with its weights; the others' rows are the cached ones.
+    let after = rows(&run);
+    assert_ne!(after[1]["loss"], before[1]["loss"]);
+    for i in [0, 2, 3] {
+        assert_eq!(after[i], before[i]);
+    }
 }
 
 #[test]
 fn a_checkpoint_with_non_finite_weights_is_named_and_the_others_reported() {
     let tmp = tempdir();
     let run = fresh_copy(tmp.path());
-    let mut c = command(&python());
-    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/poison_checkpoint.py"))
-        .arg(run.join("checkpoints/ckpt-48"))
-        .arg("resnet/fc/bias");
-    ok(c);
+    rewrite_checkpoint(&run.join("checkpoints/ckpt-48"), "resnet/fc/bias", "nan");
     let stdout = sweep_with_one_failure(&run);
     assert!(
         stdout.contains("ckpt-48: the validation loss is NaN: the weights are not finite"),
@@ -376,10 +382,47 @@ fn numbers_out_of_range_are_refused_before_any_work() {
         ("--idle-timeout-s", "-1"),
         ("--poll-s", "nan"),
         ("--stall-shutdown-s", "1e300"),
+        ("--stall-shutdown-s", "0.5"),
         ("--batch-size", "0"),
     ] {
         let err = refused(&run, &[&format!("{flag}={value}")]);
         assert!(err.contains(flag) && !err.contains("panic"), "{err}");
     }
     assert!(!run.join("eval.tsv").exists());
+}
+
+#[test]
+fn a_second_sweep_of_a_run_is_refused_while_one_writes_its_report() {
+    let tmp = tempdir();
+    let run = fresh_copy(tmp.path());
+    // The first sweep stops itself as it takes ckpt-16, holding the run's eval.lock.
+    let mut first = command(&bin("eval-sweep"));
+    first
+        .arg(&run)
+        .env("DAWNRUN_FREEZE_AT_CHECKPOINT", "16")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut first = first.spawn().unwrap();
+    let stat = format!("/proc/{}/stat", first.id());
+    let start = std::time::Instant::now();
+    // State `T`: it stopped itself, after taking the lock (taken before any evaluation).
+    while !std::fs::read_to_string(&stat).is_ok_and(|s| s.contains(") T ")) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "never stopped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let err = refused(&run, &[]);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        err.contains(&format!("is in use by an eval-sweep (PID {}", first.id())),
+        "{err}"
+    );
+    // Its lock went with it: a sweep now runs to the end.
+    let mut c = command(&bin("eval-sweep"));
+    c.arg(&run);
+    ok(c);
+    assert_eq!(rows(&run).len(), 4);
 }

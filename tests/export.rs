@@ -294,14 +294,23 @@ fn a_failed_export_leaves_nothing_at_out() {
     let mut gone = std::process::Command::new("true").spawn().unwrap();
     let dead_pid = gone.id();
     gone.wait().unwrap();
-    let leftover = tmp.path().join(format!(".model2.partial-{dead_pid}"));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let leftover = tmp
+        .path()
+        .join(format!(".model2.partial-{}-{dead_pid}", host.trim()));
     std::fs::create_dir(&leftover).unwrap();
     std::fs::write(leftover.join("saved_model.pb"), b"half").unwrap();
+    // The same pid on another host sharing the folder: not ours to judge, so it stays.
+    let elsewhere = tmp
+        .path()
+        .join(format!(".model2.partial-otherhost-{dead_pid}"));
+    std::fs::create_dir(&elsewhere).unwrap();
     let out2 = tmp.path().join("model2");
     let res = export(run, &out2, &[]);
     assert!(res.status.success(), "{}", text(&res.stderr));
     assert!(out2.join("saved_model.pb").is_file());
     assert!(!leftover.exists());
+    assert!(elsewhere.exists());
 }
 
 #[test]

@@ -8,14 +8,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use dawnrun_data::EvalCrop;
-use dawnrun_dist::World;
+use dawnrun_dist::{rendezvous, World};
 use dawnrun_schedule::{CropMode, Schedule};
 
 use super::data_facts;
 use crate::checkpoint;
 use crate::eval::{self, sweep::read_exclude, SweepConfig};
 use crate::model::ModelConfig;
-use crate::run_dir::{self, RunDir, RunInfo};
+use crate::run_dir::{self, LockHolder, Role, RunDir, RunInfo};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -65,6 +65,14 @@ pub struct EvalSweepArgs {
 pub fn run(args: &EvalSweepArgs, world: &World) -> Result<()> {
     let stall_shutdown =
         (args.stall_shutdown_s > 0.0).then(|| Duration::from_secs_f64(args.stall_shutdown_s));
+    if stall_shutdown.is_some_and(|s| s < rendezvous::MIN_LIMIT) {
+        bail!(
+            "--stall-shutdown-s {}: give 0 (never) or at least {} s (a working rank says so once \
+             a second)",
+            args.stall_shutdown_s,
+            rendezvous::MIN_LIMIT.as_secs()
+        );
+    }
     if stall_shutdown.is_some() && args.watch && args.poll_s >= args.stall_shutdown_s {
         bail!(
             "--poll-s ({}) must be below --stall-shutdown-s ({}): the ranks sleep that long between looks",
@@ -141,6 +149,15 @@ pub fn run(args: &EvalSweepArgs, world: &World) -> Result<()> {
             ckpt_dir.display()
         );
     }
+    // Rank 0 writes the report: one sweep at a time per run directory, so two never mix theirs.
+    let _lock = if world.rank() == 0 {
+        Some(
+            cfg.run_dir
+                .lock(Role::Sweep, &LockHolder::this_process(world.hostname()))?,
+        )
+    } else {
+        None
+    };
     eval::sweep(&cfg, world).with_context(|| format!("sweeping {}", args.run_dir.display()))
 }
 

@@ -77,7 +77,11 @@ pub fn main(args: ExportArgs) -> Result<()> {
         crop: super::eval_sweep::eval_crop(ev),
     };
     let tmp = temporary_sibling(&args.out)?;
-    let result = write_export(&model, &spec, &prefix, &synsets, &tmp);
+    // On disk before the rename: TensorFlow's own writer does not sync the variables it saves,
+    // and a power cut must not leave a complete-looking --out with empty weights.
+    let result = write_export(&model, &spec, &prefix, &synsets, &tmp).and_then(|()| {
+        sync_tree(&tmp).with_context(|| format!("{}: cannot sync to disk", tmp.display()))
+    });
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e.context(format!("exporting {}", prefix.display())));
@@ -128,7 +132,29 @@ fn check_out(out: &Path) -> Result<()> {
     }
 }
 
-/// `.<name>.partial-<pid>` beside `out`, created empty.
+/// Flushes every file and folder under `dir` (and `dir`) to disk.
+fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            std::fs::File::open(&path)?.sync_all()?;
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// This machine's name, for temporary names on a file system other hosts may share.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty() && !h.contains('/'))
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// `.<name>.partial-<host>-<pid>` beside `out`, created empty.
 fn temporary_sibling(out: &Path) -> Result<PathBuf> {
     let name = out
         .file_name()
@@ -139,7 +165,7 @@ fn temporary_sibling(out: &Path) -> Result<PathBuf> {
     };
     std::fs::create_dir_all(&parent)
         .with_context(|| format!("{}: cannot create", parent.display()))?;
-    let stem = format!(".{}.partial-", name.to_string_lossy());
+    let stem = format!(".{}.partial-{}-", name.to_string_lossy(), hostname());
     remove_dead_partials(&parent, &stem);
     let tmp = parent.join(format!("{stem}{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -148,7 +174,8 @@ fn temporary_sibling(out: &Path) -> Result<PathBuf> {
 }
 
 /// Removes `<stem><pid>` folders in `dir` whose exporting process is gone (a killed export's
-/// leftovers); one of a live export is left alone.
+/// leftovers); one of a live export is left alone. The stem names this host: a pid means
+/// nothing on another one, so other hosts' folders are theirs to remove.
 fn remove_dead_partials(dir: &Path, stem: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;

@@ -12,7 +12,7 @@ use dawnrun_schedule::{Allreduce, Schedule};
 use super::data_facts::{self, DataFacts};
 use crate::checkpoint;
 use crate::model::ModelConfig;
-use crate::run_dir::{self, LockHolder, RunDir, RunInfo};
+use crate::run_dir::{self, LockHolder, Role, RunDir, RunInfo};
 use crate::train::hooks::TestFault;
 use crate::train::loss_scale::LossScaler;
 use crate::train::{self, RunConfig};
@@ -103,7 +103,7 @@ fn train(args: &TrainArgs, schedule_path: &Path, world: &World) -> Result<()> {
         let ckpt_dir = run_dir.checkpoints();
         std::fs::create_dir_all(&ckpt_dir)
             .with_context(|| format!("{}: cannot create", ckpt_dir.display()))?;
-        let lock = run_dir.lock(&LockHolder::this_process(world.hostname()))?;
+        let lock = run_dir.lock(Role::Trainer, &LockHolder::this_process(world.hostname()))?;
         if args.resume {
             check_same_data(&run_dir, train_images, num_classes)?;
         }

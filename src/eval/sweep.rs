@@ -111,9 +111,13 @@ struct Look {
     idle: bool,
 }
 
-/// Rank 0's look, given to every rank. `growth`: the count of checkpoints last seen and when it
-/// last grew (rank 0's, for the idle timeout).
-fn share_look(cfg: &SweepConfig, world: &World, growth: &mut (usize, Instant)) -> Result<Look> {
+/// Rank 0's look, given to every rank. `growth`: the highest step seen and when it last grew
+/// (rank 0's, for the idle timeout; a count could stand still while old checkpoints go).
+fn share_look(
+    cfg: &SweepConfig,
+    world: &World,
+    growth: &mut (Option<u64>, Instant),
+) -> Result<Look> {
     let mut bytes = Vec::new();
     if world.rank() == 0 {
         // done.json first: it is written after the final checkpoint, so a listing taken after
@@ -126,8 +130,9 @@ fn share_look(cfg: &SweepConfig, world: &World, growth: &mut (usize, Instant)) -
         let dir = cfg.run_dir.checkpoints();
         let checkpoints = checkpoint::list(&dir)
             .with_context(|| format!("{}: listing checkpoints", dir.display()))?;
-        if checkpoints.len() > growth.0 {
-            *growth = (checkpoints.len(), Instant::now());
+        let newest = checkpoints.last().map(|(step, _)| *step);
+        if newest > growth.0 {
+            *growth = (newest, Instant::now());
         }
         let look = Look {
             idle: cfg.watch && !finished && growth.1.elapsed() > cfg.idle_timeout,
@@ -158,12 +163,12 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
     let mut graph = EvalGraph::build(&cfg.model).context("building the evaluation graph")?;
     let mut outcome = RankOutcome::default();
     let mut handled: HashSet<u64> = HashSet::new();
-    let mut growth = (0, Instant::now());
+    let mut growth = (None, Instant::now());
     let mut meeting = Rendezvous::new(world, cfg.stall_shutdown);
     // A frozen rank 0 leaves the others in the next look's broadcast: their watchdogs end it.
     let watchdog = cfg
         .stall_shutdown
-        .map(|limit| Watchdog::start(world, limit + watchdog_grace(limit), 0, None));
+        .map(|limit| Watchdog::start(world, limit + watchdog_grace(limit), ("round", 0), None));
     let mark = |round: u64, lane: Lane| {
         if let Some(w) = &watchdog {
             w.mark(round, lane);
@@ -232,13 +237,12 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
         mark(round, Lane::Negotiate);
         std::thread::sleep(cfg.poll);
     }
-    drop(watchdog);
-
     // 5. Everything to rank 0.
     let bytes = serde_json::to_vec(&outcome).expect("plain struct serialises");
     let gathered = world
         .gather_bytes(&bytes)
         .context("gathering results on rank 0")?;
+    drop(watchdog);
     let Some(parts) = gathered else {
         return Ok(());
     };

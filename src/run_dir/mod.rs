@@ -5,6 +5,7 @@
 //! ```text
 //! runs/<name>/
 //!   trainer.lock                     held by the one trainer writing here (LockHolder inside)
+//!   eval.lock                        held by the one eval-sweep writing its report here
 //!   run.json  schedule.yaml          how the run was made (RunInfo, the schedule as given)
 //!   checkpoints/ckpt-<step>.*        TensorFlow checkpoints (names owned by `checkpoint`)
 //!   metrics.jsonl  events.out.tfevents.*   the step log and its TensorBoard copy
@@ -42,17 +43,20 @@ impl RunDir {
         &self.root
     }
 
-    /// `trainer.lock`: locked by the trainer that writes this directory.
-    pub fn lock_file(&self) -> PathBuf {
-        self.root.join("trainer.lock")
+    /// The lock file of `role`: `trainer.lock` or `eval.lock`.
+    pub fn lock_file(&self, role: Role) -> PathBuf {
+        self.root.join(match role {
+            Role::Trainer => "trainer.lock",
+            Role::Sweep => "eval.lock",
+        })
     }
 
-    /// Takes the run directory for one trainer: an advisory lock on `trainer.lock` that the OS
-    /// releases when the process ends however it ends (kill -9 leaves no stale lock). A second
-    /// trainer is refused at once with the holder's host, PID and start time. Readers (eval-sweep
-    /// `--watch`) do not lock.
-    pub fn lock(&self, holder: &LockHolder) -> Result<RunLock> {
-        let path = self.lock_file();
+    /// Takes the run directory for one process of `role`: an advisory lock on its lock file that
+    /// the OS releases when the process ends however it ends (kill -9 leaves no stale lock). A
+    /// second one is refused at once with the holder's host, PID and start time. The roles do
+    /// not exclude each other: eval-sweep `--watch` runs beside the trainer.
+    pub fn lock(&self, role: Role, holder: &LockHolder) -> Result<RunLock> {
+        let path = self.lock_file(role);
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -66,12 +70,18 @@ impl RunDir {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
                 let who = serde_json::from_str::<LockHolder>(&text)
-                    .map_or_else(|_| "another process".to_string(), |h| h.describe());
-                bail!(
-                    "{} is in use by {who}; one trainer per run directory: wait for it, stop it, \
-                     or choose another --run-dir",
-                    self.root.display()
-                );
+                    .map_or_else(|_| "another process".to_string(), |h| h.describe(role));
+                let advice = match role {
+                    Role::Trainer => {
+                        "one trainer per run directory: wait for it, stop it, or choose another \
+                         --run-dir"
+                    }
+                    Role::Sweep => {
+                        "one eval-sweep per run directory, so that reports do not mix: wait for \
+                         it or stop it"
+                    }
+                };
+                bail!("{} is in use by {who}; {advice}", self.root.display());
             }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(e).with_context(|| format!("{}: cannot lock", path.display()))
@@ -159,7 +169,16 @@ pub struct RunInfo {
     pub plan: serde_json::Value,
 }
 
-/// Who holds a run directory: what `trainer.lock` says, for the message a second trainer gets.
+/// What holds a run directory's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The trainer writing checkpoints and logs.
+    Trainer,
+    /// The eval-sweep writing the report (and the cache).
+    Sweep,
+}
+
+/// Who holds a run directory: what its lock file says, for the message a second one gets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockHolder {
     pub host: String,
@@ -180,10 +199,14 @@ impl LockHolder {
         }
     }
 
-    fn describe(&self) -> String {
+    fn describe(&self, role: Role) -> String {
         let ago = unix_now().saturating_sub(self.started_unix_s);
+        let what = match role {
+            Role::Trainer => "a trainer",
+            Role::Sweep => "an eval-sweep",
+        };
         format!(
-            "a trainer (PID {} on host {}, started {ago} s ago at Unix time {}: `{}`)",
+            "{what} (PID {} on host {}, started {ago} s ago at Unix time {}: `{}`)",
             self.pid,
             self.host,
             self.started_unix_s,
@@ -260,19 +283,22 @@ mod tests {
     fn a_second_lock_is_refused_naming_the_holder_and_freed_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let d = RunDir::new(dir.path());
-        let first = d.lock(&LockHolder::this_process("hostA")).unwrap();
-        let err = format!(
-            "{:#}",
-            d.lock(&LockHolder::this_process("hostB")).unwrap_err()
-        );
+        let take = |role, host| d.lock(role, &LockHolder::this_process(host));
+        let refusal = |role| format!("{:#}", take(role, "hostB").unwrap_err());
+        let first = take(Role::Trainer, "hostA").unwrap();
+        let err = refusal(Role::Trainer);
         assert!(err.contains("in use by a trainer"), "{err}");
         assert!(
             err.contains(&format!("PID {}", std::process::id())),
             "{err}"
         );
         assert!(err.contains("host hostA"), "{err}");
-        drop(first);
-        let _again = d.lock(&LockHolder::this_process("hostB")).unwrap();
+        // A sweep beside the trainer is fine; a second sweep is not.
+        let sweep = take(Role::Sweep, "hostA").unwrap();
+        let err = refusal(Role::Sweep);
+        assert!(err.contains("in use by an eval-sweep"), "{err}");
+        drop((first, sweep));
+        let _again = take(Role::Trainer, "hostB").unwrap();
     }
 
     #[test]

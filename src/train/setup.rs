@@ -130,7 +130,12 @@ impl<'w> Trainer<'w> {
         }
         let watchdog = cfg.stall_shutdown.map(|limit| {
             let limit = limit + watchdog_grace(limit);
-            Watchdog::start(world, limit, position.step, allreducer.host_board())
+            Watchdog::start(
+                world,
+                limit,
+                ("step", position.step),
+                allreducer.host_board(),
+            )
         });
         let mut replicas = Replicas {
             world,

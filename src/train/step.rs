@@ -213,8 +213,10 @@ fn overlapped_gradients(
         stall,
         watchdog,
         timeline,
+        test_fault,
         ..
     } = ex;
+    let test_fault = *test_fault;
     let (world, timeline, watchdog) = (*world, timeline.as_ref(), watchdog.as_ref());
     let mark = |lane| {
         if let Some(w) = watchdog {
@@ -229,6 +231,7 @@ fn overlapped_gradients(
         });
         let reduced = (|| -> Result<()> {
             ready(stall, world, watchdog, timeline, step)?;
+            freeze_in_allreduce(test_fault, step)?;
             for g in (0..reader.groups()).rev() {
                 mark(Lane::Compute);
                 reader.take(g, &mut grads, dawnrun_dist::copy_floats)?;

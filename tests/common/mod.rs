@@ -82,6 +82,9 @@ pub fn command(program: &Path) -> Command {
         .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
         .env_remove("DAWNRUN_FAIL_AT_STEP")
         .env_remove("DAWNRUN_FREEZE_AT_STEP")
+        .env_remove("DAWNRUN_FREEZE_IN_ALLREDUCE_AT_STEP")
+        .env_remove("DAWNRUN_FREEZE_AT_CHECKPOINT")
+        .env_remove("DAWNRUN_NAN_STATE_AT_STEP")
         .env_remove("DAWNRUN_KILL_AT_STEP")
         .env_remove("DAWNRUN_DECODE_PANIC_MARKER")
         .env_remove("DAWNRUN_FAIL_RANK");

@@ -91,7 +91,7 @@ impl Allreducer {
     }
 
     /// The hierarchical method's (hosts, ranks per host) once it has run; `None` for the other
-    /// methods, before the first step, or where it fell back to the flat ring.
+    /// methods, before its route is chosen, or where it fell back to the flat ring.
     pub fn layout(&self) -> Option<(usize, usize)> {
         match self.method {
             Allreduce::Hierarchical => self.hierarchical.layout(),

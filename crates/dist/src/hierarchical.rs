@@ -15,7 +15,8 @@
 //! Every element is computed by one rank and copied, so results are bitwise identical on every
 //! rank, and sums run in an order fixed by the layout, not by timing.
 //!
-//! The route is chosen once, collectively, on the first call: where any host cannot make its
+//! The route is chosen once, collectively, at [`Hierarchical::connect`] (the trainer calls it at
+//! setup) or else on the first call: where any host cannot make its
 //! shared segment (a small `/dev/shm`, as in a default Docker container) or hosts carry
 //! different numbers of ranks, every rank falls back to the flat ring, and says why.
 //!
@@ -48,7 +49,7 @@ pub enum HierarchicalError {
     Broken,
 }
 
-/// How this world's gradients travel; decided on the first call.
+/// How this world's gradients travel; decided at `connect` or on the first call.
 enum Route {
     Hosts {
         node: Node,
@@ -145,8 +146,8 @@ impl Hierarchical {
         }
     }
 
-    /// (hosts, ranks per host) when the first call chose shared memory on each host; `None`
-    /// before the first call, with one rank, or after falling back to the flat ring.
+    /// (hosts, ranks per host) when the route goes through shared memory on each host; `None`
+    /// before the route is chosen, with one rank, or after falling back to the flat ring.
     pub fn layout(&self) -> Option<(usize, usize)> {
         match &self.route {
             Some(Route::Hosts { node, cross }) => Some((cross.size() as usize, node.size())),
@@ -205,10 +206,11 @@ fn choose_route(world: &World) -> Route {
     let verdict = Node::new(&node_comm, world.rank());
     let any_failed = max_over_world(&[i32::from(verdict.is_err())])[0] == 1;
     match verdict {
-        Ok(node) if !any_failed => {
+        Ok(mut node) if !any_failed => {
             let cross = comm
                 .split_by_color(Color::with_value(node_rank))
                 .expect("a defined colour always yields a communicator");
+            node.set_cross_hosts(cross.size() > 1);
             Route::Hosts { node, cross }
         }
         Err(e) => {

@@ -88,6 +88,9 @@ pub(crate) struct Node {
     world_ranks: Vec<usize>,
     /// The slot set the next round uses (0 or 1), carried across calls.
     set: usize,
+    /// The host is one of several: `between` is the ring across hosts, marked in the segment
+    /// while this rank is in it (a rank frozen there is then not taken for one stuck here).
+    cross_hosts: bool,
     /// Calls of at least this many elements stream their last step ([`STREAM_FROM`] on a host
     /// with more ranks than CPUs, else never).
     stream_from: usize,
@@ -151,6 +154,7 @@ impl Node {
             size,
             segment: Arc::new(segment),
             world_ranks: world_ranks.into_iter().map(|r| r as usize).collect(),
+            cross_hosts: false,
             set: 0,
             stream_from: if size > online_cpus() {
                 STREAM_FROM
@@ -162,6 +166,11 @@ impl Node {
 
     pub(crate) fn size(&self) -> usize {
         self.size
+    }
+
+    /// Says whether `between` will be the ring across hosts (see [`HostBoard`]).
+    pub(crate) fn set_cross_hosts(&mut self, cross_hosts: bool) {
+        self.cross_hosts = cross_hosts;
     }
 
     /// A view of the host's barrier counts for the stall watchdog, which may run on another
@@ -212,7 +221,7 @@ impl Node {
                 None => self.sum_chunk(part, mine.clone(), divisor, Some(ours)),
                 Some(between) => {
                     self.sum_chunk(part, mine.clone(), divisor, None);
-                    self.segment.set_across(r, true);
+                    self.segment.set_across(r, self.cross_hosts);
                     between(&mut part[mine.clone()])?;
                     self.segment.set_across(r, false);
                     copy_floats(ours, &part[mine]);
@@ -384,6 +393,7 @@ mod tests {
                         size: n,
                         segment: Arc::new(segment),
                         world_ranks: (0..n).collect(),
+                        cross_hosts: false,
                         set: 0,
                         stream_from,
                     };

@@ -19,12 +19,17 @@ use mpi::topology::Communicator;
 
 use crate::world::World;
 
-/// MPI tags: "still working" and "reached the meeting of round r".
-const BEAT_TAG: i32 = 0x4842;
-const MET_TAG: i32 = 0x4d54;
+/// The MPI tag of both kinds of message: "still working" (`round << 1`) and "reached meeting
+/// `round`" (`round << 1 | 1`). One tag keeps each sender's messages in order (MPI's rule for
+/// one tag), so a rank that takes in the last arrival has taken every beat before it: none is
+/// left unreceived when the job ends.
+const TAG: i32 = 0x4842;
 
 /// How often a working rank says so.
-const BEAT_EVERY: Duration = Duration::from_secs(1);
+pub const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// The shortest limit that cannot take a working rank for a silent one: three beats.
+pub const MIN_LIMIT: Duration = Duration::from_secs(3);
 
 /// The ranks a waiting rank gave up on.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +120,7 @@ impl Rendezvous {
             return;
         }
         self.last_beat = Instant::now();
-        send_to_others(world, BEAT_TAG, self.round);
+        send_to_others(world, self.round << 1);
         self.take_in(world);
     }
 
@@ -133,7 +138,7 @@ impl Rendezvous {
         if world.size() <= 1 {
             return Ok(());
         }
-        send_to_others(world, MET_TAG, round);
+        send_to_others(world, round << 1 | 1);
         loop {
             self.take_in(world);
             if self.hearing.missing(round, rank).is_empty() {
@@ -158,24 +163,21 @@ impl Rendezvous {
     /// Records every beat and arrival sent to this rank so far.
     fn take_in(&mut self, world: &World) {
         let comm = world.comm();
-        for (tag, is_met) in [(BEAT_TAG, false), (MET_TAG, true)] {
-            while let Some((message, status)) =
-                comm.any_process().immediate_matched_probe_with_tag(tag)
-            {
-                let (value, _) = message.matched_receive::<u64>();
-                let from = status.source_rank() as usize;
-                self.hearing
-                    .record(from, is_met.then_some(value), Instant::now());
-            }
+        while let Some((message, status)) = comm.any_process().immediate_matched_probe_with_tag(TAG)
+        {
+            let (value, _) = message.matched_receive::<u64>();
+            let from = status.source_rank() as usize;
+            let met = (value & 1 == 1).then_some(value >> 1);
+            self.hearing.record(from, met, Instant::now());
         }
     }
 }
 
-fn send_to_others(world: &World, tag: i32, value: u64) {
+fn send_to_others(world: &World, value: u64) {
     let comm = world.comm();
     for r in (0..world.size()).filter(|&r| r != world.rank()) {
         comm.process_at_rank(r as i32)
-            .buffered_send_with_tag(&value, tag);
+            .buffered_send_with_tag(&value, TAG);
     }
 }
 

@@ -50,7 +50,7 @@ const _: () = assert!(std::mem::size_of::<Header>() <= HEADER);
 
 /// One mapping of a named segment; unmapped on drop. The name is unlinked by its creator as soon
 /// as every rank has mapped it, so a `kill -9` after that leaves nothing in `/dev/shm`; one in
-/// the moment between creating and unlinking (at the first all-reduce) leaves the segment, until
+/// the moment between creating and unlinking (at the trainer's setup) leaves the segment, until
 /// the next job on the host removes it ([`sweep_stale`]).
 pub(crate) struct Segment {
     base: *mut u8,

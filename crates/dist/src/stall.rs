@@ -221,10 +221,15 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Starts the thread; progress counts from now, at `step`. With `board` (the all-reduce
-    /// goes through this host's shared memory) it names the host's ranks that a stuck barrier
-    /// waits for.
-    pub fn start(world: &World, limit: Duration, step: u64, board: Option<HostBoard>) -> Watchdog {
+    /// Starts the thread; progress counts from now, at `step` (`unit` names what is counted in
+    /// its message: `step`, `round`). With `board` (the all-reduce goes through this host's
+    /// shared memory) it names the host's ranks that a stuck barrier waits for.
+    pub fn start(
+        world: &World,
+        limit: Duration,
+        (unit, step): (&'static str, u64),
+        board: Option<HostBoard>,
+    ) -> Watchdog {
         let progress = Arc::new(Progress {
             origin: Instant::now(),
             at_ms: AtomicU64::new(0),
@@ -251,7 +256,7 @@ impl Watchdog {
                         rank,
                         size,
                         since,
-                        step: seen.step.load(Ordering::Acquire),
+                        at: (unit, seen.step.load(Ordering::Acquire)),
                         lane,
                     };
                     let laggards = board.as_ref().map(HostBoard::laggards);
@@ -291,7 +296,8 @@ struct Stuck {
     rank: usize,
     size: usize,
     since: Duration,
-    step: u64,
+    /// What was counted (`step`, `round`) and where this rank got to.
+    at: (&'static str, u64),
     lane: Lane,
 }
 
@@ -303,14 +309,21 @@ impl Stuck {
             rank,
             size,
             since,
-            step,
+            at: (unit, step),
             lane,
         } = *self;
         let head = format!(
-            "rank {rank}: stall shutdown: no progress for {} s at step {step} (this rank waits in `{}`)",
+            "rank {rank}: stall shutdown: no progress for {} s at {unit} {step}",
             since.as_secs(),
-            lane.name()
         );
+        // Stuck in its own work, not waiting on the others: this rank is the one.
+        if matches!(lane, Lane::Compute | Lane::InputWait) {
+            return format!(
+                "{head} (this rank is stuck in its own `{}`: a hung device or read?): ending the job",
+                lane.name()
+            );
+        }
+        let head = format!("{head} (this rank waits in `{}`)", lane.name());
         let culprit = match laggards {
             // A rank that was stopped and then woken (as `mpirun` does to end the job).
             Some(l) if l.stuck.contains(&rank) => {
@@ -324,8 +337,8 @@ impl Stuck {
                 l.stuck
             ),
             Some(l) if !l.across.is_empty() => format!(
-                "on this host, ranks {:?} wait in the ring across hosts: a rank on another host \
-                 is frozen or far behind",
+                "on this host, ranks {:?} are in the ring across hosts: one of them, or its \
+                 partner on another host, is frozen or far behind",
                 l.across
             ),
             _ => format!("a rank of {size} is frozen or far behind"),
@@ -358,7 +371,7 @@ mod tests {
             rank: 0,
             size: 4,
             since: Duration::from_secs(6),
-            step: 5,
+            at: ("step", 5),
             lane: Lane::Allreduce,
         };
         let head = "rank 0: stall shutdown: no progress for 6 s at step 5 (this rank waits in `allreduce`); ";
@@ -379,12 +392,22 @@ mod tests {
         };
         assert!(stuck
             .message(Some(&elsewhere))
-            .ends_with("ranks [2, 3] wait in the ring across hosts: a rank on another host is frozen or far behind: ending the job"));
+            .ends_with("ranks [2, 3] are in the ring across hosts: one of them, or its partner on another host, is frozen or far behind: ending the job"));
         let woken = Stuck { rank: 1, ..stuck };
         assert!(woken
             .message(Some(&frozen))
             .ends_with("this rank itself is behind the others of its host: it was stopped or is far behind: ending the job"));
         let unknown = format!("{head}a rank of 4 is frozen or far behind: ending the job");
+        let own = Stuck {
+            lane: Lane::Compute,
+            at: ("round", 3),
+            ..stuck
+        };
+        assert_eq!(
+            own.message(Some(&frozen)),
+            "rank 0: stall shutdown: no progress for 6 s at round 3 (this rank is stuck in its \
+             own `compute`: a hung device or read?): ending the job"
+        );
         assert_eq!(stuck.message(Some(&Laggards::default())), unknown);
         assert_eq!(stuck.message(None), unknown);
     }

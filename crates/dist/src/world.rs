@@ -24,9 +24,12 @@ pub const ERROR_EXIT_CODE: i32 = 2;
 /// Exit code of a rank that panicked (Rust's own panic exit code).
 pub const PANIC_EXIT_CODE: i32 = 101;
 
-/// Bytes attached for `MPI_Bsend` (the stall check's 8-byte readiness messages). A rank can be at
-/// most one step ahead of rank 0, so a few messages is all that is ever buffered.
+/// Bytes attached for `MPI_Bsend`: the stall check's 8-byte readiness messages (a rank can be at
+/// most one step ahead of rank 0, so a few are buffered) and the rendezvous' (one to every other
+/// rank per beat), so it grows with the world: each message takes 8 bytes plus MPI's overhead
+/// (under a hundred bytes) until it is sent.
 const BSEND_BUFFER_BYTES: usize = 64 * 1024;
+const BSEND_BYTES_PER_RANK: usize = 1024;
 
 /// Broadcasts go in pieces of at most this many elements (MPI counts are C `int`).
 const MAX_PIECE: usize = 1 << 30;
@@ -102,7 +105,8 @@ impl World {
         if provided < Threading::Funneled {
             return Err(WorldError::ThreadLevel { provided });
         }
-        universe.set_buffer_size(BSEND_BUFFER_BYTES);
+        let ranks = to_usize(universe.world().size());
+        universe.set_buffer_size(BSEND_BUFFER_BYTES + BSEND_BYTES_PER_RANK * ranks);
         let comm = universe.world();
         let rank = to_usize(comm.rank());
         let size = to_usize(comm.size());
