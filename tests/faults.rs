@@ -116,7 +116,7 @@ fn a_rank_frozen_inside_the_all_reduce_is_named_by_the_rank_waiting_for_it() {
     let job = fault_job(tmp.path(), "frozen-in", stall, 1, hook, 5);
     let err = &job.err;
     assert!(!job.out.status.success(), "{err}");
-    assert!(err.contains("SIGSTOP"), "{err}");
+    assert!(err.contains("rank 1: step 5: sending SIGSTOP"), "{err}");
     assert!(!err.contains("have not reached step 5"), "{err}");
     let line = err
         .lines()

@@ -187,7 +187,10 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
         for i in assigned(pending.len(), world.rank(), world.size()) {
             let (step, prefix) = pending[i];
             if cfg.freeze_at == Some(*step) {
-                signal_self("STOP", &prefix.display().to_string())?;
+                signal_self(
+                    "STOP",
+                    &format!("rank {}: {}", world.rank(), prefix.display()),
+                )?;
             }
             let mut beat = || {
                 meeting.beat(world);

@@ -38,30 +38,32 @@ pub fn poison(fault: Option<TestFault>, step: u64, graph: &mut TrainGraph) -> Re
     Ok(())
 }
 
-/// The test hooks of [`TestFault`] that act when a step begins.
-pub fn inject(fault: Option<TestFault>, step: u64) -> Result<()> {
+/// The test hooks of [`TestFault`] that act when a step begins on rank `rank`.
+pub fn inject(fault: Option<TestFault>, step: u64, rank: usize) -> Result<()> {
+    let at = || format!("rank {rank}: step {step}");
     match fault {
         Some(TestFault::FailAt(s)) if s == step => {
             bail!("step {step}: failing on purpose (DAWNRUN_FAIL_AT_STEP)")
         }
-        Some(TestFault::FreezeAt(s)) if s == step => signal_self("STOP", &format!("step {step}")),
-        Some(TestFault::KillAt(s)) if s == step => signal_self("KILL", &format!("step {step}")),
+        Some(TestFault::FreezeAt(s)) if s == step => signal_self("STOP", &at()),
+        Some(TestFault::KillAt(s)) if s == step => signal_self("KILL", &at()),
         _ => Ok(()),
     }
 }
 
 /// The hook [`TestFault::FreezeInAllreduceAt`]: called between the readiness report and the
-/// all-reduce.
-pub fn freeze_in_allreduce(fault: Option<TestFault>, step: u64) -> Result<()> {
+/// all-reduce, on rank `rank`.
+pub fn freeze_in_allreduce(fault: Option<TestFault>, step: u64, rank: usize) -> Result<()> {
     match fault {
         Some(TestFault::FreezeInAllreduceAt(s)) if s == step => {
-            signal_self("STOP", &format!("step {step}"))
+            signal_self("STOP", &format!("rank {rank}: step {step}"))
         }
         _ => Ok(()),
     }
 }
 
-/// Sends `signal` to this process, saying so first, `at` naming where (`step 5`).
+/// Sends `signal` to this process, saying so first, `at` naming who and where
+/// (`rank 1: step 5`).
 pub fn signal_self(signal: &str, at: &str) -> Result<()> {
     say!("{at}: sending SIG{signal} to myself on purpose (test hook)");
     let pid = std::process::id().to_string();

@@ -40,7 +40,7 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
         let mut pipeline = start_pipeline(&cfg, phase, step, world)?;
         let mut reported = 0;
         while step < phase.end_step.min(t.end_step) {
-            inject(cfg.test_fault, step)?;
+            inject(cfg.test_fault, step, world.rank())?;
             let wait = Instant::now();
             let batch = {
                 let _s = t.replicas.enter(step, Lane::InputWait, "next batch");

@@ -143,7 +143,7 @@ pub fn average_gradients(
     if let Some(w) = &ex.watchdog {
         w.mark(step, Lane::Allreduce);
     }
-    freeze_in_allreduce(ex.test_fault, step)?;
+    freeze_in_allreduce(ex.test_fault, step, ex.world.rank())?;
     ex.allreducer
         .average(ex.world, &mut out.grads, ex.timeline.as_ref())
         .with_context(|| format!("step {step}: all-reduce"))?;
@@ -231,7 +231,7 @@ fn overlapped_gradients(
         });
         let reduced = (|| -> Result<()> {
             ready(stall, world, watchdog, timeline, step)?;
-            freeze_in_allreduce(test_fault, step)?;
+            freeze_in_allreduce(test_fault, step, world.rank())?;
             for g in (0..reader.groups()).rev() {
                 mark(Lane::Compute);
                 reader.take(g, &mut grads, dawnrun_dist::copy_floats)?;
