@@ -150,14 +150,12 @@ pub fn run(args: &EvalSweepArgs, world: &World) -> Result<()> {
         );
     }
     // Rank 0 writes the report: one sweep at a time per run directory, so two never mix theirs.
-    let _lock = if world.rank() == 0 {
-        Some(
+    let _lock = (world.rank() == 0)
+        .then(|| {
             cfg.run_dir
-                .lock(Role::Sweep, &LockHolder::this_process(world.hostname()))?,
-        )
-    } else {
-        None
-    };
+                .lock(Role::Sweep, &LockHolder::this_process(world.hostname()))
+        })
+        .transpose()?;
     eval::sweep(&cfg, world).with_context(|| format!("sweeping {}", args.run_dir.display()))
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use dawnrun_records::manifest;
+use dawnrun_records::{atomic, event::hostname, manifest};
 use dawnrun_schedule::Schedule;
 
 use crate::checkpoint;
@@ -79,9 +79,8 @@ pub fn main(args: ExportArgs) -> Result<()> {
     let tmp = temporary_sibling(&args.out)?;
     // On disk before the rename: TensorFlow's own writer does not sync the variables it saves,
     // and a power cut must not leave a complete-looking --out with empty weights.
-    let result = write_export(&model, &spec, &prefix, &synsets, &tmp).and_then(|()| {
-        sync_tree(&tmp).with_context(|| format!("{}: cannot sync to disk", tmp.display()))
-    });
+    let result =
+        write_export(&model, &spec, &prefix, &synsets, &tmp).and_then(|()| sync_tree(&tmp));
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e.context(format!("exporting {}", prefix.display())));
@@ -133,25 +132,22 @@ fn check_out(out: &Path) -> Result<()> {
 }
 
 /// Flushes every file and folder under `dir` (and `dir`) to disk.
-fn sync_tree(dir: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+fn sync_tree(dir: &Path) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("{}: cannot list", dir.display()))?
+            .path();
         if path.is_dir() {
             sync_tree(&path)?;
         } else {
-            std::fs::File::open(&path)?.sync_all()?;
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("{}: cannot sync to disk", path.display()))?;
         }
     }
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// This machine's name, for temporary names on a file system other hosts may share.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty() && !h.contains('/'))
-        .unwrap_or_else(|| "localhost".to_string())
+    Ok(atomic::sync_dir(dir)?)
 }
 
 /// `.<name>.partial-<host>-<pid>` beside `out`, created empty.

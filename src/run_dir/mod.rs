@@ -45,10 +45,7 @@ impl RunDir {
 
     /// The lock file of `role`: `trainer.lock` or `eval.lock`.
     pub fn lock_file(&self, role: Role) -> PathBuf {
-        self.root.join(match role {
-            Role::Trainer => "trainer.lock",
-            Role::Sweep => "eval.lock",
-        })
+        self.root.join(role.lock_name())
     }
 
     /// Takes the run directory for one process of `role`: an advisory lock on its lock file that
@@ -71,17 +68,11 @@ impl RunDir {
                 let _ = file.read_to_string(&mut text);
                 let who = serde_json::from_str::<LockHolder>(&text)
                     .map_or_else(|_| "another process".to_string(), |h| h.describe(role));
-                let advice = match role {
-                    Role::Trainer => {
-                        "one trainer per run directory: wait for it, stop it, or choose another \
-                         --run-dir"
-                    }
-                    Role::Sweep => {
-                        "one eval-sweep per run directory, so that reports do not mix: wait for \
-                         it or stop it"
-                    }
-                };
-                bail!("{} is in use by {who}; {advice}", self.root.display());
+                bail!(
+                    "{} is in use by {who}; {}",
+                    self.root.display(),
+                    role.advice()
+                );
             }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(e).with_context(|| format!("{}: cannot lock", path.display()))
@@ -178,6 +169,37 @@ pub enum Role {
     Sweep,
 }
 
+impl Role {
+    /// Its lock file's name in the run directory.
+    fn lock_name(self) -> &'static str {
+        match self {
+            Role::Trainer => "trainer.lock",
+            Role::Sweep => "eval.lock",
+        }
+    }
+
+    /// What holds the lock, for the refusal message.
+    fn holder(self) -> &'static str {
+        match self {
+            Role::Trainer => "a trainer",
+            Role::Sweep => "an eval-sweep",
+        }
+    }
+
+    /// What a second one should do instead.
+    fn advice(self) -> &'static str {
+        match self {
+            Role::Trainer => {
+                "one trainer per run directory: wait for it, stop it, or choose another --run-dir"
+            }
+            Role::Sweep => {
+                "one eval-sweep per run directory, so that reports do not mix: wait for it or \
+                 stop it"
+            }
+        }
+    }
+}
+
 /// Who holds a run directory: what its lock file says, for the message a second one gets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockHolder {
@@ -201,12 +223,9 @@ impl LockHolder {
 
     fn describe(&self, role: Role) -> String {
         let ago = unix_now().saturating_sub(self.started_unix_s);
-        let what = match role {
-            Role::Trainer => "a trainer",
-            Role::Sweep => "an eval-sweep",
-        };
         format!(
-            "{what} (PID {} on host {}, started {ago} s ago at Unix time {}: `{}`)",
+            "{} (PID {} on host {}, started {ago} s ago at Unix time {}: `{}`)",
+            role.holder(),
             self.pid,
             self.host,
             self.started_unix_s,

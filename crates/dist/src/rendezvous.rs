@@ -26,10 +26,10 @@ use crate::world::World;
 const TAG: i32 = 0x4842;
 
 /// How often a working rank says so.
-pub const BEAT_EVERY: Duration = Duration::from_secs(1);
+const BEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// The shortest limit that cannot take a working rank for a silent one: three beats.
-pub const MIN_LIMIT: Duration = Duration::from_secs(3);
+pub const MIN_LIMIT: Duration = Duration::from_secs(3 * BEAT_EVERY.as_secs());
 
 /// The ranks a waiting rank gave up on.
 #[derive(Debug, thiserror::Error)]

@@ -81,8 +81,9 @@ fn now_s() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// This machine's name for the file name (TensorBoard shows it); "localhost" if unknown.
-fn hostname() -> String {
+/// This machine's name, safe inside a file name (TensorBoard shows it in event file names;
+/// `trainer export` marks its temporary folders with it); "localhost" if unknown.
+pub fn hostname() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
