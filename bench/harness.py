@@ -274,8 +274,9 @@ class Bench:
         with open(self.samples_path, "a") as f:
             f.write(json.dumps(s) + "\n")
 
-    def measure(self, targets, fn):
-        """Run fn() -> {(row, side): value or (value, extra)}; on Missing/Failed mark every target."""
+    def measure(self, targets, fn, round_no=None):
+        """Run fn() -> {(row, side): value or (value, extra)}; on Missing/Failed mark every target.
+        `round_no` tags each value with its alternation, so table.py can pair the two sides."""
         try:
             values = fn()
         except (Missing, Failed) as e:
@@ -283,6 +284,8 @@ class Bench:
             return
         for (row, side), v in values.items():
             value, extra = v if isinstance(v, tuple) else (v, None)
+            if round_no is not None:
+                extra = dict(extra or {}, round=round_no)
             self.sample(row, side, value=value, extra=extra)
 
     def mark(self, targets, e):
@@ -297,7 +300,7 @@ class Bench:
         odd repetitions."""
         for rep in range(self.reps if reps is None else reps):
             for targets, fn in (runs if rep % 2 == 0 else list(reversed(runs))):
-                self.measure(targets, fn)
+                self.measure(targets, fn, round_no=rep)
 
     # ---- 1. data ----------------------------------------------------------------------------
     def make_data(self, name, extra_args):
@@ -573,7 +576,7 @@ class Bench:
                         values[(default_row, "ours")] = mine("trainer")
                         values[(default_row, "reference")] = got[(id(plain), "premade")]
                     for (row, side), v in values.items():
-                        self.sample(row, side, value=v, extra={"pair": pair})
+                        self.sample(row, side, value=v, extra={"pair": pair, "round": i})
 
         def go():
             for first in range(0, rounds, per_pair):
@@ -634,8 +637,8 @@ class Bench:
                 # The three methods run inside one job, interleaved (ABC CBA ...): that is the
                 # alternation. MPI's one run is the reference of both rows.
                 targets = [(row, side) for row in rows.values() for side in ("ours", "reference")]
-                for _ in range(self.reps):
-                    self.measure(targets, self.allreduce_once(rows, cmd))
+                for rep in range(self.reps):
+                    self.measure(targets, self.allreduce_once(rows, cmd), round_no=rep)
 
     def allreduce_once(self, rows, cmd):
         def go():

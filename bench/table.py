@@ -9,9 +9,16 @@ The ratio is always "how many times better ours is", so > 1 means ours wins:
   rate (images/s, GB/s): ours / reference;   time (s/step): reference / ours;
   overhead: (ours - reference) / reference, shown as a percentage (ours = with the real input,
   reference = the same graph on a pre-made batch), where smaller is better.
+
+Samples whose "extra" carries a "round" (one alternation, both sides measured in it) are also
+read in pairs: the ratio of each round, the median of those ratios, and a distribution-free
+interval for that median from order statistics (the sign test's interval; its exact binomial
+coverage is printed, about 95% where the rounds allow). A row whose interval holds 1.0 is at
+parity: the run cannot tell the two sides apart, whichever side its medians favour.
 """
 import argparse
 import json
+import math
 import statistics
 import sys
 
@@ -27,12 +34,15 @@ def collect(samples):
     """Group samples into rows, in first-seen order."""
     rows = {}
     for s in samples:
+        if s.get("row") in rows:
+            rows[s["row"]]["raw"].append(s)
         if s.get("kind") not in KINDS or s.get("side") not in ("ours", "reference"):
             raise ValueError("bad sample (kind/side): %r" % (s,))
         row = rows.setdefault(s["row"], {
             "row": s["row"], "what": s["what"], "unit": s["unit"], "kind": s["kind"],
             "ours": {"values": [], "missing": None, "errors": []},
             "reference": {"values": [], "missing": None, "errors": []},
+            "raw": [s],
         })
         side = row[s["side"]]
         if "value" in s and s["value"] is not None:
@@ -53,6 +63,42 @@ def ratio(kind, ours, reference):
     if kind == "time":
         return reference / ours if ours > 0 else None
     return (ours - reference) / reference if reference > 0 else None
+
+
+def median_interval(values, level=0.95):
+    """Distribution-free interval for the median of `values`: (low, high, coverage), the k-th
+    smallest and k-th largest with the largest k whose binomial coverage 1 - 2 P(B(n, 1/2) < k)
+    is still >= `level`; with too few values for that, (min, max) and its smaller coverage.
+    None for fewer than 2 values."""
+    x = sorted(values)
+    n = len(x)
+    if n < 2:
+        return None
+    tail = lambda k: sum(math.comb(n, i) for i in range(k)) / 2.0 ** n  # P(B < k)
+    k = 1
+    while k + 1 <= n // 2 and 1 - 2 * tail(k + 1) >= level:
+        k += 1
+    return x[k - 1], x[n - k], 1 - 2 * tail(k)
+
+
+def paired(kind, samples):
+    """Per-round ratios of a row from its raw samples (see module doc), or None when fewer than
+    two rounds have a value on both sides."""
+    by_round = {}
+    for s in samples:
+        r = (s.get("extra") or {}).get("round")
+        if r is not None and s.get("value") is not None:
+            by_round.setdefault(r, {}).setdefault(s["side"], float(s["value"]))
+    ratios = [ratio(kind, v["ours"], v["reference"]) for _, v in sorted(by_round.items())
+              if "ours" in v and "reference" in v]
+    ratios = [r for r in ratios if r is not None]
+    if len(ratios) < 2 or kind == "overhead":
+        return None
+    low, high, coverage = median_interval(ratios)
+    reading = "ours ahead" if low > 1.0 else ("ours behind" if high < 1.0 else "parity")
+    return {"rounds": len(ratios), "ratios": ratios, "median": statistics.median(ratios),
+            "low": low, "high": high, "coverage": coverage,
+            "ahead": sum(r > 1.0 for r in ratios), "reading": reading}
 
 
 def fmt_number(x):
@@ -101,6 +147,7 @@ def summarise(rows):
             "ours_samples": row["ours"]["values"], "reference_samples": row["reference"]["values"],
             "ours_missing": row["ours"]["missing"], "reference_missing": row["reference"]["missing"],
             "ours_errors": row["ours"]["errors"], "reference_errors": row["reference"]["errors"],
+            "paired": paired(row["kind"], row.get("raw", [])),
             "cells": [row["what"], side_cell(row["ours"], medians["ours"]),
                       side_cell(row["reference"], medians["reference"]),
                       fmt_ratio(row["kind"], r), row["unit"]],
@@ -112,7 +159,26 @@ def markdown(summary):
     lines = ["| what | ours | reference | ratio | unit |", "|---|---:|---:|---:|---|"]
     for s in summary:
         lines.append("| " + " | ".join(c.replace("|", "/") for c in s["cells"]) + " |")
+    lines += paired_markdown(summary)
     return "\n".join(lines) + "\n"
+
+
+def paired_markdown(summary, min_rounds=5):
+    """The second table: rows with at least `min_rounds` paired rounds (fewer give an interval
+    too wide to read)."""
+    rows = [s for s in summary if s.get("paired") and s["paired"]["rounds"] >= min_rounds]
+    if not rows:
+        return []
+    lines = ["", "Paired rounds (> 1: ours better; the interval is for the median of the per-round "
+             "ratios, distribution-free; it holds 1.0 = parity):", "",
+             "| what | rounds | median ratio | interval | coverage | rounds ours ahead | reading |",
+             "|---|---:|---:|---|---:|---:|---|"]
+    for s in rows:
+        p = s["paired"]
+        lines.append("| %s | %d | %.3f | %.3f - %.3f | %.1f%% | %d of %d | %s |" % (
+            s["what"].replace("|", "/"), p["rounds"], p["median"], p["low"], p["high"],
+            100 * p["coverage"], p["ahead"], p["rounds"], p["reading"]))
+    return lines
 
 
 def main(argv=None):

@@ -98,6 +98,12 @@ class HarnessTest(unittest.TestCase):
             samples = [json.loads(l) for l in read(os.path.join(results, "samples.jsonl")).splitlines()]
             self.assertEqual(sum(1 for x in samples if x["row"] == "train/r18/fp32/premade"), 4)
             self.assertEqual(sum(1 for x in samples if x["row"] == "train/r18/fp32/same-work"), 4)
+            # Each sample names its round, so table.py pairs the two sides of the same round.
+            self.assertEqual(sorted((x["side"], x["extra"]["round"]) for x in samples
+                                    if x["row"] == "train/r18/fp32/premade"),
+                             [("ours", 0), ("ours", 1), ("reference", 0), ("reference", 1)])
+            self.assertEqual(rows["train/r18/fp32/premade"]["paired"]["rounds"], 2)
+            self.assertEqual({x["extra"]["round"] for x in samples if x["row"] == "allreduce/2/1M"}, {0})
             md = read(os.path.join(results, "latest.md"))
             self.assertIn("| all-reduce np 2, 25.6M floats: ours (hierarchical) vs MPI_Allreduce | 8.00 | 2.00 | 4.00x "
                           "| GB/s bus |", md)

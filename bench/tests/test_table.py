@@ -72,6 +72,53 @@ class TableTest(unittest.TestCase):
         self.assertEqual(len(lines), 5)
         self.assertEqual(lines[2], "| what b | 1.00 | 1.00 | 1.00x | u |")
 
+    def test_median_interval_takes_the_order_statistics_of_the_sign_test(self):
+        # n = 12: P(B(12, 1/2) <= 2) = 79/4096, so the 3rd and 10th values, 96.1% coverage;
+        # one more step in (4th and 9th) would cover only 85.4%.
+        low, high, coverage = table.median_interval(list(range(12, 0, -1)))
+        self.assertEqual((low, high), (3, 10))
+        self.assertAlmostEqual(coverage, 1 - 2 * 79 / 4096)
+        # n = 5 cannot reach 95%: the extremes, 1 - 2/32.
+        self.assertEqual(table.median_interval([5, 1, 4, 2, 3]), (1, 5, 1 - 2 / 32))
+        self.assertIsNone(table.median_interval([1.0]))
+
+    def test_paired_reading_pairs_the_sides_by_round_and_says_which_side_is_ahead(self):
+        def rounds(ours, ref, kind="time", row="p"):
+            out = [sample(row, kind, "ours", value=v, extra={"round": i}) for i, v in enumerate(ours)]
+            out += [sample(row, kind, "reference", value=v, extra={"round": i}) for i, v in enumerate(ref)]
+            return out
+        # Both sides drift together: the medians are equal but ours is faster in every round.
+        ours = [1.0 + 0.1 * i for i in range(8)]
+        ahead = rounds(ours, [x * 1.02 for x in ours], row="ahead")
+        behind = rounds(ours, [x * 0.97 for x in ours], row="behind")
+        mixed = rounds(ours, [x * (1.03 if i % 2 else 0.97) for i, x in enumerate(ours)], row="mixed")
+        # A round with one side only (it failed) is left out, not paired with another round's.
+        lone = rounds([1.0] * 6, [1.1] * 6, row="lone") + [sample("lone", "time", "ours", value=9.0,
+                                                                   extra={"round": 6})]
+        got = {s["row"]: s["paired"] for s in table.summarise(table.collect(ahead + behind + mixed + lone))}
+        self.assertEqual(got["ahead"]["reading"], "ours ahead")
+        self.assertAlmostEqual(got["ahead"]["median"], 1.02)
+        self.assertEqual(got["ahead"]["ahead"], 8)
+        self.assertEqual(got["behind"]["reading"], "ours behind")
+        self.assertEqual(got["mixed"]["reading"], "parity")
+        self.assertEqual(got["lone"]["rounds"], 6)
+        self.assertAlmostEqual(got["lone"]["median"], 1.1)
+
+    def test_paired_table_lists_only_rows_with_enough_rounds(self):
+        samples = [sample("many", "rate", side, value=v, extra={"round": i})
+                   for i in range(6) for side, v in (("ours", 2.0 + i), ("reference", 1.0 + i))]
+        samples += [sample("few", "rate", side, value=1.0, extra={"round": i})
+                    for i in range(3) for side in ("ours", "reference")]
+        samples += [sample("none", "rate", side, value=1.0) for side in ("ours", "reference")]
+        summary = table.summarise(table.collect(samples))
+        self.assertIsNone(summary[2]["paired"])
+        text = table.markdown(summary)
+        paired_lines = [l for l in text.split("\n") if l.startswith("| what many")]
+        self.assertEqual(len(paired_lines), 2)  # the main row and its paired row
+        self.assertIn("| 6 | ", paired_lines[1])
+        self.assertIn("6 of 6 | ours ahead |", paired_lines[1])
+        self.assertNotIn("| what few | 3 |", text)
+
     def test_bad_kind_is_refused(self):
         with self.assertRaises(ValueError):
             table.collect([sample("x", "speed", "ours", value=1)])
