@@ -34,16 +34,15 @@ def collect(samples):
     """Group samples into rows, in first-seen order."""
     rows = {}
     for s in samples:
-        if s.get("row") in rows:
-            rows[s["row"]]["raw"].append(s)
         if s.get("kind") not in KINDS or s.get("side") not in ("ours", "reference"):
             raise ValueError("bad sample (kind/side): %r" % (s,))
         row = rows.setdefault(s["row"], {
             "row": s["row"], "what": s["what"], "unit": s["unit"], "kind": s["kind"],
             "ours": {"values": [], "missing": None, "errors": []},
             "reference": {"values": [], "missing": None, "errors": []},
-            "raw": [s],
+            "raw": [],
         })
+        row["raw"].append(s)
         side = row[s["side"]]
         if "value" in s and s["value"] is not None:
             side["values"].append(float(s["value"]))
@@ -83,7 +82,9 @@ def median_interval(values, level=0.95):
 
 def paired(kind, samples):
     """Per-round ratios of a row from its raw samples (see module doc), or None when fewer than
-    two rounds have a value on both sides."""
+    two rounds have a value on both sides, and for overhead rows (not a ratio)."""
+    if kind == "overhead":
+        return None
     by_round = {}
     for s in samples:
         r = (s.get("extra") or {}).get("round")
@@ -92,7 +93,7 @@ def paired(kind, samples):
     ratios = [ratio(kind, v["ours"], v["reference"]) for _, v in sorted(by_round.items())
               if "ours" in v and "reference" in v]
     ratios = [r for r in ratios if r is not None]
-    if len(ratios) < 2 or kind == "overhead":
+    if len(ratios) < 2:
         return None
     low, high, coverage = median_interval(ratios)
     reading = "ours ahead" if low > 1.0 else ("ours behind" if high < 1.0 else "parity")
@@ -147,7 +148,7 @@ def summarise(rows):
             "ours_samples": row["ours"]["values"], "reference_samples": row["reference"]["values"],
             "ours_missing": row["ours"]["missing"], "reference_missing": row["reference"]["missing"],
             "ours_errors": row["ours"]["errors"], "reference_errors": row["reference"]["errors"],
-            "paired": paired(row["kind"], row.get("raw", [])),
+            "paired": paired(row["kind"], row["raw"]),
             "cells": [row["what"], side_cell(row["ours"], medians["ours"]),
                       side_cell(row["reference"], medians["reference"]),
                       fmt_ratio(row["kind"], r), row["unit"]],

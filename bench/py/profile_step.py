@@ -10,9 +10,10 @@ an apply run). The Keras side is bench/py/train_step_tf.py's
 tf.function. Both run under TensorFlow's profiler (the same kernels, the same executor); the
 events of the traced steps are summed by op type and by node.
 
-Prints one JSON object: per side the median step seconds outside the profiler and the traced
-per-op-type busy time, then the op types whose busy time differs most (ms per step, ours minus
-Keras). Busy time is summed over the executor's threads, so it can exceed the wall time.
+Prints one JSON object: per side the median step seconds outside the profiler, the traced
+per-op-type busy time and how long one convolution, and two or more, ran at once; then the op
+types whose busy time differs most (ms per step, ours minus Keras). Busy time is summed over the
+executor's threads, so it can exceed the wall time.
 """
 import argparse
 import collections
@@ -40,6 +41,7 @@ def traced_op_times(run_step, steps, logdir):
         run_step()
     tf.profiler.experimental.stop()
     by_type, by_node = collections.Counter(), collections.Counter()
+    convolutions = []  # (start, end) in ps of every convolution op, forward or gradient
     for path in glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True):
         space = xplane_pb2.XSpace()
         with open(path, "rb") as f:
@@ -52,9 +54,29 @@ def traced_op_times(run_step, steps, logdir):
                     if not md.display_name or ":" not in md.name:
                         continue
                     ms = ev.duration_ps / 1e9 / steps
-                    by_type[normalise(md.display_name)] += ms
+                    op_type = normalise(md.display_name)
+                    by_type[op_type] += ms
                     by_node[md.name] += ms
-    return by_type, by_node
+                    if op_type.startswith("Conv2D"):
+                        start = line.timestamp_ns * 1000 + ev.offset_ps
+                        convolutions.append((start, start + ev.duration_ps))
+    return by_type, by_node, {k: v / steps for k, v in concurrency_ms(convolutions).items()}
+
+
+def concurrency_ms(spans):
+    """{"one": ms, "two_plus": ms}: how long exactly one, and two or more, of `spans` (start, end
+    in ps) ran at once. Two convolutions side by side on 2 cores stretch each other's busy time,
+    which the per-type sums count on both."""
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    out = {"one": 0.0, "two_plus": 0.0}
+    running, last = 0, None
+    for t, change in edges:
+        if running == 1:
+            out["one"] += (t - last) / 1e9
+        elif running >= 2:
+            out["two_plus"] += (t - last) / 1e9
+        running, last = running + change, t
+    return out
 
 
 def normalise(op_type):
@@ -158,8 +180,8 @@ def main():
     step = ours_step(args, images, labels) if args.side == "ours" else keras_step(args, images, labels)
     median = timed(step, 3, args.steps)
     with tempfile.TemporaryDirectory() as logdir:
-        by_type, by_node = traced_op_times(step, args.steps, logdir)
-    print(json.dumps({"step_s_median": median, "by_type": by_type,
+        by_type, by_node, convolutions = traced_op_times(step, args.steps, logdir)
+    print(json.dumps({"step_s_median": median, "by_type": by_type, "convolutions_running_ms": convolutions,
                       "top_nodes": by_node.most_common(args.top)}))
 
 
@@ -172,6 +194,8 @@ def report(args, sides):
         "net": "ResNet-%d %s %d px batch %d" % (args.depth, args.precision, args.px, args.batch),
         "step_s_median": {"ours": ours["step_s_median"], "keras": keras["step_s_median"]},
         "busy_ms_per_step": {"ours": sum(ours["by_type"].values()), "keras": sum(keras["by_type"].values())},
+        "convolutions_running_ms_per_step": {"ours": ours["convolutions_running_ms"],
+                                             "keras": keras["convolutions_running_ms"]},
         "largest_differences_ms": [
             {"op": t, "ours_ms": round(ours["by_type"].get(t, 0.0), 2), "keras_ms": round(keras["by_type"].get(t, 0.0), 2),
              "diff_ms": round(d, 2)} for d, t in diffs[:args.top]],

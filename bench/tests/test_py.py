@@ -90,5 +90,18 @@ class ReferencesTest(unittest.TestCase):
         self.assertEqual((r["images"], r["bytes"]), (48, total))
 
 
+class ProfileStepTest(unittest.TestCase):
+    def test_concurrency_counts_one_and_overlapping_spans_apart(self):
+        sys.path.insert(0, PY_DIR)
+        import profile_step
+        ms = 10 ** 9  # ps per ms
+        # 0-5 one, 5-10 two, 10-12 three, 12-15 one, 15-20 none, 20-21 one.
+        spans = [(0, 12 * ms), (5 * ms, 15 * ms), (10 * ms, 12 * ms), (20 * ms, 21 * ms)]
+        got = profile_step.concurrency_ms(spans)
+        self.assertAlmostEqual(got["one"], 5 + 3 + 1)
+        self.assertAlmostEqual(got["two_plus"], 5 + 2)
+        self.assertEqual(profile_step.concurrency_ms([]), {"one": 0.0, "two_plus": 0.0})
+
+
 if __name__ == "__main__":
     unittest.main()

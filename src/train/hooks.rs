@@ -40,13 +40,12 @@ pub fn poison(fault: Option<TestFault>, step: u64, graph: &mut TrainGraph) -> Re
 
 /// The test hooks of [`TestFault`] that act when a step begins on rank `rank`.
 pub fn inject(fault: Option<TestFault>, step: u64, rank: usize) -> Result<()> {
-    let at = || format!("rank {rank}: step {step}");
     match fault {
         Some(TestFault::FailAt(s)) if s == step => {
             bail!("step {step}: failing on purpose (DAWNRUN_FAIL_AT_STEP)")
         }
-        Some(TestFault::FreezeAt(s)) if s == step => signal_self("STOP", &at()),
-        Some(TestFault::KillAt(s)) if s == step => signal_self("KILL", &at()),
+        Some(TestFault::FreezeAt(s)) if s == step => signal_self("STOP", &at(rank, step)),
+        Some(TestFault::KillAt(s)) if s == step => signal_self("KILL", &at(rank, step)),
         _ => Ok(()),
     }
 }
@@ -56,10 +55,15 @@ pub fn inject(fault: Option<TestFault>, step: u64, rank: usize) -> Result<()> {
 pub fn freeze_in_allreduce(fault: Option<TestFault>, step: u64, rank: usize) -> Result<()> {
     match fault {
         Some(TestFault::FreezeInAllreduceAt(s)) if s == step => {
-            signal_self("STOP", &format!("rank {rank}: step {step}"))
+            signal_self("STOP", &at(rank, step))
         }
         _ => Ok(()),
     }
+}
+
+/// Where a hook acts, for its message: `rank 1: step 5`.
+fn at(rank: usize, step: u64) -> String {
+    format!("rank {rank}: step {step}")
 }
 
 /// Sends `signal` to this process, saying so first, `at` naming who and where
