@@ -14,7 +14,9 @@ Samples whose "extra" carries a "round" (one alternation, both sides measured in
 read in pairs: the ratio of each round, the median of those ratios, and a distribution-free
 interval for that median from order statistics (the sign test's interval; its exact binomial
 coverage is printed, about 95% where the rounds allow). A row whose interval holds 1.0 is at
-parity: the run cannot tell the two sides apart, whichever side its medians favour.
+parity: the run cannot tell the two sides apart, whichever side its medians favour. A row whose
+samples carry a "target" (a ratio it must reach, e.g. 1.9 for np 2 against np 1) is read against
+that target instead of 1.0: it meets it, misses it, or the run cannot tell.
 """
 import argparse
 import json
@@ -40,7 +42,7 @@ def collect(samples):
             "row": s["row"], "what": s["what"], "unit": s["unit"], "kind": s["kind"],
             "ours": {"values": [], "missing": None, "errors": []},
             "reference": {"values": [], "missing": None, "errors": []},
-            "raw": [],
+            "raw": [], "target": s.get("target"),
         })
         row["raw"].append(s)
         side = row[s["side"]]
@@ -80,9 +82,10 @@ def median_interval(values, level=0.95):
     return x[k - 1], x[n - k], 1 - 2 * tail(k)
 
 
-def paired(kind, samples):
+def paired(kind, samples, target=None):
     """Per-round ratios of a row from its raw samples (see module doc), or None when fewer than
-    two rounds have a value on both sides, and for overhead rows (not a ratio)."""
+    two rounds have a value on both sides, and for overhead rows (not a ratio). `target` is the
+    ratio the row must reach (None: 1.0, where the two sides are level)."""
     if kind == "overhead":
         return None
     by_round = {}
@@ -96,10 +99,15 @@ def paired(kind, samples):
     if len(ratios) < 2:
         return None
     low, high, coverage = median_interval(ratios)
-    reading = "ours ahead" if low > 1.0 else ("ours behind" if high < 1.0 else "parity")
+    bar = 1.0 if target is None else target
+    if target is None:
+        reading = "ours ahead" if low > bar else ("ours behind" if high < bar else "parity")
+    else:
+        reading = ("meets %gx" % bar if low >= bar else
+                   ("misses %gx" % bar if high < bar else "cannot tell vs %gx" % bar))
     return {"rounds": len(ratios), "ratios": ratios, "median": statistics.median(ratios),
-            "low": low, "high": high, "coverage": coverage,
-            "ahead": sum(r > 1.0 for r in ratios), "reading": reading}
+            "low": low, "high": high, "coverage": coverage, "target": target,
+            "ahead": sum(r > bar for r in ratios), "reading": reading}
 
 
 def fmt_number(x):
@@ -148,7 +156,7 @@ def summarise(rows):
             "ours_samples": row["ours"]["values"], "reference_samples": row["reference"]["values"],
             "ours_missing": row["ours"]["missing"], "reference_missing": row["reference"]["missing"],
             "ours_errors": row["ours"]["errors"], "reference_errors": row["reference"]["errors"],
-            "paired": paired(row["kind"], row["raw"]),
+            "paired": paired(row["kind"], row["raw"], row["target"]),
             "cells": [row["what"], side_cell(row["ours"], medians["ours"]),
                       side_cell(row["reference"], medians["reference"]),
                       fmt_ratio(row["kind"], r), row["unit"]],
@@ -171,8 +179,9 @@ def paired_markdown(summary, min_rounds=5):
     if not rows:
         return []
     lines = ["", "Paired rounds (> 1: ours better; the interval is for the median of the per-round "
-             "ratios, distribution-free; it holds 1.0 = parity):", "",
-             "| what | rounds | median ratio | interval | coverage | rounds ours ahead | reading |",
+             "ratios, distribution-free; it holds 1.0 = parity; a row with a target is read "
+             "against it instead):", "",
+             "| what | rounds | median ratio | interval | coverage | rounds above 1.0 or the target | reading |",
              "|---|---:|---:|---|---:|---:|---|"]
     for s in rows:
         p = s["paired"]

@@ -8,11 +8,13 @@ use dawnrun::model::{
 };
 use model_support::{blobs, cores, Batch, Rng};
 
+/// A small graph with loss scaling built in: most tests here feed scales other than 1.
 fn small(precision: Precision) -> ModelConfig {
     let mut cfg = ModelConfig::new(18, 10);
     cfg.precision = precision;
     cfg.weight_decay = 5e-5;
     cfg.seed = 7;
+    cfg.loss_scaling = true;
     cfg
 }
 
@@ -210,6 +212,56 @@ fn state_round_trip_gives_identical_outputs() {
         .unwrap_err()
         .to_string()
         .contains("state"));
+}
+
+/// A graph built without loss scaling (what a static scale of 1 builds) gives, bit for bit, the
+/// gradients, metrics and updated state of one built with it and fed 1, and refuses any other
+/// scale instead of ignoring it.
+#[test]
+fn a_graph_without_loss_scaling_is_the_same_math_at_scale_one() {
+    let _cores = cores();
+    for precision in runnable([Precision::Fp32, Precision::Bf16]) {
+        let scaled = small(precision);
+        let plain = ModelConfig {
+            loss_scaling: false,
+            ..scaled.clone()
+        };
+        let (mut a, mut b) = (built(&scaled), built(&plain));
+        let mut rng = Rng::new(5);
+        for step in 0..2 {
+            let batch = blobs(4, 32, 10, &mut rng);
+            let (ga, gb) = (
+                a.gradients(&batch.view(), 1.0).unwrap(),
+                b.gradients(&batch.view(), 1.0).unwrap(),
+            );
+            assert_eq!(ga.metrics, gb.metrics, "{precision:?} step {step}");
+            assert_eq!(ga.grads[..], gb.grads[..], "{precision:?} step {step}");
+            let (fa, fb) = (
+                a.fused_step(&batch.view(), 1.0, 0.05).unwrap(),
+                b.fused_step(&batch.view(), 1.0, 0.05).unwrap(),
+            );
+            assert!(fa.applied && fb.applied);
+            assert_eq!(fa.metrics, fb.metrics, "{precision:?} step {step}");
+            assert_eq!(
+                a.state_to_host().unwrap(),
+                b.state_to_host().unwrap(),
+                "{precision:?} step {step}"
+            );
+        }
+        let batch = blobs(4, 32, 10, &mut rng);
+        for err in [
+            b.gradients(&batch.view(), 256.0).map(|_| ()).unwrap_err(),
+            b.fused_step(&batch.view(), 256.0, 0.05)
+                .map(|_| ())
+                .unwrap_err(),
+        ] {
+            let err = err.to_string();
+            assert!(
+                err.contains("loss scale") && err.contains("256"),
+                "{precision:?}: {err}"
+            );
+        }
+    }
 }
 
 /// Trains on a fixed synthetic set; returns (mean loss of the first 10 steps, of the last 20,

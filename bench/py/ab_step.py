@@ -14,7 +14,9 @@ A variant is `keras` or `ours`, then options separated by ':':
   relu-output         ReluGrad reads the ReLU's output instead of its input, which lets
                       TensorFlow fuse batch norm and ReLU as Keras' graph does (ours only;
                       the trainer's graph does this itself since src/model/rewrite.rs)
-  no-unscale          the per-gradient loss-scale division bypassed (ours only; loss scale 1)
+  no-unscale          the per-gradient loss-scale division bypassed (ours only; loss scale 1;
+                      the trainer's graph leaves it out itself at a static scale of 1 since
+                      ModelConfig::loss_scaling, so this only changes older GraphDefs)
   no-gate             the one-run update applied as each gradient arrives, not gated on the
                       finite check of all of them (ours only)
   no-l2-value         the total loss is the cross-entropy alone: nothing fetched needs the L2

@@ -104,6 +104,9 @@ class HarnessTest(unittest.TestCase):
                              [("ours", 0), ("ours", 1), ("reference", 0), ("reference", 1)])
             self.assertEqual(rows["train/r18/fp32/premade"]["paired"]["rounds"], 2)
             self.assertEqual({x["extra"]["round"] for x in samples if x["row"] == "allreduce/2/1M"}, {0})
+            # np 2 vs np 1 is read against the 1.9x, the other rows against 1.0.
+            self.assertEqual({x.get("target") for x in samples if x["row"] == "scale/np2"}, {1.9})
+            self.assertEqual({x.get("target") for x in samples if x["row"] != "scale/np2"}, {None})
             md = read(os.path.join(results, "latest.md"))
             self.assertIn("| all-reduce np 2, 25.6M floats: ours (hierarchical) vs MPI_Allreduce | 8.00 | 2.00 | 4.00x "
                           "| GB/s bus |", md)

@@ -104,6 +104,25 @@ class TableTest(unittest.TestCase):
         self.assertEqual(got["lone"]["rounds"], 6)
         self.assertAlmostEqual(got["lone"]["median"], 1.1)
 
+    def test_a_row_with_a_target_is_read_against_it_not_against_1(self):
+        def rounds(ours, ref, row, target):
+            return [sample(row, "rate", side, value=v, extra={"round": i}, target=target)
+                    for i in range(len(ours)) for side, v in (("ours", ours[i]), ("reference", ref[i]))]
+        ref = [10.0 + i for i in range(8)]
+        # Ahead of the other side in every round (about 1.8x), so "ours ahead" against 1.0, but
+        # short of a 1.9x target in every round.
+        short = rounds([1.8 * x for x in ref], ref, "short", 1.9)
+        met = rounds([1.95 * x for x in ref], ref, "met", 1.9)
+        mixed = rounds([x * (1.95 if i % 2 else 1.85) for i, x in enumerate(ref)], ref, "mixed", 1.9)
+        summary = table.summarise(table.collect(short + met + mixed))
+        got = {s["row"]: s["paired"] for s in summary}
+        self.assertEqual(got["short"]["reading"], "misses 1.9x")
+        self.assertEqual(got["short"]["ahead"], 0)
+        self.assertEqual(got["met"]["reading"], "meets 1.9x")
+        self.assertEqual(got["mixed"]["reading"], "cannot tell vs 1.9x")
+        self.assertEqual(got["mixed"]["ahead"], 4)
+        self.assertIn("0 of 8 | misses 1.9x |", table.markdown(summary))
+
     def test_paired_table_lists_only_rows_with_enough_rounds(self):
         samples = [sample("many", "rate", side, value=v, extra={"round": i})
                    for i in range(6) for side, v in (("ours", 2.0 + i), ("reference", 1.0 + i))]

@@ -1,8 +1,6 @@
 //! `eval.png`: top-1 and top-5 against training hours, with the target line. The font is the
 //! DejaVu Sans compiled into the binary (crate `dejavu`), so no system fonts are needed.
 
-use std::path::Path;
-
 use anyhow::{anyhow, Context, Result};
 use image::ImageEncoder;
 use plotters::prelude::*;
@@ -26,13 +24,8 @@ fn register_font() {
 /// Pixels of the plot.
 const SIZE: (u32, u32) = (960, 600);
 
-/// Draws the plot in memory and writes it to `path` as a PNG, whole or not at all.
-pub fn draw(
-    path: &Path,
-    results: &[CheckpointResult],
-    target_top5: f64,
-    title: &str,
-) -> Result<()> {
+/// Draws the plot in memory and returns it as PNG bytes; `sweep` writes it with the report.
+pub fn render(results: &[CheckpointResult], target_top5: f64, title: &str) -> Result<Vec<u8>> {
     register_font();
     let mut rgb = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
     {
@@ -101,5 +94,5 @@ pub fn draw(
     image::codecs::png::PngEncoder::new(&mut png)
         .write_image(&rgb, SIZE.0, SIZE.1, image::ExtendedColorType::Rgb8)
         .context("plot: encoding the PNG")?;
-    crate::run_dir::write_file(path, &png)
+    Ok(png)
 }

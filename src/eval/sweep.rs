@@ -323,12 +323,9 @@ pub fn sweep(cfg: &SweepConfig, world: &World) -> Result<()> {
     Ok(())
 }
 
+/// The table, the results and the plot are made in memory and replaced as one set: a sweep that
+/// fails on the way never leaves a new table beside an old plot.
 fn write_report(cfg: &SweepConfig, results: &[CheckpointResult]) -> Result<()> {
-    run_dir::write_file(&cfg.run_dir.eval_table(), report::tsv(results).as_bytes())?;
-    run_dir::write_file(
-        &cfg.run_dir.eval_results(),
-        report::jsonl(results).as_bytes(),
-    )?;
     let title = format!(
         "{}: validation accuracy per checkpoint",
         cfg.run_dir
@@ -336,7 +333,13 @@ fn write_report(cfg: &SweepConfig, results: &[CheckpointResult]) -> Result<()> {
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     );
-    super::plot::draw(&cfg.run_dir.eval_plot(), results, cfg.target_top5, &title)
+    let png = super::plot::render(results, cfg.target_top5, &title)?;
+    let (tsv, jsonl) = (report::tsv(results), report::jsonl(results));
+    run_dir::write_files(&[
+        (&cfg.run_dir.eval_table(), tsv.as_bytes()),
+        (&cfg.run_dir.eval_results(), jsonl.as_bytes()),
+        (&cfg.run_dir.eval_plot(), &png),
+    ])
 }
 
 /// `beat` is called per batch: this rank is making progress.

@@ -4,9 +4,10 @@
 //! `SessionRunArgs` (nothing is looked up by name while training).
 //!
 //! The step protocol the trainer follows:
-//! 1. [`TrainGraph::gradients`]: forward + backward of `total_loss * loss_scale`, fetch the
-//!    gradients as one flat f32 vector divided by `loss_scale` again, and update batch-norm moving
-//!    statistics in the same run.
+//! 1. [`TrainGraph::gradients`]: forward + backward of `total_loss * loss_scale` (of `total_loss`
+//!    alone when the graph is built without loss scaling), fetch the gradients as one flat f32
+//!    vector divided by `loss_scale` again, and update batch-norm moving statistics in the same
+//!    run.
 //! 2. (elsewhere) all-reduce the flat vector; check it is finite (dynamic loss scaling).
 //! 3. [`TrainGraph::apply`]: feed the flat vector and the learning rate; momentum update.
 use super::layers::Net;
@@ -273,26 +274,28 @@ impl TrainGraph {
         let (loss, total_loss, top1, top5) =
             objective(&mut scope, &net, logits, labels).building("loss")?;
 
-        // Gradients of the scaled loss w.r.t. each variable's read, then unscaled, flat.
+        // Gradients of the scaled loss w.r.t. each variable's read, then unscaled, flat. Without
+        // loss scaling the scale is 1 and both multiplications are left out.
         let vars: Vec<&Var> = net.trainable.iter().map(|(v, _)| v).collect();
         let reads: Vec<Output> = vars.iter().map(|v| v.read.clone()).collect();
         let names: Vec<String> = vars.iter().map(|v| v.name.clone()).collect();
-        let grads = {
+        let unscaled = if cfg.loss_scaling {
             let s = &mut scope;
             let scaled =
                 ops::mul(total_loss.clone(), loss_scale.clone(), s).building("scaled loss")?;
             let per_var = tf::gradients(s, &scaled.into(), &reads, &names).building("gradients")?;
             let mut g = s.new_sub_scope("unscale");
             let inv = ops::reciprocal(loss_scale.clone(), &mut g).building("unscale")?;
-            let unscaled = per_var
+            per_var
                 .into_iter()
                 .map(|d| Ok(ops::mul(d, inv.clone(), &mut g)?.into()))
                 .collect::<Result<Vec<Output>, Status>>()
-                .building("unscale")?;
-            let flat = optim::flat_concat(&mut g, &unscaled).building("flat gradients")?;
-            (unscaled, flat)
+                .building("unscale")?
+        } else {
+            tf::gradients(&mut scope, &total_loss, &reads, &names).building("gradients")?
         };
-        let (unscaled, grads) = grads;
+        let grads = optim::flat_concat(&mut scope.new_sub_scope("flat"), &unscaled)
+            .building("flat gradients")?;
         let bn_update =
             tf::group(&mut scope, "bn_update", &net.bn_updates).building("bn_update")?;
 
@@ -455,7 +458,7 @@ impl TrainGraph {
         loss_scale: f32,
     ) -> Result<StepOutput, ModelError> {
         let (img, lab) = batch_tensors(batch, self.cfg.num_classes)?;
-        let scale = Tensor::from(loss_scale);
+        let scale = self.scale_feed(loss_scale)?;
         let mut args = SessionRunArgs::new();
         args.add_feed(&self.inputs.images, 0, &img);
         args.add_feed(&self.inputs.labels, 0, &lab);
@@ -504,7 +507,7 @@ impl TrainGraph {
         lr: f32,
     ) -> Result<FusedOutput, ModelError> {
         let (img, lab) = batch_tensors(batch, self.cfg.num_classes)?;
-        let scale = Tensor::from(loss_scale);
+        let scale = self.scale_feed(loss_scale)?;
         let lr = Tensor::from(lr);
         let mut args = SessionRunArgs::new();
         args.add_feed(&self.inputs.images, 0, &img);
@@ -524,6 +527,18 @@ impl TrainGraph {
             metrics: fetch_metrics(&mut args, m)?,
             applied,
         })
+    }
+
+    /// The scale as a tensor to feed; a graph built without loss scaling takes only 1, the
+    /// scale it was built for, rather than silently ignoring another.
+    fn scale_feed(&self, loss_scale: f32) -> Result<Tensor<f32>, ModelError> {
+        if !self.cfg.loss_scaling && loss_scale != 1.0 {
+            return Err(ModelError::Input {
+                what: "loss scale",
+                detail: format!("{loss_scale}, but this graph was built without loss scaling"),
+            });
+        }
+        Ok(Tensor::from(loss_scale))
     }
 
     fn metric_outputs(&self) -> [&Output; 4] {
@@ -568,7 +583,7 @@ impl TrainGraph {
         let (img, lab) = batch_tensors(batch, self.cfg.num_classes)?;
         let backward = Backward {
             session: &self.session,
-            loss_scale: (self.loss_scale.clone(), Tensor::from(loss_scale)),
+            loss_scale: (self.loss_scale.clone(), self.scale_feed(loss_scale)?),
             images: (self.inputs.images.clone(), img),
             labels: (self.inputs.labels.clone(), lab),
             metrics: self.metric_outputs(),

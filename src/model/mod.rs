@@ -39,7 +39,7 @@ pub use overlap::{Backward, GroupReader};
 
 use std::path::{Path, PathBuf};
 
-use dawnrun_schedule::RunSettings;
+use dawnrun_schedule::{LossScale, RunSettings};
 
 /// Per-channel RGB mean on the 0-255 scale, subtracted in the graph: the ImageNet means used by the 106-minute run.
 pub const RGB_MEAN: [f32; 3] = [121.0, 115.0, 100.0];
@@ -107,6 +107,10 @@ pub struct ModelConfig {
     pub seed: u64,
     /// The session's inter-op thread pool size; 0 is TensorFlow's default (one per core).
     pub inter_op_threads: u32,
+    /// Differentiate `total_loss * loss_scale` and divide the gradients by the scale again.
+    /// Off, the graph does neither and accepts only a scale of 1: a run at a static scale of 1
+    /// (fp32, bf16) saves a pass over every gradient, and the gradients are the same bits.
+    pub loss_scaling: bool,
 }
 
 impl ModelConfig {
@@ -129,6 +133,7 @@ impl ModelConfig {
             device: None,
             seed: 0,
             inter_op_threads: 0,
+            loss_scaling: false,
         }
     }
 
@@ -147,6 +152,7 @@ impl ModelConfig {
             zero_init_last_bn_gamma: r.zero_init_last_bn_gamma,
             seed: r.seed,
             inter_op_threads: r.inter_op_threads,
+            loss_scaling: r.loss_scale != LossScale::Static(1.0),
             ..ModelConfig::new(r.depth, num_classes)
         }
     }

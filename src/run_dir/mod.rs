@@ -273,6 +273,11 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(dawnrun_records::atomic::write(path, bytes)?)
 }
 
+/// Files that belong together, replaced as a set (see `atomic::write_set`).
+pub fn write_files(files: &[(&Path, &[u8])]) -> Result<()> {
+    Ok(dawnrun_records::atomic::write_set(files)?)
+}
+
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     serde_json::from_slice(&text).with_context(|| format!("{}: not valid", path.display()))

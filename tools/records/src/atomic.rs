@@ -113,6 +113,27 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), AtomicError> {
     persist(temp, path)
 }
 
+/// Replaces several files that belong together (a report and its plot): every temporary is
+/// written and fsynced before the first rename, so a failure while writing (a full disk) leaves
+/// all of the old files in place rather than some new beside some old. Only the renames, which
+/// need no space, come after.
+pub fn write_set(files: &[(&Path, &[u8])]) -> Result<(), AtomicError> {
+    let mut ready = Vec::with_capacity(files.len());
+    for (path, bytes) in files {
+        let mut temp = create_temp(path)?;
+        temp.write_all(bytes)
+            .map_err(io_error(temp.path(), "cannot write"))?;
+        temp.as_file()
+            .sync_all()
+            .map_err(io_error(temp.path(), "cannot fsync"))?;
+        ready.push((temp, *path));
+    }
+    for (temp, path) in ready {
+        persist(temp, path)?;
+    }
+    Ok(())
+}
+
 /// A file written under a temporary name and renamed over its final path by
 /// [`AtomicFile::commit`]. Buffered. Dropped without a commit, the temporary is removed and the
 /// final path is untouched.
@@ -251,6 +272,26 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn write_set_replaces_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.tsv"), dir.path().join("b.png"));
+        write_set(&[(&a, b"a1"), (&b, b"b1")]).unwrap();
+        assert_eq!(names(dir.path()), ["a.tsv", "b.png"]);
+        // The second file cannot be created (its parent is missing): the first keeps its old
+        // content and no temporary is left.
+        let missing = dir.path().join("gone").join("c.png");
+        let err = write_set(&[(&a, b"a2"), (&missing, b"c")]).unwrap_err();
+        assert!(err.to_string().contains("c.png"), "{err}");
+        assert_eq!(fs::read(&a).unwrap(), b"a1");
+        assert_eq!(names(dir.path()), ["a.tsv", "b.png"]);
+        write_set(&[(&a, b"a3"), (&b, b"b3")]).unwrap();
+        assert_eq!(
+            (fs::read(&a).unwrap(), fs::read(&b).unwrap()),
+            (b"a3".to_vec(), b"b3".to_vec())
+        );
     }
 
     #[test]
