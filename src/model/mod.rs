@@ -77,8 +77,8 @@ pub trait Checkpointable {
     fn read_bundle(&mut self, prefix: &Path) -> Result<CheckpointMeta, ModelError>;
 }
 
-/// Everything that shapes the graph. Learning rate and loss scale are not here: they are fed
-/// each step.
+/// Everything that shapes the graph. The learning rate and the loss scale's value are not here:
+/// they are fed each step (only whether the loss is scaled at all shapes the graph).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     /// 18 | 34 (basic blocks) or 50 | 101 | 152 (bottlenecks).
