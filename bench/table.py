@@ -103,7 +103,7 @@ def paired(kind, samples, target=None):
     if target is None:
         reading = "ours ahead" if low > bar else ("ours behind" if high < bar else "parity")
     else:
-        reading = ("meets %gx" % bar if low >= bar else
+        reading = ("meets %gx" % bar if low > bar else
                    ("misses %gx" % bar if high < bar else "cannot tell vs %gx" % bar))
     return {"rounds": len(ratios), "ratios": ratios, "median": statistics.median(ratios),
             "low": low, "high": high, "coverage": coverage, "target": target,

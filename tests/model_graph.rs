@@ -227,6 +227,12 @@ fn a_graph_without_loss_scaling_is_the_same_math_at_scale_one() {
             ..scaled.clone()
         };
         let (mut a, mut b) = (built(&scaled), built(&plain));
+        // The multiplications are really gone, not just fed a 1.
+        let has_unscale = |g: &TrainGraph| {
+            let (def, _) = g.graph_def().unwrap();
+            def.windows(8).any(|w| w == b"unscale/")
+        };
+        assert!(has_unscale(&a) && !has_unscale(&b), "{precision:?}");
         let mut rng = Rng::new(5);
         for step in 0..2 {
             let batch = blobs(4, 32, 10, &mut rng);

@@ -16,7 +16,8 @@ A variant is `keras` or `ours`, then options separated by ':':
                       the trainer's graph does this itself since src/model/rewrite.rs)
   no-unscale          the per-gradient loss-scale division bypassed (ours only; loss scale 1;
                       the trainer's graph leaves it out itself at a static scale of 1 since
-                      ModelConfig::loss_scaling, so this only changes older GraphDefs)
+                      ModelConfig::loss_scaling, so this only applies to older GraphDefs
+                      and stops with an error on a graph without it)
   no-gate             the one-run update applied as each gradient arrives, not gated on the
                       finite check of all of them (ours only)
   no-l2-value         the total loss is the cross-entropy alone: nothing fetched needs the L2
@@ -60,6 +61,9 @@ def rewrite(graph_def, options):
                 n.input[1] = relu_of[n.input[1]]
     if "no-unscale" in options:
         bypass = {n.name: n.input[0] for n in nodes if n.op == "Mul" and n.name.startswith("unscale/")}
+        if not bypass:
+            sys.exit("no-unscale: this GraphDef has no loss-scale division (a trainer graph at a "
+                     "static scale of 1 leaves it out since ModelConfig::loss_scaling)")
         for n in nodes:
             for i, x in enumerate(n.input):
                 if x in bypass:

@@ -87,6 +87,8 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
     cfg.precision = args.precision;
     cfg.data_format = args.data_format;
     cfg.inter_op_threads = args.inter_op_threads;
+    // fp16 runs always scale the loss, so an fp16 bench times that graph (fed a scale of 1).
+    cfg.loss_scaling = args.precision == Precision::Fp16;
     let mut graph = TrainGraph::build(&cfg)?;
     graph.init()?;
     if let Some(path) = &args.graph_def {

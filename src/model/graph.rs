@@ -4,10 +4,10 @@
 //! `SessionRunArgs` (nothing is looked up by name while training).
 //!
 //! The step protocol the trainer follows:
-//! 1. [`TrainGraph::gradients`]: forward + backward of `total_loss * loss_scale` (of `total_loss`
-//!    alone when the graph is built without loss scaling), fetch the gradients as one flat f32
-//!    vector divided by `loss_scale` again, and update batch-norm moving statistics in the same
-//!    run.
+//! 1. [`TrainGraph::gradients`]: forward + backward of `total_loss * loss_scale`, fetch the
+//!    gradients as one flat f32 vector divided by `loss_scale` again, and update batch-norm moving
+//!    statistics in the same run. A graph built without loss scaling differentiates `total_loss`
+//!    itself and takes only a scale of 1.
 //! 2. (elsewhere) all-reduce the flat vector; check it is finite (dynamic loss scaling).
 //! 3. [`TrainGraph::apply`]: feed the flat vector and the learning rate; momentum update.
 use super::layers::Net;
@@ -451,7 +451,8 @@ impl TrainGraph {
 
     /// Forward + backward on one batch;
     /// returns unscaled flat gradients and the batch metrics, and updates the batch-norm moving
-    /// statistics in the same run. Weights are not changed.
+    /// statistics in the same run. Weights are not changed. Without loss scaling in the graph, a
+    /// `loss_scale` other than 1 is an error.
     pub fn gradients(
         &mut self,
         batch: &BatchRef,
@@ -499,7 +500,8 @@ impl TrainGraph {
 
     /// The whole step of a single rank in one session run: forward, backward, batch-norm
     /// statistics, and the momentum update when the loss and all gradients are finite (else
-    /// the weights are left as they were). The gradients never leave the graph.
+    /// the weights are left as they were). The gradients never leave the graph. Without loss
+    /// scaling in the graph, a `loss_scale` other than 1 is an error.
     pub fn fused_step(
         &mut self,
         batch: &BatchRef,
@@ -570,7 +572,8 @@ impl TrainGraph {
 
     /// The two halves of an overlapped step on `batch` (see `model/overlap.rs`): run
     /// [`Backward::run`] on one thread while this one takes the groups with
-    /// [`GroupReader::take`]; then [`TrainGraph::apply`] the averaged whole.
+    /// [`GroupReader::take`]; then [`TrainGraph::apply`] the averaged whole. Without loss
+    /// scaling in the graph, a `loss_scale` other than 1 is an error.
     pub fn overlapped(
         &self,
         batch: &BatchRef,

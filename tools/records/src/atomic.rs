@@ -47,6 +47,21 @@ pub enum AtomicError {
         to: PathBuf,
         source: io::Error,
     },
+    /// [`write_set`] stopped at a rename after replacing `replaced`; the other files of the set
+    /// keep their old content.
+    #[error("replaced only {} of the set", path_list(.replaced))]
+    PartlyReplaced {
+        replaced: Vec<PathBuf>,
+        source: Box<AtomicError>,
+    },
+}
+
+fn path_list(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return "none".into();
+    }
+    let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    list.join(", ")
 }
 
 fn io_error<'a>(path: &'a Path, step: &'static str) -> impl FnOnce(io::Error) -> AtomicError + 'a {
@@ -115,8 +130,9 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), AtomicError> {
 
 /// Replaces several files that belong together (a report and its plot): every temporary is
 /// written and fsynced before the first rename, so a failure while writing (a full disk) leaves
-/// all of the old files in place rather than some new beside some old. Only the renames, which
-/// need no space, come after.
+/// all of the old files in place rather than some new beside some old. The renames come last;
+/// one of them failing (a permission, a directory in the way) is the one way to a mixed set,
+/// and its error names the files already replaced.
 pub fn write_set(files: &[(&Path, &[u8])]) -> Result<(), AtomicError> {
     let mut ready = Vec::with_capacity(files.len());
     for (path, bytes) in files {
@@ -128,10 +144,25 @@ pub fn write_set(files: &[(&Path, &[u8])]) -> Result<(), AtomicError> {
             .map_err(io_error(temp.path(), "cannot fsync"))?;
         ready.push((temp, *path));
     }
+    let mut replaced: Vec<PathBuf> = Vec::with_capacity(ready.len());
     for (temp, path) in ready {
-        persist(temp, path)?;
+        let from = temp.path().to_path_buf();
+        if let Err(e) = temp.persist(path) {
+            return Err(AtomicError::PartlyReplaced {
+                replaced,
+                source: Box::new(AtomicError::Rename {
+                    from,
+                    to: path.to_path_buf(),
+                    source: e.error,
+                }),
+            });
+        }
+        replaced.push(path.to_path_buf());
     }
-    Ok(())
+    let mut dirs: Vec<&Path> = files.iter().map(|(p, _)| parent_dir(p)).collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs.into_iter().try_for_each(sync_dir)
 }
 
 /// A file written under a temporary name and renamed over its final path by
@@ -275,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn write_set_replaces_all_or_none() {
+    fn write_set_replaces_nothing_when_a_file_cannot_be_written() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a.tsv"), dir.path().join("b.png"));
         write_set(&[(&a, b"a1"), (&b, b"b1")]).unwrap();
@@ -292,6 +323,25 @@ mod tests {
             (fs::read(&a).unwrap(), fs::read(&b).unwrap()),
             (b"a3".to_vec(), b"b3".to_vec())
         );
+    }
+
+    #[test]
+    fn write_set_names_what_it_replaced_when_a_rename_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.tsv");
+        // A non-empty directory where the second file should go: its rename fails.
+        let blocked = dir.path().join("b.png");
+        fs::create_dir(&blocked).unwrap();
+        fs::write(blocked.join("keep"), b"x").unwrap();
+        let err = write_set(&[(&a, b"new"), (&blocked, b"png")]).unwrap_err();
+        let AtomicError::PartlyReplaced { replaced, source } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(replaced, std::slice::from_ref(&a));
+        assert!(err.to_string().contains("a.tsv"), "{err}");
+        assert!(matches!(**source, AtomicError::Rename { .. }), "{source}");
+        assert_eq!(fs::read(&a).unwrap(), b"new");
+        assert_eq!(names(dir.path()), ["a.tsv", "b.png"], "no temporary left");
     }
 
     #[test]
