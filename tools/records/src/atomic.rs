@@ -108,24 +108,39 @@ fn create_temp(path: &Path) -> Result<NamedTempFile, AtomicError> {
 
 /// fsyncs `temp`, renames it to `path`, fsyncs the directory.
 fn persist(temp: NamedTempFile, path: &Path) -> Result<(), AtomicError> {
+    sync_temp(&temp)?;
+    rename_temp(temp, path)?;
+    sync_dir(parent_dir(path))
+}
+
+fn sync_temp(temp: &NamedTempFile) -> Result<(), AtomicError> {
     temp.as_file()
         .sync_all()
-        .map_err(io_error(temp.path(), "cannot fsync"))?;
+        .map_err(io_error(temp.path(), "cannot fsync"))
+}
+
+/// Renames `temp` over `path`; a temporary that could not be renamed is removed.
+fn rename_temp(temp: NamedTempFile, path: &Path) -> Result<(), AtomicError> {
     let from = temp.path().to_path_buf();
     temp.persist(path).map_err(|e| AtomicError::Rename {
         from,
         to: path.to_path_buf(),
         source: e.error,
     })?;
-    sync_dir(parent_dir(path))
+    Ok(())
+}
+
+/// A temporary beside `path` holding `bytes`, not yet fsynced.
+fn temp_with(path: &Path, bytes: &[u8]) -> Result<NamedTempFile, AtomicError> {
+    let mut temp = create_temp(path)?;
+    temp.write_all(bytes)
+        .map_err(io_error(temp.path(), "cannot write"))?;
+    Ok(temp)
 }
 
 /// Replaces `path` with `bytes` atomically (temporary, write, fsync, rename, fsync directory).
 pub fn write(path: &Path, bytes: &[u8]) -> Result<(), AtomicError> {
-    let mut temp = create_temp(path)?;
-    temp.write_all(bytes)
-        .map_err(io_error(temp.path(), "cannot write"))?;
-    persist(temp, path)
+    persist(temp_with(path, bytes)?, path)
 }
 
 /// Replaces several files that belong together (a report and its plot): every temporary is
@@ -136,26 +151,15 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), AtomicError> {
 pub fn write_set(files: &[(&Path, &[u8])]) -> Result<(), AtomicError> {
     let mut ready = Vec::with_capacity(files.len());
     for (path, bytes) in files {
-        let mut temp = create_temp(path)?;
-        temp.write_all(bytes)
-            .map_err(io_error(temp.path(), "cannot write"))?;
-        temp.as_file()
-            .sync_all()
-            .map_err(io_error(temp.path(), "cannot fsync"))?;
+        let temp = temp_with(path, bytes)?;
+        sync_temp(&temp)?;
         ready.push((temp, *path));
     }
     let mut replaced: Vec<PathBuf> = Vec::with_capacity(ready.len());
     for (temp, path) in ready {
-        let from = temp.path().to_path_buf();
-        if let Err(e) = temp.persist(path) {
-            return Err(AtomicError::PartlyReplaced {
-                replaced,
-                source: Box::new(AtomicError::Rename {
-                    from,
-                    to: path.to_path_buf(),
-                    source: e.error,
-                }),
-            });
+        if let Err(source) = rename_temp(temp, path) {
+            let source = Box::new(source);
+            return Err(AtomicError::PartlyReplaced { replaced, source });
         }
         replaced.push(path.to_path_buf());
     }
