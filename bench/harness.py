@@ -83,8 +83,9 @@ class Served:
 
     def __enter__(self):
         b = self.bench
-        if self.ours and not os.path.exists(self.cmd[0]):
-            raise Missing(os.path.relpath(self.cmd[0], b.root))
+        exe = b.our_exe(self.cmd) if self.ours else None
+        if exe and not os.path.exists(exe):
+            raise Missing(os.path.relpath(exe, b.root))
         b.log.write("$ %s (serving)\n" % " ".join(self.cmd))
         b.log.flush()
         self.err = tempfile.TemporaryFile("w+")
@@ -124,13 +125,21 @@ class Served:
             if found:
                 return found[0]
 
-    def steps(self, path, k):
+    def ask(self, path, k):
+        """Request k steps of `path` without waiting for them (see `answer`)."""
         try:
             self.proc.stdin.write("%s %d\n" % (path, k))
             self.proc.stdin.flush()
         except OSError:
             pass  # it has ended: _next says how
+
+    def answer(self):
+        """The step times of the last request."""
         return self._next()["step_s"]
+
+    def steps(self, path, k):
+        self.ask(path, k)
+        return self.answer()
 
     def __exit__(self, *exc):
         try:
@@ -176,7 +185,7 @@ class Bench:
 
     def run(self, cmd, timeout=None):
         """Run cmd; returns (stdout, wall seconds). Raises Missing or Failed."""
-        exe = cmd[0] if cmd[0] != "mpirun" else next(c for c in cmd[1:] if c.startswith("/"))
+        exe = self.our_exe(cmd) or cmd[0]
         if exe.startswith(self.bin) and not os.path.exists(exe):
             raise Missing(os.path.relpath(exe, self.root))
         self.log.write("$ %s\n" % " ".join(cmd))
@@ -196,11 +205,14 @@ class Bench:
             raise Failed("exit %d: %s" % (p.returncode, tail))
         return p.stdout, seconds
 
+    def our_exe(self, cmd):
+        """The binary of ours that cmd runs (behind mpirun or taskset), or None."""
+        return next((c for c in cmd if c.startswith(self.bin + os.sep)), None)
+
     def contract(self, cmd):
         """Short name of one of our commands for 'n/a (missing: ...)': binary + subcommand."""
         words = [os.path.relpath(c, self.root) if c.startswith(self.bin) else c for c in cmd]
-        if words[0] == "mpirun":
-            words = words[next(i for i, w in enumerate(words) if w.startswith("target/")):]
+        words = words[next((i for i, w in enumerate(words) if w.startswith("target/")), 0):]
         keep = [words[0]] + [w for w in words[1:2] if not w.startswith("-")]
         return " ".join(keep)
 
@@ -664,34 +676,74 @@ class Bench:
 
     # ---- 6. scaling -------------------------------------------------------------------------
     def scaling_rows(self, records):
-        # mpirun binds each of up to 2 ranks to its own core: np 1 computes on one core, np 2 on
-        # two, so the ratio is the scaling from one core to two (as from one GPU to two).
+        """np 2 against np 1, and against two independent np 1 trainers, the three served side
+        by side: one `mpirun -np 2` job and two single trainers pinned to core 0 and core 1 stay
+        up, and each round they take turns of a few steps: the np 2 job, one single trainer
+        alone (np 1), both single trainers at once (the pair), the order reversed every other
+        round. Run as separate processes minutes apart, one np 1 run's images/s spanned 8-18% on
+        the EPYC box and the row's five alternations 1.47-2.06x: a turn here meets the same
+        moments of the machine as the other two. The rounds are spread over several sets of
+        processes, each set starting them in another order, as the step rows do."""
+        a = self.args
+        rounds = 2 if self.quick else a.scaling_rounds
+        sets = max(1, min(rounds, 1 if self.quick else a.scaling_sets))
+        per_set = -(-rounds // sets)
+        sets = -(-rounds // per_set)
+        k = self.steps_per_round(18)
+        how = "%d rounds x %d steps over %d process set%s, the sides taking turns" % (
+            rounds, k, sets, "" if sets == 1 else "s")
         row = self.define("scale/np2", "trainer images/s at np 2 (ours column) vs np 1 (reference column), "
-                          "fp32, batch 32 per rank; mpirun binds each rank to its own core",
+                          "fp32, batch 32 per rank, each rank on its own core; %s" % how,
                           "images/s (global)", "rate", target=1.9)
         limit = self.define("scale/limit", "trainer images/s at np 2 (ours column) vs two independent np 1 "
                             "trainers at once, one per core (reference column: scaling without any "
-                            "communication, this machine's limit)", "images/s (global)", "rate")
+                            "communication, this machine's limit); %s" % how, "images/s (global)", "rate")
+        # mpirun binds each of the 2 ranks to its own core, as taskset pins the single trainers.
+        job = self.trainer_cmd(records, "fp32", 2) + ["--serve"]
+        solo = [["taskset", "-c", str(core)] + self.trainer_cmd(records, "fp32") + ["--serve"]
+                for core in (0, 1)]
+        targets = [(r, side) for r in (row, limit) for side in ("ours", "reference")]
 
-        def at(np_ranks, side):
-            def go():
-                r = self.run_json(self.trainer_cmd(records, "fp32", np_ranks), ours=True)[-1]
-                values = {(row, side): r["images_per_s"]}
-                if np_ranks == 2:
-                    values[(limit, "ours")] = r["images_per_s"]
-                return values
-            targets = [(row, side)] + ([(limit, "ours")] if np_ranks == 2 else [])
-            return targets, go
+        def rate(times, ranks):
+            return 32 * ranks / statistics.median(times)
 
-        def pair():
-            cmds = [["taskset", "-c", str(core)] + self.trainer_cmd(records, "fp32")
-                    for core in (0, 1)]
-            return {(limit, "reference"): sum(r[-1]["images_per_s"] for r in self.run_json_at_once(cmds))}
+        def serve_set(n):
+            with contextlib.ExitStack() as stack:
+                # Each set starts the three in another order (a process started first can stay
+                # a little slower for its whole life).
+                starts = [("job", job), ("solo0", solo[0]), ("solo1", solo[1])]
+                starts = starts[n % 3:] + starts[:n % 3]
+                served = {name: stack.enter_context(Served(self, cmd, ours=True)) for name, cmd in starts}
+                for i in range(n * per_set, min((n + 1) * per_set, rounds)):
+                    # np 1 is the trainer on core 0 in two rounds, on core 1 in the next two:
+                    # each core in both orders of the turns.
+                    alone = (i // 2) % 2
+                    got = {}
 
-        # More repetitions than the other rows: one np 1 run's images/s spans up to 18% on the
-        # EPYC box, so a median of 3 could not resolve the 5% between 1.9x and 2x.
-        reps = 1 if self.quick else self.args.scaling_reps
-        self.alternate([at(2, "ours"), at(1, "reference"), ([(limit, "reference")], pair)], reps)
+                    def turn_job():
+                        got["np2"] = rate(served["job"].steps("trainer", k), 2)
+
+                    def turn_alone():
+                        got["np1"] = rate(served["solo%d" % alone].steps("trainer", k), 1)
+
+                    def turn_pair():
+                        for c in (0, 1):
+                            served["solo%d" % c].ask("trainer", k)
+                        got["pair"] = sum(rate(served["solo%d" % c].answer(), 1) for c in (0, 1))
+
+                    turns = [turn_job, turn_alone, turn_pair]
+                    for t in (turns if i % 2 == 0 else list(reversed(turns))):
+                        t()
+                    extra = {"set": n, "round": i, "np1_core": alone}
+                    for (r, side), v in {(row, "ours"): got["np2"], (row, "reference"): got["np1"],
+                                         (limit, "ours"): got["np2"], (limit, "reference"): got["pair"]}.items():
+                        self.sample(r, side, value=v, extra=extra)
+
+        try:
+            for n in range(sets):
+                serve_set(n)
+        except (Missing, Failed) as e:
+            self.mark(targets, e)
 
         over = self.define("scale/overlap", "trainer images/s at np 2, fp32, 4 MiB fusion groups: all-reduce "
                            "overlapped with backward, 6 TF inter-op threads (ours column) vs after backward, "
@@ -721,8 +773,8 @@ class Bench:
         commit = subprocess.run(["git", "-C", self.root, "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True).stdout.strip()
         mode = ("QUICK (1 repetition)" if self.quick else
-                "full (%d repetitions, the scaling rows %d; the train step rows %d interleaved rounds; medians)" % (
-                    self.reps, self.args.scaling_reps, self.step_rounds))
+                "full (%d repetitions; the train step rows %d and the scaling rows %d interleaved rounds; "
+                "medians)" % (self.reps, self.step_rounds, self.args.scaling_rounds))
         lines = [
             "# dawnrun bench, %s" % started.strftime("%Y-%m-%d %H:%M"),
             "",
@@ -754,8 +806,10 @@ def parse_args(argv):
     ap.add_argument("--root", default=os.path.dirname(HERE))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--scaling-reps", type=int, default=5,
-                    help="alternations of the np 2 / np 1 / independent-pair scaling runs")
+    ap.add_argument("--scaling-rounds", type=int, default=12,
+                    help="rounds of the scaling rows (np 2 / np 1 / independent pair, taking turns)")
+    ap.add_argument("--scaling-sets", type=int, default=3,
+                    help="sets of serving processes the scaling rounds are spread over")
     ap.add_argument("--step-rounds", type=int, default=12, help="interleaved rounds of the train step rows")
     ap.add_argument("--step-pairs", type=int, default=4,
                     help="pairs of processes (ours, Keras) the step rows' rounds are spread over")

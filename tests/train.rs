@@ -375,3 +375,67 @@ fn bench_serve_times_both_paths_on_request_and_names_a_bad_request() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `trainer bench --serve` under mpirun (what `make bench`'s scaling rows use): rank 0 reads the
+/// requests and passes them on, every rank runs the steps, only rank 0 answers (one line per
+/// request), and stdin's end ends the whole job. A bad request ends every rank, not only rank 0.
+#[test]
+fn bench_serve_at_two_ranks_answers_once_per_request_and_ends_together() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    let records = common::fixture().join("records").join("48");
+    let start = || {
+        let mut c = common::mpirun(2, &common::bin("trainer"));
+        c.args(["bench", "--depth", "18", "--classes", "4", "--px", "32"])
+            .args(["--batch", "4", "--warmup", "1", "--serve", "--records"])
+            .arg(&records)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn()
+            .expect("starting mpirun -np 2 trainer bench --serve")
+    };
+
+    let mut child = start();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut json = || -> serde_json::Value {
+        let line = lines.next().expect("a line").expect("readable");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    };
+    assert_eq!(json()["ready"], true);
+    let mut stdin = child.stdin.take().unwrap();
+    for (path, k) in [("trainer", 2), ("premade", 3), ("trainer", 1)] {
+        writeln!(stdin, "{path} {k}").unwrap();
+        let answer = json();
+        assert_eq!(answer["path"], path, "{answer}");
+        let times = answer["step_s"].as_array().unwrap();
+        assert_eq!(times.len(), k, "{answer}");
+        assert!(times.iter().all(|t| t.as_f64().unwrap() > 0.0), "{answer}");
+    }
+    drop(stdin);
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        rest.iter().all(|l| !l.starts_with('{')),
+        "a second answer: {rest:?}"
+    );
+
+    let mut child = start();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut ready = String::new();
+    stdout.read_line(&mut ready).unwrap();
+    assert!(ready.contains("\"ready\":true"), "{ready}");
+    writeln!(child.stdin.as_mut().unwrap(), "trainer 0").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = common::text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    // Not `timeout`'s 124: the job ended on the error, rank 1 included.
+    assert_ne!(out.status.code(), Some(124), "{err}");
+    assert!(
+        err.contains("\"trainer 0\": expected `premade K` or `trainer K`"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -25,10 +25,11 @@ echo '{"method":"mpi","np":2,"floats":1,"seconds_median":1.0,"bus_gbps":2.0,"max
 
 
 # A trainer whose `bench --serve` answers with fixed step times (pre-made 0.5 s, fed 0.7 s) and
-# logs each request; any other call prints nothing (a stub: its rows read "missing").
+# logs each request; any other call prints nothing (a stub: its rows read "missing"). Under
+# mpirun only rank 0 serves, as the real one answers only there.
 FAKE_TRAINER = """#!%s
-import json, sys
-if "--serve" not in sys.argv:
+import json, os, sys
+if "--serve" not in sys.argv or os.environ.get("OMPI_COMM_WORLD_RANK", "0") != "0":
     sys.exit(0)
 log = open(sys.argv[0] + ".requests", "a")
 log.write("start\\n")
@@ -68,6 +69,7 @@ class HarnessTest(unittest.TestCase):
                                capture_output=True, text=True, env=env)
             self.assertEqual(p.returncode, 0, p.stderr[-3000:])
             rows = {r["row"]: r for r in json.loads(read(os.path.join(results, "latest.json")))["rows"]}
+            samples = [json.loads(l) for l in read(os.path.join(results, "samples.jsonl")).splitlines()]
             for label in ("1M", "25.6M"):
                 r = rows["allreduce/2/%s" % label]
                 self.assertEqual((r["ours"], r["reference"]), (8.0, 2.0))
@@ -75,17 +77,31 @@ class HarnessTest(unittest.TestCase):
                 r = rows["ring/2/%s" % label]
                 self.assertEqual((r["ours"], r["reference"]), (4.0, 2.0))
                 self.assertAlmostEqual(r["ratio"], 2.0)
-            scale = rows["scale/np2"]
-            self.assertEqual(scale["cells"][1], "n/a (missing: target/release/trainer bench)")
-            self.assertIsNone(scale["ratio"])
+            over = rows["scale/overlap"]
+            self.assertEqual(over["cells"][1], "n/a (missing: target/release/trainer bench)")
+            self.assertIsNone(over["ratio"])
             # The step rows: both sides up at once, turns alternating (QUICK: 2 rounds of 3 steps),
             # the Keras reference really run; one round for each of 2 pairs of processes, ours
-            # started first in the first pair and second in the other.
-            self.assertEqual(read(os.path.join(bin_dir, "trainer.requests")).split(),
-                             ["start", "premade", "trainer", "start", "trainer", "premade"])
+            # started first in the first pair and second in the other. Then the scaling rows: an
+            # np 2 job and two single trainers up at once (3 starts), 2 rounds of a turn each for
+            # the job and one single trainer and a turn of both single trainers (8 requests).
+            requests = read(os.path.join(bin_dir, "trainer.requests")).split()
+            self.assertEqual(requests[:6], ["start", "premade", "trainer", "start", "trainer", "premade"])
+            self.assertEqual(sorted(requests[6:]), ["start"] * 3 + ["trainer"] * 8)
             started = [line for line in read(os.path.join(results, "bench.log")).splitlines()
                        if line.endswith("(serving)")]
-            self.assertEqual(["train_step_tf.py" in line for line in started], [False, True, True, False])
+            self.assertEqual(["train_step_tf.py" in line for line in started], [False, True, True, False] + [False] * 3)
+            self.assertEqual([line.split()[1] for line in started[4:]], ["mpirun", "taskset", "taskset"])
+            # Fed steps of 0.7 s: np 2 moves 64 images a step, np 1 32, the pair 2 x 32.
+            scale, limit = rows["scale/np2"], rows["scale/limit"]
+            self.assertAlmostEqual(scale["ours"], 64 / 0.7)
+            self.assertAlmostEqual(scale["reference"], 32 / 0.7)
+            self.assertAlmostEqual(scale["ratio"], 2.0)
+            self.assertAlmostEqual(limit["ratio"], 1.0)
+            self.assertEqual(scale["paired"]["rounds"], 2)
+            self.assertEqual(sorted((x["side"], x["extra"]["round"], x["extra"]["np1_core"]) for x in samples
+                                    if x["row"] == "scale/np2"),
+                             [("ours", 0, 0), ("ours", 1, 0), ("reference", 0, 0), ("reference", 1, 0)])
             premade, step = rows["train/r18/fp32/premade"], rows["train/r18/fp32/step"]
             self.assertEqual((premade["ours"], step["ours"]), (0.5, 0.7))
             self.assertGreater(premade["reference"], 0)
@@ -95,7 +111,6 @@ class HarnessTest(unittest.TestCase):
             self.assertEqual(same["ours"], 0.7)
             self.assertGreater(same["reference"], 0)
             self.assertAlmostEqual(rows["train/r18/fp32/overhead"]["ratio"], 0.4)
-            samples = [json.loads(l) for l in read(os.path.join(results, "samples.jsonl")).splitlines()]
             self.assertEqual(sum(1 for x in samples if x["row"] == "train/r18/fp32/premade"), 4)
             self.assertEqual(sum(1 for x in samples if x["row"] == "train/r18/fp32/same-work"), 4)
             # Each sample names its round, so table.py pairs the two sides of the same round.

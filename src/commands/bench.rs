@@ -5,8 +5,9 @@
 //! Both loops call the training loop's own `update` (gradients -> all-reduce -> verdict ->
 //! apply); the trainer's loop also takes its batches from the real pipeline over `--records`.
 //! Under mpirun every rank runs it and rank 0 prints the result; `images_per_s` is then the
-//! global rate. With `--serve` one process stays up and times runs of either path on request,
-//! so `make bench` can interleave it with the Keras reference a few steps at a time.
+//! global rate. With `--serve` the job stays up and times runs of either path on request, so
+//! `make bench` can interleave it with the Keras reference, or np 2 with np 1, a few steps at a
+//! time.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -62,9 +63,10 @@ pub struct BenchArgs {
     inter_op_threads: u32,
     #[arg(long)]
     json: bool,
-    /// Stay up for interleaved timing (`bench/harness.py`'s step rows; one rank only): after
-    /// the warm-up of both paths print `{"ready": true, "params": N}`, then for each stdin line
-    /// `premade K` or `trainer K` run K steps of that path and print their times as JSON.
+    /// Stay up for interleaved timing (`bench/harness.py`'s step and scaling rows): after the
+    /// warm-up of both paths print `{"ready": true, "params": N}`, then for each stdin line
+    /// `premade K` or `trainer K` run K steps of that path and print their times as JSON (rank
+    /// 0's, at every rank count).
     #[arg(long)]
     serve: bool,
     /// Also write the training graph's GraphDef to this file and its step's node names to
@@ -267,41 +269,101 @@ fn start_pipeline(args: &BenchArgs, world: &World) -> Result<Option<TrainPipelin
 
 /// Serve mode: both paths warmed up, then timed on request. A harness that keeps this process
 /// and the reference's alive and alternates short runs of steps between them gives both sides
-/// the same moments of the machine (its speed drifts by ~10% over minutes).
+/// the same moments of the machine (its speed drifts by ~10% over minutes). Under mpirun rank 0
+/// reads the requests (mpirun gives stdin to rank 0 only), passes each on to the other ranks
+/// without keeping their cores busy while they wait, and alone answers; every rank runs the
+/// steps, in lockstep as in training.
 fn serve(args: &BenchArgs, world: &World, stepper: &mut Stepper) -> Result<()> {
     use std::io::{BufRead, Write};
 
-    anyhow::ensure!(
-        world.size() == 1,
-        "--serve runs one rank, not {}",
-        world.size()
-    );
     stepper.premade(args.warmup)?;
     stepper.pipeline = start_pipeline(args, world)?;
     if stepper.pipeline.is_some() {
         stepper.fed(args.warmup)?;
     }
     let mut out = std::io::stdout().lock();
-    let ready = serde_json::json!({ "ready": true, "params": stepper.graph.num_params() });
-    writeln!(out, "{ready}")?;
-    out.flush()?;
-    for line in std::io::stdin().lock().lines() {
-        let line = line.context("reading a request on stdin")?;
-        let (path, k) = match line.split_whitespace().collect::<Vec<_>>()[..] {
-            [path, k] => (path, k.parse::<usize>().ok()),
-            _ => ("", None),
-        };
-        let times = match (path, k) {
-            ("premade", Some(k)) => stepper.premade(k)?,
-            ("trainer", Some(k)) => stepper.fed(k)?,
-            _ => anyhow::bail!("request {line:?}: expected `premade K` or `trainer K`"),
-        };
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({ "path": path, "step_s": times })
-        )?;
+    let mut requests = std::io::stdin().lock().lines();
+    if world.rank() == 0 {
+        let ready = serde_json::json!({ "ready": true, "params": stepper.graph.num_params() });
+        writeln!(out, "{ready}")?;
         out.flush()?;
     }
-    Ok(())
+    loop {
+        // Empty: stdin has ended and so does every rank.
+        let mut request = Vec::new();
+        if world.rank() == 0 {
+            if let Some(line) = requests.next() {
+                let line = line.context("reading a request on stdin")?;
+                parse_request(&line)?;
+                request = line.into_bytes();
+            }
+        }
+        world.broadcast_idle(&mut request);
+        if request.is_empty() {
+            return Ok(());
+        }
+        let (path, k) = parse_request(&String::from_utf8_lossy(&request))?;
+        let times = match path {
+            Path::Premade => stepper.premade(k)?,
+            Path::Trainer => stepper.fed(k)?,
+        };
+        if world.rank() == 0 {
+            let name = match path {
+                Path::Premade => "premade",
+                Path::Trainer => "trainer",
+            };
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({ "path": name, "step_s": times })
+            )?;
+            out.flush()?;
+        }
+    }
+}
+
+/// The two timed paths a serve request names.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    Premade,
+    Trainer,
+}
+
+/// A serve request: `premade K` or `trainer K`, K > 0 steps.
+fn parse_request(line: &str) -> Result<(Path, usize)> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let k = match words[..] {
+        [_, k] => k.parse::<usize>().ok().filter(|&k| k > 0),
+        _ => None,
+    };
+    match (words.first().copied(), k) {
+        (Some("premade"), Some(k)) => Ok((Path::Premade, k)),
+        (Some("trainer"), Some(k)) => Ok((Path::Trainer, k)),
+        _ => anyhow::bail!("request {line:?}: expected `premade K` or `trainer K` (K > 0)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_name_a_path_and_a_positive_step_count() {
+        assert_eq!(parse_request("premade 5").unwrap(), (Path::Premade, 5));
+        assert_eq!(parse_request(" trainer  3 ").unwrap(), (Path::Trainer, 3));
+        for bad in [
+            "premade many",
+            "trainer 0",
+            "trainer",
+            "fed 2",
+            "premade 2 3",
+            "",
+        ] {
+            let err = parse_request(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("expected `premade K` or `trainer K`"),
+                "{bad}: {err}"
+            );
+        }
+    }
 }

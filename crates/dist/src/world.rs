@@ -14,8 +14,9 @@
 //! A returned error is the caller's to turn into an abort: [`World::fail`].
 
 use mpi::collective::{CommunicatorCollectives, Root};
-use mpi::datatype::PartitionMut;
+use mpi::datatype::{Equivalence, PartitionMut};
 use mpi::environment::Universe;
+use mpi::point_to_point::{Destination, Source};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Threading;
 
@@ -30,6 +31,11 @@ pub const PANIC_EXIT_CODE: i32 = 101;
 /// (under a hundred bytes) until it is sent.
 const BSEND_BUFFER_BYTES: usize = 64 * 1024;
 const BSEND_BYTES_PER_RANK: usize = 1024;
+
+/// The tag of [`World::broadcast_idle`]'s messages, and how long a waiting rank sleeps between
+/// looks for one.
+const IDLE_TAG: i32 = 0x4944;
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Broadcasts go in pieces of at most this many elements (MPI counts are C `int`).
 const MAX_PIECE: usize = 1 << 30;
@@ -196,6 +202,32 @@ impl World {
         let root = self.check_root("broadcast_bytes", root)?;
         broadcast_bytes_on(&self.comm, bytes, root);
         Ok(())
+    }
+
+    /// Replaces `bytes` on every rank with rank 0's, for ranks that may wait minutes for them
+    /// (a `trainer bench --serve` job between requests). The others look for the message every
+    /// millisecond and sleep in between: `MPI_Bcast` would keep their cores busy polling, and
+    /// the bench times another process on those cores meanwhile. `bytes` must fit MPI's
+    /// attached send buffer (short requests; a few KiB at most).
+    pub fn broadcast_idle(&self, bytes: &mut Vec<u8>) {
+        if self.rank == 0 {
+            for r in 1..self.size {
+                self.comm
+                    .process_at_rank(r as i32)
+                    .buffered_send_with_tag(&bytes[..], IDLE_TAG);
+            }
+            return;
+        }
+        let root = self.comm.process_at_rank(0);
+        loop {
+            if let Some((message, status)) = root.immediate_matched_probe_with_tag(IDLE_TAG) {
+                let len = status.count(u8::equivalent_datatype());
+                bytes.resize(len.max(0) as usize, 0);
+                message.matched_receive_into(&mut bytes[..]);
+                return;
+            }
+            std::thread::sleep(IDLE_POLL);
+        }
     }
 
     /// Replaces `values` with root's. Every rank must pass the same length (e.g. the same model);
