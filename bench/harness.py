@@ -73,9 +73,24 @@ def json_lines(text):
     return found
 
 
+def our_exe(cmd, bin_dir):
+    """The binary of ours in `bin_dir` that cmd runs (directly or behind mpirun or taskset), or
+    None."""
+    return next((c for c in cmd if c.startswith(bin_dir + os.sep)), None)
+
+
+def turn_order(turns, i):
+    """The turns of round i: every order of three sides in six rounds (rotated every two rounds,
+    reversed every other round), so each side takes each place, and follows each other side,
+    equally often."""
+    rotated = turns[(i // 2) % len(turns):] + turns[:(i // 2) % len(turns)]
+    return rotated if i % 2 == 0 else list(reversed(rotated))
+
+
 class Served:
-    """A `--serve` process of one side of the step rows: started, warmed up (its JSON `ready`
-    line), asked for runs of steps, closed on exit. Failures raise Missing or Failed."""
+    """A `--serve` process (or mpirun job) of one side of the step or scaling rows: started,
+    warmed up (its JSON `ready` line), asked for runs of steps, closed on exit. Failures raise
+    Missing or Failed."""
 
     def __init__(self, bench, cmd, ours, env=None):
         self.bench, self.cmd, self.ours, self.env = bench, cmd, ours, env
@@ -83,7 +98,7 @@ class Served:
 
     def __enter__(self):
         b = self.bench
-        exe = b.our_exe(self.cmd) if self.ours else None
+        exe = our_exe(self.cmd, b.bin) if self.ours else None
         if exe and not os.path.exists(exe):
             raise Missing(os.path.relpath(exe, b.root))
         b.log.write("$ %s (serving)\n" % " ".join(self.cmd))
@@ -146,8 +161,13 @@ class Served:
             self.proc.stdin.close()
             self.proc.wait(timeout=60)
         except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait()
+            # SIGTERM first: mpirun then ends its ranks, which a SIGKILL would leave running.
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.err.close()
         return False
 
@@ -185,7 +205,7 @@ class Bench:
 
     def run(self, cmd, timeout=None):
         """Run cmd; returns (stdout, wall seconds). Raises Missing or Failed."""
-        exe = self.our_exe(cmd) or cmd[0]
+        exe = our_exe(cmd, self.bin) or cmd[0]
         if exe.startswith(self.bin) and not os.path.exists(exe):
             raise Missing(os.path.relpath(exe, self.root))
         self.log.write("$ %s\n" % " ".join(cmd))
@@ -205,10 +225,6 @@ class Bench:
             raise Failed("exit %d: %s" % (p.returncode, tail))
         return p.stdout, seconds
 
-    def our_exe(self, cmd):
-        """The binary of ours that cmd runs (behind mpirun or taskset), or None."""
-        return next((c for c in cmd if c.startswith(self.bin + os.sep)), None)
-
     def contract(self, cmd):
         """Short name of one of our commands for 'n/a (missing: ...)': binary + subcommand."""
         words = [os.path.relpath(c, self.root) if c.startswith(self.bin) else c for c in cmd]
@@ -225,40 +241,6 @@ class Bench:
                 raise Missing(self.contract(cmd))
             raise Failed("no JSON line in output of %s" % os.path.basename(cmd[1]))
         return objs
-
-    def run_json_at_once(self, cmds):
-        """Start every command of ours at once (each behind a `taskset -c N`); the JSON lines of
-        each, in order."""
-        for cmd in cmds:
-            if not os.path.exists(cmd[3]):
-                raise Missing(os.path.relpath(cmd[3], self.root))
-        for cmd in cmds:
-            self.log.write("$ %s &\n" % " ".join(cmd))
-        self.log.flush()
-        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in cmds]
-        results = []
-        try:
-            for cmd, p in zip(cmds, procs):
-                try:
-                    out, err = p.communicate(timeout=self.args.timeout)
-                except subprocess.TimeoutExpired:
-                    raise Failed("timed out after %ss" % self.args.timeout)
-                self.log.write(out[-4000:] + err[-4000:] + "(exit %d)\n" % p.returncode)
-                if p.returncode != 0:
-                    tail = (err.strip().splitlines() or ["(no stderr)"])[-1]
-                    raise Failed("exit %d: %s" % (p.returncode, tail))
-                objs = json_lines(out)
-                if not objs:
-                    raise Missing(self.contract(cmd[3:]))
-                results.append(objs)
-        finally:
-            # A failed or stuck one must not keep running into the next measurement.
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-        self.log.flush()
-        return results
 
     def exe(self, name):
         return os.path.join(self.bin, name)
@@ -679,13 +661,13 @@ class Bench:
         """np 2 against np 1, and against two independent np 1 trainers, the three served side
         by side: one `mpirun -np 2` job and two single trainers pinned to core 0 and core 1 stay
         up, and each round they take turns of a few steps: the np 2 job, one single trainer
-        alone (np 1), both single trainers at once (the pair), the order reversed every other
-        round. Run as separate processes minutes apart, one np 1 run's images/s spanned 8-18% on
+        alone (np 1), both single trainers at once (the pair), in every order by turns
+        (`turn_order`). Run as separate processes minutes apart, one np 1 run's images/s spanned 8-18% on
         the EPYC box and the row's five alternations 1.47-2.06x: a turn here meets the same
         moments of the machine as the other two. The rounds are spread over several sets of
         processes, each set starting them in another order, as the step rows do."""
         a = self.args
-        rounds = 2 if self.quick else a.scaling_rounds
+        rounds = 2 if self.quick else max(1, a.scaling_rounds)
         sets = max(1, min(rounds, 1 if self.quick else a.scaling_sets))
         per_set = -(-rounds // sets)
         sets = -(-rounds // per_set)
@@ -716,7 +698,7 @@ class Bench:
                 served = {name: stack.enter_context(Served(self, cmd, ours=True)) for name, cmd in starts}
                 for i in range(n * per_set, min((n + 1) * per_set, rounds)):
                     # np 1 is the trainer on core 0 in two rounds, on core 1 in the next two:
-                    # each core in both orders of the turns.
+                    # over 12 rounds each core meets each of turn_order's six orders once.
                     alone = (i // 2) % 2
                     got = {}
 
@@ -731,8 +713,7 @@ class Bench:
                             served["solo%d" % c].ask("trainer", k)
                         got["pair"] = sum(rate(served["solo%d" % c].answer(), 1) for c in (0, 1))
 
-                    turns = [turn_job, turn_alone, turn_pair]
-                    for t in (turns if i % 2 == 0 else list(reversed(turns))):
+                    for t in turn_order([turn_job, turn_alone, turn_pair], i):
                         t()
                     extra = {"set": n, "round": i, "np1_core": alone}
                     for (r, side), v in {(row, "ours"): got["np2"], (row, "reference"): got["np1"],

@@ -24,9 +24,11 @@ PIPELINE_THREADS = ("dawnrun-dec", "dawnrun-reader", "dawnrun-batch")
 
 
 def session(timeout):
-    """What `Served` uses of the harness: its log (stderr here), timeout, root and command names."""
+    """What `Served` uses of the harness: its log (stderr here), timeout, root, binaries' folder
+    and command names."""
     return types.SimpleNamespace(log=sys.stderr, args=types.SimpleNamespace(timeout=timeout),
-                                 root=ROOT, contract=lambda cmd: cmd[0])
+                                 root=ROOT, bin=os.path.join(ROOT, "target", "release"),
+                                 contract=lambda cmd: cmd[0])
 
 
 def renice_pipeline(pid, nice):

@@ -132,6 +132,22 @@ class HarnessTest(unittest.TestCase):
             self.assertIn(md.split("\n\n| what")[1][:10], p.stdout)
             self.assertRegex(md, r"- CPU time outside the bench's own processes during the run: \d+ s of \d+ s busy")
 
+    def test_scaling_turns_take_every_order_and_place_equally_often(self):
+        sys.path.insert(0, BENCH)
+        import harness
+        orders = ["".join(harness.turn_order(list("JAP"), i)) for i in range(12)]
+        self.assertEqual(orders[:6], ["JAP", "PAJ", "APJ", "JPA", "PJA", "AJP"])
+        self.assertEqual(orders[6:], orders[:6])
+        for side in "JAP":
+            self.assertEqual([sum(o[place] == side for o in orders) for place in range(3)], [4, 4, 4])
+        follows = [o[n:n + 2] for o in orders for n in range(2)]
+        self.assertEqual({f: follows.count(f) for f in set(follows)},
+                         {a + b: 4 for a in "JAP" for b in "JAP" if a != b})
+        bin_dir = os.path.join(os.sep, "r", "target", "release")
+        self.assertEqual(harness.our_exe(["mpirun", "-np", "2", os.path.join(bin_dir, "trainer"), "bench"], bin_dir),
+                         os.path.join(bin_dir, "trainer"))
+        self.assertIsNone(harness.our_exe(["python", "x.py"], bin_dir))
+
     def test_foreign_cpu_is_the_machines_busy_time_less_the_benchs_own(self):
         sys.path.insert(0, BENCH)
         import harness

@@ -294,8 +294,9 @@ fn serve(args: &BenchArgs, world: &World, stepper: &mut Stepper) -> Result<()> {
         if world.rank() == 0 {
             if let Some(line) = requests.next() {
                 let line = line.context("reading a request on stdin")?;
-                parse_request(&line)?;
-                request = line.into_bytes();
+                // Passed on as parsed: short, whatever padding the line had.
+                let (path, k) = parse_request(&line)?;
+                request = format!("{} {k}", path.name()).into_bytes();
             }
         }
         world.broadcast_idle(&mut request);
@@ -327,6 +328,15 @@ fn serve(args: &BenchArgs, world: &World, stepper: &mut Stepper) -> Result<()> {
 enum Path {
     Premade,
     Trainer,
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::Premade => "premade",
+            Path::Trainer => "trainer",
+        }
+    }
 }
 
 /// A serve request: `premade K` or `trainer K`, K > 0 steps.

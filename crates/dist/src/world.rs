@@ -33,9 +33,11 @@ const BSEND_BUFFER_BYTES: usize = 64 * 1024;
 const BSEND_BYTES_PER_RANK: usize = 1024;
 
 /// The tag of [`World::broadcast_idle`]'s messages, and how long a waiting rank sleeps between
-/// looks for one.
+/// looks for one: 1 ms at first, doubling up to 16 ms (about 60 wake-ups a second on a core
+/// another process is being timed on; the first step after a wait starts up to 16 ms late).
 const IDLE_TAG: i32 = 0x4944;
-const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+const IDLE_POLL_FIRST: std::time::Duration = std::time::Duration::from_millis(1);
+const IDLE_POLL_LAST: std::time::Duration = std::time::Duration::from_millis(16);
 
 /// Broadcasts go in pieces of at most this many elements (MPI counts are C `int`).
 const MAX_PIECE: usize = 1 << 30;
@@ -205,10 +207,10 @@ impl World {
     }
 
     /// Replaces `bytes` on every rank with rank 0's, for ranks that may wait minutes for them
-    /// (a `trainer bench --serve` job between requests). The others look for the message every
-    /// millisecond and sleep in between: `MPI_Bcast` would keep their cores busy polling, and
-    /// the bench times another process on those cores meanwhile. `bytes` must fit MPI's
-    /// attached send buffer (short requests; a few KiB at most).
+    /// (a `trainer bench --serve` job between requests). The others look for the message now and
+    /// then and sleep in between: `MPI_Bcast` would keep their cores busy polling, and the bench
+    /// times another process on those cores meanwhile. `bytes` must fit MPI's attached send
+    /// buffer: short messages, a few hundred bytes.
     pub fn broadcast_idle(&self, bytes: &mut Vec<u8>) {
         if self.rank == 0 {
             for r in 1..self.size {
@@ -219,6 +221,7 @@ impl World {
             return;
         }
         let root = self.comm.process_at_rank(0);
+        let mut nap = IDLE_POLL_FIRST;
         loop {
             if let Some((message, status)) = root.immediate_matched_probe_with_tag(IDLE_TAG) {
                 let len = status.count(u8::equivalent_datatype());
@@ -226,7 +229,8 @@ impl World {
                 message.matched_receive_into(&mut bytes[..]);
                 return;
             }
-            std::thread::sleep(IDLE_POLL);
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(IDLE_POLL_LAST);
         }
     }
 
