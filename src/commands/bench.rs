@@ -309,15 +309,8 @@ fn serve(args: &BenchArgs, world: &World, stepper: &mut Stepper) -> Result<()> {
             Path::Trainer => stepper.fed(k)?,
         };
         if world.rank() == 0 {
-            let name = match path {
-                Path::Premade => "premade",
-                Path::Trainer => "trainer",
-            };
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({ "path": name, "step_s": times })
-            )?;
+            let answer = serde_json::json!({ "path": path.name(), "step_s": times });
+            writeln!(out, "{answer}")?;
             out.flush()?;
         }
     }
