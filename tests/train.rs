@@ -385,11 +385,15 @@ fn bench_serve_at_two_ranks_answers_once_per_request_and_ends_together() {
     use std::process::Stdio;
 
     let records = common::fixture().join("records").join("48");
+    let tmp = common::tempdir();
+    let trace = tmp.path().join("trace.json");
     let start = || {
         let mut c = common::mpirun(2, &common::bin("trainer"));
         c.args(["bench", "--depth", "18", "--classes", "4", "--px", "32"])
             .args(["--batch", "4", "--warmup", "1", "--serve", "--records"])
             .arg(&records)
+            .arg("--timeline")
+            .arg(&trace)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -421,6 +425,18 @@ fn bench_serve_at_two_ranks_answers_once_per_request_and_ends_together() {
         rest.iter().all(|l| !l.starts_with('{')),
         "a second answer: {rest:?}"
     );
+    // --timeline: each rank traced every step it ran, the warm-up of both paths (1 each) and
+    // the 6 asked for, each through the step's phases.
+    for rank in 0..2 {
+        let path = tmp.path().join(format!("trace.rank{rank}.json"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let spans = trace["traceEvents"].as_array().unwrap();
+        let count = |name: &str| spans.iter().filter(|e| e["name"] == name).count();
+        assert_eq!(count("gradients"), 8, "rank {rank}: {text}");
+        assert_eq!(count("apply"), 8, "rank {rank}: {text}");
+        assert_eq!(count("hierarchical mean"), 8, "rank {rank}: {text}");
+    }
 
     let mut child = start();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());

@@ -15,12 +15,14 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use dawnrun_data::pipeline::{TrainConfig, TrainPipeline, DEFAULT_SHUFFLE_BUFFER};
+use dawnrun_dist::timeline::Timeline;
 use dawnrun_dist::World;
 use dawnrun_records::shard_set::{count_records, list_shards};
 use dawnrun_schedule::{Allreduce, DataFormat, Precision};
 
 use crate::model::{BatchRef, ModelConfig, TrainGraph};
 use crate::train::log::StepLog;
+use crate::train::setup::per_rank_path;
 use crate::train::step::{update, Replicas};
 
 #[derive(Args, Debug)]
@@ -73,6 +75,10 @@ pub struct BenchArgs {
     /// `<file>.json`, for `bench/py/profile_step.py`.
     #[arg(long)]
     graph_def: Option<PathBuf>,
+    /// Write a Chrome-trace timeline of every step's phases to this file (`.rankN` inserted
+    /// per rank above np 1), as `trainer train --timeline` does.
+    #[arg(long)]
+    timeline: Option<PathBuf>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -105,6 +111,11 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
     let mut replicas = Replicas::with_defaults(world, args.allreduce, fusion_bytes, &graph)?;
     if args.overlap {
         replicas.enable_overlap(&mut graph)?;
+    }
+    if let Some(path) = &args.timeline {
+        let path = per_rank_path(path, world.rank(), world.size());
+        let t = Timeline::create(&path, world.rank());
+        replicas.timeline = Some(t.with_context(|| format!("{}", path.display()))?);
     }
     let px = args.px as usize;
     let n = args.batch;

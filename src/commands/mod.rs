@@ -8,6 +8,7 @@ mod data_facts;
 mod eval_sweep;
 mod export;
 mod gradcheck;
+pub mod heap;
 mod plan;
 mod train;
 
@@ -50,6 +51,7 @@ enum TrainerCommand {
 /// `trainer`'s `main`.
 pub fn trainer_main() -> ExitCode {
     tensorflow_env();
+    heap::keep_freed_memory();
     let cli = TrainerCli::parse();
     exit_code(match cli.command {
         None => train::main(cli.train),
@@ -64,6 +66,7 @@ pub fn trainer_main() -> ExitCode {
 /// `eval-sweep`'s `main`.
 pub fn eval_sweep_main() -> ExitCode {
     tensorflow_env();
+    heap::keep_freed_memory();
     let args = eval_sweep::EvalSweepArgs::parse();
     exit_code(under_mpi(|world| eval_sweep::run(&args, world)))
 }

@@ -337,7 +337,7 @@ pub fn start_pipeline(
 }
 
 /// `trace.json` -> `trace.rank3.json` when there are several ranks.
-fn per_rank_path(path: &Path, rank: usize, world: usize) -> PathBuf {
+pub(crate) fn per_rank_path(path: &Path, rank: usize, world: usize) -> PathBuf {
     if world <= 1 {
         return path.to_path_buf();
     }
