@@ -103,5 +103,30 @@ class ProfileStepTest(unittest.TestCase):
         self.assertEqual(profile_step.concurrency_ms([]), {"one": 0.0, "two_plus": 0.0})
 
 
+class StepPhasesTest(unittest.TestCase):
+    def test_each_rank_waits_from_its_gradients_end_to_the_slowest_ranks(self):
+        def step(ts, grad_ms, then_ms):
+            return [{"ph": "X", "name": "gradients", "ts": ts, "dur": grad_ms * 1000},
+                    {"ph": "X", "name": "hierarchical mean", "ts": ts + grad_ms * 1000, "dur": then_ms * 1000}]
+        # Two steps 100 ms apart: rank 1's gradients end 10 ms after rank 0's in the first,
+        # rank 0's 30 ms after rank 1's in the second.
+        r0 = step(0, 80, 15) + step(100000, 90, 5)
+        r1 = step(0, 90, 5) + step(100000, 60, 35)
+        with tempfile.TemporaryDirectory() as d:
+            for k, events in enumerate((r0, r1)):
+                with open(os.path.join(d, "t.rank%d.json" % k), "w") as f:
+                    json.dump({"traceEvents": [{"ph": "M", "name": "process_name"}] + events}, f)
+            got = run("step_phases.py", os.path.join(d, "t.json"))
+        self.assertEqual(got["steps"], 2)
+        self.assertEqual(got["step_ms_median"], 100.0)
+        w0, w1 = got["ranks"]
+        self.assertAlmostEqual(w0["wait_ms_mean"], (10 + 0) / 2)
+        self.assertAlmostEqual(w1["wait_ms_mean"], (0 + 30) / 2)
+        self.assertAlmostEqual(w1["wait_share_pct"], 100 * 30 / 195)
+        self.assertEqual(w0["phases"]["gradients"]["count"], 2)
+        self.assertAlmostEqual(w0["phases"]["gradients"]["median_ms"], 85.0)
+        self.assertAlmostEqual(w0["phases"]["hierarchical mean"]["share_pct"], 100 * 20 / 195)
+
+
 if __name__ == "__main__":
     unittest.main()
