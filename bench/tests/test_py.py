@@ -126,6 +126,17 @@ class StepPhasesTest(unittest.TestCase):
         self.assertEqual(w0["phases"]["gradients"]["count"], 2)
         self.assertAlmostEqual(w0["phases"]["gradients"]["median_ms"], 85.0)
         self.assertAlmostEqual(w0["phases"]["hierarchical mean"]["share_pct"], 100 * 20 / 195)
+        self.assertEqual(got["compute_span"], "gradients")
+
+    def test_one_rank_steps_by_its_fused_step_and_waits_for_nobody(self):
+        events = [{"ph": "X", "name": "fused step", "ts": t, "dur": 90000} for t in (0, 100000, 200000)]
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "t.json")
+            with open(path, "w") as f:
+                json.dump({"traceEvents": events}, f)
+            got = run("step_phases.py", path)
+        self.assertEqual((got["steps"], got["compute_span"], got["step_ms_median"]), (3, "fused step", 100.0))
+        self.assertEqual(got["ranks"][0]["wait_ms_mean"], 0.0)
 
 
 if __name__ == "__main__":

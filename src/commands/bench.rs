@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use dawnrun_data::pipeline::{TrainConfig, TrainPipeline, DEFAULT_SHUFFLE_BUFFER};
-use dawnrun_dist::timeline::Timeline;
+use dawnrun_dist::timeline::{Lane, Timeline};
 use dawnrun_dist::World;
 use dawnrun_records::shard_set::{count_records, list_shards};
 use dawnrun_schedule::{Allreduce, DataFormat, Precision};
@@ -76,7 +76,8 @@ pub struct BenchArgs {
     #[arg(long)]
     graph_def: Option<PathBuf>,
     /// Write a Chrome-trace timeline of every step's phases to this file (`.rankN` inserted
-    /// per rank above np 1), as `trainer train --timeline` does.
+    /// before the extension above np 1), as `trainer train --timeline` does; the trainer's
+    /// path waits for its batches in the input lane.
     #[arg(long)]
     timeline: Option<PathBuf>,
 }
@@ -114,8 +115,7 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
     }
     if let Some(path) = &args.timeline {
         let path = per_rank_path(path, world.rank(), world.size());
-        let t = Timeline::create(&path, world.rank());
-        replicas.timeline = Some(t.with_context(|| format!("{}", path.display()))?);
+        replicas.timeline = Some(Timeline::create(&path, world.rank())?);
     }
     let px = args.px as usize;
     let n = args.batch;
@@ -139,7 +139,8 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
         pipeline: None,
     };
     if args.serve {
-        return serve(args, world, &mut stepper);
+        serve(args, world, &mut stepper)?;
+        return finish_timeline(stepper.replicas);
     }
     stepper.premade(args.warmup)?;
     let premade_times = stepper.premade(args.steps)?;
@@ -157,6 +158,7 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
         ..
     } = stepper;
     drop(pipeline);
+    finish_timeline(replicas)?;
     world.barrier();
     if world.rank() != 0 {
         return Ok(());
@@ -194,6 +196,14 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&result)?);
     }
     Ok(())
+}
+
+/// Closes the `--timeline` file, if any, reporting a write error that dropping it would hide.
+fn finish_timeline(replicas: &mut Replicas) -> Result<()> {
+    match replicas.timeline.take() {
+        Some(t) => t.finish().context("closing the timeline"),
+        None => Ok(()),
+    }
 }
 
 /// The two timed paths over one graph: the pre-made batch, and batches from the pipeline.
@@ -234,7 +244,12 @@ impl Stepper<'_, '_> {
         let mut times = Vec::with_capacity(k);
         for _ in 0..k {
             let t = Instant::now();
-            let batch = pipeline.next()?;
+            let batch = {
+                let _s = self
+                    .replicas
+                    .enter(self.step, Lane::InputWait, "next batch");
+                pipeline.next()?
+            };
             let batch_ref = BatchRef::from(&batch);
             update(
                 self.graph,

@@ -8,7 +8,7 @@ mod data_facts;
 mod eval_sweep;
 mod export;
 mod gradcheck;
-pub mod heap;
+mod heap;
 mod plan;
 mod train;
 
