@@ -15,14 +15,14 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use dawnrun_data::pipeline::{TrainConfig, TrainPipeline, DEFAULT_SHUFFLE_BUFFER};
-use dawnrun_dist::timeline::{Lane, Timeline};
+use dawnrun_dist::timeline::Lane;
 use dawnrun_dist::World;
 use dawnrun_records::shard_set::{count_records, list_shards};
 use dawnrun_schedule::{Allreduce, DataFormat, Precision};
 
 use crate::model::{BatchRef, ModelConfig, TrainGraph};
 use crate::train::log::StepLog;
-use crate::train::setup::per_rank_path;
+use crate::train::setup::open_timeline;
 use crate::train::step::{update, Replicas};
 
 #[derive(Args, Debug)]
@@ -114,8 +114,7 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
         replicas.enable_overlap(&mut graph)?;
     }
     if let Some(path) = &args.timeline {
-        let path = per_rank_path(path, world.rank(), world.size());
-        replicas.timeline = Some(Timeline::create(&path, world.rank())?);
+        replicas.timeline = Some(open_timeline(path, world)?);
     }
     let px = args.px as usize;
     let n = args.batch;
@@ -140,7 +139,7 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
     };
     if args.serve {
         serve(args, world, &mut stepper)?;
-        return finish_timeline(stepper.replicas);
+        return stepper.replicas.finish_timeline();
     }
     stepper.premade(args.warmup)?;
     let premade_times = stepper.premade(args.steps)?;
@@ -158,7 +157,7 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
         ..
     } = stepper;
     drop(pipeline);
-    finish_timeline(replicas)?;
+    replicas.finish_timeline()?;
     world.barrier();
     if world.rank() != 0 {
         return Ok(());
@@ -196,14 +195,6 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&result)?);
     }
     Ok(())
-}
-
-/// Closes the `--timeline` file, if any, reporting a write error that dropping it would hide.
-fn finish_timeline(replicas: &mut Replicas) -> Result<()> {
-    match replicas.timeline.take() {
-        Some(t) => t.finish().context("closing the timeline"),
-        None => Ok(()),
-    }
 }
 
 /// The two timed paths over one graph: the pre-made batch, and batches from the pipeline.

@@ -144,10 +144,8 @@ fn report_skips(pipeline: &TrainPipeline, reported: &mut usize, rank: usize) -> 
 }
 
 /// Closes the timeline and, on rank 0, the logs; marks a finished run with `done.json`.
-fn finish(t: Trainer, cfg: &RunConfig, summary: &RunSummary) -> Result<()> {
-    if let Some(timeline) = t.replicas.timeline {
-        timeline.finish().context("closing the timeline")?;
-    }
+fn finish(mut t: Trainer, cfg: &RunConfig, summary: &RunSummary) -> Result<()> {
+    t.replicas.finish_timeline()?;
     if t.replicas.world.rank() != 0 {
         return Ok(());
     }

@@ -84,14 +84,11 @@ impl<'w> Trainer<'w> {
         }
         broadcast_state(world, &mut graph, &mut position)?;
 
-        let timeline = match &cfg.timeline {
-            Some(path) => {
-                let path = per_rank_path(path, world.rank(), world.size());
-                let t = Timeline::create(&path, world.rank());
-                Some(t.with_context(|| format!("{}", path.display()))?)
-            }
-            None => None,
-        };
+        let timeline = cfg
+            .timeline
+            .as_deref()
+            .map(|path| open_timeline(path, world))
+            .transpose()?;
         let lens: Vec<usize> = graph.trainable().iter().map(|v| v.len).collect();
         let mut allreducer = Allreducer::new(
             cfg.allreduce,
@@ -336,8 +333,15 @@ pub fn start_pipeline(
     })
 }
 
+/// This rank's `--timeline` file (`trace.json` is `trace.rank3.json` at rank 3 of several), for
+/// `trainer train` and `trainer bench`. The error names the file.
+pub(crate) fn open_timeline(path: &Path, world: &World) -> Result<Timeline> {
+    let path = per_rank_path(path, world.rank(), world.size());
+    Ok(Timeline::create(&path, world.rank())?)
+}
+
 /// `trace.json` -> `trace.rank3.json` when there are several ranks.
-pub(crate) fn per_rank_path(path: &Path, rank: usize, world: usize) -> PathBuf {
+fn per_rank_path(path: &Path, rank: usize, world: usize) -> PathBuf {
     if world <= 1 {
         return path.to_path_buf();
     }

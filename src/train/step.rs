@@ -106,6 +106,14 @@ impl<'w> Replicas<'w> {
         Ok(())
     }
 
+    /// Closes the timeline file, if any, reporting a write error that dropping it would hide.
+    pub fn finish_timeline(&mut self) -> Result<()> {
+        match self.timeline.take() {
+            Some(t) => t.finish().context("closing the timeline"),
+            None => Ok(()),
+        }
+    }
+
     /// Marks progress (`step`, `lane`) for the watchdog and opens a timeline span for `lane`.
     pub fn enter(&self, step: u64, lane: Lane, name: &'static str) -> Option<Span<'_>> {
         if let Some(w) = &self.watchdog {
