@@ -419,7 +419,8 @@ fn overlapped_halves_deliver_the_same_gradients_group_by_group() {
         let batch = blobs(4, 32, 10, &mut rng);
         let want = a.gradients(&batch.view(), 4.0).unwrap();
         let mut got = Gradients::zeros(b.num_params());
-        let (backward, reader) = b.overlapped(&batch.view(), 4.0).unwrap();
+        let view = batch.view();
+        let (backward, reader) = b.overlapped(&view, 4.0).unwrap();
         let metrics = std::thread::scope(|s| {
             let worker = s.spawn(move || backward.run());
             for g in (0..reader.groups()).rev() {

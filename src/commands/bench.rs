@@ -20,7 +20,8 @@ use dawnrun_dist::World;
 use dawnrun_records::shard_set::{count_records, list_shards};
 use dawnrun_schedule::{Allreduce, DataFormat, Precision};
 
-use crate::model::{BatchRef, ModelConfig, TrainGraph};
+use crate::model::{BatchRef, Feed, ModelConfig, TrainGraph};
+use crate::train::feeder::Feeder;
 use crate::train::log::StepLog;
 use crate::train::setup::open_timeline;
 use crate::train::step::{update, Replicas};
@@ -123,19 +124,24 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
         .map(|i| (i * 7919 % 251) as u8)
         .collect();
     let labels: Vec<i32> = (0..n).map(|i| (i as u32 % args.classes) as i32).collect();
-    let mut stepper = Stepper {
-        graph: &mut graph,
-        replicas: &mut replicas,
-        log: StepLog::silent(),
-        step: 0,
-        premade: BatchRef {
+    // In the graph's input tensors once, as the Keras reference holds its batch in a tensor.
+    let premade = graph.feed_pool().fill(
+        &BatchRef {
             images: &images,
             labels: &labels,
             n,
             height: px,
             width: px,
         },
-        pipeline: None,
+        args.classes,
+    )?;
+    let mut stepper = Stepper {
+        graph: &mut graph,
+        replicas: &mut replicas,
+        log: StepLog::silent(),
+        step: 0,
+        premade,
+        feeder: None,
     };
     if args.serve {
         serve(args, world, &mut stepper)?;
@@ -146,17 +152,17 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
     // The trainer's path: batches from the pipeline, the same update.
     let mut trainer_times = Vec::new();
     if args.records.is_some() {
-        stepper.pipeline = start_pipeline(args, world)?;
+        stepper.start_feeder(args, world)?;
         stepper.fed(args.warmup)?;
         trainer_times = stepper.fed(args.steps)?;
     }
     let Stepper {
         graph,
         replicas,
-        pipeline,
+        feeder,
         ..
     } = stepper;
-    drop(pipeline);
+    drop(feeder);
     replicas.finish_timeline()?;
     world.barrier();
     if world.rank() != 0 {
@@ -203,11 +209,21 @@ struct Stepper<'a, 'w> {
     replicas: &'a mut Replicas<'w>,
     log: StepLog,
     step: u64,
-    premade: BatchRef<'a>,
-    pipeline: Option<TrainPipeline>,
+    premade: Feed,
+    /// The trainer's input: the pipeline over `--records` and its feeder.
+    feeder: Option<Feeder>,
 }
 
 impl Stepper<'_, '_> {
+    /// Starts the trainer's input, if `--records` names the data.
+    fn start_feeder(&mut self, args: &BenchArgs, world: &World) -> Result<()> {
+        if let Some(pipeline) = start_pipeline(args, world)? {
+            let pool = self.graph.feed_pool();
+            self.feeder = Some(Feeder::start(pipeline, pool, args.classes)?);
+        }
+        Ok(())
+    }
+
     /// `k` steps on the pre-made batch; the seconds of each.
     fn premade(&mut self, k: usize) -> Result<Vec<f64>> {
         let mut times = Vec::with_capacity(k);
@@ -229,29 +245,27 @@ impl Stepper<'_, '_> {
 
     /// `k` steps fed by the pipeline, each timed from asking for its batch to the update's end.
     fn fed(&mut self, k: usize) -> Result<Vec<f64>> {
-        let Some(pipeline) = self.pipeline.as_mut() else {
+        let Some(feeder) = self.feeder.as_mut() else {
             anyhow::bail!("no pipeline: `trainer bench` needs --records for the trainer's path");
         };
         let mut times = Vec::with_capacity(k);
         for _ in 0..k {
             let t = Instant::now();
-            let batch = {
+            let input = {
                 let _s = self
                     .replicas
                     .enter(self.step, Lane::InputWait, "next batch");
-                pipeline.next()?
+                feeder.next_batch()?
             };
-            let batch_ref = BatchRef::from(&batch);
             update(
                 self.graph,
                 self.replicas,
-                &batch_ref,
+                &input.feed,
                 self.step,
                 0.01,
                 &self.log,
             )?;
             self.step += 1;
-            pipeline.give_back(batch);
             times.push(t.elapsed().as_secs_f64());
         }
         Ok(times)
@@ -294,8 +308,8 @@ fn serve(args: &BenchArgs, world: &World, stepper: &mut Stepper) -> Result<()> {
     use std::io::{BufRead, Write};
 
     stepper.premade(args.warmup)?;
-    stepper.pipeline = start_pipeline(args, world)?;
-    if stepper.pipeline.is_some() {
+    stepper.start_feeder(args, world)?;
+    if stepper.feeder.is_some() {
         stepper.fed(args.warmup)?;
     }
     let mut out = std::io::stdout().lock();

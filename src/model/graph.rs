@@ -10,6 +10,7 @@
 //!    itself and takes only a scale of 1.
 //! 2. (elsewhere) all-reduce the flat vector; check it is finite (dynamic loss scaling).
 //! 3. [`TrainGraph::apply`]: feed the flat vector and the learning rate; momentum update.
+use super::feed::{AsFeed, Fed, FeedPool};
 use super::layers::Net;
 use super::optim;
 use super::outputs::{
@@ -66,35 +67,12 @@ pub struct EvalOutput {
     pub n: usize,
 }
 
-/// One batch on the host, as the pipeline makes it. Images are RGB, row-major NHWC.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchRef<'a> {
-    /// [n, height, width, 3] u8.
-    pub images: &'a [u8],
-    /// `[n]` i32, 0-based class ids.
-    pub labels: &'a [i32],
-    pub n: usize,
-    pub height: usize,
-    pub width: usize,
-}
-
-/// The pipeline's batch as the graph's input, borrowed: the one place `data` meets `model`.
-impl<'a> From<&'a dawnrun_data::Batch> for BatchRef<'a> {
-    fn from(b: &'a dawnrun_data::Batch) -> Self {
-        BatchRef {
-            images: &b.images,
-            labels: &b.labels,
-            n: b.n,
-            height: b.height,
-            width: b.width,
-        }
-    }
-}
-
 /// Placeholders shared by both graphs: the batch.
 struct BatchInputs {
     images: Operation, // [N, H, W, 3] u8
     labels: Operation, // [N] i32
+    /// The image tensors fed to them, reused.
+    pool: FeedPool,
 }
 
 impl BatchInputs {
@@ -107,63 +85,17 @@ impl BatchInputs {
             .dtype(DataType::Int32)
             .shape(Shape::from(Some(vec![None])))
             .build(&mut scope.with_op_name("labels"))?;
-        Ok(BatchInputs { images, labels })
+        Ok(BatchInputs {
+            images,
+            labels,
+            pool: FeedPool::default(),
+        })
     }
-}
 
-/// The batch as tensors, checked: sizes agree and every label is in 0..num_classes (TF's OneHot
-/// would silently turn a bad label into an all-zero target).
-fn batch_tensors(
-    batch: &BatchRef,
-    num_classes: u32,
-) -> Result<(Tensor<u8>, Tensor<i32>), ModelError> {
-    let BatchRef {
-        images,
-        labels,
-        n,
-        height: h,
-        width: w,
-    } = *batch;
-    let want = n * h * w * 3;
-    if images.len() != want || n == 0 {
-        return Err(ModelError::Input {
-            what: "images",
-            detail: format!(
-                "{} bytes for a [{n}, {h}, {w}, 3] batch (need {want}, n > 0)",
-                images.len()
-            ),
-        });
+    /// `batch` as this graph's input tensors.
+    fn feed<'b>(&self, batch: &'b impl AsFeed, num_classes: u32) -> Result<Fed<'b>, ModelError> {
+        batch.as_feed(&self.pool, num_classes)
     }
-    if labels.len() != n {
-        return Err(ModelError::Input {
-            what: "labels",
-            detail: format!("{} labels for a batch of {n}", labels.len()),
-        });
-    }
-    if let Some((i, l)) = labels
-        .iter()
-        .enumerate()
-        .find(|(_, &l)| l < 0 || l as u32 >= num_classes)
-    {
-        return Err(ModelError::Input {
-            what: "labels",
-            detail: format!("label {l} at index {i} is outside 0..{num_classes}"),
-        });
-    }
-    let dims = [n as u64, h as u64, w as u64, 3];
-    let img = Tensor::new(&dims)
-        .with_values(images)
-        .map_err(|e| ModelError::Run {
-            what: "copying images",
-            source: e.into(),
-        })?;
-    let lab = Tensor::new(&[n as u64])
-        .with_values(labels)
-        .map_err(|e| ModelError::Run {
-            what: "copying labels",
-            source: e.into(),
-        })?;
-    Ok((img, lab))
 }
 
 fn scalar_placeholder(scope: &mut Scope, name: &str) -> Result<Operation, Status> {
@@ -361,6 +293,7 @@ impl TrainGraph {
             inputs: BatchInputs {
                 images: op(&inputs.images)?,
                 labels: op(&inputs.labels)?,
+                pool: inputs.pool,
             },
             loss_scale: op(&loss_scale)?,
             learning_rate: op(&learning_rate)?,
@@ -422,6 +355,12 @@ impl TrainGraph {
         &self.cfg
     }
 
+    /// The pool this graph's image tensors come from: fill a [`Feed`](super::Feed) from it on
+    /// another thread, ahead of the step, and the step does not copy the batch.
+    pub fn feed_pool(&self) -> FeedPool {
+        self.inputs.pool.clone()
+    }
+
     /// The serialised GraphDef and the node names a step feeds, fetches and runs, so an outside
     /// profiler (`bench/py/profile_step.py`) can trace exactly this graph op by op.
     pub fn graph_def(&self) -> Result<(Vec<u8>, StepNodes), ModelError> {
@@ -455,14 +394,14 @@ impl TrainGraph {
     /// `loss_scale` other than 1 is an error.
     pub fn gradients(
         &mut self,
-        batch: &BatchRef,
+        batch: &impl AsFeed,
         loss_scale: f32,
     ) -> Result<StepOutput, ModelError> {
-        let (img, lab) = batch_tensors(batch, self.cfg.num_classes)?;
+        let feed = self.inputs.feed(batch, self.cfg.num_classes)?;
         let scale = self.scale_feed(loss_scale)?;
         let mut args = SessionRunArgs::new();
-        args.add_feed(&self.inputs.images, 0, &img);
-        args.add_feed(&self.inputs.labels, 0, &lab);
+        args.add_feed(&self.inputs.images, 0, feed.images());
+        args.add_feed(&self.inputs.labels, 0, feed.labels());
         args.add_feed(&self.loss_scale, 0, &scale);
         let g = request(&mut args, &self.grads);
         let m = request_metrics(&mut args, self.metric_outputs());
@@ -504,16 +443,16 @@ impl TrainGraph {
     /// scaling in the graph, a `loss_scale` other than 1 is an error.
     pub fn fused_step(
         &mut self,
-        batch: &BatchRef,
+        batch: &impl AsFeed,
         loss_scale: f32,
         lr: f32,
     ) -> Result<FusedOutput, ModelError> {
-        let (img, lab) = batch_tensors(batch, self.cfg.num_classes)?;
+        let feed = self.inputs.feed(batch, self.cfg.num_classes)?;
         let scale = self.scale_feed(loss_scale)?;
         let lr = Tensor::from(lr);
         let mut args = SessionRunArgs::new();
-        args.add_feed(&self.inputs.images, 0, &img);
-        args.add_feed(&self.inputs.labels, 0, &lab);
+        args.add_feed(&self.inputs.images, 0, feed.images());
+        args.add_feed(&self.inputs.labels, 0, feed.labels());
         args.add_feed(&self.loss_scale, 0, &scale);
         args.add_feed(&self.learning_rate, 0, &lr);
         let f = request(&mut args, &self.finite);
@@ -574,21 +513,21 @@ impl TrainGraph {
     /// [`Backward::run`] on one thread while this one takes the groups with
     /// [`GroupReader::take`]; then [`TrainGraph::apply`] the averaged whole. Without loss
     /// scaling in the graph, a `loss_scale` other than 1 is an error.
-    pub fn overlapped(
-        &self,
-        batch: &BatchRef,
+    pub fn overlapped<'a>(
+        &'a self,
+        batch: &'a impl AsFeed,
         loss_scale: f32,
-    ) -> Result<(Backward<'_>, GroupReader<'_>), ModelError> {
+    ) -> Result<(Backward<'a>, GroupReader<'a>), ModelError> {
         let queues = self.queues.as_ref().ok_or(ModelError::Input {
             what: "overlapped step",
             detail: "enable_overlap was not called".into(),
         })?;
-        let (img, lab) = batch_tensors(batch, self.cfg.num_classes)?;
+        let feed = self.inputs.feed(batch, self.cfg.num_classes)?;
         let backward = Backward {
             session: &self.session,
             loss_scale: (self.loss_scale.clone(), self.scale_feed(loss_scale)?),
-            images: (self.inputs.images.clone(), img),
-            labels: (self.inputs.labels.clone(), lab),
+            inputs: (self.inputs.images.clone(), self.inputs.labels.clone()),
+            feed,
             metrics: self.metric_outputs(),
             targets: [&self.bn_update, &queues.enqueue_all],
             queues,
@@ -795,11 +734,11 @@ impl EvalGraph {
     }
 
     /// Counts on one batch.
-    pub fn evaluate(&mut self, batch: &BatchRef) -> Result<EvalOutput, ModelError> {
-        let (img, lab) = batch_tensors(batch, self.cfg.num_classes)?;
+    pub fn evaluate(&mut self, batch: &impl AsFeed) -> Result<EvalOutput, ModelError> {
+        let feed = self.inputs.feed(batch, self.cfg.num_classes)?;
         let mut args = SessionRunArgs::new();
-        args.add_feed(&self.inputs.images, 0, &img);
-        args.add_feed(&self.inputs.labels, 0, &lab);
+        args.add_feed(&self.inputs.images, 0, feed.images());
+        args.add_feed(&self.inputs.labels, 0, feed.labels());
         let [c1, c5, ls] =
             [&self.correct1, &self.correct5, &self.loss_sum].map(|o| request(&mut args, o));
         self.session
@@ -815,7 +754,7 @@ impl EvalGraph {
             correct_top1: c1.round() as usize,
             correct_top5: c5.round() as usize,
             loss_sum: f64::from(ls),
-            n: batch.n,
+            n: feed.len(),
         })
     }
 }

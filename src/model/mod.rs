@@ -15,11 +15,12 @@
 //! Files: `tf.rs` crate workarounds, `layers.rs` conv / batch norm / dense, `resnet.rs` the
 //! network, `loss.rs` cross-entropy, L2 and top-k, `optim.rs` flat gradients and momentum, `rewrite.rs` the ReLU-gradient GraphDef rewrite,
 //! `saver.rs` the SaveV2/RestoreV2 ops, `graph.rs` the two graphs with their sessions,
-//! `outputs.rs` what a step returns, `overlap.rs` the gradient queues that let the all-reduce
+//! `feed.rs` the batch as reusable input tensors, `outputs.rs` what a step returns, `overlap.rs` the gradient queues that let the all-reduce
 //! overlap backward,
 //! `export.rs` the inference graph as a SavedModel, `device.rs` the `--gpu` device check.
 mod device;
 mod export;
+mod feed;
 mod graph;
 mod layers;
 mod loss;
@@ -33,7 +34,8 @@ pub(crate) mod tf;
 
 pub use device::{check_device, cpu_runs_bf16, device_list};
 pub use export::{ExportGraph, ExportSpec, SYNSETS_FILE};
-pub use graph::{BatchRef, EvalGraph, EvalOutput, StepNodes, TrainGraph, VarInfo};
+pub use feed::{AsFeed, BatchRef, Feed, FeedPool};
+pub use graph::{EvalGraph, EvalOutput, StepNodes, TrainGraph, VarInfo};
 pub use outputs::{FusedOutput, Gradients, StepMetrics, StepOutput};
 pub use overlap::{Backward, GroupReader};
 

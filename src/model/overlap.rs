@@ -7,6 +7,7 @@
 //! thread, and [`GroupReader::take`] on the caller's thread, which blocks until the group it
 //! asks for is enqueued. The caller takes the groups in a fixed order (last layers first) so
 //! every rank all-reduces the same group at the same time.
+use super::feed::Fed;
 use super::outputs::{fetch_metrics, request_metrics, Gradients, StepMetrics};
 use super::tf;
 use super::ModelError;
@@ -75,8 +76,9 @@ impl GradientQueues {
 pub struct Backward<'g> {
     pub(crate) session: &'g Session,
     pub(crate) loss_scale: (Operation, Tensor<f32>),
-    pub(crate) images: (Operation, Tensor<u8>),
-    pub(crate) labels: (Operation, Tensor<i32>),
+    /// The image and label placeholders, and what they are fed.
+    pub(crate) inputs: (Operation, Operation),
+    pub(crate) feed: Fed<'g>,
     pub(crate) metrics: [&'g Output; 4],
     pub(crate) targets: [&'g Operation; 2],
     pub(crate) queues: &'g GradientQueues,
@@ -88,8 +90,8 @@ impl Backward<'_> {
     /// error instead of waiting for ever.
     pub fn run(self) -> Result<StepMetrics, ModelError> {
         let mut args = SessionRunArgs::new();
-        args.add_feed(&self.images.0, 0, &self.images.1);
-        args.add_feed(&self.labels.0, 0, &self.labels.1);
+        args.add_feed(&self.inputs.0, 0, self.feed.images());
+        args.add_feed(&self.inputs.1, 0, self.feed.labels());
         args.add_feed(&self.loss_scale.0, 0, &self.loss_scale.1);
         let tokens = request_metrics(&mut args, self.metrics);
         for t in self.targets {

@@ -2,6 +2,7 @@
 //! (`dawnrun-data`), the graph (`model`) and the all-reduce (`dawnrun-dist`) at once.
 //!
 //! - [`setup`]: graph, restore or start, broadcast, pipelines, the step log (before step 0)
+//! - [`feeder`]: the thread that fills the graph's input tensors one batch ahead of the step
 //! - [`step`]: one optimizer step (gradients -> all-reduce -> verdict -> apply), shared with
 //!   `trainer bench` and `trainer gradcheck`
 //! - [`run`](mod@run): the loop: next batch -> update -> log -> checkpoint
@@ -9,6 +10,7 @@
 //! - [`hooks`]: faults the process tests inject (frozen, killed, failing, poisoned ranks)
 //! - [`log`]: the step line, metrics.jsonl and TensorBoard events (rank 0)
 
+pub mod feeder;
 pub mod hooks;
 pub mod log;
 pub mod loss_scale;

@@ -1,6 +1,6 @@
 //! The training loop, one process per rank: setup (`setup.rs`), then per phase a pipeline at
-//! the phase's data, size and batch, and per step: next batch -> update (`step.rs`) -> log ->
-//! checkpoint (rank 0) when due. At the end every rank checks that the replicas agree.
+//! the phase's data, size and batch with its feeder (`feeder.rs`), and per step: next batch ->
+//! update (`step.rs`) -> log -> checkpoint (rank 0) when due. At the end every rank checks that the replicas agree.
 
 use std::time::Instant;
 
@@ -8,14 +8,15 @@ use anyhow::{bail, Context, Result};
 use dawnrun_dist::timeline::Lane;
 use dawnrun_dist::World;
 
-use dawnrun_data::pipeline::TrainPipeline;
+use dawnrun_data::pipeline::SkippedImage;
 
+use super::feeder::Feeder;
 use super::hooks::{inject, poison};
 use super::log::Tally;
 use super::setup::{start_pipeline, RunConfig, Trainer};
 use super::step::update;
 use crate::checkpoint::{self, CheckpointMeta};
-use crate::model::{BatchRef, TrainGraph};
+use crate::model::TrainGraph;
 use crate::run_dir::{self, Done};
 
 #[derive(Debug, Clone)]
@@ -37,33 +38,30 @@ pub fn run(cfg: RunConfig, world: &World) -> Result<RunSummary> {
             break;
         }
         t.log.start_phase(phase, world.size());
-        let mut pipeline = start_pipeline(&cfg, phase, step, world)?;
-        let mut reported = 0;
+        let pipeline = start_pipeline(&cfg, phase, step, world)?;
+        let mut feeder = Feeder::start(pipeline, t.graph.feed_pool(), cfg.model.num_classes)?;
         while step < phase.end_step.min(t.end_step) {
             inject(cfg.test_fault, step, world.rank())?;
             let wait = Instant::now();
-            let batch = {
+            let input = {
                 let _s = t.replicas.enter(step, Lane::InputWait, "next batch");
-                pipeline
-                    .next()
+                feeder
+                    .next_batch()
                     .with_context(|| format!("step {step}: input pipeline"))?
             };
             t.log.waited(wait.elapsed());
-            t.replicas.skipped_here += report_skips(&pipeline, &mut reported, world.rank());
+            t.replicas.skipped_here += report_skips(&input.skipped, world.rank());
             let lr = plan.lr_at(step);
-            let view = BatchRef::from(&batch);
-            let out = update(&mut t.graph, &mut t.replicas, &view, step, lr, &t.log)?;
+            let out = update(&mut t.graph, &mut t.replicas, &input.feed, step, lr, &t.log)?;
             step += 1;
             last_loss = out.loss;
             let seconds = t.train_seconds();
             let tally = Tally {
-                images: batch.n * world.size(),
+                images: input.feed.len() * world.size(),
                 loss_scale: t.replicas.scaler.scale(),
                 skipped_images: t.replicas.skipped_everywhere,
                 elapsed_s: seconds,
             };
-            // The graph has its own copy: the buffer can carry a later batch.
-            pipeline.give_back(batch);
             t.log.after_step(step, phase, &out, tally);
             if plan.checkpoint_due(step) || step == t.end_step {
                 poison(cfg.test_fault, step, &mut t.graph)?;
@@ -127,11 +125,10 @@ fn save_checkpoint(
     Ok(())
 }
 
-/// Names, on this rank's stderr, the images its pipeline skipped since the last call (whichever
-/// rank meets a bad image names it); returns how many were new.
-fn report_skips(pipeline: &TrainPipeline, reported: &mut usize, rank: usize) -> u64 {
-    let new = pipeline.skipped_since(*reported);
-    for s in &new {
+/// Names, on this rank's stderr, the images its pipeline skipped before this batch (whichever
+/// rank meets a bad image names it); returns how many.
+fn report_skips(skipped: &[SkippedImage], rank: usize) -> u64 {
+    for s in skipped {
         say!(
             "rank {rank}: skipped an undecodable JPEG: {}: record at byte {}: {}",
             s.file.display(),
@@ -139,8 +136,7 @@ fn report_skips(pipeline: &TrainPipeline, reported: &mut usize, rank: usize) -> 
             s.cause
         );
     }
-    *reported += new.len();
-    new.len() as u64
+    skipped.len() as u64
 }
 
 /// Closes the timeline and, on rank 0, the logs; marks a finished run with `done.json`.

@@ -27,7 +27,7 @@ use dawnrun_schedule::{Allreduce, Compression};
 use super::hooks::{freeze_in_allreduce, TestFault};
 use super::log::StepLog;
 use super::loss_scale::{all_finite, LossScaler, Verdict};
-use crate::model::{BatchRef, Gradients, StepMetrics, StepOutput, TrainGraph};
+use crate::model::{AsFeed, Gradients, StepMetrics, StepOutput, TrainGraph};
 
 /// What a step needs besides the graph: the other ranks, the timeline and the loss scaler.
 pub struct Replicas<'w> {
@@ -129,7 +129,7 @@ impl<'w> Replicas<'w> {
 pub fn average_gradients(
     graph: &mut TrainGraph,
     ex: &mut Replicas,
-    batch: &BatchRef,
+    batch: &impl AsFeed,
     step: u64,
 ) -> Result<StepOutput> {
     if ex.overlap.is_some() {
@@ -201,7 +201,7 @@ fn share_metrics(ex: &mut Replicas, m: &mut StepMetrics) {
 fn overlapped_gradients(
     graph: &mut TrainGraph,
     ex: &mut Replicas,
-    batch: &BatchRef,
+    batch: &impl AsFeed,
     step: u64,
 ) -> Result<StepOutput> {
     let mut grads = ex
@@ -273,7 +273,7 @@ fn overlapped_gradients(
 pub fn update(
     graph: &mut TrainGraph,
     ex: &mut Replicas,
-    batch: &BatchRef,
+    batch: &impl AsFeed,
     step: u64,
     lr: f64,
     log: &StepLog,
