@@ -18,7 +18,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     println!("| batch x px | MB | new tensor per batch (ms) | pooled tensor refilled (ms) |");
     println!("|---|---:|---:|---:|");
-    for (n, px) in [(32usize, 128usize), (740, 128), (256, 224), (196, 224), (128, 288)] {
+    for (n, px) in [
+        (32usize, 128usize),
+        (740, 128),
+        (256, 224),
+        (196, 224),
+        (128, 288),
+    ] {
         let images: Vec<u8> = (0..n * px * px * 3)
             .map(|i| (i * 7919 % 251) as u8)
             .collect();

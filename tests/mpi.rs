@@ -116,6 +116,42 @@ fn an_overlapped_run_matches_the_plain_run_step_for_step() {
     assert_eq!(losses[0], losses[1]);
 }
 
+/// The finite check of the averaged gradients is shared: each rank looks at its own share of
+/// them and the ranks add up their answers. A NaN in the last gradient lies in the last rank's
+/// share alone, yet rank 0 logs the skipped step and every rank skips it (the replicas would
+/// differ otherwise), with the overlapped step too.
+#[test]
+fn a_nan_in_one_ranks_share_of_the_gradients_skips_the_step_on_every_rank() {
+    let tmp = tempdir();
+    for (np, overlap) in [(3usize, false), (2, true)] {
+        let name = format!("nan_np{np}_{overlap}");
+        let extra = format!(
+            "  loss_scale: dynamic\n  initial_loss_scale: 1024\n  log_every_steps: 1\n  checkpoint_every_steps: 1\ndistributed:\n  fusion_threshold_mb: 1\n  overlap: {overlap}\n"
+        );
+        let sched = schedule(tmp.path(), &name, &extra, &[TINY]);
+        let run_dir = tmp.path().join(&name);
+        let mut c = trainer_mpirun(np, &sched, &run_dir);
+        c.args(["--max-steps", "3"])
+            .env("DAWNRUN_NAN_GRADIENT_AT_STEP", "1");
+        let out = ok(c);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("step 1: non-finite gradients, update skipped, loss scale now 512"),
+            "np {np}: {err}"
+        );
+        assert!(!err.contains("step 0: non-finite") && !err.contains("step 2: non-finite"));
+        assert!(
+            err.contains(&format!("all {np} ranks hold identical weights")),
+            "np {np}: {err}"
+        );
+        let scales: Vec<f64> = metrics(&run_dir)
+            .iter()
+            .map(|r| r["loss_scale"].as_f64().unwrap())
+            .collect();
+        assert_eq!(scales, [1024.0, 512.0, 512.0], "np {np}");
+    }
+}
+
 #[test]
 fn one_failing_rank_ends_a_four_rank_job_promptly_with_its_message() {
     let tmp = tempdir();

@@ -198,7 +198,8 @@ fn arm_decode_panic_hook() {
 /// `DAWNRUN_FREEZE_AT_STEP=S` / `DAWNRUN_KILL_AT_STEP=S` make it stop / kill itself there,
 /// `DAWNRUN_FREEZE_IN_ALLREDUCE_AT_STEP=S` stop itself inside step S's all-reduce, and
 /// `DAWNRUN_NAN_STATE_AT_STEP=S` puts a NaN into its state before the checkpoint after S steps,
-/// on the rank named by `DAWNRUN_FAIL_RANK` (every rank when unset).
+/// and `DAWNRUN_NAN_GRADIENT_AT_STEP=S` one into step S's averaged gradients, on the rank named
+/// by `DAWNRUN_FAIL_RANK` (every rank when unset).
 fn test_fault(rank: usize) -> Option<TestFault> {
     let num = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     match num("DAWNRUN_FAIL_RANK") {
@@ -210,7 +211,8 @@ fn test_fault(rank: usize) -> Option<TestFault> {
                 num("DAWNRUN_FREEZE_IN_ALLREDUCE_AT_STEP").map(TestFault::FreezeInAllreduceAt)
             })
             .or_else(|| num("DAWNRUN_KILL_AT_STEP").map(TestFault::KillAt))
-            .or_else(|| num("DAWNRUN_NAN_STATE_AT_STEP").map(TestFault::NanStateAt)),
+            .or_else(|| num("DAWNRUN_NAN_STATE_AT_STEP").map(TestFault::NanStateAt))
+            .or_else(|| num("DAWNRUN_NAN_GRADIENT_AT_STEP").map(TestFault::NanGradientAt)),
     }
 }
 

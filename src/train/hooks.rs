@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use crate::model::TrainGraph;
 
 /// Faults the process tests inject through the environment (`DAWNRUN_FAIL_AT_STEP`,
-/// `DAWNRUN_FREEZE_AT_STEP`, `DAWNRUN_FREEZE_IN_ALLREDUCE_AT_STEP`, `DAWNRUN_KILL_AT_STEP`, `DAWNRUN_NAN_STATE_AT_STEP`, with
+/// `DAWNRUN_FREEZE_AT_STEP`, `DAWNRUN_FREEZE_IN_ALLREDUCE_AT_STEP`, `DAWNRUN_KILL_AT_STEP`, `DAWNRUN_NAN_STATE_AT_STEP`, `DAWNRUN_NAN_GRADIENT_AT_STEP`, with
 /// `DAWNRUN_FAIL_RANK`): the real failures they stand for cannot be summoned on demand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TestFault {
@@ -23,6 +23,19 @@ pub enum TestFault {
     KillAt(u64),
     /// Put a NaN into the state just before the checkpoint after this many steps.
     NanStateAt(u64),
+    /// Put a NaN into the last averaged gradient of this step, as an overflowing mean would
+    /// leave one: set on every rank, it lies in the last rank's share of the finite check only.
+    NanGradientAt(u64),
+}
+
+/// The test hook [`TestFault::NanGradientAt`]: a NaN in the last of this step's averaged
+/// gradients.
+pub fn nan_gradient(fault: Option<TestFault>, step: u64, grads: &mut [f32]) {
+    if fault == Some(TestFault::NanGradientAt(step)) {
+        if let Some(last) = grads.last_mut() {
+            *last = f32::NAN;
+        }
+    }
 }
 
 /// The test hook [`TestFault::NanStateAt`]: a NaN in the last momentum slot value before the

@@ -6,7 +6,10 @@
 //!    and sum the few per-step scalars (loss, batch accuracy, skipped images) in one small
 //!    `MPI_Allreduce`;
 //! 4. verdict: finite or not, decided by the loss scaler on the shared loss and the averaged
-//!    gradients, so every rank applies or skips the same step;
+//!    gradients, so every rank applies or skips the same step. The averaged gradients are the
+//!    same bits on every rank, so each rank checks only its own 1/N share of them and the
+//!    answers ride on step 3's small `MPI_Allreduce`: a pass over 1/N of the gradients instead
+//!    of all of them, on the step's critical path (5 ms for ResNet-50's 102 MB on one core here);
 //! 5. apply: momentum update at this step's learning rate.
 //!
 //! At one rank there is nothing to average: the whole step is one session run
@@ -24,10 +27,10 @@ use dawnrun_dist::timeline::{Lane, Span, Timeline};
 use dawnrun_dist::{Allreducer, Watchdog, World};
 use dawnrun_schedule::{Allreduce, Compression};
 
-use super::hooks::{freeze_in_allreduce, TestFault};
+use super::hooks::{freeze_in_allreduce, nan_gradient, TestFault};
 use super::log::StepLog;
 use super::loss_scale::{all_finite, LossScaler, Verdict};
-use crate::model::{AsFeed, Gradients, StepMetrics, StepOutput, TrainGraph};
+use crate::model::{AsFeed, Gradients, StepMetrics, TrainGraph};
 
 /// What a step needs besides the graph: the other ranks, the timeline and the loss scaler.
 pub struct Replicas<'w> {
@@ -123,15 +126,25 @@ impl<'w> Replicas<'w> {
     }
 }
 
-/// Steps 1-3: this rank's gradients, averaged over all ranks; the loss, total loss and batch
-/// accuracy in the output are the means over all ranks' batches. The batch-norm moving
-/// statistics are updated too (they stay local to each rank, as in Horovod).
+/// Steps 1-3's result on every rank.
+pub struct Averaged {
+    /// The mean of all ranks' gradients, the same bits everywhere.
+    pub grads: Gradients,
+    /// The loss, total loss and batch accuracy: means over all ranks' batches.
+    pub metrics: StepMetrics,
+    /// Every averaged gradient is finite (all ranks agree on it).
+    pub finite: bool,
+}
+
+/// Steps 1-3: this rank's gradients, averaged over all ranks, with the metrics' means and the
+/// shared finite check. The batch-norm moving statistics are updated too (they stay local to
+/// each rank, as in Horovod).
 pub fn average_gradients(
     graph: &mut TrainGraph,
     ex: &mut Replicas,
     batch: &impl AsFeed,
     step: u64,
-) -> Result<StepOutput> {
+) -> Result<Averaged> {
     if ex.overlap.is_some() {
         return overlapped_gradients(graph, ex, batch, step);
     }
@@ -155,8 +168,13 @@ pub fn average_gradients(
     ex.allreducer
         .average(ex.world, &mut out.grads, ex.timeline.as_ref())
         .with_context(|| format!("step {step}: all-reduce"))?;
-    share_metrics(ex, &mut out.metrics);
-    Ok(out)
+    nan_gradient(ex.test_fault, step, &mut out.grads);
+    let finite = share_metrics(ex, &mut out.metrics, &out.grads);
+    Ok(Averaged {
+        grads: out.grads,
+        metrics: out.metrics,
+        finite,
+    })
 }
 
 /// Step 2: this rank reached `step` (rank 0 warns about, or ends the job over, late ranks).
@@ -176,23 +194,42 @@ fn ready(
     Ok(stall.ready(world, step)?)
 }
 
-/// The metrics and skip counts summed over ranks in one small `MPI_Allreduce`; the metrics
-/// become means.
-fn share_metrics(ex: &mut Replicas, m: &mut StepMetrics) {
+/// The metrics, skip counts and finite checks summed over ranks in one small `MPI_Allreduce`;
+/// the metrics become means. Returns whether every averaged gradient is finite: each rank
+/// checks its share of `grads` ([`check_share`]), the whole of it where the all-reduce does not
+/// promise the same bits everywhere.
+fn share_metrics(ex: &mut Replicas, m: &mut StepMetrics, grads: &[f32]) -> bool {
+    let (rank, size) = (ex.world.rank(), ex.world.size());
+    let share = if ex.allreducer.identical_everywhere() {
+        check_share(grads.len(), rank, size)
+    } else {
+        0..grads.len()
+    };
     let mut shared = [
         f64::from(m.loss),
         f64::from(m.total_loss),
         f64::from(m.top1),
         f64::from(m.top5),
         ex.skipped_here as f64,
+        f64::from(u8::from(!all_finite(&grads[share]))),
     ];
     ex.world.sum_f64(&mut shared);
-    let n = ex.world.size() as f64;
+    let n = size as f64;
     m.loss = (shared[0] / n) as f32;
     m.total_loss = (shared[1] / n) as f32;
     m.top1 = (shared[2] / n) as f32;
     m.top5 = (shared[3] / n) as f32;
     ex.skipped_everywhere = shared[4].round() as u64;
+    shared[5] == 0.0
+}
+
+/// The part of `len` averaged gradients that rank `rank` of `size` checks for finiteness: the
+/// ranks' parts tile `0..len`.
+fn check_share(len: usize, rank: usize, size: usize) -> std::ops::Range<usize> {
+    dawnrun_dist::chunk_bounds(len, size.max(1))
+        .get(rank)
+        .cloned()
+        .unwrap_or(0..0)
 }
 
 /// Steps 1-3 with the all-reduce overlapping backward: backward runs on a worker thread and
@@ -203,7 +240,7 @@ fn overlapped_gradients(
     ex: &mut Replicas,
     batch: &impl AsFeed,
     step: u64,
-) -> Result<StepOutput> {
+) -> Result<Averaged> {
     let mut grads = ex
         .overlap
         .as_mut()
@@ -263,8 +300,13 @@ fn overlapped_gradients(
         o.hidden += hidden;
         o.exposed += exposed;
     }
-    share_metrics(ex, &mut metrics);
-    Ok(StepOutput { grads, metrics })
+    nan_gradient(ex.test_fault, step, &mut grads);
+    let finite = share_metrics(ex, &mut metrics, &grads);
+    Ok(Averaged {
+        grads,
+        metrics,
+        finite,
+    })
 }
 
 /// The whole step on `batch` at learning rate `lr`: steps 1-5 above (one session run at one
@@ -287,10 +329,10 @@ pub fn update(
         (out.metrics, out.applied)
     } else {
         let out = average_gradients(graph, ex, batch, step)?;
-        // The loss is the mean over ranks and the gradients are averaged: a non-finite value
-        // on any rank makes both non-finite everywhere, so every rank reaches the same verdict.
+        // The loss is the mean over ranks and the gradients' check is shared: a non-finite
+        // value on any rank is seen by all, so every rank reaches the same verdict.
         let m = &out.metrics;
-        let finite = m.loss.is_finite() && m.total_loss.is_finite() && all_finite(&out.grads);
+        let finite = m.loss.is_finite() && m.total_loss.is_finite() && out.finite;
         if finite {
             let _s = ex.enter(step, Lane::Update, "apply");
             graph
@@ -325,4 +367,30 @@ pub fn update(
         ),
     }
     Ok(metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_share;
+
+    #[test]
+    fn the_ranks_checks_tile_the_gradients() {
+        for len in [0usize, 1, 7, 1000, 11_181_642] {
+            for size in 1..=9 {
+                let shares: Vec<_> = (0..size).map(|r| check_share(len, r, size)).collect();
+                assert_eq!(shares[0].start, 0);
+                assert_eq!(shares[size - 1].end, len);
+                assert!(shares.windows(2).all(|w| w[0].end == w[1].start));
+                let (min, max) = shares.iter().fold((usize::MAX, 0), |(lo, hi), r| {
+                    (lo.min(r.len()), hi.max(r.len()))
+                });
+                assert!(max - min <= 1, "len {len} size {size}");
+            }
+        }
+        assert_eq!(
+            check_share(10, 3, 2),
+            0..0,
+            "a rank beyond the world checks nothing"
+        );
+    }
 }

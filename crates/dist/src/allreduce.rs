@@ -90,6 +90,13 @@ impl Allreducer {
         &self.plan
     }
 
+    /// Whether [`Allreducer::average`] leaves the same bits on every rank: true for ours (each
+    /// element is reduced by one rank and copied; with fp16 on the wire the owner rounds as the
+    /// receivers decode), not promised by `MPI_Allreduce`.
+    pub fn identical_everywhere(&self) -> bool {
+        self.method != Allreduce::Mpi
+    }
+
     /// The hierarchical method's (hosts, ranks per host) once it has run; `None` for the other
     /// methods, before its route is chosen, or where it fell back to the flat ring.
     pub fn layout(&self) -> Option<(usize, usize)> {
