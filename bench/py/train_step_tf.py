@@ -170,8 +170,10 @@ def main():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(args.batch, args.px, args.px, 3), dtype=np.uint8)
     labels = rng.integers(0, args.classes, size=(args.batch,), dtype=np.int32)
-    # Held as tensors, made once: dawnrun's pre-made path also fills its input tensors once.
-    images, labels = tf.constant(images), tf.constant(labels)
+    # Held as host tensors, made once: dawnrun's pre-made path also fills its input tensors once
+    # (on a GPU machine both sides still copy the batch to the device each step).
+    with tf.device("/CPU:0"):
+        images, labels = tf.constant(images), tf.constant(labels)
     if args.serve:
         steps = {"premade": lambda: float(train_step(images, labels))}
         if args.records:

@@ -198,10 +198,14 @@ fn arm_decode_panic_hook() {
 /// `DAWNRUN_FREEZE_AT_STEP=S` / `DAWNRUN_KILL_AT_STEP=S` make it stop / kill itself there,
 /// `DAWNRUN_FREEZE_IN_ALLREDUCE_AT_STEP=S` stop itself inside step S's all-reduce, and
 /// `DAWNRUN_NAN_STATE_AT_STEP=S` puts a NaN into its state before the checkpoint after S steps,
-/// and `DAWNRUN_NAN_GRADIENT_AT_STEP=S` one into step S's averaged gradients, on the rank named
-/// by `DAWNRUN_FAIL_RANK` (every rank when unset).
+/// on the rank named by `DAWNRUN_FAIL_RANK` (every rank when unset).
+/// `DAWNRUN_NAN_GRADIENT_AT_STEP=S` puts a NaN into step S's averaged gradients on every rank.
 fn test_fault(rank: usize) -> Option<TestFault> {
     let num = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    // On every rank whatever DAWNRUN_FAIL_RANK says: the averaged gradients are the same on all.
+    if let Some(step) = num("DAWNRUN_NAN_GRADIENT_AT_STEP") {
+        return Some(TestFault::NanGradientAt(step));
+    }
     match num("DAWNRUN_FAIL_RANK") {
         Some(r) if r as usize != rank => None,
         _ => num("DAWNRUN_FAIL_AT_STEP")
@@ -211,8 +215,7 @@ fn test_fault(rank: usize) -> Option<TestFault> {
                 num("DAWNRUN_FREEZE_IN_ALLREDUCE_AT_STEP").map(TestFault::FreezeInAllreduceAt)
             })
             .or_else(|| num("DAWNRUN_KILL_AT_STEP").map(TestFault::KillAt))
-            .or_else(|| num("DAWNRUN_NAN_STATE_AT_STEP").map(TestFault::NanStateAt))
-            .or_else(|| num("DAWNRUN_NAN_GRADIENT_AT_STEP").map(TestFault::NanGradientAt)),
+            .or_else(|| num("DAWNRUN_NAN_STATE_AT_STEP").map(TestFault::NanStateAt)),
     }
 }
 

@@ -39,8 +39,8 @@ impl<'a> From<&'a dawnrun_data::Batch> for BatchRef<'a> {
     }
 }
 
-/// Image tensors no feed holds, for reuse. At most this many are kept: one being run, one filled
-/// ahead, one being filled, and one to spare.
+/// Image tensors no feed holds, kept for reuse. The trainer holds at most two at once (the one
+/// being run, the one filled ahead); `trainer bench` holds its pre-made batch as well.
 const SPARES: usize = 4;
 
 /// Reusable `[N, H, W, 3]` u8 image tensors, shared by a graph and whoever fills its feeds. Clones

@@ -4,15 +4,16 @@
 //! batch 256) then runs while the previous step computes instead of between steps, as a prefetch
 //! to the device does in tf.data and DALI; the step starts on tensors that are ready.
 //!
-//! Holding exactly one filled batch (a rendezvous channel) keeps the pipeline's order: batch k of
-//! the phase is step k's, as without the feeder. At the end of a phase the batch filled ahead is
-//! dropped, as the pipeline's own prefetched batches are.
+//! One thread and a first-in first-out channel keep the pipeline's order: batch k of the phase
+//! is step k's, as without the feeder. The channel holds nothing (a rendezvous), so the feeder
+//! fills at most one batch ahead. At the end of a phase that batch is dropped, as the pipeline's
+//! own prefetched batches are.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Result};
-use dawnrun_data::pipeline::{SkippedImage, TrainPipeline};
+use dawnrun_data::pipeline::{PipelineStop, SkippedImage, TrainPipeline};
 
 use crate::model::{BatchRef, Feed, FeedPool};
 
@@ -27,6 +28,8 @@ pub struct Filled {
 pub struct Feeder {
     /// `None` only while dropping: dropping it first is what stops the thread.
     batches: Option<Receiver<Result<Filled>>>,
+    /// Stops the pipeline the thread may be waiting on.
+    stop: PipelineStop,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -35,12 +38,14 @@ impl Feeder {
     /// `num_classes`.
     pub fn start(pipeline: TrainPipeline, pool: FeedPool, num_classes: u32) -> Result<Feeder> {
         let (tx, rx) = sync_channel(0);
+        let stop = pipeline.stopper();
         let thread = std::thread::Builder::new()
             .name("feeder".into())
             .spawn(move || feed(pipeline, pool, num_classes, tx))
             .map_err(|e| anyhow!("starting the feeder thread: {e}"))?;
         Ok(Feeder {
             batches: Some(rx),
+            stop,
             thread: Some(thread),
         })
     }
@@ -58,10 +63,13 @@ impl Feeder {
 }
 
 impl Drop for Feeder {
-    /// Closes the channel, which ends the thread at its next hand-over, and waits for it (it
-    /// drops the pipeline, which joins the pipeline's threads).
+    /// Closes the channel, which ends the thread at its next hand-over, and stops the pipeline,
+    /// which ends a wait for a batch at once instead of after the batch is made (an error exit
+    /// reaches `MPI_Abort` sooner); then waits for the thread, which drops the pipeline and so
+    /// joins the pipeline's threads.
     fn drop(&mut self) {
         drop(self.batches.take());
+        self.stop.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -130,8 +130,8 @@ impl LossScaler {
     }
 }
 
-/// True when every value is finite. Checked on the all-reduced gradients, so every rank reaches
-/// the same verdict (they hold bitwise identical buffers).
+/// True when every value is finite. Each rank checks its share of the all-reduced gradients and
+/// the ranks add up their answers (`step.rs`), so every rank reaches the same verdict.
 pub fn all_finite(values: &[f32]) -> bool {
     // `v * 0` is 0 for a finite v and NaN otherwise. Sixteen independent sums let the compiler
     // vectorise (one running sum is a serial chain: 5x slower on 11M floats).

@@ -3,8 +3,8 @@
 //! 1. gradients: forward + backward of this rank's batch; unscaled flat gradients to the host;
 //! 2. ready: tell rank 0 this rank reached the step (the stall check);
 //! 3. all-reduce: average the gradients over ranks (bitwise identical everywhere with our methods),
-//!    and sum the few per-step scalars (loss, batch accuracy, skipped images) in one small
-//!    `MPI_Allreduce`;
+//!    and sum the few per-step scalars (loss, batch accuracy, skipped images, the finite checks
+//!    of step 4) in one small `MPI_Allreduce`;
 //! 4. verdict: finite or not, decided by the loss scaler on the shared loss and the averaged
 //!    gradients, so every rank applies or skips the same step. The averaged gradients are the
 //!    same bits on every rank, so each rank checks only its own 1/N share of them and the
@@ -128,7 +128,7 @@ impl<'w> Replicas<'w> {
 
 /// Steps 1-3's result on every rank.
 pub struct Averaged {
-    /// The mean of all ranks' gradients, the same bits everywhere.
+    /// The mean of all ranks' gradients (the same bits everywhere with our all-reduces).
     pub grads: Gradients,
     /// The loss, total loss and batch accuracy: means over all ranks' batches.
     pub metrics: StepMetrics,

@@ -6,18 +6,6 @@ mod common;
 use common::*;
 use dawnrun_data::TrainPipeline;
 
-/// Names of this process's threads that belong to a pipeline.
-fn pipeline_threads() -> Vec<String> {
-    let mut names = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let comm = std::fs::read_to_string(task.unwrap().path().join("comm")).unwrap_or_default();
-        if comm.starts_with("dawnrun-") {
-            names.push(comm.trim().to_string());
-        }
-    }
-    names
-}
-
 #[test]
 fn drop_joins_every_pipeline_thread() {
     let dir = tempfile::tempdir().unwrap();

@@ -311,7 +311,8 @@ impl StopSignal {
 struct Engine {
     output: Option<Receiver<BatcherMsg>>,
     slots: Arc<slots::Slots>,
-    stop: Option<Sender<()>>,
+    /// Dropping the sender is the stop signal; shared with [`PipelineStop`] handles.
+    stop: PipelineStop,
     threads: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
     waited: Duration,
@@ -389,11 +390,25 @@ impl Engine {
 impl Drop for Engine {
     /// The shutdown protocol of the module doc: stop, drop the output, join everything.
     fn drop(&mut self) {
-        drop(self.stop.take());
+        self.stop.stop();
         drop(self.output.take());
         for thread in self.threads.drain(..) {
             // A panicked thread has nothing left to clean up; its panic was already printed.
             let _ = thread.join();
+        }
+    }
+}
+
+/// Stops a pipeline from another thread than the one that owns it: its threads wind down and a
+/// `next` waiting on them returns [`PipelineError::Stopped`]. Dropping the pipeline still joins
+/// them. Clones stop the same pipeline.
+#[derive(Clone)]
+pub struct PipelineStop(Arc<Mutex<Option<Sender<()>>>>);
+
+impl PipelineStop {
+    pub fn stop(&self) {
+        if let Ok(mut sender) = self.0.lock() {
+            drop(sender.take());
         }
     }
 }
@@ -444,7 +459,7 @@ fn start_engine(
         delivered_skips: 0,
         output: Some(output_rx),
         slots: slots.clone(),
-        stop: Some(stop_tx),
+        stop: PipelineStop(Arc::new(Mutex::new(Some(stop_tx)))),
         threads: Vec::new(),
         shared: shared.clone(),
         waited: Duration::ZERO,
@@ -578,6 +593,12 @@ impl TrainPipeline {
     /// every step, and without the skips of batches prefetched but not yet trained on.
     pub fn skipped_since(&self, seen: usize) -> Vec<SkippedImage> {
         self.engine.skipped_since(seen)
+    }
+
+    /// A handle that stops this pipeline from another thread (one that is waiting in `next`
+    /// included), for a consumer that runs the pipeline on a thread of its own.
+    pub fn stopper(&self) -> PipelineStop {
+        self.engine.stop.clone()
     }
 }
 

@@ -194,3 +194,16 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// Names of this process's threads that belong to a pipeline (count them only in a test binary
+/// of one test: other tests' pipelines would show up too).
+pub fn pipeline_threads() -> Vec<String> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let comm = std::fs::read_to_string(task.unwrap().path().join("comm")).unwrap_or_default();
+        if comm.starts_with("dawnrun-") {
+            names.push(comm.trim().to_string());
+        }
+    }
+    names
+}
