@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tensorflow::Tensor;
+use tensorflow::{Operation, SessionRunArgs, Tensor};
 
 use super::ModelError;
 
@@ -147,13 +147,25 @@ impl Feed {
         self.labels.is_empty()
     }
 
-    pub(super) fn images(&self) -> &Tensor<u8> {
+    /// Feeds the batch to the `images` and `labels` placeholders of a run.
+    pub(super) fn add_to<'a>(
+        &'a self,
+        args: &mut SessionRunArgs<'a>,
+        images: &'a Operation,
+        labels: &'a Operation,
+    ) {
+        args.add_feed(images, 0, self.images());
+        args.add_feed(labels, 0, &self.labels);
+    }
+
+    fn images(&self) -> &Tensor<u8> {
         self.images
             .as_ref()
             .expect("a feed holds its images until it is dropped")
     }
 
-    pub(super) fn labels(&self) -> &Tensor<i32> {
+    #[cfg(test)]
+    fn labels(&self) -> &Tensor<i32> {
         &self.labels
     }
 }

@@ -400,8 +400,7 @@ impl TrainGraph {
         let feed = self.inputs.feed(batch, self.cfg.num_classes)?;
         let scale = self.scale_feed(loss_scale)?;
         let mut args = SessionRunArgs::new();
-        args.add_feed(&self.inputs.images, 0, feed.images());
-        args.add_feed(&self.inputs.labels, 0, feed.labels());
+        feed.add_to(&mut args, &self.inputs.images, &self.inputs.labels);
         args.add_feed(&self.loss_scale, 0, &scale);
         let g = request(&mut args, &self.grads);
         let m = request_metrics(&mut args, self.metric_outputs());
@@ -451,8 +450,7 @@ impl TrainGraph {
         let scale = self.scale_feed(loss_scale)?;
         let lr = Tensor::from(lr);
         let mut args = SessionRunArgs::new();
-        args.add_feed(&self.inputs.images, 0, feed.images());
-        args.add_feed(&self.inputs.labels, 0, feed.labels());
+        feed.add_to(&mut args, &self.inputs.images, &self.inputs.labels);
         args.add_feed(&self.loss_scale, 0, &scale);
         args.add_feed(&self.learning_rate, 0, &lr);
         let f = request(&mut args, &self.finite);
@@ -737,8 +735,7 @@ impl EvalGraph {
     pub fn evaluate(&mut self, batch: &impl AsFeed) -> Result<EvalOutput, ModelError> {
         let feed = self.inputs.feed(batch, self.cfg.num_classes)?;
         let mut args = SessionRunArgs::new();
-        args.add_feed(&self.inputs.images, 0, feed.images());
-        args.add_feed(&self.inputs.labels, 0, feed.labels());
+        feed.add_to(&mut args, &self.inputs.images, &self.inputs.labels);
         let [c1, c5, ls] =
             [&self.correct1, &self.correct5, &self.loss_sum].map(|o| request(&mut args, o));
         self.session

@@ -90,8 +90,7 @@ impl Backward<'_> {
     /// error instead of waiting for ever.
     pub fn run(self) -> Result<StepMetrics, ModelError> {
         let mut args = SessionRunArgs::new();
-        args.add_feed(&self.inputs.0, 0, self.feed.images());
-        args.add_feed(&self.inputs.1, 0, self.feed.labels());
+        self.feed.add_to(&mut args, &self.inputs.0, &self.inputs.1);
         args.add_feed(&self.loss_scale.0, 0, &self.loss_scale.1);
         let tokens = request_metrics(&mut args, self.metrics);
         for t in self.targets {

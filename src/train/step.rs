@@ -168,13 +168,24 @@ pub fn average_gradients(
     ex.allreducer
         .average(ex.world, &mut out.grads, ex.timeline.as_ref())
         .with_context(|| format!("step {step}: all-reduce"))?;
-    nan_gradient(ex.test_fault, step, &mut out.grads);
-    let finite = share_metrics(ex, &mut out.metrics, &out.grads);
-    Ok(Averaged {
-        grads: out.grads,
-        metrics: out.metrics,
+    Ok(shared(ex, step, out.grads, out.metrics))
+}
+
+/// The end of steps 1-3 on either path: the test hook, then the metrics and the finite checks
+/// shared over ranks.
+fn shared(
+    ex: &mut Replicas,
+    step: u64,
+    mut grads: Gradients,
+    mut metrics: StepMetrics,
+) -> Averaged {
+    nan_gradient(ex.test_fault, step, &mut grads);
+    let finite = share_metrics(ex, &mut metrics, &grads);
+    Averaged {
+        grads,
+        metrics,
         finite,
-    })
+    }
 }
 
 /// Step 2: this rank reached `step` (rank 0 warns about, or ends the job over, late ranks).
@@ -291,7 +302,7 @@ fn overlapped_gradients(
         })();
         (worker.join(), reduced)
     });
-    let mut metrics = match metrics {
+    let metrics = match metrics {
         Ok(m) => m.with_context(|| format!("step {step}: forward/backward"))?,
         Err(_) => bail!("step {step}: the backward thread panicked"),
     };
@@ -300,13 +311,7 @@ fn overlapped_gradients(
         o.hidden += hidden;
         o.exposed += exposed;
     }
-    nan_gradient(ex.test_fault, step, &mut grads);
-    let finite = share_metrics(ex, &mut metrics, &grads);
-    Ok(Averaged {
-        grads,
-        metrics,
-        finite,
-    })
+    Ok(shared(ex, step, grads, metrics))
 }
 
 /// The whole step on `batch` at learning rate `lr`: steps 1-5 above (one session run at one
