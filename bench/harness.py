@@ -42,6 +42,8 @@ sys.path.insert(0, HERE)
 import table  # noqa: E402
 
 MB = 1e6
+# Every section of the bench, in the order it runs (`--only` picks some).
+ONLY_ALL = "records,pipeline,train,allreduce,scaling"
 FLOATS = [("1M", 1_000_000), ("25.6M", 25_600_000)]
 
 
@@ -680,11 +682,21 @@ class Bench:
         limit = self.define("scale/limit", "trainer images/s at np 2 (ours column) vs two independent np 1 "
                             "trainers at once, one per core (reference column: scaling without any "
                             "communication, this machine's limit); %s" % how, "images/s (global)", "rate")
+        exchange = self.define("scale/exchange", "trainer images/s at np 2 (ours column) vs the same np 2 job "
+                               "stepping in lockstep without exchanging gradients (reference column: each rank "
+                               "applies its own in one session run, the ranks meet in one small MPI_Allreduce a "
+                               "step; DIFFERENT WORK: the reference averages nothing): what the all-reduce, the "
+                               "second session run and the finite check cost; same processes, %s" % how,
+                               "images/s (global)", "rate")
+        lockstep = self.define("scale/lockstep", "np 2 job stepping in lockstep without exchanging gradients "
+                               "(ours column) vs two independent np 1 trainers at once (reference column): what "
+                               "waiting for the slower rank each step costs on this machine, and any difference "
+                               "between the processes; %s" % how, "images/s (global)", "rate")
         # mpirun binds each of the 2 ranks to its own core, as taskset pins the single trainers.
         job = self.trainer_cmd(records, "fp32", 2) + ["--serve"]
         solo = [["taskset", "-c", str(core)] + self.trainer_cmd(records, "fp32") + ["--serve"]
                 for core in (0, 1)]
-        targets = [(r, side) for r in (row, limit) for side in ("ours", "reference")]
+        targets = [(r, side) for r in (row, limit, exchange, lockstep) for side in ("ours", "reference")]
 
         def rate(times, ranks):
             return 32 * ranks / statistics.median(times)
@@ -703,7 +715,10 @@ class Bench:
                     got = {}
 
                     def turn_job():
-                        got["np2"] = rate(served["job"].steps("trainer", k), 2)
+                        # Our step and the lockstep reference back to back in the same processes,
+                        # first one then the other by rounds.
+                        for path in (("trainer", "lockstep") if i % 2 == 0 else ("lockstep", "trainer")):
+                            got[path] = rate(served["job"].steps(path, k), 2)
 
                     def turn_alone():
                         got["np1"] = rate(served["solo%d" % alone].steps("trainer", k), 1)
@@ -716,8 +731,11 @@ class Bench:
                     for t in turn_order([turn_job, turn_alone, turn_pair], i):
                         t()
                     extra = {"set": n, "round": i, "np1_core": alone}
-                    for (r, side), v in {(row, "ours"): got["np2"], (row, "reference"): got["np1"],
-                                         (limit, "ours"): got["np2"], (limit, "reference"): got["pair"]}.items():
+                    for (r, side), v in {(row, "ours"): got["trainer"], (row, "reference"): got["np1"],
+                                         (limit, "ours"): got["trainer"], (limit, "reference"): got["pair"],
+                                         (exchange, "ours"): got["trainer"], (exchange, "reference"): got["lockstep"],
+                                         (lockstep, "ours"): got["lockstep"],
+                                         (lockstep, "reference"): got["pair"]}.items():
                         self.sample(r, side, value=v, extra=extra)
 
         try:
@@ -744,6 +762,13 @@ class Bench:
         self.alternate([overlap(True, "ours"), overlap(False, "reference")])
 
     # ---- header and table -------------------------------------------------------------------
+    def command(self):
+        """How to repeat this run: `make bench`, or `bash bench/run.sh --only ...` for a part."""
+        quick = "QUICK=1 " if self.quick else ""
+        if self.args.only != ONLY_ALL:
+            return "%sbash bench/run.sh --only %s" % (quick, self.args.only)
+        return quick + "make bench"
+
     def write_table(self, started):
         cpu = "unknown CPU"
         try:
@@ -764,7 +789,7 @@ class Bench:
             "- TensorFlow's oneDNN CPU kernels: TF_ENABLE_ONEDNN_OPTS=%s for every process unless a row "
             "says otherwise" % os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: TensorFlow's default)"),
             "- mode: %s; wall time %.1f min; command: `%s`" % (
-                mode, (time.time() - started.timestamp()) / 60, "QUICK=1 make bench" if self.quick else "make bench"),
+                mode, (time.time() - started.timestamp()) / 60, self.command()),
             "- 1-minute load average %.1f at start, %.1f at end (above ~2 other work shared the cores: "
             "treat the numbers as noisy)" % (self.load_at_start, os.getloadavg()[0]),
             cpu_line(foreign_cpu(self.cpu_at_start, cpu_clock())),
@@ -797,7 +822,7 @@ def parse_args(argv):
     ap.add_argument("--work", help="scratch folder (default: a new temp dir, removed at the end)")
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     ap.add_argument("--timeout", type=float, default=600)
-    ap.add_argument("--only", default="records,pipeline,train,allreduce,scaling",
+    ap.add_argument("--only", default=ONLY_ALL,
                     help="comma-separated sections to run")
     args = ap.parse_args(argv)
     args.pipeline_seconds = 3 if args.quick else 6

@@ -370,7 +370,7 @@ fn bench_serve_times_both_paths_on_request_and_names_a_bad_request() {
     assert!(!out.status.success());
     let err = common::text(&out.stderr);
     assert!(
-        err.contains("\"premade many\": expected `premade K` or `trainer K`"),
+        err.contains("\"premade many\": expected `premade K`, `trainer K` or `lockstep K`"),
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
@@ -409,7 +409,12 @@ fn bench_serve_at_two_ranks_answers_once_per_request_and_ends_together() {
     };
     assert_eq!(json()["ready"], true);
     let mut stdin = child.stdin.take().unwrap();
-    for (path, k) in [("trainer", 2), ("premade", 3), ("trainer", 1)] {
+    for (path, k) in [
+        ("trainer", 2),
+        ("premade", 3),
+        ("lockstep", 2),
+        ("trainer", 1),
+    ] {
         writeln!(stdin, "{path} {k}").unwrap();
         let answer = json();
         assert_eq!(answer["path"], path, "{answer}");
@@ -426,7 +431,7 @@ fn bench_serve_at_two_ranks_answers_once_per_request_and_ends_together() {
         "a second answer: {rest:?}"
     );
     // --timeline: each rank traced every step it ran, the warm-up of both paths (1 each) and
-    // the 6 asked for, each through the step's phases.
+    // the 6 asked for, each through the step's phases, and the 2 lockstep steps apart.
     for rank in 0..2 {
         let path = tmp.path().join(format!("trace.rank{rank}.json"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
@@ -436,6 +441,9 @@ fn bench_serve_at_two_ranks_answers_once_per_request_and_ends_together() {
         assert_eq!(count("gradients"), 8, "rank {rank}: {text}");
         assert_eq!(count("apply"), 8, "rank {rank}: {text}");
         assert_eq!(count("hierarchical mean"), 8, "rank {rank}: {text}");
+        // The lockstep reference: each rank's own one-run step, then a meeting, no all-reduce.
+        assert_eq!(count("lockstep step"), 2, "rank {rank}: {text}");
+        assert_eq!(count("lockstep meet"), 2, "rank {rank}: {text}");
     }
 
     let mut child = start();
@@ -450,7 +458,7 @@ fn bench_serve_at_two_ranks_answers_once_per_request_and_ends_together() {
     // Not `timeout`'s 124: the job ended on the error, rank 1 included.
     assert_ne!(out.status.code(), Some(124), "{err}");
     assert!(
-        err.contains("\"trainer 0\": expected `premade K` or `trainer K`"),
+        err.contains("\"trainer 0\": expected `premade K`, `trainer K` or `lockstep K`"),
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");

@@ -24,7 +24,8 @@ echo '{"method":"mpi","np":2,"floats":1,"seconds_median":1.0,"bus_gbps":2.0,"max
 """
 
 
-# A trainer whose `bench --serve` answers with fixed step times (pre-made 0.5 s, fed 0.7 s) and
+# A trainer whose `bench --serve` answers with fixed step times (pre-made 0.5 s, fed 0.7 s,
+# lockstep 0.6 s) and
 # logs each request; any other call prints nothing (a stub: its rows read "missing"). Under
 # mpirun only rank 0 serves, as the real one answers only there.
 FAKE_TRAINER = """#!%s
@@ -39,7 +40,8 @@ for line in sys.stdin:
     path, k = line.split()
     log.write(path + "\\n")
     log.flush()
-    print(json.dumps({"path": path, "step_s": [0.5 if path == "premade" else 0.7] * int(k)}), flush=True)
+    step = {"premade": 0.5, "lockstep": 0.6}.get(path, 0.7)
+    print(json.dumps({"path": path, "step_s": [step] * int(k)}), flush=True)
 """ % sys.executable
 
 
@@ -84,10 +86,11 @@ class HarnessTest(unittest.TestCase):
             # the Keras reference really run; one round for each of 2 pairs of processes, ours
             # started first in the first pair and second in the other. Then the scaling rows: an
             # np 2 job and two single trainers up at once (3 starts), 2 rounds of a turn each for
-            # the job and one single trainer and a turn of both single trainers (8 requests).
+            # the job (our step and the lockstep reference) and one single trainer and a turn of
+            # both single trainers (8 trainer requests, 2 lockstep).
             requests = read(os.path.join(bin_dir, "trainer.requests")).split()
             self.assertEqual(requests[:6], ["start", "premade", "trainer", "start", "trainer", "premade"])
-            self.assertEqual(sorted(requests[6:]), ["start"] * 3 + ["trainer"] * 8)
+            self.assertEqual(sorted(requests[6:]), ["lockstep"] * 2 + ["start"] * 3 + ["trainer"] * 8)
             started = [line for line in read(os.path.join(results, "bench.log")).splitlines()
                        if line.endswith("(serving)")]
             self.assertEqual(["train_step_tf.py" in line for line in started], [False, True, True, False] + [False] * 3)
@@ -98,6 +101,14 @@ class HarnessTest(unittest.TestCase):
             self.assertAlmostEqual(scale["reference"], 32 / 0.7)
             self.assertAlmostEqual(scale["ratio"], 2.0)
             self.assertAlmostEqual(limit["ratio"], 1.0)
+            # Lockstep steps of 0.6 s: the exchange costs 0.1 s of 0.7, lockstep gains on the pair.
+            exchange, lockstep = rows["scale/exchange"], rows["scale/lockstep"]
+            self.assertAlmostEqual(exchange["ours"], 64 / 0.7)
+            self.assertAlmostEqual(exchange["reference"], 64 / 0.6)
+            self.assertAlmostEqual(exchange["ratio"], 0.6 / 0.7)
+            self.assertAlmostEqual(lockstep["ours"], 64 / 0.6)
+            self.assertAlmostEqual(lockstep["reference"], 64 / 0.7)
+            self.assertEqual(exchange["paired"]["rounds"], 2)
             self.assertEqual(scale["paired"]["rounds"], 2)
             self.assertEqual(sorted((x["side"], x["extra"]["round"], x["extra"]["np1_core"]) for x in samples
                                     if x["row"] == "scale/np2"),
@@ -127,6 +138,8 @@ class HarnessTest(unittest.TestCase):
                           "| GB/s bus |", md)
             self.assertIn("| all-reduce np 2, 25.6M floats: flat ring vs MPI_Allreduce | 4.00 | 2.00 | 2.00x | GB/s bus |",
                           md)
+            # The header says how to repeat the run, sections included.
+            self.assertIn("command: `QUICK=1 bash bench/run.sh --only train,allreduce,scaling`", md)
             self.assertIn("make-synthetic missing", md)
             self.assertIn("missing commands of ours: target/release/make-synthetic, target/release/trainer bench", md)
             self.assertIn(md.split("\n\n| what")[1][:10], p.stdout)

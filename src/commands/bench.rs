@@ -68,8 +68,8 @@ pub struct BenchArgs {
     json: bool,
     /// Stay up for interleaved timing (`bench/harness.py`'s step and scaling rows): after the
     /// warm-up of both paths print `{"ready": true, "params": N}`, then for each stdin line
-    /// `premade K` or `trainer K` run K steps of that path and print their times as JSON (rank
-    /// 0's, at every rank count).
+    /// `premade K`, `trainer K` or `lockstep K` (the trainer's input, no gradient exchange) run
+    /// K steps of that path and print their times as JSON (rank 0's, at every rank count).
     #[arg(long)]
     serve: bool,
     /// Also write the training graph's GraphDef to this file and its step's node names to
@@ -245,6 +245,21 @@ impl Stepper<'_, '_> {
 
     /// `k` steps fed by the pipeline, each timed from asking for its batch to the update's end.
     fn fed(&mut self, k: usize) -> Result<Vec<f64>> {
+        self.fed_steps(k, false)
+    }
+
+    /// `k` steps fed by the pipeline in which the ranks exchange no gradients: each applies its
+    /// own in one session run (the one-rank step) and they meet only in one small
+    /// `MPI_Allreduce` a step, so they still wait for each other every step. The scaling rows'
+    /// reference: our step against this, in the same processes, is what the gradient exchange
+    /// costs (all-reduce, second session run, finite check); this against two independent
+    /// trainers is what lockstep itself costs on the machine. The replicas drift apart, so it
+    /// is for timing only.
+    fn lockstep(&mut self, k: usize) -> Result<Vec<f64>> {
+        self.fed_steps(k, true)
+    }
+
+    fn fed_steps(&mut self, k: usize, lockstep: bool) -> Result<Vec<f64>> {
         let Some(feeder) = self.feeder.as_mut() else {
             anyhow::bail!("no pipeline: `trainer bench` needs --records for the trainer's path");
         };
@@ -257,14 +272,25 @@ impl Stepper<'_, '_> {
                     .enter(self.step, Lane::InputWait, "next batch");
                 feeder.next_batch()?
             };
-            update(
-                self.graph,
-                self.replicas,
-                &input.feed,
-                self.step,
-                0.01,
-                &self.log,
-            )?;
+            if lockstep {
+                let ex = &mut *self.replicas;
+                let out = {
+                    let _s = ex.enter(self.step, Lane::Compute, "lockstep step");
+                    self.graph
+                        .fused_step(&input.feed, ex.scaler.scale(), 0.01)?
+                };
+                let _s = ex.enter(self.step, Lane::Negotiate, "lockstep meet");
+                ex.world.sum_f64(&mut [f64::from(out.metrics.loss)]);
+            } else {
+                update(
+                    self.graph,
+                    self.replicas,
+                    &input.feed,
+                    self.step,
+                    0.01,
+                    &self.log,
+                )?;
+            }
             self.step += 1;
             times.push(t.elapsed().as_secs_f64());
         }
@@ -338,6 +364,7 @@ fn serve(args: &BenchArgs, world: &World, stepper: &mut Stepper) -> Result<()> {
         let times = match path {
             Path::Premade => stepper.premade(k)?,
             Path::Trainer => stepper.fed(k)?,
+            Path::Lockstep => stepper.lockstep(k)?,
         };
         if world.rank() == 0 {
             let answer = serde_json::json!({ "path": path.name(), "step_s": times });
@@ -352,6 +379,8 @@ fn serve(args: &BenchArgs, world: &World, stepper: &mut Stepper) -> Result<()> {
 enum Path {
     Premade,
     Trainer,
+    /// The trainer's input, but no gradient exchange (see `Stepper::lockstep`).
+    Lockstep,
 }
 
 impl Path {
@@ -359,11 +388,12 @@ impl Path {
         match self {
             Path::Premade => "premade",
             Path::Trainer => "trainer",
+            Path::Lockstep => "lockstep",
         }
     }
 }
 
-/// A serve request: `premade K` or `trainer K`, K > 0 steps.
+/// A serve request: `premade K`, `trainer K` or `lockstep K`, K > 0 steps.
 fn parse_request(line: &str) -> Result<(Path, usize)> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let k = match words[..] {
@@ -373,7 +403,10 @@ fn parse_request(line: &str) -> Result<(Path, usize)> {
     match (words.first().copied(), k) {
         (Some("premade"), Some(k)) => Ok((Path::Premade, k)),
         (Some("trainer"), Some(k)) => Ok((Path::Trainer, k)),
-        _ => anyhow::bail!("request {line:?}: expected `premade K` or `trainer K` (K > 0)"),
+        (Some("lockstep"), Some(k)) => Ok((Path::Lockstep, k)),
+        _ => anyhow::bail!(
+            "request {line:?}: expected `premade K`, `trainer K` or `lockstep K` (K > 0)"
+        ),
     }
 }
 
@@ -385,17 +418,19 @@ mod tests {
     fn requests_name_a_path_and_a_positive_step_count() {
         assert_eq!(parse_request("premade 5").unwrap(), (Path::Premade, 5));
         assert_eq!(parse_request(" trainer  3 ").unwrap(), (Path::Trainer, 3));
+        assert_eq!(parse_request("lockstep 2").unwrap(), (Path::Lockstep, 2));
         for bad in [
             "premade many",
             "trainer 0",
             "trainer",
             "fed 2",
             "premade 2 3",
+            "lockstep -1",
             "",
         ] {
             let err = parse_request(bad).unwrap_err().to_string();
             assert!(
-                err.contains("expected `premade K` or `trainer K`"),
+                err.contains("expected `premade K`, `trainer K` or `lockstep K`"),
                 "{bad}: {err}"
             );
         }
