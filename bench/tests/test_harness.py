@@ -45,6 +45,15 @@ for line in sys.stdin:
 """ % sys.executable
 
 
+def tf_default_onednn():
+    """Whether TensorFlow turns oneDNN on by itself on this CPU, asked as the harness asks."""
+    env = dict(os.environ)
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    probe = "from tensorflow.python.util import _pywrap_util_port as p; print(p.IsMklEnabled())"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip().endswith("True")
+
+
 def read(path):
     with open(path) as f:
         return f.read()
@@ -65,7 +74,8 @@ class HarnessTest(unittest.TestCase):
             write_exe(os.path.join(bin_dir, "trainer"), FAKE_TRAINER)
             results = os.path.join(root, "results")
             env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", OMPI_ALLOW_RUN_AS_ROOT="1",
-                       OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
+                       OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
+                       TF_ENABLE_ONEDNN_OPTS="1")
             p = subprocess.run([sys.executable, os.path.join(BENCH, "harness.py"), "--root", root, "--quick",
                                 "--only", "train,allreduce,scaling", "--results", results],
                                capture_output=True, text=True, env=env)
@@ -93,8 +103,13 @@ class HarnessTest(unittest.TestCase):
             self.assertEqual(sorted(requests[6:]), ["lockstep"] * 2 + ["start"] * 3 + ["trainer"] * 8)
             started = [line for line in read(os.path.join(results, "bench.log")).splitlines()
                        if line.endswith("(serving)")]
-            self.assertEqual(["train_step_tf.py" in line for line in started], [False, True, True, False] + [False] * 3)
-            self.assertEqual([line.split()[1] for line in started[4:]], ["mpirun", "taskset", "taskset"])
+            # Where TensorFlow's own default on this CPU is Eigen (no AVX-512), each pair also
+            # starts Keras at that default, last: the step-tf-default row.
+            plain = [] if tf_default_onednn() else [True]
+            self.assertEqual(["train_step_tf.py" in line for line in started],
+                             [False, True] + plain + [True, False] + plain + [False] * 3)
+            self.assertEqual([line.split()[1] for line in started[-3:]], ["mpirun", "taskset", "taskset"])
+            self.assertEqual("train/r18/fp32/step-tf-default" in rows, bool(plain))
             # Fed steps of 0.7 s: np 2 moves 64 images a step, np 1 32, the pair 2 x 32.
             scale, limit = rows["scale/np2"], rows["scale/limit"]
             self.assertAlmostEqual(scale["ours"], 64 / 0.7)
