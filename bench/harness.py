@@ -151,8 +151,9 @@ class Served:
             pass  # it has ended: _next says how
 
     def answer(self):
-        """The step times of the last request."""
-        return self._next()["step_s"]
+        """The step times of the last request (its whole answer stays in `last`)."""
+        self.last = self._next()
+        return self.last["step_s"]
 
     def steps(self, path, k):
         self.ask(path, k)
@@ -659,6 +660,24 @@ class Bench:
         return go
 
     # ---- 6. scaling -------------------------------------------------------------------------
+    def served_rounds(self, sets_wanted):
+        """The served scaling rows' plan: (rounds, sets of processes, rounds per set, steps per
+        turn); QUICK: 2 rounds in one set."""
+        rounds = 2 if self.quick else max(1, self.args.scaling_rounds)
+        sets = max(1, min(rounds, 1 if self.quick else sets_wanted))
+        per_set = -(-rounds // sets)
+        return rounds, -(-rounds // per_set), per_set, self.steps_per_round(18)
+
+    def over_sets(self, targets, plan, serve_set):
+        """serve_set(n, rounds of set n) for every set of `plan`; a missing or failed process
+        marks every target."""
+        rounds, sets, per_set, _ = plan
+        try:
+            for n in range(sets):
+                serve_set(n, range(n * per_set, min((n + 1) * per_set, rounds)))
+        except (Missing, Failed) as e:
+            self.mark(targets, e)
+
     def scaling_rows(self, records):
         """np 2 against np 1, and against two independent np 1 trainers, the three served side
         by side: one `mpirun -np 2` job and two single trainers pinned to core 0 and core 1 stay
@@ -668,12 +687,8 @@ class Bench:
         the EPYC box and the row's five alternations 1.47-2.06x: a turn here meets the same
         moments of the machine as the other two. The rounds are spread over several sets of
         processes, each set starting them in another order, as the step rows do."""
-        a = self.args
-        rounds = 2 if self.quick else max(1, a.scaling_rounds)
-        sets = max(1, min(rounds, 1 if self.quick else a.scaling_sets))
-        per_set = -(-rounds // sets)
-        sets = -(-rounds // per_set)
-        k = self.steps_per_round(18)
+        plan = self.served_rounds(self.args.scaling_sets)
+        rounds, sets, _, k = plan
         how = "%d rounds x %d steps over %d process set%s, the sides taking turns" % (
             rounds, k, sets, "" if sets == 1 else "s")
         row = self.define("scale/np2", "trainer images/s at np 2 (ours column) vs np 1 (reference column), "
@@ -701,14 +716,14 @@ class Bench:
         def rate(times, ranks):
             return 32 * ranks / statistics.median(times)
 
-        def serve_set(n):
+        def serve_set(n, set_rounds):
             with contextlib.ExitStack() as stack:
                 # Each set starts the three in another order (a process started first can stay
                 # a little slower for its whole life).
                 starts = [("job", job), ("solo0", solo[0]), ("solo1", solo[1])]
                 starts = starts[n % 3:] + starts[:n % 3]
                 served = {name: stack.enter_context(Served(self, cmd, ours=True)) for name, cmd in starts}
-                for i in range(n * per_set, min((n + 1) * per_set, rounds)):
+                for i in set_rounds:
                     # np 1 is the trainer on core 0 in two rounds, on core 1 in the next two:
                     # over 12 rounds each core meets each of turn_order's six orders once.
                     alone = (i // 2) % 2
@@ -738,28 +753,42 @@ class Bench:
                                          (lockstep, "reference"): got["pair"]}.items():
                         self.sample(r, side, value=v, extra=extra)
 
-        try:
-            for n in range(sets):
-                serve_set(n)
-        except (Missing, Failed) as e:
-            self.mark(targets, e)
+        self.over_sets(targets, plan, serve_set)
+        self.overlap_row(records)
 
+    def overlap_row(self, records):
+        """Overlap against no overlap, served side by side as the scaling rows are: two np 2
+        jobs up at once, taking turns of a few steps, the first one first in even rounds (while
+        one steps, the other's ranks sleep in their request broadcast). Separate 20-step jobs
+        spread 25.5-34.6 images/s on the same side here and read 1.18x where this read 0.93x by
+        hand (BENCHMARKS.md)."""
+        plan = self.served_rounds(2)
+        rounds, sets, _, k = plan
         over = self.define("scale/overlap", "trainer images/s at np 2, fp32, 4 MiB fusion groups: all-reduce "
                            "overlapped with backward, 6 TF inter-op threads (ours column) vs after backward, "
-                           "TF's default threads (reference column)", "images/s (global)", "rate")
+                           "TF's default threads (reference column); two np 2 jobs served side by side, "
+                           "%d rounds x %d steps over %d process set%s, the sides taking turns" % (
+                               rounds, k, sets, "" if sets == 1 else "s"), "images/s (global)", "rate")
+        base = self.trainer_cmd(records, "fp32", 2) + ["--fusion-mb", "4", "--serve"]
+        cmds = {"ours": base + ["--overlap", "--inter-op-threads", "6"], "reference": base}
+        targets = [(over, side) for side in ("ours", "reference")]
 
-        def overlap(on, side):
-            def go():
-                cmd = self.trainer_cmd(records, "fp32", 2) + ["--fusion-mb", "4"]
-                if on:
-                    cmd += ["--overlap", "--inter-op-threads", "6"]
-                r = self.run_json(cmd, ours=True)[-1]
-                if on:
-                    return {(over, side): (r["images_per_s"], {"allreduce_hidden_pct": r.get("allreduce_hidden_pct")})}
-                return {(over, side): r["images_per_s"]}
-            return [(over, side)], go
+        def serve_set(n, set_rounds):
+            with contextlib.ExitStack() as stack:
+                order = ("ours", "reference") if n % 2 == 0 else ("reference", "ours")
+                served = {side: stack.enter_context(Served(self, cmds[side], ours=True)) for side in order}
+                for i in set_rounds:
+                    got = {}
+                    for side in (order if i % 2 == 0 else order[::-1]):
+                        times = served[side].steps("trainer", k)
+                        extra = {"set": n, "round": i}
+                        if served[side].last.get("allreduce_hidden_pct") is not None:
+                            extra["allreduce_hidden_pct"] = served[side].last["allreduce_hidden_pct"]
+                        got[side] = (64 / statistics.median(times), extra)
+                    for side, (value, extra) in got.items():
+                        self.sample(over, side, value=value, extra=extra)
 
-        self.alternate([overlap(True, "ours"), overlap(False, "reference")])
+        self.over_sets(targets, plan, serve_set)
 
     # ---- header and table -------------------------------------------------------------------
     def command(self):

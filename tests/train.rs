@@ -359,6 +359,7 @@ fn bench_serve_times_both_paths_on_request_and_names_a_bad_request() {
         let times = answer["step_s"].as_array().unwrap();
         assert_eq!(times.len(), k);
         assert!(times.iter().all(|t| t.as_f64().unwrap() > 0.0), "{answer}");
+        assert!(answer.get("allreduce_hidden_pct").is_none(), "{answer}");
     }
     drop(stdin);
     assert!(child.wait().unwrap().success());
@@ -379,6 +380,7 @@ fn bench_serve_times_both_paths_on_request_and_names_a_bad_request() {
 /// `trainer bench --serve` under mpirun (what `make bench`'s scaling rows use): rank 0 reads the
 /// requests and passes them on, every rank runs the steps, only rank 0 answers (one line per
 /// request), and stdin's end ends the whole job. A bad request ends every rank, not only rank 0.
+/// With `--overlap` (the overlap row) each answer also says how much of the all-reduce was hidden.
 #[test]
 fn bench_serve_at_two_ranks_answers_once_per_request_and_ends_together() {
     use std::io::{BufRead, BufReader, Write};
@@ -387,13 +389,12 @@ fn bench_serve_at_two_ranks_answers_once_per_request_and_ends_together() {
     let records = common::fixture().join("records").join("48");
     let tmp = common::tempdir();
     let trace = tmp.path().join("trace.json");
-    let start = || {
+    let start = |more: &[&str]| {
         let mut c = common::mpirun(2, &common::bin("trainer"));
         c.args(["bench", "--depth", "18", "--classes", "4", "--px", "32"])
             .args(["--batch", "4", "--warmup", "1", "--serve", "--records"])
             .arg(&records)
-            .arg("--timeline")
-            .arg(&trace)
+            .args(more)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -401,7 +402,7 @@ fn bench_serve_at_two_ranks_answers_once_per_request_and_ends_together() {
             .expect("starting mpirun -np 2 trainer bench --serve")
     };
 
-    let mut child = start();
+    let mut child = start(&["--timeline", trace.to_str().unwrap()]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut json = || -> serde_json::Value {
         let line = lines.next().expect("a line").expect("readable");
@@ -421,6 +422,7 @@ fn bench_serve_at_two_ranks_answers_once_per_request_and_ends_together() {
         let times = answer["step_s"].as_array().unwrap();
         assert_eq!(times.len(), k, "{answer}");
         assert!(times.iter().all(|t| t.as_f64().unwrap() > 0.0), "{answer}");
+        assert!(answer.get("allreduce_hidden_pct").is_none(), "{answer}");
     }
     drop(stdin);
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
@@ -446,11 +448,25 @@ fn bench_serve_at_two_ranks_answers_once_per_request_and_ends_together() {
         assert_eq!(count("lockstep meet"), 2, "rank {rank}: {text}");
     }
 
-    let mut child = start();
+    let mut child = start(&["--overlap", "--fusion-mb", "0.01"]);
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut ready = String::new();
-    stdout.read_line(&mut ready).unwrap();
-    assert!(ready.contains("\"ready\":true"), "{ready}");
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("\"ready\":true"), "{line}");
+    writeln!(child.stdin.as_mut().unwrap(), "trainer 2").unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        answer["step_s"].as_array().map(Vec::len),
+        Some(2),
+        "{answer}"
+    );
+    let hidden = answer["allreduce_hidden_pct"].as_f64();
+    assert!(
+        hidden.is_some_and(|h| (0.0..=100.0).contains(&h)),
+        "{answer}"
+    );
     writeln!(child.stdin.as_mut().unwrap(), "trainer 0").unwrap();
     let out = child.wait_with_output().unwrap();
     let err = common::text(&out.stderr);

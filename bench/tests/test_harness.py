@@ -25,9 +25,9 @@ echo '{"method":"mpi","np":2,"floats":1,"seconds_median":1.0,"bus_gbps":2.0,"max
 
 
 # A trainer whose `bench --serve` answers with fixed step times (pre-made 0.5 s, fed 0.7 s,
-# lockstep 0.6 s) and
-# logs each request; any other call prints nothing (a stub: its rows read "missing"). Under
-# mpirun only rank 0 serves, as the real one answers only there.
+# lockstep 0.6 s; fed 0.64 s with --overlap, which also reports a hidden share) and logs each
+# request; any other call prints nothing (a stub: its rows read "missing"). Under mpirun only
+# rank 0 serves, as the real one answers only there.
 FAKE_TRAINER = """#!%s
 import json, os, sys
 if "--serve" not in sys.argv or os.environ.get("OMPI_COMM_WORLD_RANK", "0") != "0":
@@ -36,12 +36,16 @@ log = open(sys.argv[0] + ".requests", "a")
 log.write("start\\n")
 log.flush()
 print(json.dumps({"ready": True, "params": 11181642}), flush=True)
+overlap = "--overlap" in sys.argv
 for line in sys.stdin:
     path, k = line.split()
-    log.write(path + "\\n")
+    log.write(path + ("+overlap" if overlap else "") + "\\n")
     log.flush()
-    step = {"premade": 0.5, "lockstep": 0.6}.get(path, 0.7)
-    print(json.dumps({"path": path, "step_s": [step] * int(k)}), flush=True)
+    step = {"premade": 0.5, "lockstep": 0.6}.get(path, 0.64 if overlap else 0.7)
+    answer = {"path": path, "step_s": [step] * int(k)}
+    if overlap:
+        answer["allreduce_hidden_pct"] = 40.0
+    print(json.dumps(answer), flush=True)
 """ % sys.executable
 
 
@@ -80,18 +84,19 @@ class HarnessTest(unittest.TestCase):
                 r = rows["ring/2/%s" % label]
                 self.assertEqual((r["ours"], r["reference"]), (4.0, 2.0))
                 self.assertAlmostEqual(r["ratio"], 2.0)
-            over = rows["scale/overlap"]
-            self.assertEqual(over["cells"][1], "n/a (missing: target/release/trainer bench)")
-            self.assertIsNone(over["ratio"])
             # The step rows: both sides up at once, turns alternating (QUICK: 2 rounds of 3 steps),
             # the Keras reference really run; one round for each of 2 pairs of processes, ours
             # started first in the first pair and second in the other. Then the scaling rows: an
             # np 2 job and two single trainers up at once (3 starts), 2 rounds of a turn each for
             # the job (our step and the lockstep reference) and one single trainer and a turn of
-            # both single trainers (8 trainer requests, 2 lockstep).
+            # both single trainers (8 trainer requests, 2 lockstep). Last the overlap row: two
+            # np 2 jobs, with and without overlap, up at once, 2 rounds of a turn each, the job
+            # with overlap first in the first round and second in the other.
             requests = read(os.path.join(bin_dir, "trainer.requests")).split()
             self.assertEqual(requests[:6], ["start", "premade", "trainer", "start", "trainer", "premade"])
-            self.assertEqual(sorted(requests[6:]), ["lockstep"] * 2 + ["start"] * 3 + ["trainer"] * 8)
+            self.assertEqual(sorted(requests[6:-6]), ["lockstep"] * 2 + ["start"] * 3 + ["trainer"] * 8)
+            self.assertEqual(requests[-6:], ["start", "start", "trainer+overlap", "trainer", "trainer",
+                                             "trainer+overlap"])
             started = [line for line in read(os.path.join(results, "bench.log")).splitlines()
                        if line.endswith("(serving)")]
             # Where TensorFlow's own default on this CPU is Eigen (no AVX-512), each pair also
@@ -101,8 +106,10 @@ class HarnessTest(unittest.TestCase):
             self.assertIn("TensorFlow's own default on this CPU: oneDNN kernels", header)
             plain = [True] if "oneDNN kernels off" in header else []
             self.assertEqual(["train_step_tf.py" in line for line in started],
-                             [False, True] + plain + [True, False] + plain + [False] * 3)
-            self.assertEqual([line.split()[1] for line in started[-3:]], ["mpirun", "taskset", "taskset"])
+                             [False, True] + plain + [True, False] + plain + [False] * 5)
+            self.assertEqual([line.split()[1] for line in started[-5:]],
+                             ["mpirun", "taskset", "taskset", "mpirun", "mpirun"])
+            self.assertEqual(["--overlap" in line for line in started[-2:]], [True, False])
             self.assertEqual("train/r18/fp32/step-tf-default" in rows, bool(plain))
             # Fed steps of 0.7 s: np 2 moves 64 images a step, np 1 32, the pair 2 x 32.
             scale, limit = rows["scale/np2"], rows["scale/limit"]
@@ -122,6 +129,15 @@ class HarnessTest(unittest.TestCase):
             self.assertEqual(sorted((x["side"], x["extra"]["round"], x["extra"]["np1_core"]) for x in samples
                                     if x["row"] == "scale/np2"),
                              [("ours", 0, 0), ("ours", 1, 0), ("reference", 0, 0), ("reference", 1, 0)])
+            # Overlapped steps of 0.64 s against 0.7 s, paired by round, the hidden share kept.
+            over = rows["scale/overlap"]
+            self.assertAlmostEqual(over["ours"], 64 / 0.64)
+            self.assertAlmostEqual(over["reference"], 64 / 0.7)
+            self.assertAlmostEqual(over["ratio"], 0.7 / 0.64)
+            self.assertEqual(over["paired"]["rounds"], 2)
+            self.assertEqual(sorted((x["side"], x["extra"].get("allreduce_hidden_pct")) for x in samples
+                                    if x["row"] == "scale/overlap"),
+                             [("ours", 40.0), ("ours", 40.0), ("reference", None), ("reference", None)])
             premade, step = rows["train/r18/fp32/premade"], rows["train/r18/fp32/step"]
             self.assertEqual((premade["ours"], step["ours"]), (0.5, 0.7))
             self.assertGreater(premade["reference"], 0)
@@ -150,7 +166,8 @@ class HarnessTest(unittest.TestCase):
             # The header says how to repeat the run, sections included.
             self.assertIn("command: `QUICK=1 bash bench/run.sh --only train,allreduce,scaling`", md)
             self.assertIn("make-synthetic missing", md)
-            self.assertIn("missing commands of ours: target/release/make-synthetic, target/release/trainer bench", md)
+            # Every trainer row is served now, so the fake trainer answers them all.
+            self.assertIn("- missing commands of ours: target/release/make-synthetic\n", md)
             self.assertIn(md.split("\n\n| what")[1][:10], p.stdout)
             self.assertRegex(md, r"- CPU time outside the bench's own processes during the run: \d+ s of \d+ s busy")
 

@@ -10,7 +10,7 @@
 //! time.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -69,7 +69,8 @@ pub struct BenchArgs {
     /// Stay up for interleaved timing (`bench/harness.py`'s step and scaling rows): after the
     /// warm-up of both paths print `{"ready": true, "params": N}`, then for each stdin line
     /// `premade K`, `trainer K` or `lockstep K` (the trainer's input, no gradient exchange) run
-    /// K steps of that path and print their times as JSON (rank 0's, at every rank count).
+    /// K steps of that path and print their times as JSON (rank 0's, at every rank count), with
+    /// `--overlap` also the share of those steps' all-reduce that backward hid.
     #[arg(long)]
     serve: bool,
     /// Also write the training graph's GraphDef to this file and its step's node names to
@@ -179,10 +180,7 @@ pub fn run(args: &BenchArgs, world: &World) -> Result<()> {
         "np": world.size(),
         "overlap": args.overlap,
         "inter_op_threads": args.inter_op_threads,
-        "allreduce_hidden_pct": replicas.overlap.as_ref().map(|o| {
-            let total = (o.hidden + o.exposed).as_secs_f64();
-            if total > 0.0 { 100.0 * o.hidden.as_secs_f64() / total } else { 0.0 }
-        }),
+        "allreduce_hidden_pct": replicas.overlap.as_ref().map(|o| hidden_pct(o.hidden, o.exposed)),
         "fusion_mb": args.fusion_mb,
         "depth": args.depth,
         "px": args.px,
@@ -361,16 +359,40 @@ fn serve(args: &BenchArgs, world: &World, stepper: &mut Stepper) -> Result<()> {
             return Ok(());
         }
         let (path, k) = parse_request(&String::from_utf8_lossy(&request))?;
+        let before = stepper
+            .replicas
+            .overlap
+            .as_ref()
+            .map(|o| (o.hidden, o.exposed));
         let times = match path {
             Path::Premade => stepper.premade(k)?,
             Path::Trainer => stepper.fed(k)?,
             Path::Lockstep => stepper.lockstep(k)?,
         };
         if world.rank() == 0 {
-            let answer = serde_json::json!({ "path": path.name(), "step_s": times });
+            let mut answer = serde_json::json!({ "path": path.name(), "step_s": times });
+            // With --overlap: how much of these steps' all-reduce ran while backward did.
+            let after = stepper
+                .replicas
+                .overlap
+                .as_ref()
+                .map(|o| (o.hidden, o.exposed));
+            if let (Some((h0, e0)), Some((h1, e1))) = (before, after) {
+                answer["allreduce_hidden_pct"] = hidden_pct(h1 - h0, e1 - e0).into();
+            }
             writeln!(out, "{answer}")?;
             out.flush()?;
         }
+    }
+}
+
+/// The share of the all-reduce's time that ran while backward was still running, in %.
+fn hidden_pct(hidden: Duration, exposed: Duration) -> f64 {
+    let total = (hidden + exposed).as_secs_f64();
+    if total > 0.0 {
+        100.0 * hidden.as_secs_f64() / total
+    } else {
+        0.0
     }
 }
 
