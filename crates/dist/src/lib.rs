@@ -48,7 +48,7 @@ pub use fusion::{FusionError, FusionPlan};
 pub use hierarchical::{Hierarchical, HierarchicalError};
 pub use node::{HostBoard, Laggards};
 pub use rendezvous::{Rendezvous, Silent};
-pub use ring::{chunk_bounds, Ring, RingError};
+pub use ring::{chunk_bounds, chunk_of, Ring, RingError};
 pub use stall::{StallBook, StallCheck, StallError, Watchdog, STALL_EXIT_CODE};
 pub use timeline::{Lane, Timeline, TimelineError};
 pub use world::{fingerprint, fingerprint_f32, World, WorldError};

@@ -62,20 +62,17 @@ pub enum RingError {
 /// overlap, and sizes differ by at most one (the first `len % n` chunks are one longer).
 /// For `len < n` the last `n - len` chunks are empty.
 pub fn chunk_bounds(len: usize, n: usize) -> Vec<Range<usize>> {
-    if n == 0 {
-        return Vec::new();
+    (0..n).map(|i| chunk_of(len, n, i)).collect()
+}
+
+/// Chunk `i` of [`chunk_bounds`]`(len, n)` alone, without the others: empty for `i >= n`.
+pub fn chunk_of(len: usize, n: usize, i: usize) -> Range<usize> {
+    if i >= n {
+        return len..len;
     }
-    let base = len / n;
-    let extra = len % n;
-    let mut start = 0;
-    (0..n)
-        .map(|i| {
-            let size = base + usize::from(i < extra);
-            let range = start..start + size;
-            start += size;
-            range
-        })
-        .collect()
+    let (base, extra) = (len / n, len % n);
+    let start = i * base + i.min(extra);
+    start..start + base + usize::from(i < extra)
 }
 
 /// Reduce-scatter step `step` on rank `r` of `n`: (chunk sent to r+1, chunk received from r-1).
@@ -306,6 +303,8 @@ mod tests {
         assert!(chunk_bounds(5, 0).is_empty());
         assert_eq!(chunk_bounds(0, 3), vec![0..0, 0..0, 0..0]);
         assert_eq!(chunk_bounds(3, 1), vec![0..3]);
+        assert_eq!(chunk_of(3, 2, 2), 3..3, "a chunk beyond the n is empty");
+        assert_eq!(chunk_of(3, 0, 0), 3..3);
     }
 
     #[test]
