@@ -14,11 +14,13 @@
 //!
 //! Files: `tf.rs` crate workarounds, `layers.rs` conv / batch norm / dense, `resnet.rs` the
 //! network, `loss.rs` cross-entropy, L2 and top-k, `optim.rs` flat gradients and momentum, `rewrite.rs` the ReLU-gradient GraphDef rewrite,
-//! `saver.rs` the SaveV2/RestoreV2 ops, `graph.rs` the two graphs with their sessions,
+//! `saver.rs` the SaveV2/RestoreV2 ops, `train_graph.rs` and `eval_graph.rs` the two graphs with
+//! their sessions, `graph.rs` what both build the same way (batch placeholders, device, session),
 //! `feed.rs` the batch as reusable input tensors, `outputs.rs` what a step returns, `overlap.rs` the gradient queues that let the all-reduce
 //! overlap backward,
 //! `export.rs` the inference graph as a SavedModel, `device.rs` the `--gpu` device check.
 mod device;
+mod eval_graph;
 mod export;
 mod feed;
 mod graph;
@@ -31,13 +33,15 @@ mod resnet;
 mod rewrite;
 mod saver;
 pub(crate) mod tf;
+mod train_graph;
 
 pub use device::{check_device, cpu_runs_bf16, device_list};
+pub use eval_graph::{EvalGraph, EvalOutput};
 pub use export::{ExportGraph, ExportSpec, SYNSETS_FILE};
 pub use feed::{AsFeed, BatchRef, Feed, FeedPool};
-pub use graph::{EvalGraph, EvalOutput, StepNodes, TrainGraph, VarInfo};
 pub use outputs::{FusedOutput, Gradients, StepMetrics, StepOutput};
 pub use overlap::{Backward, GroupReader};
+pub use train_graph::{StepNodes, TrainGraph, VarInfo};
 
 use std::path::{Path, PathBuf};
 

@@ -4,7 +4,9 @@
 //! The modules in flow order:
 //! - `epoch_share` which files and records this rank reads in an epoch, shuffle buffer (pure)
 //! - `crop`     random-resized crop box, evaluation crops, rectangular batch shapes    (pure)
+//! - `jpeg_header` a JPEG's size and the check of its marker structure, from its headers (pure)
 //! - `decode`   JPEG bytes -> RGB -> crop + bilinear resize + flip into a batch slot
+//! - `decode_error` why one image could not be turned into pixels
 //! - `resize`   two-tap bilinear resize + mirror of a crop into its slot (SSSE3 or scalar)
 //! - `turbo`    the safe wrapper over libjpeg-turbo's TurboJPEG 3 API
 //! - `batch`    `Batch { images [N, H, W, 3] u8, labels [N] i32 }`
@@ -16,7 +18,9 @@
 pub mod batch;
 pub mod crop;
 pub mod decode;
+mod decode_error;
 pub mod epoch_share;
+pub mod jpeg_header;
 pub mod pipeline;
 pub mod resize;
 pub mod seed;
@@ -24,9 +28,8 @@ mod turbo;
 
 pub use batch::Batch;
 pub use crop::{center_crop, eval_crop, sample_crop, CropBox, CropSpec, EvalCrop};
-pub use decode::{
-    DecodeError, DecodePath, DecodeTimes, Placement, Preprocessor, DEFAULT_MAX_IMAGE_PIXELS,
-};
+pub use decode::{DecodePath, DecodeTimes, Placement, Preprocessor, DEFAULT_MAX_IMAGE_PIXELS};
+pub use decode_error::DecodeError;
 // Lives in dawnrun_records::shard_set; re-exported for existing callers.
 pub use dawnrun_records::shard_set::count_records;
 pub use pipeline::{

@@ -1,6 +1,6 @@
 //! The decode contract: on damaged and valid JPEGs made with PIL, our decode path (the function
 //! the workers call) accepts exactly what TensorFlow's `tf.io.decode_jpeg` accepts, except the
-//! disagreements listed in [`KNOWN`] (explained in `dawnrun_data::decode::check_structure`).
+//! disagreements listed in [`KNOWN`] (explained in `dawnrun_data::jpeg_header::check_structure`).
 
 mod common;
 

@@ -331,7 +331,7 @@ fn eval_rect(config: &EvalConfig, files: &[PathBuf], out: &mut Outbox) {
                     // An unreadable image sorts as square; its worker reports it properly.
                     let aspect = dawnrun_records::imagenet::decode_for_training(&r.data)
                         .ok()
-                        .and_then(|(jpeg, _)| crate::decode::jpeg_size(jpeg).ok())
+                        .and_then(|(jpeg, _)| crate::jpeg_header::jpeg_size(jpeg).ok())
                         .map_or(1.0, |(w, h)| {
                             (f64::from(w) / f64::from(h) * 1e5).round() / 1e5
                         });
