@@ -430,3 +430,87 @@ fn a_second_sweep_of_a_run_is_refused_while_one_writes_its_report() {
     ok(c);
     assert_eq!(rows(&run).len(), 4);
 }
+
+/// The feeder `eval-sweep` evaluates through (`src/eval/feeder.rs`): every batch of the
+/// validation pipeline in the pipeline's own order, less the excluded images, with the
+/// pipeline's stats at the end; and an error of the graph's side ends it at once, returned as
+/// it was, with the pipeline stopped (the call returns instead of hanging).
+#[test]
+fn the_validation_feeder_keeps_the_pipelines_order_and_stops_at_an_error() {
+    use dawnrun::eval::feeder::feed_ahead;
+    use dawnrun::model::FeedPool;
+    use dawnrun_data::pipeline::{EvalConfig, EvalPipeline};
+    use dawnrun_data::EvalCrop;
+    use std::collections::HashSet;
+
+    let dir = fixture().join("records").join("48");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("validation-")
+        })
+        .collect();
+    files.sort();
+    let config = || EvalConfig {
+        files: files.clone(),
+        batch_size: 5,
+        image_px: 24,
+        crop: EvalCrop::Central { fraction: 0.875 },
+        decode_threads: 2,
+        rect: false,
+        max_image_pixels: dawnrun_data::DEFAULT_MAX_IMAGE_PIXELS,
+        num_classes: CLASSES as u32,
+    };
+    let mut direct: Vec<(String, i32)> = Vec::new();
+    for batch in EvalPipeline::start(config()).unwrap() {
+        let batch = batch.unwrap();
+        let names = batch
+            .filenames
+            .clone()
+            .expect("validation batches name their images");
+        direct.extend(names.into_iter().zip(batch.labels.iter().copied()));
+    }
+    assert_eq!(direct.len(), CLASSES * 16);
+
+    // Three images out, from the first two batches: the rest keep their order.
+    let exclude: HashSet<String> = [1, 7, 8].iter().map(|&i| direct[i].0.clone()).collect();
+    let mut fed: Vec<i32> = Vec::new();
+    let stats = feed_ahead(
+        EvalPipeline::start(config()).unwrap(),
+        FeedPool::default(),
+        CLASSES as u32,
+        Some(&exclude),
+        |feed| {
+            fed.extend_from_slice(feed.labels());
+            Ok(())
+        },
+    )
+    .unwrap();
+    let expected: Vec<i32> = direct
+        .iter()
+        .filter(|(name, _)| !exclude.contains(name))
+        .map(|&(_, label)| label)
+        .collect();
+    assert_eq!(fed, expected);
+    assert_eq!(stats.skipped.len(), 0);
+
+    let mut batches = 0;
+    let err = feed_ahead(
+        EvalPipeline::start(config()).unwrap(),
+        FeedPool::default(),
+        CLASSES as u32,
+        None,
+        |_| {
+            batches += 1;
+            anyhow::ensure!(batches < 3, "the graph failed on batch {batches}");
+            Ok(())
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "the graph failed on batch 3");
+    assert_eq!(batches, 3, "no batch after the error");
+}

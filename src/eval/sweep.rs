@@ -21,15 +21,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use dawnrun_data::pipeline::{EvalConfig, EvalPipeline};
-use dawnrun_data::Batch;
 use dawnrun_dist::stall::watchdog_grace;
 use dawnrun_dist::{Lane, Rendezvous, Watchdog, World};
 use serde::{Deserialize, Serialize};
 
 use super::assign::assigned;
+use super::feeder::feed_ahead;
 use super::report::{self, CheckpointResult};
 use crate::checkpoint;
-use crate::model::{BatchRef, EvalGraph, ModelConfig};
+use crate::model::{EvalGraph, ModelConfig};
 use crate::run_dir::{self, Done, RunDir};
 use crate::train::hooks::signal_self;
 
@@ -384,7 +384,7 @@ fn evaluate(
     beat();
     let meta = checkpoint::restore(graph, prefix)
         .with_context(|| format!("{}: cannot restore", prefix.display()))?;
-    let mut pipeline = EvalPipeline::start(EvalConfig {
+    let pipeline = EvalPipeline::start(EvalConfig {
         files: cfg.files.clone(),
         batch_size: cfg.batch_size,
         image_px: cfg.image_px,
@@ -395,27 +395,21 @@ fn evaluate(
         num_classes: cfg.model.num_classes,
     })?;
     let (mut top1, mut top5, mut loss, mut n) = (0usize, 0usize, 0.0f64, 0usize);
-    while let Some(batch) = pipeline.next() {
-        let batch = batch.context("validation input")?;
-        let batch = match &cfg.exclude {
-            Some((_, names)) => without_excluded(batch, names),
-            None => batch,
-        };
-        if batch.n == 0 {
-            continue;
-        }
+    let exclude = cfg.exclude.as_ref().map(|(_, names)| names);
+    let pool = graph.feed_pool();
+    let stats = feed_ahead(pipeline, pool, cfg.model.num_classes, exclude, |feed| {
         let out = graph
-            .evaluate(&BatchRef::from(&batch))
+            .evaluate(feed)
             .with_context(|| format!("{}: evaluating", prefix.display()))?;
         top1 += out.correct_top1;
         top5 += out.correct_top5;
         loss += out.loss_sum;
         n += out.n;
-        pipeline.give_back(batch);
         beat();
-    }
+        Ok(())
+    })?;
     // Each image the decoder refused is named here and counted as a miss.
-    let skips = pipeline.stats().skipped;
+    let skips = stats.skipped;
     for s in &skips {
         say!(
             "{}: skipped an undecodable validation JPEG: {}: record at byte {}: {}",
@@ -444,42 +438,6 @@ fn evaluate(
         skipped_images: skips.len() as u64,
         checkpoint: prefix.display().to_string(),
     })
-}
-
-/// The batch less the images whose file name (or base name) is in `names`.
-fn without_excluded(batch: Batch, names: &HashSet<String>) -> Batch {
-    let Some(filenames) = &batch.filenames else {
-        return batch;
-    };
-    let excluded = |f: &String| {
-        names.contains(f)
-            || Path::new(f)
-                .file_name()
-                .is_some_and(|b| names.contains(&*b.to_string_lossy()))
-    };
-    if !filenames.iter().any(excluded) {
-        return batch;
-    }
-    let per = batch.image_bytes();
-    let mut out = Batch {
-        images: Vec::with_capacity(batch.images.len()),
-        labels: Vec::new(),
-        n: 0,
-        height: batch.height,
-        width: batch.width,
-        filenames: Some(Vec::new()),
-    };
-    for (i, f) in filenames.iter().enumerate() {
-        if excluded(f) {
-            continue;
-        }
-        out.images
-            .extend_from_slice(&batch.images[i * per..(i + 1) * per]);
-        out.labels.push(batch.labels[i]);
-        out.filenames.as_mut().expect("set above").push(f.clone());
-        out.n += 1;
-    }
-    out
 }
 
 /// Reads an exclude list: one file name per line; blank lines and `#` comments ignored.

@@ -1,6 +1,6 @@
 //! The inference graph and its session, [`EvalGraph`]: the network with batch norm on its
 //! moving statistics and the counts of one batch, restored from a training checkpoint.
-use super::feed::AsFeed;
+use super::feed::{AsFeed, FeedPool};
 use super::graph::{device_scope, new_session, BatchInputs};
 use super::layers::Net;
 use super::outputs::{fetch_scalar, request};
@@ -88,6 +88,12 @@ impl EvalGraph {
                 what: "init",
                 source: source.into(),
             })
+    }
+
+    /// The pool this graph's image tensors come from: fill a [`Feed`](super::Feed) from it on
+    /// another thread, ahead of the batch before, and `evaluate` does not copy the batch.
+    pub fn feed_pool(&self) -> FeedPool {
+        self.inputs.pool.clone()
     }
 
     /// Counts on one batch.

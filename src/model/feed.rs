@@ -164,8 +164,8 @@ impl Feed {
             .expect("a feed holds its images until it is dropped")
     }
 
-    #[cfg(test)]
-    fn labels(&self) -> &Tensor<i32> {
+    /// The batch's labels, in order.
+    pub fn labels(&self) -> &[i32] {
         &self.labels
     }
 }
@@ -248,7 +248,7 @@ mod tests {
         let (a, b) = (vec![3u8; 2 * 4 * 4 * 3], vec![9u8; 2 * 4 * 4 * 3]);
         let first = pool.fill(&batch(&a, &[0, 1], 4), 10).unwrap();
         assert_eq!(&first.images()[..], &a[..]);
-        assert_eq!(&first.labels()[..], &[0, 1]);
+        assert_eq!(first.labels(), &[0, 1]);
         assert_eq!(first.images().dims(), &[2, 4, 4, 3]);
         let at = first.images().as_ptr();
         drop(first);

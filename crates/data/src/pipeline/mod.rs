@@ -647,6 +647,11 @@ impl EvalPipeline {
     pub fn stats(&self) -> PipelineStats {
         self.engine.stats()
     }
+
+    /// As [`TrainPipeline::stopper`].
+    pub fn stopper(&self) -> PipelineStop {
+        self.engine.stop.clone()
+    }
 }
 
 impl Iterator for EvalPipeline {
