@@ -467,6 +467,13 @@ fn bench_serve_at_two_ranks_answers_once_per_request_and_ends_together() {
         hidden.is_some_and(|h| (0.0..=100.0).contains(&h)),
         "{answer}"
     );
+    // Lockstep steps all-reduce nothing, so they report no share.
+    writeln!(child.stdin.as_mut().unwrap(), "lockstep 1").unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(answer["path"], "lockstep", "{answer}");
+    assert!(answer.get("allreduce_hidden_pct").is_none(), "{answer}");
     writeln!(child.stdin.as_mut().unwrap(), "trainer 0").unwrap();
     let out = child.wait_with_output().unwrap();
     let err = common::text(&out.stderr);

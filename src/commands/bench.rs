@@ -371,14 +371,17 @@ fn serve(args: &BenchArgs, world: &World, stepper: &mut Stepper) -> Result<()> {
         };
         if world.rank() == 0 {
             let mut answer = serde_json::json!({ "path": path.name(), "step_s": times });
-            // With --overlap: how much of these steps' all-reduce ran while backward did.
+            // With --overlap: how much of these steps' all-reduce ran while backward did (none
+            // for lockstep steps, which all-reduce nothing).
             let after = stepper
                 .replicas
                 .overlap
                 .as_ref()
                 .map(|o| (o.hidden, o.exposed));
             if let (Some((h0, e0)), Some((h1, e1))) = (before, after) {
-                answer["allreduce_hidden_pct"] = hidden_pct(h1 - h0, e1 - e0).into();
+                if h1 + e1 > h0 + e0 {
+                    answer["allreduce_hidden_pct"] = hidden_pct(h1 - h0, e1 - e0).into();
+                }
             }
             writeln!(out, "{answer}")?;
             out.flush()?;
