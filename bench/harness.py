@@ -778,15 +778,13 @@ class Bench:
                 order = ("ours", "reference") if n % 2 == 0 else ("reference", "ours")
                 served = {side: stack.enter_context(Served(self, cmds[side], ours=True)) for side in order}
                 for i in set_rounds:
-                    got = {}
                     for side in (order if i % 2 == 0 else order[::-1]):
                         times = served[side].steps("trainer", k)
                         extra = {"set": n, "round": i}
-                        if served[side].last.get("allreduce_hidden_pct") is not None:
-                            extra["allreduce_hidden_pct"] = served[side].last["allreduce_hidden_pct"]
-                        got[side] = (64 / statistics.median(times), extra)
-                    for side, (value, extra) in got.items():
-                        self.sample(over, side, value=value, extra=extra)
+                        hidden = served[side].last.get("allreduce_hidden_pct")
+                        if hidden is not None:
+                            extra["allreduce_hidden_pct"] = hidden
+                        self.sample(over, side, value=64 / statistics.median(times), extra=extra)
 
         self.over_sets(targets, plan, serve_set)
 

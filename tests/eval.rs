@@ -444,17 +444,7 @@ fn the_validation_feeder_keeps_the_pipelines_order_and_stops_at_an_error() {
     use std::collections::HashSet;
 
     let dir = fixture().join("records").join("48");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("validation-")
-        })
-        .collect();
-    files.sort();
+    let files = dawnrun_records::shard_set::list_shards(&dir, "validation").unwrap();
     let config = || EvalConfig {
         files: files.clone(),
         batch_size: 5,

@@ -21,7 +21,7 @@ pub struct EvalOutput {
     pub n: usize,
 }
 
-/// Inference graph: same node names as [`TrainGraph`], batch norm on moving statistics, no
+/// Inference graph: same node names as [`TrainGraph`](super::TrainGraph), batch norm on moving statistics, no
 /// optimizer. Deterministic for a given checkpoint and batch.
 pub struct EvalGraph {
     cfg: ModelConfig,
@@ -77,7 +77,7 @@ impl EvalGraph {
         })
     }
 
-    /// Random initial weights (as [`TrainGraph::init`] with the same seed); for tests and smoke
+    /// Random initial weights (as [`TrainGraph::init`](super::TrainGraph::init) with the same seed); for tests and smoke
     /// runs. Normally [`checkpoint::restore`](crate::checkpoint::restore) is used instead.
     pub fn init(&mut self) -> Result<(), ModelError> {
         let mut args = SessionRunArgs::new();
