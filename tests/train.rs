@@ -113,25 +113,49 @@ fn a_failed_run_resumes_at_the_same_step_lr_and_data_as_an_uninterrupted_one() {
         text(&out.stderr)
     );
 
+    // A process killed while writing leaves half a line; the resume must not append to it.
+    let log_path = parts.join("metrics.jsonl");
+    let before = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(before.lines().count(), 27, "{before}");
+    std::fs::write(&log_path, format!("{before}{{\"step\":28,\"epo")).unwrap();
+
     let mut c = command(&bin("trainer"));
     c.arg(&sched).arg("--run-dir").arg(&parts).arg("--resume");
     let out = ok(c);
+    let err = text(&out.stderr);
+    assert!(err.contains("resuming from"), "{err}");
+    // Steps 21-27 were logged after ckpt-20: the resume logs them again, once.
     assert!(
-        text(&out.stderr).contains("resuming from"),
-        "{}",
-        text(&out.stderr)
+        err.contains("metrics.jsonl: cut 7 record(s) past epoch")
+            && err.contains("and an unfinished last line"),
+        "{err}"
     );
 
     let a = metrics(&whole);
     let b = metrics(&parts);
-    // The resumed rows start after step 20 and match the uninterrupted run step for step.
-    let resumed: Vec<&serde_json::Value> =
-        b.iter().skip_while(|r| r["step"] != 27).skip(1).collect();
-    assert_eq!(
-        resumed[0]["step"], 21,
-        "rows after the failure: {resumed:?}"
-    );
-    assert_eq!(resumed.last().unwrap()["step"], 48);
+    let steps: Vec<u64> = b.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, (1..=48).collect::<Vec<u64>>());
+    // The first 20 rows are the interrupted run's, as they were.
+    let kept: String = before.lines().take(20).map(|l| format!("{l}\n")).collect();
+    assert!(std::fs::read_to_string(&log_path)
+        .unwrap()
+        .starts_with(&kept));
+    // TensorBoard drops the first run's points past step 20 too (the resume's START event).
+    let script = r#"
+import json, sys
+from tensorboard.backend.event_processing import event_accumulator as ea
+acc = ea.EventAccumulator(sys.argv[1], size_guidance={ea.SCALARS: 0})
+acc.Reload()
+print(json.dumps([e.step for e in acc.Scalars("loss")]))
+"#;
+    let mut c = command(&python());
+    c.arg("-c").arg(script).arg(&parts);
+    let seen: Vec<u64> = serde_json::from_slice(&ok(c).stdout).unwrap();
+    assert_eq!(seen, (1..=48).collect::<Vec<u64>>());
+
+    // The resumed rows match the uninterrupted run step for step.
+    let resumed: Vec<&serde_json::Value> = b.iter().skip(20).collect();
+    assert_eq!(resumed[0]["step"], 21);
     for r in resumed {
         let step = r["step"].as_u64().unwrap();
         let w = &a[step as usize - 1];
@@ -438,7 +462,7 @@ fn bench_serve_at_two_ranks_answers_once_per_request_and_ends_together() {
         let path = tmp.path().join(format!("trace.rank{rank}.json"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
         let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let spans = trace["traceEvents"].as_array().unwrap();
+        let spans = trace.as_array().unwrap();
         let count = |name: &str| spans.iter().filter(|e| e["name"] == name).count();
         assert_eq!(count("gradients"), 8, "rank {rank}: {text}");
         assert_eq!(count("apply"), 8, "rank {rank}: {text}");

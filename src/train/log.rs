@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, Sender};
 use dawnrun_records::event::EventWriter;
 use dawnrun_schedule::{PhasePlan, Plan};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::StepMetrics;
 use crate::run_dir::RunDir;
@@ -82,7 +82,8 @@ pub fn hms(seconds: f64) -> String {
 
 enum LogMsg {
     Step(StepRecord),
-    Flush,
+    /// Flush, then answer (a dropped answer: the writer stopped on an error).
+    Flush(Sender<()>),
 }
 
 /// Averages since the last logged step.
@@ -123,23 +124,27 @@ impl StepLog {
         }
     }
 
-    /// Opens `metrics.jsonl` (appending, so a resumed run keeps its history) and a new
-    /// TensorBoard event file in `run_dir`. The run logs steps `first_step..end_step` of `plan`;
-    /// the progress bar is shown only when stderr is a terminal (under mpirun it is not).
+    /// Opens `metrics.jsonl` (appending, so a resumed run keeps its history, less the records
+    /// it will write again) and a new TensorBoard event file in `run_dir`. The run logs steps
+    /// `first_step..end_step` of `plan`; the progress bar is shown only when stderr is a terminal
+    /// (under mpirun it is not).
     pub fn create(run_dir: &RunDir, plan: &Plan, first_step: u64, end_step: u64) -> Result<Self> {
         let metrics_path = run_dir.metrics();
         let run_dir = run_dir.events_dir();
-        let metrics = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .with_context(|| format!("{}: cannot open for appending", metrics_path.display()))?;
-        let events = EventWriter::create(run_dir).with_context(|| {
+        let metrics = open_metrics(&metrics_path, plan.epoch_at(first_step))?;
+        let mut events = EventWriter::create(run_dir).with_context(|| {
             format!(
                 "{}: cannot create a TensorBoard event file",
                 run_dir.display()
             )
         })?;
+        if first_step > 0 {
+            // TensorBoard drops the earlier files' points from this step on: the steps an
+            // earlier run logged after its last checkpoint are logged again by this one.
+            events
+                .session_start(first_step as i64 + 1)
+                .context("TensorBoard event write failed")?;
+        }
         let (tx, rx) = crossbeam_channel::bounded(1024);
         let path = metrics_path.clone();
         let writer = std::thread::Builder::new()
@@ -240,10 +245,15 @@ impl StepLog {
         }
     }
 
-    /// Asks the writer to flush what it has (before a checkpoint, so logs and checkpoints agree).
+    /// Has the writer hand what it has to the OS, and waits for it (before a checkpoint, so a
+    /// killed run's logs never lag behind its newest checkpoint). A stopped writer has already
+    /// said why; `finish` reports it.
     pub fn flush(&self) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(LogMsg::Flush);
+            let (done, flushed) = crossbeam_channel::bounded(1);
+            if tx.send(LogMsg::Flush(done)).is_ok() {
+                let _ = flushed.recv();
+            }
         }
     }
 
@@ -298,8 +308,10 @@ fn write_records(
     for msg in rx {
         match msg {
             LogMsg::Step(r) => {
-                serde_json::to_writer(&mut metrics, &r).with_context(ctx)?;
-                metrics.write_all(b"\n").with_context(ctx)?;
+                // One write per whole line: the buffer then only ever hands whole lines on.
+                let mut line = serde_json::to_vec(&r).expect("plain struct serialises");
+                line.push(b'\n');
+                metrics.write_all(&line).with_context(ctx)?;
                 let step = r.step as i64;
                 for (tag, value) in [
                     ("loss", r.loss),
@@ -319,9 +331,10 @@ fn write_records(
                         .context("TensorBoard event write failed")?;
                 }
             }
-            LogMsg::Flush => {
+            LogMsg::Flush(done) => {
                 metrics.flush().with_context(ctx)?;
                 events.flush().context("TensorBoard event flush failed")?;
+                let _ = done.send(());
             }
         }
     }
@@ -330,9 +343,86 @@ fn write_records(
     Ok(())
 }
 
+/// Opens `metrics.jsonl` for appending, first cutting what this run will write again: the
+/// records past `epoch` (an earlier run logged them after its last checkpoint, and this run
+/// repeats those steps) and an unfinished last line (a process killed mid-write). The epoch, not
+/// the step, marks the cut: a resume at another world size numbers its steps anew.
+fn open_metrics(path: &Path, epoch: f64) -> Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("{}: cannot open for appending", path.display()))?;
+    let text = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let (keep, dropped) = metrics_to_keep(&text, epoch);
+    if keep < text.len() {
+        file.set_len(keep as u64)
+            .with_context(|| format!("{}: cannot truncate", path.display()))?;
+        let mut cut = Vec::new();
+        if dropped > 0 {
+            cut.push(format!(
+                "{dropped} record(s) past epoch {epoch:.4} (logged after the checkpoint; this run \
+                 logs those steps again)"
+            ));
+        }
+        if !text.ends_with(b"\n") {
+            cut.push("an unfinished last line".to_string());
+        }
+        say!("rank 0: {}: cut {}", path.display(), cut.join(" and "));
+    }
+    Ok(file)
+}
+
+/// How many bytes of a `metrics.jsonl` to keep before appending from `epoch` on, and how many
+/// whole records that drops. Lines that are not our records are kept (they are not ours to
+/// judge); the cut is at the first record past `epoch`, or at an unfinished last line.
+fn metrics_to_keep(text: &[u8], epoch: f64) -> (usize, usize) {
+    #[derive(Deserialize)]
+    struct Logged {
+        epoch: f64,
+    }
+    let mut start = 0;
+    while let Some(len) = text[start..].iter().position(|&b| b == b'\n') {
+        let line = &text[start..start + len];
+        let past = serde_json::from_slice::<Logged>(line).is_ok_and(|r| r.epoch > epoch + 1e-9);
+        if past {
+            break;
+        }
+        start += len + 1;
+    }
+    let dropped = text[start..].iter().filter(|&&b| b == b'\n').count();
+    (start, dropped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resume_cuts_the_records_past_its_epoch_and_an_unfinished_line() {
+        let rec = |e: f64| format!("{{\"step\":{},\"epoch\":{e},\"loss\":1.0}}\n", e * 10.0);
+        let whole = format!("{}{}{}{}", rec(0.1), rec(0.2), rec(0.3), rec(0.4));
+        // Up to the checkpoint's epoch everything stays; past it, whole records go.
+        assert_eq!(metrics_to_keep(whole.as_bytes(), 0.4), (whole.len(), 0));
+        let upto = rec(0.1).len() + rec(0.2).len();
+        assert_eq!(metrics_to_keep(whole.as_bytes(), 0.2), (upto, 2));
+        assert_eq!(metrics_to_keep(whole.as_bytes(), 0.0), (0, 4));
+        // A line cut by a kill is dropped even at the last epoch.
+        let cut = format!("{}{{\"step\":5,\"ep", &whole);
+        assert_eq!(metrics_to_keep(cut.as_bytes(), 0.4), (whole.len(), 0));
+        assert_eq!(
+            metrics_to_keep(cut.as_bytes(), 0.3),
+            (whole.len() - rec(0.4).len(), 1)
+        );
+        // A line that is not a record is kept; the first record past the epoch still cuts.
+        let odd = format!("{}not json\n{}", rec(0.1), rec(0.5));
+        assert_eq!(
+            metrics_to_keep(odd.as_bytes(), 0.2),
+            (rec(0.1).len() + "not json\n".len(), 1)
+        );
+        assert_eq!(metrics_to_keep(b"", 0.0), (0, 0));
+    }
 
     #[test]
     fn elapsed_time_prints_as_hours_minutes_seconds() {

@@ -24,7 +24,7 @@ pub struct Event {
     /// Global step the event belongs to.
     #[prost(int64, tag = "2")]
     pub step: i64,
-    #[prost(oneof = "What", tags = "3, 5")]
+    #[prost(oneof = "What", tags = "3, 5, 7")]
     pub what: Option<What>,
 }
 
@@ -35,7 +35,21 @@ pub enum What {
     FileVersion(String),
     #[prost(message, tag = "5")]
     Summary(Summary),
+    /// Tag 7: 6 is the deprecated `log_message`.
+    #[prost(message, tag = "7")]
+    SessionLog(SessionLog),
 }
+
+/// `tensorflow.SessionLog`: only its status is written.
+#[derive(Clone, PartialEq, Message)]
+pub struct SessionLog {
+    /// `SessionLog.SessionStatus`: 1 is `START`.
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+}
+
+/// `SessionLog.START`.
+pub const SESSION_START: i32 = 1;
 
 /// `tensorflow.Summary`.
 #[derive(Clone, PartialEq, Message)]
@@ -129,6 +143,19 @@ impl EventWriter {
     pub fn write_event(&mut self, event: &Event) -> Result<(), EventError> {
         self.records.write(&event.encode_to_vec())?;
         Ok(())
+    }
+
+    /// Marks a restart at `step`, as TensorFlow's own writers do: TensorBoard then drops the
+    /// points at `step` and later that earlier event files of the run hold (its "orphaned
+    /// data"), so a resumed run's curves do not double back.
+    pub fn session_start(&mut self, step: i64) -> Result<(), EventError> {
+        self.write_event(&Event {
+            wall_time: now_s(),
+            step,
+            what: Some(What::SessionLog(SessionLog {
+                status: SESSION_START,
+            })),
+        })
     }
 
     /// Appends one scalar point `tag` = `value` at global step `step`, stamped now.
