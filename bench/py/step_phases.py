@@ -37,8 +37,17 @@ def rank_files(base):
 
 
 def spans(path):
+    """The complete events of one rank's timeline: a JSON array, closed here if the rank was
+    killed before it could close it (as trace viewers do: drop a trailing comma, add the `]`).
+    Files of the older `{"traceEvents": [...]}` form are read too."""
     with open(path) as f:
-        events = json.load(f)["traceEvents"]
+        text = f.read().rstrip()
+    if text.startswith("["):
+        if not text.endswith("]"):
+            text = text.rstrip(",") + "]"
+        events = json.loads(text)
+    else:
+        events = json.loads(text)["traceEvents"]
     return [e for e in events if e.get("ph") == "X"]
 
 

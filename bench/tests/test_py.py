@@ -113,9 +113,13 @@ class StepPhasesTest(unittest.TestCase):
         r0 = step(0, 80, 15) + step(100000, 90, 5)
         r1 = step(0, 90, 5) + step(100000, 60, 35)
         with tempfile.TemporaryDirectory() as d:
-            for k, events in enumerate((r0, r1)):
-                with open(os.path.join(d, "t.rank%d.json" % k), "w") as f:
-                    json.dump({"traceEvents": [{"ph": "M", "name": "process_name"}] + events}, f)
+            # Rank 0's file as a killed rank leaves it (the array never closed, a trailing
+            # comma), rank 1's whole.
+            events0 = [{"ph": "M", "name": "process_name"}] + r0
+            with open(os.path.join(d, "t.rank0.json"), "w") as f:
+                f.write("[\n" + ",\n".join(json.dumps(e) for e in events0) + ",\n")
+            with open(os.path.join(d, "t.rank1.json"), "w") as f:
+                json.dump([{"ph": "M", "name": "process_name"}] + r1, f)
             got = run("step_phases.py", os.path.join(d, "t.json"))
         self.assertEqual(got["steps"], 2)
         self.assertEqual(got["step_ms_median"], 100.0)
@@ -133,6 +137,7 @@ class StepPhasesTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "t.json")
             with open(path, "w") as f:
+                # The form timelines had before 2026-12-04 is still read.
                 json.dump({"traceEvents": events}, f)
             got = run("step_phases.py", path)
         self.assertEqual((got["steps"], got["compute_span"], got["step_ms_median"]), (3, "fused step", 100.0))

@@ -1,10 +1,15 @@
 //! Timeline: a Chrome-trace JSON file of each step's phases on this rank, for finding the
 //! bottleneck (open in `chrome://tracing` or Perfetto).
 //!
-//! Format: `{"traceEvents":[ ... ]}` with one complete (`"ph":"X"`) event per span, `pid` = rank,
-//! `tid` = the phase's lane ([`Lane`]), `ts`/`dur` in microseconds. `ts` counts from the Unix
-//! epoch (wall clock at creation plus a monotonic offset), so files of different ranks on
-//! synchronised hosts line up when loaded side by side.
+//! Format: the trace format's JSON array, `[ ... ]`, one event per line: one complete
+//! (`"ph":"X"`) event per span, `pid` = rank, `tid` = the phase's lane ([`Lane`]), `ts`/`dur` in
+//! microseconds. `ts` counts from the Unix epoch (wall clock at creation plus a monotonic
+//! offset), so files of different ranks on synchronised hosts line up when loaded side by side.
+//!
+//! Why the array and not `{"traceEvents": [...]}`: a rank ended by `MPI_Abort` or kill -9 never
+//! writes the closing `]`, and the array form is the one trace viewers read without it (they drop
+//! a trailing comma and close the array). Each line goes to the buffer whole, so the file always
+//! ends at a line. The traces of the runs one most wants to read stay readable.
 //!
 //! Spans are timed on the caller's thread (two `Instant::now()` calls) and handed to a writer
 //! thread through an unbounded channel: a slow disk never stalls the all-reduce.
@@ -210,14 +215,14 @@ pub fn timed<T>(
 }
 
 fn write_events(mut out: BufWriter<File>, rank: usize, rx: Receiver<Event>) -> std::io::Result<()> {
-    out.write_all(b"{\"traceEvents\":[\n")?;
+    out.write_all(b"[\n")?;
     let mut first = true;
     let mut put = |out: &mut BufWriter<File>, value: serde_json::Value| -> std::io::Result<()> {
-        if !first {
-            out.write_all(b",\n")?;
-        }
+        // Separator and event in one write: the buffer only ever passes whole events on.
+        let mut line = if first { Vec::new() } else { b",\n".to_vec() };
         first = false;
-        serde_json::to_writer(&mut *out, &value).map_err(std::io::Error::other)
+        serde_json::to_writer(&mut line, &value).map_err(std::io::Error::other)?;
+        out.write_all(&line)
     };
     put(
         &mut out,
@@ -238,7 +243,7 @@ fn write_events(mut out: BufWriter<File>, rank: usize, rx: Receiver<Event>) -> s
             }),
         )?;
     }
-    out.write_all(b"\n]}\n")?;
+    out.write_all(b"\n]\n")?;
     out.flush()
 }
 
@@ -260,7 +265,7 @@ mod tests {
             timeline.finish().unwrap();
             let text = std::fs::read_to_string(&path).unwrap();
             let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-            let events = v["traceEvents"].as_array().unwrap();
+            let events = v.as_array().unwrap();
             let spans: Vec<_> = events.iter().filter(|e| e["ph"] == "X").collect();
             assert_eq!(spans.len(), n_spans + 1);
             for e in &spans {
@@ -284,10 +289,39 @@ mod tests {
         }
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert_eq!(
-            v["traceEvents"].as_array().unwrap().len(),
-            1 + Lane::ALL.len() + 1
-        );
+        assert_eq!(v.as_array().unwrap().len(), 1 + Lane::ALL.len() + 1);
+    }
+
+    /// What a viewer does with a file whose writer was killed: drop the trailing comma and
+    /// close the array.
+    fn close_cut(text: &str) -> String {
+        let body = text.trim_end().trim_end_matches(',');
+        if body.ends_with(']') {
+            body.to_string()
+        } else {
+            format!("{body}]")
+        }
+    }
+
+    #[test]
+    fn a_file_cut_at_any_line_reads_as_its_events_so_far() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        let timeline = Timeline::create(&path, 1).unwrap();
+        for i in 0..40 {
+            timeline.span(Lane::Compute, format!("step {i}")).end();
+        }
+        timeline.finish().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        // "[", the metadata, the 40 spans, "]".
+        assert_eq!(lines.len(), 1 + 1 + Lane::ALL.len() + 40 + 1);
+        for kept in 1..lines.len() {
+            let cut = close_cut(&lines[..kept].concat());
+            let v: serde_json::Value = serde_json::from_str(&cut)
+                .unwrap_or_else(|e| panic!("cut after {kept} lines: {e}: {cut}"));
+            assert_eq!(v.as_array().unwrap().len(), kept - 1, "{cut}");
+        }
     }
 
     #[test]

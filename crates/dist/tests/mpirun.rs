@@ -328,7 +328,7 @@ fn timeline_files_are_chrome_traces_with_one_pid_per_rank() {
     for rank in 0..2 {
         let path = dir.path().join(format!("timeline-rank{rank}.json"));
         let trace: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let spans: Vec<&Value> = trace["traceEvents"]
+        let spans: Vec<&Value> = trace
             .as_array()
             .unwrap()
             .iter()
