@@ -129,11 +129,10 @@ fn a_second_sweep_reuses_results_and_an_exclude_list_changes_the_count() {
         .unwrap()
         .unwrap()
         .path();
-    let mut files: Vec<String> = std::fs::read_dir(&synset_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    let files: Vec<String> = sorted_files(&synset_dir)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    files.sort();
     std::fs::write(&names, format!("# blacklist\n{}\n{}\n", files[0], files[1])).unwrap();
     let mut c = command(&bin("eval-sweep"));
     c.arg(&run)
@@ -147,6 +146,72 @@ fn a_second_sweep_reuses_results_and_an_exclude_list_changes_the_count() {
         stdout.contains("62 validation images scored per checkpoint (2 name(s) excluded by"),
         "{stdout}"
     );
+}
+
+#[test]
+fn an_undecodable_validation_image_is_a_miss_unless_excluded() {
+    // The fixture's images with one validation JPEG broken inside (build-records keeps it).
+    let tmp = tempdir();
+    let images = tmp.path().join("images").join("48");
+    copy_tree(&fixture().join("images").join("48"), &images);
+    let synset_dir = std::fs::read_dir(images.join("validation"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let files = sorted_files(&synset_dir);
+    let bytes = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], break_huffman_table(&bytes)).unwrap();
+    let records = tmp.path().join("records");
+    build_records(&images, &records.join("48"));
+    let run = fresh_copy(tmp.path());
+    let sweep = |exclude: Option<&Path>| {
+        let mut c = command(&bin("eval-sweep"));
+        c.arg(&run).arg("--data").arg(&records);
+        if let Some(list) = exclude {
+            c.arg("--exclude").arg(list);
+        }
+        let out = ok(c);
+        (rows(&run), text(&out.stderr))
+    };
+
+    // Scored against all 64: the broken image is named and counts as a miss.
+    let (missed, err) = sweep(None);
+    assert!(
+        err.contains("skipped an undecodable validation JPEG") && err.contains("record at byte"),
+        "{err}"
+    );
+    for r in &missed {
+        assert_eq!(
+            (r["images"].as_u64(), r["skipped_images"].as_u64()),
+            (Some(63), Some(1)),
+            "{r}"
+        );
+    }
+
+    // Excluded by name, it leaves the count instead: the same hits over 63.
+    let names = tmp.path().join("exclude.txt");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::write(&names, format!("{name}\n")).unwrap();
+    let (excluded, err) = sweep(Some(&names));
+    assert!(
+        !err.contains("skipped an undecodable validation JPEG"),
+        "{err}"
+    );
+    assert_eq!(excluded.len(), missed.len());
+    for (m, e) in missed.iter().zip(&excluded) {
+        assert_eq!(
+            (e["images"].as_u64(), e["skipped_images"].as_u64()),
+            (Some(63), Some(0)),
+            "{e}"
+        );
+        for key in ["top1", "top5"] {
+            let hits_of_64 = m[key].as_f64().unwrap() * 64.0 / 100.0;
+            let hits_of_63 = e[key].as_f64().unwrap() * 63.0 / 100.0;
+            assert!((hits_of_64 - hits_of_63).abs() < 1e-6, "{key}: {m} vs {e}");
+        }
+    }
 }
 
 /// eval-sweep on `run`, where one checkpoint of four cannot be evaluated: the report of the

@@ -285,50 +285,11 @@ fn a_shard_cut_at_a_record_boundary_is_refused_naming_it() {
     assert!(complete_checkpoints(&run_dir).is_empty());
 }
 
-/// `jpeg` with the 16 code-length counts of its first Huffman table set to 255: damage inside a
-/// well-formed file, which only decoding finds ("Bogus Huffman table definition" in libjpeg,
-/// TensorFlow's decoder and ours alike). A file cut short is refused by build-records instead.
-fn break_huffman_table(jpeg: &[u8]) -> Vec<u8> {
-    let dht = jpeg
-        .windows(2)
-        .position(|w| w == [0xFF, 0xC4])
-        .expect("a Huffman table");
-    let mut broken = jpeg.to_vec();
-    // FF C4, the length (2 bytes), the table class and id (1 byte), then the counts.
-    broken[dht + 5..dht + 21].fill(0xFF);
-    broken
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// `trainer SCHEDULE --run-dir RUN_DIR` in one process; add flags and env to taste.
 fn trainer(schedule: &Path, run_dir: &Path) -> Command {
     let mut c = command(&bin("trainer"));
     c.arg(schedule).arg("--run-dir").arg(run_dir);
     c
-}
-
-/// `build-records` of `images` (the fixture's layout) into `out`, 4 training shards and 2
-/// validation shards.
-fn build_records(images: &Path, out: &Path) {
-    let mut c = command(&tool("build-records"));
-    c.arg("--input").arg(images).arg("--output").arg(out).args([
-        "--train-shards",
-        "4",
-        "--validation-shards",
-        "2",
-    ]);
-    ok(c);
 }
 
 #[test]
@@ -337,11 +298,7 @@ fn damaged_and_panicking_jpegs_are_skipped_named_and_counted_over_all_ranks() {
     let images = tmp.path().join("images").join("48");
     copy_tree(&fixture().join("images").join("48"), &images);
     let class_dir = images.join("train").join("n01000000");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&class_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let files = sorted_files(&class_dir);
     // One JPEG with a broken Huffman table (TensorFlow's decode_jpeg refuses it) ...
     let bytes = std::fs::read(&files[0]).unwrap();
     std::fs::write(&files[0], break_huffman_table(&bytes)).unwrap();

@@ -83,10 +83,9 @@ pub fn save(
     })?;
     let prefix = prefix_for(dir, meta.step);
     let tmp = dir.join(format!(".ckpt-{}.tmp{}", meta.step, std::process::id()));
+    let tmp_stem = format!(".ckpt-{}.tmp", meta.step);
     if let Err(source) = graph.write_bundle(&tmp, meta) {
-        remove_temps(dir, |name| {
-            name.starts_with(&format!(".ckpt-{}.tmp", meta.step))
-        });
+        remove_temps(dir, |name| name.starts_with(&tmp_stem));
         return Err(CheckpointError::Save {
             prefix: tmp.clone(),
             source,
@@ -97,10 +96,15 @@ pub fn save(
         (data_path(&tmp), data_path(&prefix)),
         (index_path(&tmp), index_path(&prefix)),
     ] {
-        atomic::commit_rename(&from, &to).map_err(|source| CheckpointError::Commit {
-            prefix: prefix.clone(),
-            source,
-        })?;
+        if let Err(source) = atomic::commit_rename(&from, &to) {
+            // A full disk often shows itself only at the fsync. Nothing of this save stays: its
+            // temporary files, and a data file already renamed whose index never followed.
+            remove_temps(dir, |name| name.starts_with(&tmp_stem));
+            if !index_path(&prefix).exists() {
+                let _ = std::fs::remove_file(data_path(&prefix));
+            }
+            return Err(CheckpointError::Commit { prefix, source });
+        }
     }
     Ok(prefix)
 }

@@ -92,17 +92,20 @@ fn fill(
     pipeline.stats()
 }
 
+/// Whether the exclude list `names` holds the image's file name or its base name.
+pub fn is_excluded(filename: &str, names: &HashSet<String>) -> bool {
+    names.contains(filename)
+        || Path::new(filename)
+            .file_name()
+            .is_some_and(|b| names.contains(&*b.to_string_lossy()))
+}
+
 /// The batch less the images whose file name (or base name) is in `names`.
 fn without_excluded(batch: Batch, names: &HashSet<String>) -> Batch {
     let Some(filenames) = &batch.filenames else {
         return batch;
     };
-    let excluded = |f: &String| {
-        names.contains(f)
-            || Path::new(f)
-                .file_name()
-                .is_some_and(|b| names.contains(&*b.to_string_lossy()))
-    };
+    let excluded = |f: &String| is_excluded(f, names);
     if !filenames.iter().any(excluded) {
         return batch;
     }

@@ -26,7 +26,7 @@ use dawnrun_dist::{Lane, Rendezvous, Watchdog, World};
 use serde::{Deserialize, Serialize};
 
 use super::assign::assigned;
-use super::feeder::feed_ahead;
+use super::feeder::{feed_ahead, is_excluded};
 use super::report::{self, CheckpointResult};
 use crate::checkpoint;
 use crate::model::{EvalGraph, ModelConfig};
@@ -364,14 +364,18 @@ fn evaluate_cached(
     }
     let result = evaluate(cfg, graph, prefix, beat)?;
     outcome.evaluated += 1;
-    run_dir::write_json(
-        &path,
-        &Cached {
-            settings: key.to_string(),
-            identity,
-            result: result.clone(),
-        },
-    )?;
+    let cached = Cached {
+        settings: key.to_string(),
+        identity,
+        result: result.clone(),
+    };
+    // The cache only saves a later sweep the work: a full disk must not throw the result away.
+    if let Err(e) = run_dir::write_json(&path, &cached) {
+        say!(
+            "warning: {}: the result is not cached (a later sweep evaluates it again): {e:#}",
+            prefix.display()
+        );
+    }
     Ok(result)
 }
 
@@ -408,8 +412,15 @@ fn evaluate(
         beat();
         Ok(())
     })?;
-    // Each image the decoder refused is named here and counted as a miss.
-    let skips = stats.skipped;
+    // Each image the decoder refused is named here and counted as a miss, unless excluded.
+    let skips: Vec<_> = stats
+        .skipped
+        .into_iter()
+        .filter(|s| match (exclude, &s.filename) {
+            (Some(names), Some(f)) => !is_excluded(f, names),
+            _ => true,
+        })
+        .collect();
     for s in &skips {
         say!(
             "{}: skipped an undecodable validation JPEG: {}: record at byte {}: {}",

@@ -205,11 +205,30 @@ impl Saver {
             }
         };
         session.run(&mut args).map_err(failed)?;
-        let step = args.fetch::<i64>(step).map_err(failed)?[0];
-        let epoch = args.fetch::<f64>(epoch).map_err(failed)?[0];
-        let train_seconds = args.fetch::<f64>(seconds).map_err(failed)?[0];
-        let loss_scale = args.fetch::<f64>(scale).map_err(failed)?[0];
-        let good_steps = args.fetch::<i64>(good_steps).map_err(failed)?[0];
+        // RestoreV2 checks each value's type, not its shape: a foreign checkpoint may hold an
+        // empty one.
+        fn scalar<T: tensorflow::TensorType + Copy>(
+            args: &mut SessionRunArgs,
+            token: tensorflow::FetchToken,
+            name: &'static str,
+            failed: &impl Fn(Status) -> ModelError,
+        ) -> Result<T, ModelError> {
+            let t = args.fetch::<T>(token).map_err(failed)?;
+            t.first().copied().ok_or(ModelError::Input {
+                what: "restoring a checkpoint",
+                detail: format!("{name} holds no value"),
+            })
+        }
+        let step: i64 = scalar(&mut args, step, "global_step", &failed)?;
+        let epoch: f64 = scalar(&mut args, epoch, "the epoch", &failed)?;
+        let train_seconds: f64 = scalar(&mut args, seconds, "the training seconds", &failed)?;
+        let loss_scale: f64 = scalar(&mut args, scale, "the loss scale", &failed)?;
+        let good_steps: i64 = scalar(
+            &mut args,
+            good_steps,
+            "the loss scale's good steps",
+            &failed,
+        )?;
         Ok(CheckpointMeta {
             step: step.max(0) as u64,
             epoch,

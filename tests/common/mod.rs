@@ -235,3 +235,52 @@ pub fn python() -> PathBuf {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// `jpeg` with the 16 code-length counts of its first Huffman table set to 255: damage inside a
+/// well-formed file, which only decoding finds ("Bogus Huffman table definition" in libjpeg,
+/// TensorFlow's decoder and ours alike). A file cut short is refused by build-records instead.
+pub fn break_huffman_table(jpeg: &[u8]) -> Vec<u8> {
+    let dht = jpeg
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC4])
+        .expect("a Huffman table");
+    let mut broken = jpeg.to_vec();
+    // FF C4, the length (2 bytes), the table class and id (1 byte), then the counts.
+    broken[dht + 5..dht + 21].fill(0xFF);
+    broken
+}
+
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// `build-records` of `images` (the fixture's layout) into `out`, 4 training shards and 2
+/// validation shards.
+pub fn build_records(images: &Path, out: &Path) {
+    let mut c = command(&tool("build-records"));
+    c.arg("--input").arg(images).arg("--output").arg(out).args([
+        "--train-shards",
+        "4",
+        "--validation-shards",
+        "2",
+    ]);
+    ok(c);
+}
+
+/// The files of `dir`, sorted by path.
+pub fn sorted_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}

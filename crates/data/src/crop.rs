@@ -206,13 +206,19 @@ pub fn eval_crop(width: u32, height: u32, mode: EvalCrop, out_w: u32, out_h: u32
     }
 }
 
+/// The widest batch aspect (long side / short side) [`rect_shape`] gives: three times the 4:3
+/// of most photographs, so a batch mean past it comes from freak images.
+pub const MAX_RECT_ASPECT: f64 = 4.0;
+
 /// The output `(width, height)` of one rectangular-validation batch, imagenet18's rule
 /// (fast.ai's DAWNBench entry, `training/dataloader.py` of cybertronai/imagenet18): each image's
 /// aspect `width / height` is rounded to 5 decimals; the images are sorted by it; each run of
 /// `batch_size` consecutive images gets the mean of its aspects (again rounded to 5 decimals)
 /// as `aspect`. The short output side is `px`; the long side is `trunc(px x aspect)` (landscape)
 /// or `trunc(px / aspect)` (portrait), then rounded down to a multiple of 8 (never below `px`
-/// here, so a batch near square stays `px x px`).
+/// here, so a batch near square stays `px x px`). Ours alone: the aspect is held within
+/// [`MAX_RECT_ASPECT`] either way, so one freak image (a 65535 x 1 JPEG passes the pixel limit)
+/// cannot make its batch's buffer tens of gigabytes.
 pub fn rect_shape(px: u32, aspect: f64) -> (u32, u32) {
     let long = |ratio: f64| -> u32 {
         let l = (f64::from(px) * ratio).trunc() as u32;
@@ -221,6 +227,7 @@ pub fn rect_shape(px: u32, aspect: f64) -> (u32, u32) {
     if !(aspect.is_finite() && aspect > 0.0) {
         return (px, px);
     }
+    let aspect = aspect.clamp(1.0 / MAX_RECT_ASPECT, MAX_RECT_ASPECT);
     if aspect >= 1.0 {
         (long(aspect), px)
     } else {
@@ -479,6 +486,10 @@ mod tests {
                 assert!(w.max(h) == px || w.max(h) % 8 == 0);
             }
         }
+        // A freak batch is held at 4:1 either way.
+        assert_eq!(rect_shape(288, 264.0), (1152, 288));
+        assert_eq!(rect_shape(288, 1.0 / 264.0), (288, 1152));
+        assert_eq!(rect_shape(32, 1e300), (128, 32));
         assert_eq!(batch_aspect(&[1.5, 1.333333, 1.0]), 1.27778);
         assert_eq!(batch_aspect(&[]), 1.0);
     }

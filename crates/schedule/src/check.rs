@@ -28,7 +28,8 @@ pub(crate) fn check(s: &Schedule) -> Result<Vec<Warning>, ScheduleError> {
 fn check_run(s: &Schedule) -> Check {
     let run = &s.run;
     if let Some(name) = &run.name {
-        if name.is_empty() || name.contains(['/', '\\']) {
+        // "." and ".." would put the run's files in runs/ itself or in the checkout.
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
             return Err(s.invalid(
                 "run.name",
                 format!("{name:?} is not usable as a folder name under runs/"),
@@ -118,13 +119,13 @@ fn check_distributed(s: &Schedule) -> Check {
         s,
         "distributed.stall_warning_s",
         d.stall_warning_s,
-        Range::Positive,
+        Range::PositiveSeconds,
     )?;
     in_range(
         s,
         "distributed.stall_shutdown_s",
         d.stall_shutdown_s,
-        Range::NonNegative,
+        Range::Seconds,
     )
 }
 
@@ -230,35 +231,42 @@ fn warnings(s: &Schedule) -> Vec<Warning> {
 enum Range {
     /// [0, inf)
     NonNegative,
-    /// (0, inf)
-    Positive,
     /// [0, 1)
     FractionBelowOne,
     /// (0, 1]
     FractionAboveZero,
     /// (0, 100]
     Percent,
+    /// (0, a year]: a duration the trainer turns into a `Duration` and adds a grace to.
+    PositiveSeconds,
+    /// [0, a year]
+    Seconds,
 }
+
+/// The longest duration a schedule may give (eval-sweep's flags have the same bound).
+const YEAR_S: f64 = 365.0 * 86400.0;
 
 impl Range {
     fn contains(self, v: f64) -> bool {
         v.is_finite()
             && match self {
                 Range::NonNegative => v >= 0.0,
-                Range::Positive => v > 0.0,
                 Range::FractionBelowOne => (0.0..1.0).contains(&v),
                 Range::FractionAboveZero => v > 0.0 && v <= 1.0,
                 Range::Percent => v > 0.0 && v <= 100.0,
+                Range::PositiveSeconds => v > 0.0 && v <= YEAR_S,
+                Range::Seconds => (0.0..=YEAR_S).contains(&v),
             }
     }
 
     fn text(self) -> &'static str {
         match self {
             Range::NonNegative => "[0, inf)",
-            Range::Positive => "(0, inf)",
             Range::FractionBelowOne => "[0, 1)",
             Range::FractionAboveZero => "(0, 1]",
             Range::Percent => "(0, 100] percent",
+            Range::PositiveSeconds => "(0, 31536000] seconds",
+            Range::Seconds => "[0, 31536000] seconds",
         }
     }
 }
@@ -511,8 +519,23 @@ mod tests {
         );
         starts(
             &refuse(|t| format!("distributed:\n  stall_shutdown_s: -1\n{t}")),
-            "s.yaml:2:3: distributed.stall_shutdown_s: must be in [0, inf), got -1",
+            "s.yaml:2:3: distributed.stall_shutdown_s: must be in [0, 31536000] seconds, got -1",
         );
+        // Past a year the trainer's Duration arithmetic would overflow: refused here instead.
+        starts(
+            &refuse(|t| format!("distributed:\n  stall_shutdown_s: 1e20\n{t}")),
+            "s.yaml:2:3: distributed.stall_shutdown_s: must be in [0, 31536000] seconds, got 100000000000000000000",
+        );
+        starts(
+            &refuse(|t| format!("distributed:\n  stall_warning_s: 4e7\n{t}")),
+            "s.yaml:2:3: distributed.stall_warning_s: must be in (0, 31536000] seconds, got 40000000",
+        );
+        for name in [".", ".."] {
+            starts(
+                &refuse(|t| format!("run:\n  name: \"{name}\"\n{t}")),
+                "s.yaml:2:3: run.name:",
+            );
+        }
     }
 
     #[test]

@@ -112,8 +112,8 @@ impl RecordIndex {
     }
 
     /// Reads an index saved by [`RecordIndex::save`] or DALI's tfrecord2idx for the record file
-    /// `records`, checking that the lines are well formed and that the records end exactly at
-    /// the end of `records`.
+    /// `records`, checking that the lines are well formed, that each record starts where the
+    /// one before ended, and that the last ends exactly at the end of `records`.
     pub fn load(idx_path: impl AsRef<Path>, records: impl AsRef<Path>) -> Result<Self, IndexError> {
         let (idx_path, records) = (idx_path.as_ref(), records.as_ref());
         let text = fs::read_to_string(idx_path).map_err(|source| IndexError::Io {
@@ -138,7 +138,8 @@ impl RecordIndex {
             };
             let offset: u64 = offset.parse().map_err(|_| parse_error())?;
             let len: u64 = len.parse().map_err(|_| parse_error())?;
-            if offset < expected_offset || len < HEADER_LEN + framing::FOOTER_LEN {
+            // A record file has no gaps: each record starts where the one before ended.
+            if offset != expected_offset || len < HEADER_LEN + framing::FOOTER_LEN {
                 return Err(parse_error());
             }
             expected_offset = offset.checked_add(len).ok_or_else(parse_error)?;
@@ -235,6 +236,9 @@ mod tests {
             ("0 16 7\n", 1),
             ("0 3\n", 1),
             ("0 100\n50 100\n", 2),
+            // A gap would make the count of records (the epoch's size) wrong.
+            ("0 16\n20 16\n", 2),
+            ("8 16\n", 1),
         ] {
             fs::write(&idx, text).unwrap();
             match RecordIndex::load(&idx, &path) {

@@ -202,6 +202,9 @@ pub struct SkippedImage {
     /// Byte offset of the record's frame in `file` (`read_record_at(file, offset)` finds it).
     pub offset: u64,
     pub cause: String,
+    /// The record's `image/filename` (evaluation reads it; training does not), so that an
+    /// excluded image that does not decode is not counted as a miss.
+    pub filename: Option<String>,
 }
 
 /// Counters for logs and benchmarks.

@@ -49,7 +49,7 @@ pub(super) struct Limits {
 }
 
 thread_local! {
-    /// True while this thread runs inside [`guarded`]'s `catch_unwind`.
+    /// True while this thread runs inside [`guarded_decode`]'s `catch_unwind`.
     static IN_GUARDED_DECODE: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -112,7 +112,7 @@ pub(super) fn run(
             done.push(match msg {
                 ReaderMsg::Task(task) => Done {
                     key: task.key,
-                    outcome: guarded(&mut kit, &files, limits, task),
+                    outcome: timed(&mut kit, &files, limits, task),
                 },
                 ReaderMsg::Fatal(key, e) => Done {
                     key,
@@ -131,37 +131,46 @@ pub(super) fn run(
     }
 }
 
-/// [`process`], with a decoder panic turned into a skipped image: a JPEG crafted to crash a
-/// decoder is per-image damage like any other. While it runs, [`panic_is_caught`] is true on
-/// this thread, so a process-wide panic hook (the trainer's aborts the MPI job) can tell this
-/// panic will be caught and leave it alone.
-fn guarded(kit: &mut Kit, files: &[PathBuf], limits: Limits, task: Task) -> Outcome {
-    let (file, offset) = (task.file, task.offset);
+/// [`process`], its decode and resize time added to the stage clock.
+fn timed(kit: &mut Kit, files: &[PathBuf], limits: Limits, task: Task) -> Outcome {
     let before = kit.pre.times();
-    let result = {
-        let _region = CaughtRegion::enter();
-        catch_unwind(AssertUnwindSafe(|| process(kit, files, limits, task)))
-    };
+    let outcome = process(kit, files, limits, task);
     let after = kit.pre.times();
     kit.clock
         .add(Tick::Decode, after.decode.saturating_sub(before.decode));
     kit.clock
         .add(Tick::Resize, after.resize.saturating_sub(before.resize));
+    outcome
+}
+
+/// The decoder's run on one JPEG, with a panic inside it turned into an error like any other
+/// undecodable image: a JPEG crafted to crash a decoder is per-image damage. Only this call is
+/// guarded, so a bug in our own parsing or batch bookkeeping still ends the run. While it runs,
+/// [`panic_is_caught`] is true on this thread, so a process-wide panic hook (the trainer's
+/// aborts the MPI job) can tell this panic will be caught and leave it alone.
+fn guarded_decode(
+    pre: &mut Preprocessor,
+    jpeg: &[u8],
+    (width, height): (u32, u32),
+    out: &mut [u8],
+    place: impl FnOnce(u32, u32) -> Placement,
+) -> Result<(), String> {
+    let result = {
+        let _region = CaughtRegion::enter();
+        catch_unwind(AssertUnwindSafe(|| {
+            pre.run(jpeg, width, height, out, place)
+        }))
+    };
     match result {
-        Ok(outcome) => outcome,
+        Ok(decoded) => decoded.map_err(|e| e.to_string()),
         Err(panic) => {
             // The decoder state may be half-way through an image: start a fresh one.
-            kit.pre = Preprocessor::new().with_max_pixels(limits.max_pixels);
+            *pre = Preprocessor::new().with_max_pixels(pre.max_pixels());
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned());
-            let cause = format!("decoder panicked: {}", what.unwrap_or_default());
-            Outcome::Skipped(SkippedImage {
-                file: files[file].clone(),
-                offset,
-                cause,
-            })
+            Err(format!("decoder panicked: {}", what.unwrap_or_default()))
         }
     }
 }
@@ -273,16 +282,17 @@ fn render(
             return Outcome::Fatal(Stage::Decode, PipelineError::Internal { what });
         }
     };
-    match kit.pre.run(jpeg, width, height, claim.pixels(), place) {
+    match guarded_decode(&mut kit.pre, jpeg, (width, height), claim.pixels(), place) {
         Ok(()) => Outcome::Image(Image {
             claim,
             label,
             filename,
         }),
-        Err(e) => Outcome::Skipped(SkippedImage {
+        Err(cause) => Outcome::Skipped(SkippedImage {
             file: path.to_path_buf(),
             offset,
-            cause: e.to_string(),
+            cause,
+            filename,
         }),
     }
 }
