@@ -2,7 +2,9 @@
 //! records (dawnrun-records) -> pipeline (dawnrun-data) -> batches -> graph (model) ->
 //! gradients -> all-reduce (dawnrun-dist) -> update (train) -> checkpoint -> eval.
 //! The modules below are declared in that order; each imports only modules above it
-//! (`tools/check-layering.sh` enforces it). `docs/ARCHITECTURE.md` has the whole picture.
+//! (`tools/check-layering.sh` enforces it). `checkpoint` is the one declared ahead of its place
+//! in the flow: it is the file format that both the training loop (which writes) and eval (which
+//! reads) use, so it sits above both. `docs/ARCHITECTURE.md` has the whole picture.
 #![deny(unsafe_code)]
 
 /// `say!`: `eprintln!` in one `write` call, so two ranks' lines never interleave under `mpirun`
@@ -25,5 +27,5 @@ pub mod train;
 // The offline checkpoint sweep and the DAWNBench report.
 pub mod eval;
 
-// The command lines of `trainer` (train, plan, bench, gradcheck) and `eval-sweep`.
+// The command lines of `trainer` (train, plan, bench, gradcheck, export) and `eval-sweep`.
 pub mod commands;

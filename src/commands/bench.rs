@@ -43,7 +43,7 @@ pub struct BenchArgs {
     warmup: usize,
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     precision: Precision,
-    /// Tensor layout of the graph (the schedule's `model.data_format`).
+    /// Tensor layout of the graph (the schedule's `run.data_format`).
     #[arg(long, value_enum, default_value_t = DataFormat::Nhwc)]
     data_format: DataFormat,
     /// Records folder with `<prefix>-*` shards for the trainer's path (else only the bare graph).
@@ -399,7 +399,7 @@ fn hidden_pct(hidden: Duration, exposed: Duration) -> f64 {
     }
 }
 
-/// The two timed paths a serve request names.
+/// The timed paths a serve request names.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Path {
     Premade,

@@ -2,9 +2,9 @@
 //! TensorFlow SavedModel (inference graph, fp32 weights, JPEG and uint8 signatures, the synset
 //! list as `assets/synsets.txt`).
 //!
-//! Atomic: everything is written into a temporary sibling `.<name>.partial-<pid>` and renamed to
-//! `--out` only once complete; on failure the temporary folder is removed. A killed export can
-//! leave only that dot-folder, never a folder at `--out`.
+//! Atomic: everything is written into a temporary sibling `.<name>.partial-<host>-<pid>` and
+//! renamed to `--out` only once complete; on failure the temporary folder is removed. A killed
+//! export can leave only that dot-folder, never a folder at `--out`.
 
 use std::path::{Path, PathBuf};
 

@@ -1,18 +1,18 @@
 //! dawnrun-data: records -> pipeline -> batches. No TensorFlow, no MPI: rank and world size arrive
 //! as plain numbers.
 //!
-//! The modules in flow order:
+//! The modules, each using only those listed above it:
+//! - `seed`     every random draw's seed as a pure function of (seed, epoch, rank, ...)   (pure)
 //! - `epoch_share` which files and records this rank reads in an epoch, shuffle buffer (pure)
 //! - `crop`     random-resized crop box, evaluation crops, rectangular batch shapes    (pure)
-//! - `jpeg_header` a JPEG's size and the check of its marker structure, from its headers (pure)
-//! - `decode`   JPEG bytes -> RGB -> crop + bilinear resize + flip into a batch slot
 //! - `decode_error` why one image could not be turned into pixels
+//! - `jpeg_header` a JPEG's size and the check of its marker structure, from its headers (pure)
 //! - `resize`   two-tap bilinear resize + mirror of a crop into its slot (SSSE3 or scalar)
 //! - `turbo`    the safe wrapper over libjpeg-turbo's TurboJPEG 3 API
+//! - `decode`   JPEG bytes -> RGB -> crop + bilinear resize + flip into a batch slot
 //! - `batch`    `Batch { images [N, H, W, 3] u8, labels [N] i32 }`
 //! - `pipeline` reader thread -> decode workers (straight into batch buffers) -> batcher;
 //!   bounded queues; clean shutdown
-//! - `seed`     every random draw's seed as a pure function of (seed, epoch, rank, ...)   (pure)
 #![deny(unsafe_code)]
 
 pub mod batch;
@@ -30,8 +30,6 @@ pub use batch::Batch;
 pub use crop::{center_crop, eval_crop, sample_crop, CropBox, CropSpec, EvalCrop};
 pub use decode::{DecodePath, DecodeTimes, Placement, Preprocessor, DEFAULT_MAX_IMAGE_PIXELS};
 pub use decode_error::DecodeError;
-// Lives in dawnrun_records::shard_set; re-exported for existing callers.
-pub use dawnrun_records::shard_set::count_records;
 pub use pipeline::{
     panic_is_caught, EvalConfig, EvalPipeline, PipelineError, PipelineStats, SkippedImage,
     StageTimes, TrainConfig, TrainPipeline,

@@ -170,11 +170,6 @@ impl Ring {
     }
 }
 
-/// One-shot form of [`Ring::sum`] without compression (allocates its scratch).
-pub fn ring_allreduce_sum(world: &World, data: &mut [f32]) -> Result<(), RingError> {
-    Ring::new().sum(world, data, Compression::None)
-}
-
 fn ring_sum<W: WireFormat>(
     comm: &SimpleCommunicator,
     data: &mut [f32],

@@ -255,11 +255,6 @@ impl World {
         (0..self.size).filter(|&r| all[r] != all[0]).collect()
     }
 
-    /// Whether every rank passed the same bytes (e.g. a config fingerprint).
-    pub fn all_same(&self, bytes: &[u8]) -> bool {
-        self.ranks_differing(bytes).is_empty()
-    }
-
     /// Refuses to go on unless every rank passed the same `bytes`; `what` names them in the error
     /// ("schedule", "data index"). Every rank gets the same verdict.
     pub fn check_same(&self, what: &str, bytes: &[u8]) -> Result<(), WorldError> {
@@ -368,7 +363,8 @@ impl World {
     /// that point, and Open MPI 4.1 honours it (killing the job is all we ask of it).
     ///
     /// `caught()` is asked first: when it says the panicking thread will catch the panic itself
-    /// (a JPEG decode worker turns a decoder panic into a skipped image), the hook only prints.
+    /// (a JPEG decode worker turns a decoder panic into a skipped image), the hook stays silent:
+    /// the worker names the image and the panic's message when it skips it.
     pub fn install_abort_on_panic(&self, caught: fn() -> bool) {
         let rank = self.rank;
         let previous = std::panic::take_hook();

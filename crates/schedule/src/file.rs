@@ -221,7 +221,8 @@ impl Default for EvalSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DistributedSettings {
-    /// Which all-reduce moves the bytes. Default `ring` (ours); `mpi` is MPI_Allreduce.
+    /// Which all-reduce moves the bytes. Default `hierarchical` (ours: shared memory within a
+    /// host, the ring between hosts); `ring` is our flat ring; `mpi` is MPI_Allreduce.
     pub allreduce: Allreduce,
     /// Gradients are packed into buffers of at most this many MiB. Default 64.
     pub fusion_threshold_mb: f64,
