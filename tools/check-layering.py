@@ -5,7 +5,8 @@
 2. src/: each top-level module imports (`crate::x`) only modules declared before it in
    src/lib.rs, which lists them in flow order; the binaries call only `dawnrun::commands`.
 3. No circles between the modules of any crate (top-level modules, and files within a folder
-   module through `super::`).
+   module through `super::` or the folder's own `crate::` path). `crate::{a, b}` groups count
+   name by name, across lines.
 4. `tensorflow` is named only in src/model; `mpi` only in crates/dist; `dawnrun_dist` never in
    src/model or src/checkpoint (the graph knows no ranks).
 
@@ -110,8 +111,45 @@ def find_cycle(edges):
     return None
 
 
-CRATE_REF = re.compile(r"\bcrate::(\w+)")
+CRATE_REF = re.compile(r"\bcrate::(\{|\w+)")
 SUPER_REF = re.compile(r"\bsuper::(\w+)")
+
+
+def group_names(text, at):
+    """The first name of each top-level item of the `{...}` group opening at `text[at]`:
+    `a`, `b` for `{a::X, b::{Y, Z}}` (a group may span lines and nest)."""
+    depth, item, names = 0, "", []
+    for ch in text[at:]:
+        if ch == "{":
+            depth += 1
+            if depth == 1:
+                continue
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                names.append(item)
+                break
+        if depth == 1 and ch == ",":
+            names.append(item)
+            item = ""
+        elif depth >= 1:
+            item += ch
+    firsts = (re.match(r"\s*(\w+)", n) for n in names)
+    return [m.group(1) for m in firsts if m and m.group(1) != "self"]
+
+
+def crate_refs(path, prefix=""):
+    """(line, name) for each `crate::<prefix>name` in the file, comments left out, each
+    top-level name of a `crate::<prefix>{a, b}` group included."""
+    text = "".join(line.rstrip("\n") + "\n" for _, line in code_lines(path))
+    pattern = re.compile(r"\bcrate::" + re.escape(prefix) + r"(\{|\w+)")
+    for m in pattern.finditer(text):
+        line = text.count("\n", 0, m.start()) + 1
+        if m.group(1) == "{":
+            for name in group_names(text, m.start(1)):
+                yield line, name
+        else:
+            yield line, m.group(1)
 
 
 def check_cycles(name, src):
@@ -120,10 +158,9 @@ def check_cycles(name, src):
         me = top_module(src, path)
         if me is None:
             continue
-        for _, line in code_lines(path):
-            for m in CRATE_REF.findall(line):
-                if m != me:
-                    edges.setdefault(me, set()).add(m)
+        for _, m in crate_refs(path):
+            if m != me:
+                edges.setdefault(me, set()).add(m)
     cycle = find_cycle(edges)
     if cycle:
         errors.append(f"{name}: modules import each other in a circle: {' -> '.join(cycle)}")
@@ -132,14 +169,18 @@ def check_cycles(name, src):
         if os.path.abspath(base) == os.path.abspath(src) or "bin" in os.path.relpath(base, src).split(os.sep):
             continue
         local = {}
+        # The folder's own path from the crate root, as `crate::model::` names it.
+        folder = "::".join(os.path.relpath(base, src).split(os.sep)) + "::"
         for n in names:
             if not n.endswith(".rs") or n == "mod.rs":
                 continue
             me = n[:-3]
-            for _, line in code_lines(os.path.join(base, n)):
-                for m in SUPER_REF.findall(line):
-                    if m != me and os.path.exists(os.path.join(base, m + ".rs")):
-                        local.setdefault(me, set()).add(m)
+            path = os.path.join(base, n)
+            refs = [m for _, line in code_lines(path) for m in SUPER_REF.findall(line)]
+            refs += [m for _, m in crate_refs(path, folder)]
+            for m in refs:
+                if m != me and os.path.exists(os.path.join(base, m + ".rs")):
+                    local.setdefault(me, set()).add(m)
         cycle = find_cycle(local)
         if cycle:
             errors.append(f"{rel(base)}: files import each other in a circle: {' -> '.join(cycle)}")
@@ -155,21 +196,21 @@ def check_flow_in_src():
     rank = {m: i for i, m in enumerate(order)}
     for path in rs_files(src):
         me = top_module(src, path)
-        for i, line in code_lines(path):
-            if me is None:
-                if "/bin/" in path:
+        if me is None:
+            if "/bin/" in path:
+                for i, line in code_lines(path):
                     for m in re.findall(r"\bdawnrun::(\w+)", line):
                         if m != "commands":
                             errors.append(f"{rel(path)}:{i}: a binary uses dawnrun::{m}; binaries only call dawnrun::commands")
-                continue
-            if me not in rank:
-                msg = f"src/{me}: module {me} is not declared in src/lib.rs"
-                if msg not in errors:
-                    errors.append(msg)
-                continue
-            for m in CRATE_REF.findall(line):
-                if m in rank and rank[m] > rank[me]:
-                    errors.append(f"{rel(path)}:{i}: {me} imports crate::{m}, which comes later in the flow")
+            continue
+        if me not in rank:
+            msg = f"src/{me}: module {me} is not declared in src/lib.rs"
+            if msg not in errors:
+                errors.append(msg)
+            continue
+        for i, m in crate_refs(path):
+            if m in rank and rank[m] > rank[me]:
+                errors.append(f"{rel(path)}:{i}: {me} imports crate::{m}, which comes later in the flow")
 
 
 def check_names():
