@@ -28,24 +28,29 @@ pub(crate) fn flat_concat(scope: &mut Scope, parts: &[Output]) -> Result<Output,
 
 /// Splits a flat [sum of sizes] vector into tensors shaped like `vars` (inverse of
 /// [`flat_concat`] of their reads).
+///
+/// One `Slice` per variable rather than one `SplitV`: TensorFlow's CPU `Slice` of a vector
+/// hands out a view of its input, no copy, when the slice's start and length are multiples of
+/// 64 bytes (16 floats). Every ResNet variable is, but the last one (the classifier's bias),
+/// and each one's start follows from the lengths before it. `SplitV` of a vector always
+/// copies, a pass over the whole 45 MB (ResNet-18) in every apply run above one rank: the
+/// apply run took 18.6-19.1 ms a step with it and 8.7-14.3 ms without (np 2 timelines,
+/// BENCHMARKS.md).
 pub(crate) fn split_flat(
     scope: &mut Scope,
     flat: Output,
     vars: &[&Var],
 ) -> Result<Vec<Output>, Status> {
-    let sizes: Vec<i64> = vars.iter().map(|v| v.len() as i64).collect();
-    let sizes = tf::const_i64(scope, &sizes)?;
-    let dim = ops::constant(0i32, scope)?;
-    let parts = ops::SplitV::new()
-        .num_split(vars.len() as i64)
-        .build_instance(flat, sizes, dim.into(), scope)?
-        .output()?;
-    parts
-        .into_iter()
-        .zip(vars)
-        .map(|(p, v)| {
+    let mut offset = 0i64;
+    vars.iter()
+        .map(|v| {
+            let len = v.len() as i64;
+            let begin = tf::const_i64(scope, &[offset])?;
+            let size = tf::const_i64(scope, &[len])?;
+            offset += len;
+            let part = ops::slice(flat.clone(), begin, size, scope)?;
             let shape = tf::const_i64(scope, &v.shape)?;
-            Ok(ops::reshape(p, shape, scope)?.into())
+            Ok(ops::reshape(part, shape, scope)?.into())
         })
         .collect()
 }
