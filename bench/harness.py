@@ -81,6 +81,30 @@ def our_exe(cmd, bin_dir):
     return next((c for c in cmd if c.startswith(bin_dir + os.sep)), None)
 
 
+USAGE_PATHS = {"trainer": "np 2", "lockstep": "np 2 in lockstep", "np1": "np 1", "pair": "the pair"}
+
+
+def usage_note(used):
+    """One note line from the scaling rows' `usage_per_step` answers: per path, the medians over
+    turns and ranks of the turn's mean step (wall time, as the CPU time is a turn's mean), the
+    CPU time a rank used in it (all its threads; a rank bound to one core uses at most the step),
+    its minor page faults and involuntary context switches. A row that moves between runs can
+    then be read: faults where a process maps and unmaps its tensors each step, CPU short of the
+    wall time or many involuntary switches where a core was shared with something else."""
+    parts = []
+    for path, name in USAGE_PATHS.items():
+        u = used.get(path) or []
+        if not u:
+            continue
+
+        def med(key):
+            return statistics.median(x.get(key) or 0.0 for x in u)
+        parts.append("%s %.0f ms CPU in a %.0f ms step, %.0f minor faults, %.0f involuntary switches" % (
+            name, 1000 * med("cpu_s"), 1000 * med("step_s"), med("minor_faults"), med("involuntary_switches")))
+    return ("- scaling, what a rank's process used per step (medians over turns and ranks, getrusage "
+            "through `usage_per_step`): " + "; ".join(parts))
+
+
 def turn_order(turns, i):
     """The turns of round i: every order of three sides in six rounds (rotated every two rounds,
     reversed every other round), so each side takes each place, and follows each other side,
@@ -716,6 +740,14 @@ class Bench:
         def rate(times, ranks):
             return 32 * ranks / statistics.median(times)
 
+        # What each process used per step in each turn (`usage_per_step`), by path.
+        used = {path: [] for path in USAGE_PATHS}
+
+        def note_usage(path, proc):
+            for u in proc.last.get("usage_per_step") or []:
+                steps = proc.last["step_s"]
+                used[path].append(dict(u, step_s=sum(steps) / len(steps)))
+
         def serve_set(n, set_rounds):
             with contextlib.ExitStack() as stack:
                 # Each set starts the three in another order (a process started first can stay
@@ -734,14 +766,18 @@ class Bench:
                         # first one then the other by rounds.
                         for path in (("trainer", "lockstep") if i % 2 == 0 else ("lockstep", "trainer")):
                             got[path] = rate(served["job"].steps(path, k), 2)
+                            note_usage(path, served["job"])
 
                     def turn_alone():
                         got["np1"] = rate(served["solo%d" % alone].steps("trainer", k), 1)
+                        note_usage("np1", served["solo%d" % alone])
 
                     def turn_pair():
                         for c in (0, 1):
                             served["solo%d" % c].ask("trainer", k)
                         got["pair"] = sum(rate(served["solo%d" % c].answer(), 1) for c in (0, 1))
+                        for c in (0, 1):
+                            note_usage("pair", served["solo%d" % c])
 
                     for t in turn_order([turn_job, turn_alone, turn_pair], i):
                         t()
@@ -754,6 +790,8 @@ class Bench:
                         self.sample(r, side, value=v, extra=extra)
 
         self.over_sets(targets, plan, serve_set)
+        if any(used.values()):
+            self.notes.append(usage_note(used))
         self.overlap_row(records)
 
     def overlap_row(self, records):

@@ -25,9 +25,10 @@ echo '{"method":"mpi","np":2,"floats":1,"seconds_median":1.0,"bus_gbps":2.0,"max
 
 
 # A trainer whose `bench --serve` answers with fixed step times (pre-made 0.5 s, fed 0.7 s,
-# lockstep 0.6 s; fed 0.64 s with --overlap, which also reports a hidden share) and logs each
-# request; any other call prints nothing (a stub: its rows read "missing"). Under mpirun only
-# rank 0 serves, as the real one answers only there.
+# lockstep 0.6 s; fed 0.64 s with --overlap, which also reports a hidden share), each rank using
+# 90% of the step in CPU time (`usage_per_step`), and logs each request; any other call prints
+# nothing (a stub: its rows read "missing"). Under mpirun only rank 0 serves, as the real one
+# answers only there.
 FAKE_TRAINER = """#!%s
 import json, os, sys
 if "--serve" not in sys.argv or os.environ.get("OMPI_COMM_WORLD_RANK", "0") != "0":
@@ -43,6 +44,9 @@ for line in sys.stdin:
     log.flush()
     step = {"premade": 0.5, "lockstep": 0.6}.get(path, 0.64 if overlap else 0.7)
     answer = {"path": path, "step_s": [step] * int(k)}
+    ranks = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1"))
+    answer["usage_per_step"] = [{"cpu_s": 0.9 * step, "minor_faults": 3.0 if path == "lockstep" else 1.0,
+                                 "involuntary_switches": 20.0}] * ranks
     if overlap:
         answer["allreduce_hidden_pct"] = 40.0
     print(json.dumps(answer), flush=True)
@@ -170,6 +174,9 @@ class HarnessTest(unittest.TestCase):
             self.assertIn("- missing commands of ours: target/release/make-synthetic\n", md)
             self.assertIn(md.split("\n\n| what")[1][:10], p.stdout)
             self.assertRegex(md, r"- CPU time outside the bench's own processes during the run: \d+ s of \d+ s busy")
+            # What each path's processes used per step, from their answers.
+            self.assertIn("np 2 630 ms CPU in a 700 ms step, 1 minor faults, 20 involuntary switches; "
+                          "np 2 in lockstep 540 ms CPU in a 600 ms step, 3 minor faults", md)
 
     def test_scaling_turns_take_every_order_and_place_equally_often(self):
         sys.path.insert(0, BENCH)

@@ -20,6 +20,7 @@ use dawnrun_dist::World;
 use dawnrun_records::shard_set::{count_records, list_shards};
 use dawnrun_schedule::{Allreduce, DataFormat, Precision};
 
+use super::usage::Usage;
 use crate::model::{BatchRef, Feed, ModelConfig, TrainGraph};
 use crate::train::feeder::Feeder;
 use crate::train::log::StepLog;
@@ -69,8 +70,10 @@ pub struct BenchArgs {
     /// Stay up for interleaved timing (`bench/harness.py`'s step and scaling rows): after the
     /// warm-up of both paths print `{"ready": true, "params": N}`, then for each stdin line
     /// `premade K`, `trainer K` or `lockstep K` (the trainer's input, no gradient exchange) run
-    /// K steps of that path and print their times as JSON (rank 0's, at every rank count), with
-    /// `--overlap` also the share of those steps' all-reduce that backward hid.
+    /// K steps of that path and print their times as JSON (rank 0's, at every rank count) and
+    /// each rank's CPU seconds, minor page faults and involuntary context switches per step
+    /// (`usage_per_step`), with `--overlap` also the share of those steps' all-reduce that
+    /// backward hid.
     #[arg(long)]
     serve: bool,
     /// Also write the training graph's GraphDef to this file and its step's node names to
@@ -364,13 +367,21 @@ fn serve(args: &BenchArgs, world: &World, stepper: &mut Stepper) -> Result<()> {
             .overlap
             .as_ref()
             .map(|o| (o.hidden, o.exposed));
+        let used_before = Usage::now();
         let times = match path {
             Path::Premade => stepper.premade(k)?,
             Path::Trainer => stepper.fed(k)?,
             Path::Lockstep => stepper.lockstep(k)?,
         };
-        if world.rank() == 0 {
-            let mut answer = serde_json::json!({ "path": path.name(), "step_s": times });
+        let used = Usage::now().per_step_since(&used_before, k);
+        let used: Vec<u8> = used.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let used_by_rank = world.gather_bytes(&used)?;
+        if let Some(used_by_rank) = used_by_rank {
+            let mut answer = serde_json::json!({
+                "path": path.name(),
+                "step_s": times,
+                "usage_per_step": usage_json(&used_by_rank),
+            });
             // With --overlap: how much of these steps' all-reduce ran while backward did (none
             // for lockstep steps, which all-reduce nothing).
             let after = stepper
@@ -387,6 +398,24 @@ fn serve(args: &BenchArgs, world: &World, stepper: &mut Stepper) -> Result<()> {
             out.flush()?;
         }
     }
+}
+
+/// Each rank's [`Usage::per_step_since`] (three little-endian f64s, as gathered) as JSON.
+fn usage_json(by_rank: &[Vec<u8>]) -> serde_json::Value {
+    by_rank
+        .iter()
+        .map(|bytes| {
+            let v: Vec<f64> = bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8")))
+                .collect();
+            serde_json::json!({
+                "cpu_s": v.first(),
+                "minor_faults": v.get(1),
+                "involuntary_switches": v.get(2),
+            })
+        })
+        .collect()
 }
 
 /// The share of the all-reduce's time that ran while backward was still running, in %.

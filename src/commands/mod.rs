@@ -11,6 +11,7 @@ mod gradcheck;
 mod heap;
 mod plan;
 mod train;
+mod usage;
 
 use std::process::ExitCode;
 
