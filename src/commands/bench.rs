@@ -309,7 +309,7 @@ fn start_pipeline(args: &BenchArgs, world: &World) -> Result<Option<TrainPipelin
     Ok(Some(TrainPipeline::start(TrainConfig {
         files,
         rank: world.rank() as u64,
-        world: world.size() as u64,
+        world_size: world.size() as u64,
         batch_size: n,
         image_px: args.px,
         min_scale: 0.08,

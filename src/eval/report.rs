@@ -32,7 +32,7 @@ pub enum TimeToTarget<'a> {
     NotReached { best: Option<&'a CheckpointResult> },
 }
 
-/// `results` must be sorted by step (see `sort_by_step`).
+/// `results` must be sorted by step (the sweep gathers them into a map keyed by step).
 pub fn time_to_target(results: &[CheckpointResult], target_top5: f64) -> TimeToTarget<'_> {
     match results.iter().find(|r| r.top5 >= target_top5) {
         Some(r) => TimeToTarget::Reached(r),
@@ -42,10 +42,6 @@ pub fn time_to_target(results: &[CheckpointResult], target_top5: f64) -> TimeToT
                 .max_by(|a, b| a.top5.total_cmp(&b.top5).then(b.step.cmp(&a.step))),
         },
     }
-}
-
-pub fn sort_by_step(results: &mut [CheckpointResult]) {
-    results.sort_by_key(|r| r.step);
 }
 
 /// DAWNBench's table: a header `epoch hours top1Accuracy top5Accuracy` (tab-separated), one row
@@ -153,7 +149,7 @@ mod tests {
     #[test]
     fn tsv_has_dawnbench_header_and_sorted_rows() {
         let mut rs = vec![result(300, 90.0), result(100, 50.0), result(200, 70.0)];
-        sort_by_step(&mut rs);
+        rs.sort_by_key(|r| r.step);
         let text = tsv(&rs);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "epoch\thours\ttop1Accuracy\ttop5Accuracy");

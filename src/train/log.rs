@@ -6,7 +6,7 @@
 //! step loop (and with it the all-reduce of every other rank).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -172,12 +172,12 @@ impl StepLog {
     }
 
     /// A phase begins: its line, and fresh averages.
-    pub fn start_phase(&mut self, p: &PhasePlan, world: usize) {
+    pub fn start_phase(&mut self, p: &PhasePlan, world_size: usize) {
         self.window = Window::new();
         self.note(&format!(
             "phase {}: epochs {}-{}, steps {}..{}, {} px, batch {}/rank x {} = {}, lr {} -> {} ({:?}), data {}/{}",
             p.index, p.epoch_start, p.epoch_end, p.first_step, p.end_step, p.image_px,
-            p.batch_per_rank, world, p.global_batch, p.lr_start, p.lr_end, p.method, p.data_dir,
+            p.batch_per_rank, world_size, p.global_batch, p.lr_start, p.lr_end, p.method, p.data_dir,
             p.prefix
         ));
     }
@@ -348,13 +348,16 @@ fn write_records(
 /// repeats those steps) and an unfinished last line (a process killed mid-write). The epoch, not
 /// the step, marks the cut: a resume at another world size numbers its steps anew.
 fn open_metrics(path: &Path, epoch: f64) -> Result<File> {
-    let file = OpenOptions::new()
+    let mut file = OpenOptions::new()
         .create(true)
         .read(true)
         .append(true)
         .open(path)
         .with_context(|| format!("{}: cannot open for appending", path.display()))?;
-    let text = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    // Read through the handle that will append, so the text cut is the file's.
+    let mut text = Vec::new();
+    file.read_to_end(&mut text)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     let (keep, dropped) = metrics_to_keep(&text, epoch);
     if keep < text.len() {
         file.set_len(keep as u64)

@@ -310,7 +310,7 @@ pub fn start_pipeline(
     let config = TrainConfig {
         files,
         rank: world.rank() as u64,
-        world: world.size() as u64,
+        world_size: world.size() as u64,
         batch_size: phase.batch_per_rank as usize,
         image_px: phase.image_px,
         min_scale: phase.min_scale,
@@ -341,8 +341,8 @@ pub(crate) fn open_timeline(path: &Path, world: &World) -> Result<Timeline> {
 }
 
 /// `trace.json` -> `trace.rank3.json` when there are several ranks.
-fn per_rank_path(path: &Path, rank: usize, world: usize) -> PathBuf {
-    if world <= 1 {
+fn per_rank_path(path: &Path, rank: usize, world_size: usize) -> PathBuf {
+    if world_size <= 1 {
         return path.to_path_buf();
     }
     let stem = path

@@ -6,13 +6,13 @@
 //! 1. Shuffle the shard file list with a generator seeded by (seed, e) only, so every rank
 //!    computes the same order.
 //! 2. If there are at least as many files as ranks, deal them: shuffled file `i` goes to rank
-//!    `i % world`; the rank reads its files in that order, every record of each. Otherwise
+//!    `i % world_size`; the rank reads its files in that order, every record of each. Otherwise
 //!    (fewer files than ranks, e.g. small test sets) every rank reads all files in the shuffled
-//!    order and keeps record `j` of that sequence when `j % world == rank`.
+//!    order and keeps record `j` of that sequence when `j % world_size == rank`.
 //! 3. The rank's sequence goes through a shuffle buffer seeded by (seed, e, rank).
 //!
 //! Every rank must deliver exactly `batches_per_epoch` batches per epoch (the trainer's steps
-//! are `floor(total_images / (batch x world))` and all ranks meet in every all-reduce), i.e.
+//! are `floor(total_images / (batch x world_size))` and all ranks meet in every all-reduce), i.e.
 //! `needed = batches_per_epoch x batch` records. A rank whose share is longer drops its tail
 //! (the dropped remainder); a rank whose share is shorter (unequal shard sizes when dealing)
 //! wraps: it continues with the start of its own list, so it sees a few of its records twice
@@ -34,10 +34,10 @@ use crate::seed::{rng_for, Stream};
 pub enum EpochShareError {
     #[error("world size is 0: need at least one rank")]
     NoRanks,
-    #[error("rank {rank} is outside the world of {world} ranks")]
-    RankOutOfWorld { rank: u64, world: u64 },
-    #[error("no shard files to read (rank {rank} of {world})")]
-    NoFiles { rank: u64, world: u64 },
+    #[error("rank {rank} is outside the world of {world_size} ranks")]
+    RankOutOfWorld { rank: u64, world_size: u64 },
+    #[error("no shard files to read (rank {rank} of {world_size})")]
+    NoFiles { rank: u64, world_size: u64 },
 }
 
 /// This rank's share of one epoch: the files it reads, in order, and which records of that
@@ -46,37 +46,37 @@ pub enum EpochShareError {
 pub struct EpochShare {
     /// Indices into the caller's file list, in reading order.
     pub files: Vec<usize>,
-    /// 1 when dealing files; `world` when interleaving records.
+    /// 1 when dealing files; `world_size` when interleaving records.
     pub stride: u64,
     /// 0 when dealing files; `rank` when interleaving records.
     pub phase: u64,
 }
 
 impl EpochShare {
-    /// Computes the share of `rank` (0-based, `< world`) among `num_files` files for `epoch`.
+    /// Computes the share of `rank` (0-based, `< world_size`) among `num_files` files for `epoch`.
     pub fn new(
         num_files: usize,
-        world: u64,
+        world_size: u64,
         rank: u64,
         seed: u64,
         epoch: u64,
     ) -> Result<Self, EpochShareError> {
-        if world == 0 {
+        if world_size == 0 {
             return Err(EpochShareError::NoRanks);
         }
-        if rank >= world {
-            return Err(EpochShareError::RankOutOfWorld { rank, world });
+        if rank >= world_size {
+            return Err(EpochShareError::RankOutOfWorld { rank, world_size });
         }
         if num_files == 0 {
-            return Err(EpochShareError::NoFiles { rank, world });
+            return Err(EpochShareError::NoFiles { rank, world_size });
         }
         let mut order: Vec<usize> = (0..num_files).collect();
         order.shuffle(&mut rng_for(Stream::FileOrder, &[seed, epoch]));
-        if num_files as u64 >= world {
+        if num_files as u64 >= world_size {
             let files = order
                 .into_iter()
                 .enumerate()
-                .filter(|(i, _)| *i as u64 % world == rank)
+                .filter(|(i, _)| *i as u64 % world_size == rank)
                 .map(|(_, f)| f);
             Ok(Self {
                 files: files.collect(),
@@ -86,7 +86,7 @@ impl EpochShare {
         } else {
             Ok(Self {
                 files: order,
-                stride: world,
+                stride: world_size,
                 phase: rank,
             })
         }
@@ -243,13 +243,13 @@ mod tests {
     /// This rank's first `needed` records of the epoch, from files of the given sizes.
     fn epoch_items(
         counts: &[u64],
-        world: u64,
+        world_size: u64,
         rank: u64,
         seed: u64,
         epoch: u64,
         needed: u64,
     ) -> Vec<Item> {
-        let share = EpochShare::new(counts.len(), world, rank, seed, epoch).unwrap();
+        let share = EpochShare::new(counts.len(), world_size, rank, seed, epoch).unwrap();
         let open = |f: usize| Ok::<_, ()>((0..counts[f]).map(move |j| Ok((f, j))));
         let records = RankRecords::new(share, open);
         let rng = rng_for(Stream::Shuffle, &[seed, epoch, rank]);
@@ -268,16 +268,16 @@ mod tests {
         ];
         for seed in 0..40u64 {
             for counts in layouts {
-                for world in [1u64, 2, 3, 4, 8] {
+                for world_size in [1u64, 2, 3, 4, 8] {
                     let total: u64 = counts.iter().sum();
                     let batch = 1 + seed % 3;
-                    let per_rank = total / (batch * world) * batch;
-                    let equal_shares = (counts.len() as u64) < world
-                        || ((counts.len() as u64).is_multiple_of(world)
+                    let per_rank = total / (batch * world_size) * batch;
+                    let equal_shares = (counts.len() as u64) < world_size
+                        || ((counts.len() as u64).is_multiple_of(world_size)
                             && counts.iter().all(|&c| c == counts[0]));
                     let mut union = HashSet::new();
-                    for rank in 0..world {
-                        let items = epoch_items(counts, world, rank, seed, seed % 5, per_rank);
+                    for rank in 0..world_size {
+                        let items = epoch_items(counts, world_size, rank, seed, seed % 5, per_rank);
                         assert_eq!(items.len() as u64, per_rank);
                         let mine: HashSet<Item> = items.iter().copied().collect();
                         for item in &mine {
@@ -289,9 +289,9 @@ mod tests {
                         }
                     }
                     if equal_shares {
-                        assert_eq!(union.len() as u64, world * per_rank);
+                        assert_eq!(union.len() as u64, world_size * per_rank);
                         assert!(
-                            total - (union.len() as u64) < world * batch,
+                            total - (union.len() as u64) < world_size * batch,
                             "dropped remainder only"
                         );
                     }
@@ -327,10 +327,14 @@ mod tests {
     #[test]
     fn file_order_is_identical_on_every_rank() {
         for seed in 0..100u64 {
-            let world = 3;
+            let world_size = 3;
             let mut dealt = Vec::new();
-            for rank in 0..world {
-                dealt.extend(EpochShare::new(10, world, rank, seed, 1).unwrap().files);
+            for rank in 0..world_size {
+                dealt.extend(
+                    EpochShare::new(10, world_size, rank, seed, 1)
+                        .unwrap()
+                        .files,
+                );
             }
             dealt.sort();
             assert_eq!(
@@ -349,11 +353,17 @@ mod tests {
         );
         assert_eq!(
             EpochShare::new(3, 2, 2, 0, 0),
-            Err(EpochShareError::RankOutOfWorld { rank: 2, world: 2 })
+            Err(EpochShareError::RankOutOfWorld {
+                rank: 2,
+                world_size: 2
+            })
         );
         assert_eq!(
             EpochShare::new(0, 2, 1, 0, 0),
-            Err(EpochShareError::NoFiles { rank: 1, world: 2 })
+            Err(EpochShareError::NoFiles {
+                rank: 1,
+                world_size: 2
+            })
         );
     }
 

@@ -454,16 +454,16 @@ fn bad_configs_are_refused_before_any_thread_starts() {
     let good = train_config(files, 0, 2, 1);
     for (what, config) in [
         (
-            "rank outside world",
+            "rank outside the world",
             dawnrun_data::TrainConfig {
                 rank: 2,
                 ..good.clone()
             },
         ),
         (
-            "world 0",
+            "world size 0",
             dawnrun_data::TrainConfig {
-                world: 0,
+                world_size: 0,
                 ..good.clone()
             },
         ),

@@ -7,7 +7,6 @@
 //!
 //! The trainer keeps all gradients in ONE flat `f32` vector in a fixed order, so a group is a
 //! contiguous element range of that vector and the all-reduce works on it in place (no copy).
-//! [`FusionPlan::pack`] / [`FusionPlan::unpack`] serve callers that hold separate tensors.
 //!
 //! This module never talks to MPI.
 
@@ -15,34 +14,6 @@ use std::ops::Range;
 
 /// Bytes per gradient element (`f32`); the threshold is in bytes of `f32` gradients.
 pub const ELEM_BYTES: usize = 4;
-
-/// Errors packing or unpacking one fusion group.
-#[derive(Debug, thiserror::Error)]
-pub enum FusionError {
-    #[error("fusion group {group} does not exist (plan has {groups} groups)")]
-    NoSuchGroup { group: usize, groups: usize },
-    #[error("fusion group {group}: got {given} tensors, plan expects {expected} (tensors {first}..{end})")]
-    TensorCount {
-        group: usize,
-        given: usize,
-        expected: usize,
-        first: usize,
-        end: usize,
-    },
-    #[error("fusion group {group}: tensor {tensor} has {given} elements, plan says {expected}")]
-    TensorLength {
-        group: usize,
-        tensor: usize,
-        given: usize,
-        expected: usize,
-    },
-    #[error("fusion group {group}: buffer has {given} elements, group holds {expected}")]
-    BufferLength {
-        group: usize,
-        given: usize,
-        expected: usize,
-    },
-}
 
 /// One fusion buffer: a run of consecutive tensors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +30,6 @@ pub struct Group {
 /// group either fits the threshold or holds exactly one tensor that alone exceeds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FusionPlan {
-    tensor_lens: Vec<usize>,
     groups: Vec<Group>,
     threshold_bytes: usize,
 }
@@ -93,7 +63,6 @@ impl FusionPlan {
             });
         }
         FusionPlan {
-            tensor_lens: tensor_lens.to_vec(),
             groups,
             threshold_bytes,
         }
@@ -112,83 +81,6 @@ impl FusionPlan {
     /// The threshold the plan was made with, in bytes.
     pub fn threshold_bytes(&self) -> usize {
         self.threshold_bytes
-    }
-
-    fn group(&self, group: usize) -> Result<&Group, FusionError> {
-        self.groups.get(group).ok_or(FusionError::NoSuchGroup {
-            group,
-            groups: self.groups.len(),
-        })
-    }
-
-    /// Checks that `given` lengths are exactly this group's tensors.
-    fn check_tensors(
-        &self,
-        group: usize,
-        given: impl ExactSizeIterator<Item = usize>,
-    ) -> Result<&Group, FusionError> {
-        let g = self.group(group)?;
-        if given.len() != g.tensors.len() {
-            return Err(FusionError::TensorCount {
-                group,
-                given: given.len(),
-                expected: g.tensors.len(),
-                first: g.tensors.start,
-                end: g.tensors.end,
-            });
-        }
-        for (tensor, len) in g.tensors.clone().zip(given) {
-            let expected = self.tensor_lens[tensor];
-            if len != expected {
-                return Err(FusionError::TensorLength {
-                    group,
-                    tensor,
-                    given: len,
-                    expected,
-                });
-            }
-        }
-        Ok(g)
-    }
-
-    /// Copies the group's tensors, in order, into `buffer` (resized to the group's length).
-    /// `tensors` are this group's tensors only (`groups()[group].tensors`).
-    pub fn pack(
-        &self,
-        group: usize,
-        tensors: &[&[f32]],
-        buffer: &mut Vec<f32>,
-    ) -> Result<(), FusionError> {
-        let g = self.check_tensors(group, tensors.iter().map(|t| t.len()))?;
-        buffer.clear();
-        buffer.reserve(g.elems.len());
-        for t in tensors {
-            buffer.extend_from_slice(t);
-        }
-        Ok(())
-    }
-
-    /// Copies `buffer` back out into the group's tensors (the inverse of [`FusionPlan::pack`]).
-    pub fn unpack(
-        &self,
-        group: usize,
-        buffer: &[f32],
-        tensors: &mut [&mut [f32]],
-    ) -> Result<(), FusionError> {
-        let g = self.check_tensors(group, tensors.iter().map(|t| t.len()))?;
-        if buffer.len() != g.elems.len() {
-            return Err(FusionError::BufferLength {
-                group,
-                given: buffer.len(),
-                expected: g.elems.len(),
-            });
-        }
-        let mut at = 0;
-        for t in tensors.iter_mut() {
-            t.copy_from_slice(&buffer[at..at + t.len()]);
-            at += t.len();
-        }
-        Ok(())
     }
 }
 
@@ -263,57 +155,5 @@ mod tests {
         assert_eq!(plan.groups().len(), 3);
         assert!(FusionPlan::new(&[], 64).groups().is_empty());
         assert_eq!(FusionPlan::new(&[], 64).total_elems(), 0);
-    }
-
-    #[test]
-    fn pack_then_unpack_restores_every_tensor() {
-        for seed in 0..50 {
-            let lens = lens(seed, 20);
-            let plan = FusionPlan::new(&lens, 4 * 1500);
-            let originals: Vec<Vec<f32>> = lens
-                .iter()
-                .enumerate()
-                .map(|(t, &l)| (0..l).map(|i| (t * 100_000 + i) as f32).collect())
-                .collect();
-            let mut restored: Vec<Vec<f32>> = lens.iter().map(|&l| vec![0.0; l]).collect();
-            let mut buffer = Vec::new();
-            for (gi, g) in plan.groups().iter().enumerate() {
-                let ins: Vec<&[f32]> = originals[g.tensors.clone()]
-                    .iter()
-                    .map(|t| t.as_slice())
-                    .collect();
-                plan.pack(gi, &ins, &mut buffer).unwrap();
-                assert_eq!(buffer.len(), g.elems.len());
-                let flat: Vec<f32> = originals.concat();
-                assert_eq!(buffer, flat[g.elems.clone()], "packed = flat range");
-                let mut outs: Vec<&mut [f32]> = restored[g.tensors.clone()]
-                    .iter_mut()
-                    .map(|t| t.as_mut_slice())
-                    .collect();
-                plan.unpack(gi, &buffer, &mut outs).unwrap();
-            }
-            assert_eq!(restored, originals);
-        }
-    }
-
-    #[test]
-    fn pack_refuses_wrong_tensors_with_group_and_index() {
-        let plan = FusionPlan::new(&[2, 3, 100], 20);
-        let a = [0.0f32; 2];
-        let b = [0.0f32; 4];
-        let err = plan.pack(0, &[&a, &b], &mut Vec::new()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "fusion group 0: tensor 1 has 4 elements, plan says 3"
-        );
-        let err = plan.pack(0, &[&a], &mut Vec::new()).unwrap_err();
-        assert!(err.to_string().contains("got 1 tensors, plan expects 2"));
-        let err = plan.pack(7, &[], &mut Vec::new()).unwrap_err();
-        assert!(err.to_string().contains("group 7 does not exist"));
-        let mut c = [0.0f32; 100];
-        let err = plan.unpack(1, &[0.0; 99], &mut [&mut c]).unwrap_err();
-        assert!(err
-            .to_string()
-            .contains("buffer has 99 elements, group holds 100"));
     }
 }

@@ -44,7 +44,7 @@ pub mod world;
 
 pub use allreduce::{AllreduceError, Allreducer};
 pub use copy::copy_floats;
-pub use fusion::{FusionError, FusionPlan};
+pub use fusion::FusionPlan;
 pub use hierarchical::{Hierarchical, HierarchicalError};
 pub use node::{HostBoard, Laggards};
 pub use rendezvous::{Rendezvous, Silent};

@@ -12,36 +12,6 @@ use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 use mpi::datatype::Equivalence;
 
-/// Errors from the public conversion functions.
-#[derive(Debug, thiserror::Error)]
-pub enum WireError {
-    #[error("fp16 conversion: source has {src} elements, destination {dst}")]
-    LengthMismatch { src: usize, dst: usize },
-}
-
-/// Converts `src` to f16 bit patterns in `dst` (round to nearest even). Lengths must match.
-pub fn f32_to_f16_bits(src: &[f32], dst: &mut [u16]) -> Result<(), WireError> {
-    check_lengths(src.len(), dst.len())?;
-    dst.reinterpret_cast_mut::<f16>()
-        .convert_from_f32_slice(src);
-    Ok(())
-}
-
-/// Converts f16 bit patterns in `src` to `f32` in `dst` (exact). Lengths must match.
-pub fn f16_bits_to_f32(src: &[u16], dst: &mut [f32]) -> Result<(), WireError> {
-    check_lengths(src.len(), dst.len())?;
-    src.reinterpret_cast::<f16>().convert_to_f32_slice(dst);
-    Ok(())
-}
-
-fn check_lengths(src: usize, dst: usize) -> Result<(), WireError> {
-    if src == dst {
-        Ok(())
-    } else {
-        Err(WireError::LengthMismatch { src, dst })
-    }
-}
-
 /// One wire format, as the ring uses it. Callers inside the crate guarantee equal chunk lengths
 /// (both sides derive them from the same [`crate::chunk_bounds`]), so these never fail.
 pub(crate) trait WireFormat {
@@ -156,10 +126,9 @@ mod tests {
         for seed in 0..20 {
             for &scale in &[1e-3f32, 1.0, 100.0, 60000.0] {
                 let src = values(seed, 1000 + seed as usize, scale);
-                let mut bits = vec![0u16; src.len()];
+                let mut buf = Vec::new();
                 let mut back = vec![0f32; src.len()];
-                f32_to_f16_bits(&src, &mut bits).unwrap();
-                f16_bits_to_f32(&bits, &mut back).unwrap();
+                F16Wire::overwrite(F16Wire::outgoing(&src, &mut buf), &mut back);
                 for (a, b) in src.iter().zip(&back) {
                     // Normal range: relative error <= 2^-11; subnormals: absolute <= 2^-25.
                     let tol = (a.abs() * 2f32.powi(-11)).max(2f32.powi(-25));
@@ -187,18 +156,16 @@ mod tests {
     #[test]
     fn special_values_convert_as_ieee_says() {
         let src = [0.0f32, -0.0, 1.0, 65504.0, 1e6, -1e6, f32::INFINITY];
-        let mut bits = [0u16; 7];
-        f32_to_f16_bits(&src, &mut bits).unwrap();
+        let mut buf = Vec::new();
         let mut back = [0f32; 7];
-        f16_bits_to_f32(&bits, &mut back).unwrap();
+        F16Wire::overwrite(F16Wire::outgoing(&src, &mut buf), &mut back);
+        assert_eq!(back[1].to_bits(), (-0.0f32).to_bits());
         assert_eq!(back[..4], src[..4]);
         assert_eq!(back[4], f32::INFINITY);
         assert_eq!(back[5], f32::NEG_INFINITY);
         assert_eq!(back[6], f32::INFINITY);
-        let nan = [f32::NAN];
-        let mut nan_bits = [0u16];
-        f32_to_f16_bits(&nan, &mut nan_bits).unwrap();
-        assert!(f16::from_bits(nan_bits[0]).is_nan());
+        let nan_bits = F16Wire::outgoing(&[f32::NAN], &mut buf)[0];
+        assert!(f16::from_bits(nan_bits).is_nan());
     }
 
     #[test]
@@ -220,14 +187,5 @@ mod tests {
             fused.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             twice.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         );
-    }
-
-    #[test]
-    fn mismatched_lengths_are_errors_not_panics() {
-        let err = f32_to_f16_bits(&[1.0, 2.0], &mut [0u16; 3]).unwrap_err();
-        assert!(err
-            .to_string()
-            .contains("source has 2 elements, destination 3"));
-        assert!(f16_bits_to_f32(&[0u16; 2], &mut [0.0; 1]).is_err());
     }
 }

@@ -118,7 +118,7 @@ fn train_rate(args: &Args, files: Vec<PathBuf>) -> Result<(f64, serde_json::Valu
     let mut pipeline = TrainPipeline::start(TrainConfig {
         files,
         rank: 0,
-        world: 1,
+        world_size: 1,
         batch_size: args.batch,
         image_px: args.px,
         min_scale: 0.08,

@@ -61,13 +61,13 @@ use crate::epoch_share::EpochShareError;
 /// Records held by the shuffle buffer when a config does not say otherwise.
 pub const DEFAULT_SHUFFLE_BUFFER: usize = 2048;
 
-/// What the training pipeline reads and produces. Rank and world are plain numbers (no MPI).
+/// What the training pipeline reads and produces. Rank and world size are plain numbers (no MPI).
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
     /// Every shard file of the phase's data (all ranks get the same list; dealing is ours).
     pub files: Vec<PathBuf>,
     pub rank: u64,
-    pub world: u64,
+    pub world_size: u64,
     /// Images per batch on this rank.
     pub batch_size: usize,
     /// Output side in pixels (square crops).
@@ -79,7 +79,7 @@ pub struct TrainConfig {
     pub start_epoch: u64,
     /// Batches of `start_epoch` already consumed before a resume.
     pub skip_batches: u64,
-    /// `floor(total_images / (batch_size * world))`, the same on every rank.
+    /// `floor(total_images / (batch_size * world_size))`, the same on every rank.
     pub batches_per_epoch: u64,
     pub decode_threads: usize,
     /// Finished batches queued ahead of the consumer.
@@ -543,10 +543,10 @@ impl TrainPipeline {
             return bad(format!("min_scale {} must lie in (0, 1]", config.min_scale));
         }
         let limits = limits(config.max_image_pixels, config.num_classes)?;
-        // Fail on a bad rank/world here, not in the reader thread.
+        // Fail on a bad rank or world size here, not in the reader thread.
         crate::epoch_share::EpochShare::new(
             config.files.len(),
-            config.world,
+            config.world_size,
             config.rank,
             config.seed,
             config.start_epoch,

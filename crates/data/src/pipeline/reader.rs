@@ -156,14 +156,19 @@ fn train(
     let batch = config.batch_size as u64;
     let needed = config.batches_per_epoch * batch;
     for epoch in config.start_epoch.. {
-        let share =
-            match EpochShare::new(files.len(), config.world, config.rank, config.seed, epoch) {
-                Ok(share) => share,
-                Err(e) => {
-                    out.push(ReaderMsg::Fatal((epoch, 0), e.into()));
-                    return;
-                }
-            };
+        let share = match EpochShare::new(
+            files.len(),
+            config.world_size,
+            config.rank,
+            config.seed,
+            epoch,
+        ) {
+            Ok(share) => share,
+            Err(e) => {
+                out.push(ReaderMsg::Fatal((epoch, 0), e.into()));
+                return;
+            }
+        };
         let records = RankRecords::new(share, |f| open_tagged(files, f, stop));
         let rng = rng_for(Stream::Shuffle, &[config.seed, epoch, config.rank]);
         let mut stream = ShuffleBuffer::new(records, needed, config.shuffle_buffer, rng);

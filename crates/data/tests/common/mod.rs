@@ -112,13 +112,13 @@ pub fn assert_labels_match_pixels(batch: &Batch) {
 pub fn train_config(
     files: Vec<PathBuf>,
     rank: u64,
-    world: u64,
+    world_size: u64,
     batches_per_epoch: u64,
 ) -> dawnrun_data::TrainConfig {
     dawnrun_data::TrainConfig {
         files,
         rank,
-        world,
+        world_size,
         batch_size: 4,
         image_px: 24,
         min_scale: 0.25,
