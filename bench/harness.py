@@ -744,9 +744,10 @@ class Bench:
         used = {path: [] for path in USAGE_PATHS}
 
         def note_usage(path, proc):
+            steps = proc.last["step_s"]
+            mean_step = sum(steps) / len(steps)
             for u in proc.last.get("usage_per_step") or []:
-                steps = proc.last["step_s"]
-                used[path].append(dict(u, step_s=sum(steps) / len(steps)))
+                used[path].append(dict(u, step_s=mean_step))
 
         def serve_set(n, set_rounds):
             with contextlib.ExitStack() as stack:
