@@ -31,7 +31,7 @@ use super::report::{self, CheckpointResult};
 use crate::checkpoint;
 use crate::model::{EvalGraph, ModelConfig};
 use crate::run_dir::{self, Done, RunDir};
-use crate::train::hooks::signal_self;
+use crate::self_signal::signal_self;
 
 pub struct SweepConfig {
     pub run_dir: RunDir,

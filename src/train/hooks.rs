@@ -1,9 +1,10 @@
 //! Test hooks: faults a rank injects into itself, on the tests' request, at the places where
 //! the real ones (a stuck driver, a kill, an overflowing update) would strike.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::model::TrainGraph;
+use crate::self_signal::signal_self;
 
 /// Faults the process tests inject through the environment (`DAWNRUN_FAIL_AT_STEP`,
 /// `DAWNRUN_FREEZE_AT_STEP`, `DAWNRUN_FREEZE_IN_ALLREDUCE_AT_STEP`, `DAWNRUN_KILL_AT_STEP`, `DAWNRUN_NAN_STATE_AT_STEP`, `DAWNRUN_NAN_GRADIENT_AT_STEP`, with
@@ -77,16 +78,4 @@ pub fn freeze_in_allreduce(fault: Option<TestFault>, step: u64, rank: usize) -> 
 /// Where a hook acts, for its message: `rank 1: step 5`.
 fn at(rank: usize, step: u64) -> String {
     format!("rank {rank}: step {step}")
-}
-
-/// Sends `signal` to this process, saying so first, `at` naming who and where
-/// (`rank 1: step 5`).
-pub fn signal_self(signal: &str, at: &str) -> Result<()> {
-    say!("{at}: sending SIG{signal} to myself on purpose (test hook)");
-    let pid = std::process::id().to_string();
-    std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &pid])
-        .status()
-        .with_context(|| format!("kill -{signal}"))?;
-    Ok(())
 }
