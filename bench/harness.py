@@ -217,6 +217,9 @@ class Bench:
         self.log = open(os.path.join(self.results, "bench.log"), "w")
         self.notes = []
         self.load_at_start = os.getloadavg()[0]
+        # The commit the binaries were built from: read now, since a commit made while the bench
+        # runs would otherwise name code it did not measure.
+        self.commit = source_commit(self.root)
         self.cpu_at_start = cpu_clock()
         self.rows = {}
         self.params = {}
@@ -842,8 +845,6 @@ class Bench:
                 cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
         except (OSError, StopIteration):
             pass
-        commit = subprocess.run(["git", "-C", self.root, "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True).stdout.strip()
         mode = ("QUICK (1 repetition)" if self.quick else
                 "full (%d repetitions; the train step rows %d and the scaling rows %d interleaved rounds; "
                 "medians)" % (self.reps, self.step_rounds, self.args.scaling_rounds))
@@ -851,7 +852,7 @@ class Bench:
             "# dawnrun bench, %s" % started.strftime("%Y-%m-%d %H:%M"),
             "",
             "- machine: %d cores, %s (%s), %s; commit %s" % (os.cpu_count(), cpu, vector_isa(),
-                                                             platform.platform(), commit),
+                                                             platform.platform(), self.commit),
             "- TensorFlow's oneDNN CPU kernels: TF_ENABLE_ONEDNN_OPTS=%s for every process unless a row "
             "says otherwise" % os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: TensorFlow's default)"),
             "- mode: %s; wall time %.1f min; command: `%s`" % (
@@ -903,6 +904,16 @@ def parse_args(argv):
         args.bf16_note = ("- no bf16 rows: this CPU has no AVX-512, and TensorFlow 2.13 runs bf16 "
                           "on a CPU only with it, for Keras as for us (both refuse)")
     return args
+
+
+def source_commit(root):
+    """HEAD's short hash, with "+ uncommitted changes" when tracked files differ from it."""
+    git = lambda *a: subprocess.run(["git", "-C", root] + list(a), capture_output=True,
+                                    text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += " + uncommitted changes"
+    return commit
 
 
 def cpu_clock():

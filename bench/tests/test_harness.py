@@ -209,6 +209,27 @@ class HarnessTest(unittest.TestCase):
         _, _, busy = harness.foreign_cpu(before, harness.cpu_clock())
         self.assertGreaterEqual(busy, 0.3)  # this process spun for half a second
 
+    def test_the_header_names_the_commit_and_says_when_the_tree_differs(self):
+        sys.path.insert(0, BENCH)
+        import harness
+        with tempfile.TemporaryDirectory() as repo:
+            self.assertEqual(harness.source_commit(repo), "unknown")  # not a git checkout
+            git = lambda *a: subprocess.run(["git", "-C", repo, "-c", "user.name=t", "-c", "user.email=t@t"]
+                                            + list(a), check=True, capture_output=True, text=True).stdout
+            git("init", "-q")
+            with open(os.path.join(repo, "f"), "w") as f:
+                f.write("a\n")
+            git("add", "f")
+            git("commit", "-qm", "one")
+            head = git("rev-parse", "--short", "HEAD").strip()
+            self.assertEqual(harness.source_commit(repo), head)
+            with open(os.path.join(repo, "new"), "w") as f:
+                f.write("untracked files are not the measured code\n")
+            self.assertEqual(harness.source_commit(repo), head)
+            with open(os.path.join(repo, "f"), "w") as f:
+                f.write("b\n")
+            self.assertEqual(harness.source_commit(repo), head + " + uncommitted changes")
+
     def test_sigterm_writes_the_table_and_removes_the_work_folder(self):
         with tempfile.TemporaryDirectory() as root:
             tmp = os.path.join(root, "tmp")
