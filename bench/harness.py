@@ -15,6 +15,8 @@ Flow (each step appends samples to <results>/samples.jsonl as it goes, so a cras
   6. scaling: trainer bench images/s at np 2 vs np 1 (mpirun binds each rank to its own core),
      np 2 vs two independent np 1 trainers pinned one per core (the limit without communication),
      and at np 2 with the all-reduce overlapped with backward vs not.
+Before the first section and after each (after each net and precision in the train section) the
+box's own speed is probed (bench/py/box_speed.py on every core at once) for the header.
 Both sides of a comparison run alternately (ours first in even repetitions, the reference first in
 odd ones) and table.py takes medians. A missing command of ours becomes "n/a (missing: cmd)" in
 its row; a failing one becomes "error: ..." with the stderr tail in <results>/bench.log. Nothing
@@ -225,6 +227,25 @@ class Bench:
         self.params = {}
         self.missing = set()
         self.rates = {}
+        self.speeds = []  # (when, the box's GFLOP/s or None): see probe_speed
+
+    def probe_speed(self, when):
+        """Time bench/py/box_speed.py on every core at once and keep the sum for the header: the
+        box's own speed between sections, which /proc/stat's busy and stolen time do not show (one
+        run here found every step 23-62% slower 40 minutes after a quiet full run)."""
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        cmd = [self.py, self.script("box_speed.py")]
+        try:
+            procs = [subprocess.Popen(["taskset", "-c", str(c)] + cmd, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, text=True) for c in cores]
+            outs = [p.communicate(timeout=120)[0] for p in procs]
+            total = sum(json.loads(o.strip().splitlines()[-1])["gflops"] for o in outs) if outs else None
+        except (OSError, ValueError, KeyError, IndexError, subprocess.TimeoutExpired) as e:
+            self.say("box speed probe %s failed: %s" % (when, e))
+            total = None
+        self.speeds.append((when, total))
+        if total is not None:
+            self.say("box speed %s: %.1f GFLOP/s over %d cores" % (when, total, len(cores)))
 
     # ---- running commands -------------------------------------------------------------------
     def say(self, msg):
@@ -860,6 +881,7 @@ class Bench:
             "- 1-minute load average %.1f at start, %.1f at end (above ~2 other work shared the cores: "
             "treat the numbers as noisy)" % (self.load_at_start, os.getloadavg()[0]),
             cpu_line(foreign_cpu(self.cpu_at_start, cpu_clock())),
+            speed_line(self.speeds),
             "- ratio > 1 means ours is better: rates ours/reference, times reference/ours; overhead in %.",
         ] + self.notes
         if self.missing:
@@ -952,6 +974,20 @@ def cpu_line(foreign):
             "above ~5%%, other work shared the cores), %.0f s stolen by the hypervisor" % (other, busy, share, steal))
 
 
+def speed_line(speeds):
+    """The header's line on the box's own speed: each probe's GFLOP/s (a fixed one-thread float32
+    matrix product on every core at once) and the slowest as a share of the fastest."""
+    known = [(when, g) for when, g in speeds if g is not None]
+    if not known:
+        return "- the box's own speed: not measured (box_speed.py probe failed or not run)"
+    low, high = min(g for _, g in known), max(g for _, g in known)
+    verdict = ("within the probe's own spread" if low >= 0.8 * high else
+               "the box itself changed speed during the run: compare ratios within a section, not seconds across sections")
+    return ("- the box's own speed (bench/py/box_speed.py: a one-thread float32 matrix product on every core at "
+            "once, GFLOP/s): %s; slowest %.0f%% of fastest (%s)" % (
+                ", ".join("%s %.1f" % (when, g) for when, g in known), 100.0 * low / high, verdict))
+
+
 def cpu_flags():
     """The first CPU's feature flags from /proc/cpuinfo (None where there is none)."""
     try:
@@ -995,6 +1031,7 @@ def main(argv=None):
         bench.say(args.bf16_note[2:])
     keep_work = bool(args.work)
     try:
+        bench.probe_speed("start")
         synth, synth_info = bench.make_data("synth", [])
         if "records" in only:
             n160 = synth_info["160"][0]
@@ -1005,6 +1042,7 @@ def main(argv=None):
                               "--sizes", "160"])
                 bench.records_rows("larger 160 px", os.path.join(large, "160"), 32, 4, large_info["160"][0])
                 shutil.rmtree(large, ignore_errors=True)
+            bench.probe_speed("after records")
         if only & {"pipeline", "train", "scaling"}:
             rec160, by160 = bench.prepare_records(os.path.join(synth, "160"), "rec160")
             bench.notes.append("- records for the pipeline and trainer rows written by %s" % by160)
@@ -1019,14 +1057,18 @@ def main(argv=None):
                 rec, _ = bench.prepare_records(os.path.join(photos, size), "photos%s" % size)
                 bench.pipeline_rows(rec, px, "photo-like", "photos")
                 bench.tjbench_rows(os.path.join(photos, size), px, "photo-like", "photos")
+            bench.probe_speed("after pipeline")
         if "train" in only:
             for depth in args.depths:
                 for precision in args.precisions:
                     bench.train_rows(rec160, precision, depth)
+                    bench.probe_speed("after train R%d %s" % (depth, precision))
         if "allreduce" in only:
             bench.allreduce_rows()
+            bench.probe_speed("after allreduce")
         if "scaling" in only:
             bench.scaling_rows(rec160)
+            bench.probe_speed("after scaling")
     finally:
         bench.write_table(started)
         if not keep_work:

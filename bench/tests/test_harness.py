@@ -6,6 +6,7 @@ so the pillow stand-in and build_records_tf.py are used. Needs mpirun. About a m
 """
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -108,6 +109,13 @@ class HarnessTest(unittest.TestCase):
             # TensorFlow for it once and says which in the header.
             header = read(os.path.join(results, "header.md"))
             self.assertIn("TensorFlow's own default on this CPU: oneDNN kernels", header)
+            # The box's own speed, probed at the start and after each section that ran (the train
+            # section after each net and precision): real numbers from box_speed.py.
+            speed = next(l for l in header.splitlines() if l.startswith("- the box's own speed"))
+            probes = re.findall(r"(start|after [\w ]+?) (\d+\.\d)", speed)
+            self.assertEqual([w for w, _ in probes], ["start", "after train R18 fp32", "after allreduce",
+                                                      "after scaling"], speed)
+            self.assertTrue(all(float(g) > 0 for _, g in probes), speed)
             plain = [True] if "oneDNN kernels off" in header else []
             self.assertEqual(["train_step_tf.py" in line for line in started],
                              [False, True] + plain + [True, False] + plain + [False] * 5)
@@ -208,6 +216,17 @@ class HarnessTest(unittest.TestCase):
             pass
         _, _, busy = harness.foreign_cpu(before, harness.cpu_clock())
         self.assertGreaterEqual(busy, 0.3)  # this process spun for half a second
+
+    def test_the_speed_line_gives_each_probe_and_flags_a_box_that_changed_speed(self):
+        sys.path.insert(0, BENCH)
+        import harness
+        line = harness.speed_line([("start", 50.0), ("after train R18 fp32", None), ("after scaling", 45.0)])
+        self.assertIn("start 50.0, after scaling 45.0; slowest 90% of fastest (within the probe's own spread)", line)
+        self.assertNotIn("after train", line)  # a failed probe is left out, not shown as 0
+        line = harness.speed_line([("start", 50.0), ("after train R18 fp32", 30.0)])
+        self.assertIn("slowest 60% of fastest (the box itself changed speed during the run", line)
+        self.assertIn("not measured", harness.speed_line([("start", None)]))
+        self.assertIn("not measured", harness.speed_line([]))
 
     def test_the_header_names_the_commit_and_says_when_the_tree_differs(self):
         sys.path.insert(0, BENCH)
