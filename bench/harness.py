@@ -235,12 +235,18 @@ class Bench:
         run here found every step 23-62% slower 40 minutes after a quiet full run)."""
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         cmd = [self.py, self.script("box_speed.py")]
+        procs = []
         try:
-            procs = [subprocess.Popen(["taskset", "-c", str(c)] + cmd, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, text=True) for c in cores]
+            for c in cores:
+                procs.append(subprocess.Popen(["taskset", "-c", str(c)] + cmd, stdout=subprocess.PIPE,
+                                              stderr=subprocess.DEVNULL, text=True))
             outs = [p.communicate(timeout=120)[0] for p in procs]
             total = sum(json.loads(o.strip().splitlines()[-1])["gflops"] for o in outs) if outs else None
         except (OSError, ValueError, KeyError, IndexError, subprocess.TimeoutExpired) as e:
+            for p in procs:  # a probe that failed to start or hung leaves none of the others running
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
             self.say("box speed probe %s failed: %s" % (when, e))
             total = None
         self.speeds.append((when, total))
